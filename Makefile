@@ -1,0 +1,42 @@
+# tickbus: the Makefile is the single entry point; CI runs the same targets a person runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_SECONDS ?= 20
+DEMO_RATE ?= 2000
+
+.PHONY: venv demo test test-fast bench lint check clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m examples.demo --seconds $(DEMO_SECONDS) --rate $(DEMO_RATE)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m 'not slow' tests
+
+bench: $(STAMP)
+	bash bench/ensure_peers.sh
+	$(PY) -m bench.run --json bench/results.json
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check actors broker observability tests bench examples
+	$(VENV)/bin/ruff format --check actors broker observability
+
+check: $(STAMP)
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache bench/results.json
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

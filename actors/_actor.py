@@ -1,0 +1,295 @@
+"""The :class:`Actor` base class: handlers for patterns, timers, lifecycle and failure policy.
+
+An actor owns one bounded mailbox. Every message matching one of its handlers' patterns is queued
+there (overflow drops the oldest, counted) and handled in arrival order, one at a time, so an
+actor's state needs no locks. Timers (``@every``) run beside the handlers on the same loop.
+
+Failure policy: an exception in a handler or timer is logged (rate-limited, with its traceback) and
+counted, and that message is skipped. After ``max_consecutive_failures`` failures in a row the actor
+stops itself; ``stopped`` then resolves with the reason, and the runner decides what the process
+does (by default it exits non-zero so its supervisor restarts it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from loguru import logger
+
+from ._envelope import Header
+from ._hub import Hub, Message, Route
+from ._keys import Key, PossibleKey
+from ._mailbox import Mailbox, Overflow
+from ._ratelimit import RateLimitedLog
+
+F = TypeVar("F", bound=Callable[..., Any])
+_PATTERNS_ATTR = "__tickbus_patterns__"
+_EVERY_ATTR = "__tickbus_every__"
+_YIELD_EVERY = 64  # sync handlers in a row before giving other callbacks a turn
+
+
+def handler(*patterns: PossibleKey) -> Callable[[F], F]:
+    """Declare a method ``(self, key, payload)`` (sync or async) as the handler of ``patterns``.
+
+    >>> class Model(Actor):
+    ...     @handler(("tick", "*"))
+    ...     async def on_tick(self, key, payload): ...
+    """
+    if not patterns:
+        raise TypeError("@handler needs at least one pattern, e.g. @handler(('tick', '*'))")
+
+    def mark(fn: F) -> F:
+        setattr(fn, _PATTERNS_ATTR, tuple(Key.create_from(p) for p in patterns))
+        return fn
+
+    return mark
+
+
+def every(seconds: float) -> Callable[[F], F]:
+    """Declare a method ``(self)`` (sync or async) to run every ``seconds`` while the actor runs."""
+    if seconds <= 0:
+        raise ValueError(f"@every needs a positive interval, got {seconds}")
+
+    def mark(fn: F) -> F:
+        setattr(fn, _EVERY_ATTR, float(seconds))
+        return fn
+
+    return mark
+
+
+@dataclass(frozen=True)
+class ActorStatistics:
+    """Counters of one actor."""
+
+    name: str
+    handled: int
+    failures: int
+    consecutive_failures: int
+    queued: int
+    dropped: int
+    timer_runs: int
+    timer_overruns: int
+    running: bool
+
+
+class Actor:
+    """Base class of tickbus actors. Subclass it, declare ``@handler``/``@every`` methods, run it
+    with ``tickbus run module:Class`` (or :func:`actors.run_actors`).
+
+    Class attributes configure defaults; ``config`` (a mapping from the TOML file or flags) is
+    available as ``self.config``.
+    """
+
+    name: ClassVar[str] = ""
+    prefix: ClassVar[tuple[str, ...]] = ()
+    queue_size: ClassVar[int] = 10_000
+    overflow: ClassVar[Overflow] = "drop_oldest"
+    max_consecutive_failures: ClassVar[int] = 10
+
+    def __init__(self, hub: Hub, *, name: str | None = None, config: Mapping[str, Any] | None = None) -> None:
+        self.hub = hub
+        self.name = name or type(self).name or type(self).__name__.lower()  # type: ignore[misc]
+        self.config: Mapping[str, Any] = dict(config or {})
+        self.log = logger.bind(actor=self.name)
+        self.current_message: Message | None = None
+        self.stopped: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._mailbox: Mailbox[tuple[Callable[[Key, Any], Any], bool, Message]] = Mailbox(
+            self.queue_size, self.overflow
+        )
+        self._routes: list[tuple[Key, Route]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._consumer: asyncio.Task[None] | None = None
+        self._errors = RateLimitedLog(actor=self.name)
+        self._handled = self._failures = self._consecutive = 0
+        self._timer_runs = self._timer_overruns = 0
+        self._running = False
+        self._draining = False
+
+    # -- hooks for subclasses -------------------------------------------------------------------
+    async def on_start(self) -> None:
+        """Called once before the first message is handled; set up state here."""
+
+    async def on_stop(self) -> None:
+        """Called once after the last message was handled (or the drain timed out)."""
+
+    # -- helpers --------------------------------------------------------------------------------
+    def publish(self, key: PossibleKey, payload: Any) -> None:
+        """Publish ``payload`` at ``self.prefix + key``."""
+        self.hub.publish(Key(*self.prefix, *Key.create_from(key)), payload)
+
+    @property
+    def header(self) -> Header | None:
+        """Envelope header of the message being handled (``None`` in-process or in a timer)."""
+        message = self.current_message
+        return message.header if message is not None else None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Run ``on_start``, subscribe every handler's patterns and start consuming and timers."""
+        await self.on_start()
+        loop = asyncio.get_running_loop()
+        for attr, fn in self._methods(_PATTERNS_ATTR):
+            is_async = inspect.iscoroutinefunction(fn)
+            for pattern in getattr(fn, _PATTERNS_ATTR):
+                route = self._route(fn, is_async)
+                self.hub.add_subscriber(pattern, route)
+                self._routes.append((pattern, route))
+            self.log.debug("handler {} subscribed to {}", attr, getattr(fn, _PATTERNS_ATTR))
+        for attr, fn in self._methods(_EVERY_ATTR):
+            self._tasks.append(
+                loop.create_task(self._timer(fn, getattr(fn, _EVERY_ATTR)), name=f"{self.name}.{attr}")
+            )
+        self._consumer = loop.create_task(self._consume(), name=f"{self.name}.consume")
+        self._running = True
+
+    async def stop(self, drain_timeout: float = 5.0, reason: str = "stopped") -> None:
+        """Unsubscribe, handle what is queued for up to ``drain_timeout`` seconds, then ``on_stop``."""
+        if not self._running:
+            return
+        self._running = False
+        self._unsubscribe()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        consumer = self._consumer
+        if consumer is not None and consumer is not asyncio.current_task():
+            self._draining = True
+            self._mailbox.put_wakeup()
+            try:
+                await asyncio.wait_for(asyncio.shield(consumer), drain_timeout)
+            except TimeoutError:
+                left = self._mailbox.clear()
+                self.log.warning(
+                    "drain of actor {} timed out after {}s; {} queued messages abandoned",
+                    self.name,
+                    drain_timeout,
+                    left,
+                )
+                consumer.cancel()
+                await asyncio.gather(consumer, return_exceptions=True)
+        try:
+            await self.on_stop()
+        finally:
+            if not self.stopped.done():
+                self.stopped.set_result(reason)
+
+    def statistics(self) -> ActorStatistics:
+        """A snapshot of this actor's counters."""
+        return ActorStatistics(
+            name=self.name,
+            handled=self._handled,
+            failures=self._failures,
+            consecutive_failures=self._consecutive,
+            queued=len(self._mailbox),
+            dropped=self._mailbox.dropped,
+            timer_runs=self._timer_runs,
+            timer_overruns=self._timer_overruns,
+            running=self._running,
+        )
+
+    # -- internals ------------------------------------------------------------------------------
+    def _methods(self, marker: str) -> list[tuple[str, Callable[..., Any]]]:
+        found = []
+        for attr in dir(type(self)):
+            fn = getattr(type(self), attr, None)
+            if callable(fn) and hasattr(fn, marker):
+                found.append((attr, getattr(self, attr)))
+        return found
+
+    def _route(self, fn: Callable[[Key, Any], Any], is_async: bool) -> Route:
+        put = self._mailbox.put
+        mailbox = self._mailbox
+        errors = self._errors
+        name = self.name
+
+        def route(key: Key, payload: Any, header: Header | None) -> None:
+            if not put((fn, is_async, Message(key, payload, header))):
+                errors.warning(
+                    "overflow",
+                    "actor {} mailbox full ({}): dropped the oldest, {} so far",
+                    name,
+                    mailbox.maxsize,
+                    mailbox.dropped,
+                )
+
+        return route
+
+    def _unsubscribe(self) -> None:
+        for pattern, route in self._routes:
+            self.hub.remove_subscriber(pattern, route)
+        self._routes.clear()
+
+    async def _consume(self) -> None:
+        mailbox = self._mailbox
+        in_a_row = 0
+        while True:
+            if not mailbox:
+                if self._draining:
+                    return
+                in_a_row = 0
+                await mailbox.wait()
+                continue
+            fn, is_async, message = mailbox.get_nowait()
+            self.current_message = message
+            try:
+                if is_async:
+                    await fn(message.key, message.payload)
+                else:
+                    fn(message.key, message.payload)
+                    in_a_row += 1
+                    if in_a_row >= _YIELD_EVERY:
+                        in_a_row = 0
+                        await asyncio.sleep(0)
+            except Exception as exc:  # the policy: count, log, skip; stop after too many in a row
+                self._failed(getattr(fn, "__name__", "handler"), message.key, exc)
+            else:
+                self._consecutive = 0
+            finally:
+                self.current_message = None
+            self._handled += 1
+
+    async def _timer(self, fn: Callable[[], Any], interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + interval
+        is_async = inspect.iscoroutinefunction(fn)
+        while True:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            try:
+                if is_async:
+                    await fn()
+                else:
+                    fn()
+            except Exception as exc:
+                self._failed(getattr(fn, "__name__", "timer"), None, exc)
+            else:
+                self._consecutive = 0
+            self._timer_runs += 1
+            due += interval
+            now = loop.time()
+            if due < now:  # a run overran one or more intervals: skip them rather than bunch up
+                missed = int((now - due) / interval) + 1
+                self._timer_overruns += missed
+                due += missed * interval
+
+    def _failed(self, where: str, key: Key | None, exc: Exception) -> None:
+        self._failures += 1
+        self._consecutive += 1
+        self._errors.log(
+            "ERROR",
+            "fail:" + where,
+            "actor {} {} failed on {}: {!r} ({} in a row)",
+            self.name,
+            where,
+            key,
+            exc,
+            self._consecutive,
+            exception=exc,
+        )
+        if self._consecutive >= self.max_consecutive_failures and self._running:
+            reason = f"{self._consecutive} consecutive failures, last in {where}: {exc!r}"
+            self.log.error("actor {} stops after {}", self.name, reason)
+            asyncio.get_running_loop().create_task(self.stop(0.0, reason=reason))

@@ -1,0 +1,41 @@
+"""Rate-limited logging for anomalies on the receive path (gaps, drops, malformed frames).
+
+Only anomalies call this, never the per-message fast path; at most one line per ``interval`` per
+topic reaches loguru, carrying how many occurrences it stands for.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from loguru import logger
+
+
+class RateLimitedLog:
+    """At most one warning per topic per ``interval`` seconds, with a count of what it summarises."""
+
+    def __init__(self, interval: float = 5.0, **bind: Any) -> None:
+        self._interval = interval
+        self._next: dict[str, float] = {}
+        self._pending: dict[str, int] = {}
+        self._logger = logger.bind(**bind) if bind else logger
+
+    def warning(self, topic: str, message: str, *args: Any) -> None:
+        """Log ``message.format(*args)`` unless ``topic`` was logged within the interval."""
+        self.log("WARNING", topic, message, *args)
+
+    def log(
+        self, level: str, topic: str, message: str, *args: Any, exception: BaseException | None = None
+    ) -> None:
+        """Like :meth:`warning` at any loguru level, optionally with an exception's traceback."""
+        now = time.monotonic()
+        if now < self._next.get(topic, 0.0):
+            self._pending[topic] = self._pending.get(topic, 0) + 1
+            return
+        self._next[topic] = now + self._interval
+        suppressed = self._pending.pop(topic, 0)
+        if suppressed:
+            message += " ({} similar suppressed in the last {}s)"
+            args = (*args, suppressed, self._interval)
+        self._logger.opt(depth=2, exception=exception).log(level, message, *args)

@@ -1,0 +1,425 @@
+"""The broker-connected hub: the same API as :class:`Hub`, routed through a tickbus broker.
+
+Sockets: an XPUB connected to the broker's frontend (publishing; being an XPUB it also learns which
+key prefixes anyone subscribes to, so a key nobody wants is never serialised, and with XPUB_NODROP a
+full send queue is counted instead of silently dropped) and a SUB connected to the backend.
+Everything is delivered through the broker, including to subscribers in this same process, so
+there is one order per publisher and one code path.
+
+Receiving: ``loop.add_reader`` on the SUB socket's file descriptor, draining it with non-blocking
+reads (ZeroMQ's descriptor is edge-triggered); each message is decoded, sequence-checked, matched
+through the subscription index and handed to subscriptions synchronously. A frame set that is not a
+valid message is counted, logged rate-limited and dropped; it never stops the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import time
+from typing import Any
+
+import msgpack
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from ._envelope import FORMAT_VERSION, decode_header, decode_payload, encode_payload
+from ._errors import ConnectError, EnvelopeError, InvalidKeyError
+from ._hub import Hub, HubStatistics, Route
+from ._keys import Key, decode_key, encode_key, subscription_prefix
+from ._sequence import Observation, SequenceTracker
+
+DEFAULT_FRONTEND = "tcp://127.0.0.1:5550"
+DEFAULT_BACKEND = "tcp://127.0.0.1:5551"
+_DRAIN_BUDGET = 2_000  # messages per reader callback before yielding to other callbacks
+_CACHE_LIMIT = 100_000
+_MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+
+
+class RemoteHub(Hub):
+    """A :class:`Hub` whose publish and subscribe go through a tickbus broker. Use :func:`connect`."""
+
+    def __init__(
+        self,
+        frontend: str,
+        backend: str,
+        *,
+        name: str,
+        hwm: int,
+        heartbeat_ivl: float,
+        heartbeat_timeout: float,
+        max_payload: int,
+        linger: float,
+        context: zmq.Context[zmq.Socket[bytes]] | None,
+    ) -> None:
+        super().__init__(name=name)
+        self.frontend, self.backend = frontend, backend
+        self.publisher_id = f"{name}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._own_context = context is None
+        self._ctx = context if context is not None else zmq.Context()
+        self._max_payload = max_payload
+        self._pub = self._socket(zmq.XPUB, hwm, heartbeat_ivl, heartbeat_timeout, linger)
+        self._pub.setsockopt(zmq.XPUB_NODROP, 1)
+        self._sub = self._socket(zmq.SUB, hwm, heartbeat_ivl, heartbeat_timeout, linger)
+        self._monitors = [
+            self._pub.get_monitor_socket(_MONITOR_EVENTS),
+            self._sub.get_monitor_socket(_MONITOR_EVENTS),
+        ]
+        for sock, endpoint in ((self._pub, frontend), (self._sub, backend)):
+            try:
+                sock.connect(endpoint)
+            except zmq.ZMQError as exc:
+                self._close_sockets()
+                raise ConnectError(f"cannot connect to broker endpoint {endpoint!r}: {exc.strerror}") from exc
+        self._packer = msgpack.Packer(use_bin_type=True)
+        self._seqs: dict[bytes, int] = {}
+        self._key_bytes: dict[tuple[str, ...], bytes] = {}
+        self._keys: dict[bytes, Key] = {}
+        self._prefix_refs: dict[bytes, int] = {}
+        self._remote_prefixes: set[bytes] = set()
+        self._wanted: dict[bytes, bool] = {}
+        self._tracker = SequenceTracker()
+        self._connected = [False, False]
+        self._connected_event = asyncio.Event()
+        self._prefixes_changed = asyncio.Event()
+        self._received = self._unmatched = self._malformed = self._oversize = 0
+        self._publish_dropped = self._publish_skipped = self._disconnects = 0
+        self._loop = asyncio.get_running_loop()
+        self._closed = False
+        self._loop.add_reader(self._sub.FD, self._on_sub_readable)
+        self._loop.add_reader(self._pub.FD, self._on_pub_readable)
+        for index, monitor in enumerate(self._monitors):
+            self._loop.add_reader(monitor.FD, self._on_monitor, index)
+            self._loop.call_soon(self._on_monitor, index)  # events may predate the reader
+        self._loop.call_soon(self._on_sub_readable)
+        self._loop.call_soon(self._on_pub_readable)
+
+    def _socket(self, kind: int, hwm: int, ivl: float, timeout: float, linger: float) -> zmq.Socket[bytes]:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.RCVHWM, hwm)
+        sock.setsockopt(zmq.LINGER, int(linger * 1000))
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, int(ivl * 1000))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timeout * 1000))
+        sock.setsockopt(zmq.HEARTBEAT_TTL, int(timeout * 1000))
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        return sock
+
+    # -- publishing ---------------------------------------------------------------------------
+    def publish(self, key: tuple[str, ...], message: Any) -> None:
+        """Send ``message`` at ``key`` to the broker (skipped, and counted, when nobody subscribes)."""
+        kb = self._key_bytes.get(key)
+        if kb is None:
+            kb = self._encode_key(key)
+        wanted = self._wanted.get(kb)
+        if wanted is None:
+            wanted = self._is_wanted(kb)
+        if not wanted:
+            self._publish_skipped += 1
+            return
+        seq = self._seqs.get(kb, 0) + 1
+        self._seqs[kb] = seq
+        payload = encode_payload(message)
+        if len(payload) > self._max_payload:
+            raise EnvelopeError(
+                f"payload of {len(payload)} bytes on {key} exceeds max_payload={self._max_payload}; "
+                "send less or raise the limit on every hub and the broker"
+            )
+        header = self._packer.pack(
+            (FORMAT_VERSION, self.publisher_id, seq, time.monotonic_ns(), time.time_ns(), None)
+        )
+        try:
+            self._pub.send_multipart((kb, header, payload), zmq.DONTWAIT)
+        except zmq.Again:
+            self._publish_dropped += 1
+            self._log.warning("publish-hwm", "send queue to the broker is full: dropped a message on {}", key)
+        self._published += 1
+
+    def _encode_key(self, key: tuple[str, ...]) -> bytes:
+        kb = encode_key(key)
+        if len(self._key_bytes) >= _CACHE_LIMIT:
+            self._key_bytes.clear()
+        self._key_bytes[Key.create_from(key)] = kb
+        return kb
+
+    def _is_wanted(self, kb: bytes) -> bool:
+        prefixes = self._remote_prefixes
+        wanted = b"" in prefixes or any(kb[: i + 1] in prefixes for i, c in enumerate(kb) if c == 0)
+        if len(self._wanted) >= _CACHE_LIMIT:
+            self._wanted.clear()
+        self._wanted[kb] = wanted
+        return wanted
+
+    def has_subscribers(self, key: tuple[str, ...] = Key("*")) -> bool:
+        """True when a subscriber anywhere on the broker would receive ``key`` (``('*',)``: anything)."""
+        if tuple(key) == ("*",):
+            return bool(self._remote_prefixes)
+        return self._is_wanted(subscription_prefix(key) if "*" in key else encode_key(key))
+
+    async def wait_for_subscribers(self, key: tuple[str, ...], timeout: float = 5.0) -> None:
+        """Wait until a subscription somewhere on the broker covers ``key``; ``TimeoutError`` otherwise."""
+        async with asyncio.timeout(timeout):
+            while not self._is_wanted(encode_key(key)):
+                self._prefixes_changed.clear()
+                await self._prefixes_changed.wait()
+
+    def _on_pub_readable(self) -> None:
+        changed = False
+        while True:
+            try:
+                msg = self._pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except zmq.ZMQError:
+                return
+            if msg[:1] == b"\x01":
+                self._remote_prefixes.add(msg[1:])
+                changed = True
+            elif msg[:1] == b"\x00":
+                self._remote_prefixes.discard(msg[1:])
+                changed = True
+        if changed:
+            self._wanted.clear()
+            self._prefixes_changed.set()
+
+    # -- subscribing --------------------------------------------------------------------------
+    def add_subscriber(self, key: tuple[str, ...], callback: Route) -> None:
+        """Register a pattern locally and, on first use of its wire prefix, at the broker."""
+        prefix = subscription_prefix(key)
+        super().add_subscriber(key, callback)
+        refs = self._prefix_refs.get(prefix, 0)
+        if refs == 0:
+            self._sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        self._prefix_refs[prefix] = refs + 1
+
+    def remove_subscriber(self, key: tuple[str, ...], callback: Route) -> None:
+        """Unregister a pattern; the broker subscription goes when its last pattern goes."""
+        super().remove_subscriber(key, callback)
+        prefix = subscription_prefix(key)
+        refs = self._prefix_refs.get(prefix, 0) - 1
+        if refs > 0:
+            self._prefix_refs[prefix] = refs
+        elif refs == 0:
+            del self._prefix_refs[prefix]
+            if not self._closed:
+                self._sub.setsockopt(zmq.UNSUBSCRIBE, prefix)
+
+    async def sync(self, timeout: float = 5.0) -> None:
+        """Wait until this hub's subscriptions are active at the broker (a probe makes the round trip)."""
+        probe = Key("$sync", self.publisher_id)
+        arrived = asyncio.Event()
+
+        def on_probe(key: Key, payload: Any, header: object) -> None:
+            arrived.set()
+
+        self.add_subscriber(probe, on_probe)
+        try:
+            async with asyncio.timeout(timeout):
+                while not arrived.is_set():
+                    self.publish(probe, None)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(arrived.wait(), 0.02)
+        except TimeoutError:
+            raise ConnectError(
+                f"hub {self.name!r}: no round trip through the broker ({self.frontend} -> {self.backend}) "
+                f"within {timeout}s; is `tickbus broker` running there?"
+            ) from None
+        finally:
+            self.remove_subscriber(probe, on_probe)
+
+    def _on_sub_readable(self) -> None:
+        if self._closed:
+            return
+        recv = self._sub.recv_multipart
+        handle = self._on_frames
+        for _ in range(_DRAIN_BUDGET):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            handle(frames)
+        self._loop.call_soon(self._on_sub_readable)  # more may be waiting: come back after others ran
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        self._received += 1
+        if len(frames) != 3:
+            self._drop("frames", "dropped a message of {} frames (expected 3)", len(frames))
+            return
+        kb, hb, pb = frames
+        key = self._keys.get(kb)
+        if key is None:
+            try:
+                key = decode_key(kb)
+            except InvalidKeyError as exc:
+                self._drop("key", "dropped a message with a bad key frame: {}", exc)
+                return
+            if len(self._keys) >= _CACHE_LIMIT:
+                self._keys.clear()
+            self._keys[kb] = key
+        try:
+            header = decode_header(hb)
+        except EnvelopeError as exc:
+            self._drop("header", "dropped a message on {} with a bad header: {}", key, exc)
+            return
+        seen = self._tracker.observe(header.publisher, kb, header.seq)
+        if seen > Observation.FIRST:
+            self._log_sequence(seen, key, header.publisher, header.seq)
+        routes = self._index.match(key)
+        if not routes:
+            self._unmatched += 1
+            return
+        if len(pb) > self._max_payload:
+            self._oversize += 1
+            self._drop("oversize", "dropped a {}-byte payload on {} (max_payload)", len(pb), key)
+            return
+        try:
+            payload = decode_payload(pb)
+        except EnvelopeError as exc:
+            self._drop("payload", "dropped a message on {}: {}", key, exc)
+            return
+        for route in routes:
+            route(key, payload, header)
+        self._delivered += len(routes)
+
+    def _drop(self, reason: str, message: str, *args: Any) -> None:
+        self._malformed += 1
+        self._log.warning("malformed:" + reason, "hub {}: " + message, self.name, *args)
+
+    def _log_sequence(self, seen: Observation, key: Key, publisher: str, seq: int) -> None:
+        if seen is Observation.GAP:
+            self._log.warning(
+                "gap:" + publisher,
+                "gap of {} on {} from {} (now at seq {})",
+                self._tracker.last_gap,
+                key,
+                publisher,
+                seq,
+            )
+        else:
+            self._log.warning(
+                "seq:" + publisher, "{} seq {} on {} from {}", seen.name.lower(), seq, key, publisher
+            )
+
+    # -- connection state ---------------------------------------------------------------------
+    def _on_monitor(self, index: int) -> None:
+        monitor = self._monitors[index]
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except zmq.ZMQError:
+                return
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._connected[index] = True
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self._connected[index] = False
+                self._disconnects += 1
+        if all(self._connected):
+            self._connected_event.set()
+        else:
+            self._connected_event.clear()
+
+    @property
+    def connected(self) -> bool:
+        """True while both sockets have a live session with the broker."""
+        return all(self._connected)
+
+    async def wait_connected(self, timeout: float = 5.0) -> None:
+        """Wait for both connections to the broker; :class:`ConnectError` after ``timeout`` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._connected_event.wait()
+        except TimeoutError:
+            raise ConnectError(
+                f"no broker answered at frontend {self.frontend!r} / backend {self.backend!r} within "
+                f"{timeout}s; start one with `tickbus broker` or set TICKBUS_FRONTEND/TICKBUS_BACKEND"
+            ) from None
+
+    def statistics(self) -> HubStatistics:
+        """A snapshot of this hub's counters, including sequence anomalies and malformed drops."""
+        return HubStatistics(
+            published=self._published,
+            delivered=self._delivered,
+            listener_errors=self._listener_errors,
+            patterns=len(self._index.patterns()),
+            received=self._received,
+            unmatched=self._unmatched,
+            malformed=self._malformed,
+            oversize=self._oversize,
+            gaps=self._tracker.gaps,
+            duplicates=self._tracker.duplicates,
+            reordered=self._tracker.reordered,
+            publish_dropped=self._publish_dropped,
+            publish_skipped=self._publish_skipped,
+            streams=self._tracker.streams(),
+            connected=self.connected,
+            disconnects=self._disconnects,
+        )
+
+    def sequence_tracker(self) -> SequenceTracker:
+        """The per-publisher gap/duplicate bookkeeping (read-only use)."""
+        return self._tracker
+
+    async def close(self) -> None:
+        """Stop receiving, flush pending sends for up to ``linger`` seconds, close the sockets."""
+        if self._closed:
+            return
+        self._closed = True
+        for sock in (self._sub, self._pub, *self._monitors):
+            self._loop.remove_reader(sock.FD)
+        await asyncio.get_running_loop().run_in_executor(None, self._close_sockets)
+
+    def _close_sockets(self) -> None:
+        for sock in (self._pub, self._sub):
+            sock.disable_monitor()
+        for sock in (*self._monitors, self._sub):
+            sock.close(linger=0)
+        self._pub.close()
+        if self._own_context:
+            self._ctx.term()
+
+
+async def connect(
+    frontend: str | None = None,
+    backend: str | None = None,
+    *,
+    name: str = "hub",
+    wait: float | None = 5.0,
+    hwm: int = 100_000,
+    heartbeat_ivl: float = 1.0,
+    heartbeat_timeout: float = 3.0,
+    max_payload: int = 16 * 1024 * 1024,
+    linger: float = 1.0,
+    context: zmq.Context[zmq.Socket[bytes]] | None = None,
+) -> RemoteHub:
+    """Connect to a tickbus broker and return a hub with the aiopubsub API.
+
+    Endpoints default to ``$TICKBUS_FRONTEND`` / ``$TICKBUS_BACKEND``, then
+    ``tcp://127.0.0.1:5550`` / ``:5551``. With ``wait`` (seconds) it returns only once both
+    connections are up, raising :class:`ConnectError` otherwise; ``wait=None`` returns at once
+    and ZeroMQ keeps trying in the background.
+    """
+    hub = RemoteHub(
+        frontend or os.environ.get("TICKBUS_FRONTEND") or DEFAULT_FRONTEND,
+        backend or os.environ.get("TICKBUS_BACKEND") or DEFAULT_BACKEND,
+        name=name,
+        hwm=hwm,
+        heartbeat_ivl=heartbeat_ivl,
+        heartbeat_timeout=heartbeat_timeout,
+        max_payload=max_payload,
+        linger=linger,
+        context=context,
+    )
+    if wait is not None:
+        try:
+            await hub.wait_connected(wait)
+        except BaseException:
+            await hub.close()
+            raise
+    return hub

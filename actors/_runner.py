@@ -1,0 +1,189 @@
+"""Running a group of actors in one process: load, connect, start, announce, drain on SIGTERM.
+
+Reserved keys a group publishes on:
+
+- ``('$actors', 'hello', <group>)`` at start and every ``announce_interval`` seconds: pid, host,
+  group, actor names and classes, version (the profiling collector and operators find actors here);
+- ``('$actors', 'stats', <group>)`` every ``stats_interval`` seconds and once more on stop: the
+  hub's and every actor's ``statistics()`` as dicts;
+- ``('$actors', 'bye', <group>)`` after a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from importlib import metadata
+
+from loguru import logger
+
+from ._actor import Actor
+from ._config import GroupConfig
+from ._errors import ActorError
+from ._hub import Hub
+from ._keys import Key
+from ._remote import RemoteHub, connect
+
+EXIT_OK = 0
+EXIT_ACTOR_FAILED = 1
+
+
+def version() -> str:
+    """The installed tickbus version."""
+    try:
+        return metadata.version("tickbus")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def load_actor_class(target: str) -> type[Actor]:
+    """Import ``module:Class`` and check that it is an :class:`Actor` subclass."""
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ActorError(f"cannot import module {module_name!r} for actor {target!r}: {exc}") from exc
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise ActorError(f"module {module_name!r} has no attribute {attr!r} (actor {target!r})")
+    if not (isinstance(cls, type) and issubclass(cls, Actor)):
+        raise ActorError(f"{target!r} is not a subclass of actors.Actor")
+    return cls
+
+
+def _announcement(config: GroupConfig, actors: list[Actor]) -> dict[str, object]:
+    return {
+        "group": config.name,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "actors": [a.name for a in actors],
+        "classes": [f"{type(a).__module__}:{type(a).__qualname__}" for a in actors],
+        "version": version(),
+        "python": sys.version.split()[0],
+    }
+
+
+async def run_group(
+    config: GroupConfig,
+    *,
+    hub: Hub | None = None,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[list[Actor]], None] | None = None,
+    announce_interval: float = 5.0,
+    stats_interval: float = 1.0,
+    connect_timeout: float = 10.0,
+) -> int:
+    """Run the actors of ``config`` until ``stop`` is set (or an actor fails, by policy).
+
+    Returns the process exit code: 0 after a clean stop, 1 when an actor stopped itself and the
+    policy is ``exit``.
+    """
+    classes = [(load_actor_class(spec.target), spec) for spec in config.actors]
+    stop = stop or asyncio.Event()
+    own_hub = hub is None
+    if hub is None:
+        hub = await connect(config.frontend, config.backend, name=config.name, wait=connect_timeout)
+    running: list[Actor] = []
+    code = EXIT_OK
+    announcer: asyncio.Task[None] | None = None
+    try:
+        for cls, spec in classes:
+            actor = cls(hub, name=spec.name, config=spec.config)
+            await actor.start()
+            running.append(actor)
+        if isinstance(hub, RemoteHub):
+            await hub.sync()
+        hello = _announcement(config, running)
+        announcer = asyncio.get_running_loop().create_task(
+            _announce(hub, config.name, hello, announce_interval)
+        )
+        logger.info(
+            "group {} running actors {} (pid {})", config.name, [a.name for a in running], os.getpid()
+        )
+        if on_ready is not None:
+            on_ready(running)
+        code = await _wait_for_end(stop, running, config.on_actor_failure)
+    finally:
+        if announcer is not None:
+            announcer.cancel()
+            await asyncio.gather(announcer, return_exceptions=True)
+        await asyncio.gather(*(a.stop(config.drain_timeout) for a in running), return_exceptions=True)
+        if running:
+            hub.publish(Key("$actors", "stats", config.name), group_statistics(config.name, hub, running))
+            hub.publish(Key("$actors", "bye", config.name), {"group": config.name, "pid": os.getpid()})
+        if own_hub:
+            await hub.close()
+    return code
+
+
+def group_statistics(group: str, hub: Hub, running: list[Actor]) -> dict[str, object]:
+    """The payload of ``('$actors', 'stats', group)``: hub and actor statistics as plain dicts."""
+    return {
+        "group": group,
+        "pid": os.getpid(),
+        "hub": dataclasses.asdict(hub.statistics()),
+        "actors": {a.name: dataclasses.asdict(a.statistics()) for a in running},
+    }
+
+
+async def _announce(
+    hub: Hub, group: str, hello: dict[str, object], running: list[Actor], *, announce: float, stats: float
+) -> None:
+    hello_key = Key("$actors", "hello", group)
+    stats_key = Key("$actors", "stats", group)
+    loop = asyncio.get_running_loop()
+    next_hello = loop.time()
+    while True:
+        if loop.time() >= next_hello:
+            hub.publish(hello_key, hello)
+            next_hello += announce
+        hub.publish(stats_key, group_statistics(group, hub, running))
+        await asyncio.sleep(stats)
+
+
+async def _wait_for_end(stop: asyncio.Event, running: list[Actor], policy: str) -> int:
+    stop_task = asyncio.ensure_future(stop.wait())
+    pending_actors: set[asyncio.Future[str]] = {a.stopped for a in running}
+    try:
+        while True:
+            waiting: set[asyncio.Future[object]] = {stop_task, *pending_actors}  # type: ignore[arg-type]
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if stop_task in done:
+                return EXIT_OK
+            for fut in done:
+                pending_actors.discard(fut)
+                logger.error("an actor stopped by itself: {}", fut.result())
+            if policy == "exit":
+                return EXIT_ACTOR_FAILED
+            if not pending_actors:
+                logger.error("every actor of the group has stopped; exiting")
+                return EXIT_ACTOR_FAILED
+    finally:
+        stop_task.cancel()
+
+
+def run(config: GroupConfig, *, ready_line: bool = True) -> int:
+    """Run a group in a fresh event loop with SIGTERM/SIGINT handled; return the exit code."""
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        def ready(running: list[Actor]) -> None:
+            if ready_line:
+                print(
+                    f"tickbus run ready group={config.name} actors={','.join(a.name for a in running)}",
+                    flush=True,
+                )
+
+        return await run_group(config.with_environment(), stop=stop, on_ready=ready)
+
+    return asyncio.run(main())
