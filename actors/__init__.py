@@ -33,9 +33,6 @@ from ._runner import load_actor_class, run_group, version
 from ._sequence import Observation, SequenceTracker
 
 __all__ = [
-    "DEFAULT_BACKEND",
-    "DEFAULT_FRONTEND",
-    "FORMAT_VERSION",
     "Actor",
     "ActorError",
     "ActorSpec",
@@ -43,7 +40,10 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "ConsumeQueueNotFoundError",
+    "DEFAULT_BACKEND",
+    "DEFAULT_FRONTEND",
     "EnvelopeError",
+    "FORMAT_VERSION",
     "GroupConfig",
     "Header",
     "Hub",

@@ -107,7 +107,7 @@ def encode_payload(payload: Any) -> bytes:
         raise
 
 
-def decode_payload(data: bytes, *, max_size: int = 64 * 1024 * 1024) -> Any:
+def decode_payload(data: bytes | memoryview, *, max_size: int = 64 * 1024 * 1024) -> Any:
     """The payload of a frame; raises :class:`EnvelopeError` when it is not valid msgpack."""
     if len(data) > max_size:
         raise EnvelopeError(f"payload of {len(data)} bytes exceeds the {max_size}-byte limit")

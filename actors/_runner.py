@@ -101,7 +101,7 @@ async def run_group(
             await hub.sync()
         hello = _announcement(config, running)
         announcer = asyncio.get_running_loop().create_task(
-            _announce(hub, config.name, hello, announce_interval)
+            _announce(hub, config.name, hello, running, announce=announce_interval, stats=stats_interval)
         )
         logger.info(
             "group {} running actors {} (pid {})", config.name, [a.name for a in running], os.getpid()

@@ -1,0 +1,186 @@
+"""Test helpers for tickbus users: real broker and actor processes, free ports, in-memory hubs.
+
+The pytest plugin (:mod:`actors.pytest_plugin`, registered automatically when tickbus is installed)
+turns these into fixtures: ``tickbus_broker``, ``tickbus_hub`` and ``tickbus_actors``.
+
+>>> with BrokerProcess.start() as broker:          # a real `tickbus broker` on free ports
+...     hub = await actors.connect(broker.frontend, broker.backend)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._errors import TickbusError
+from ._hub import Hub
+
+__all__ = ["ActorProcess", "BrokerProcess", "Hub", "free_tcp_port", "wait_for_line"]
+
+
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_line(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
+    """Read ``proc``'s stdout until a line starting with ``prefix``; raise if it exits or times out."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TickbusError(f"process {proc.args!r} printed no {prefix!r} line within {timeout}s")
+            if selector.select(left):
+                line = proc.stdout.readline()
+                if line.startswith(prefix):
+                    return line.strip()
+                if not line and proc.poll() is not None:
+                    raise TickbusError(
+                        f"process {proc.args!r} exited with {proc.returncode} before {prefix!r}"
+                    )
+
+
+@dataclass
+class _Process:
+    proc: subprocess.Popen[str]
+    log_path: Path
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` if the process still runs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, wait up to ``timeout`` seconds (then SIGKILL); return the exit code."""
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def log(self) -> str:
+        """What the process wrote to stderr so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class BrokerProcess(_Process):
+    """A real ``tickbus broker`` subprocess."""
+
+    frontend: str = ""
+    backend: str = ""
+    tmpdir: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+
+    @classmethod
+    def launch(
+        cls,
+        frontends: Sequence[str] | None = None,
+        backends: Sequence[str] | None = None,
+        *,
+        transport: str = "tcp",
+        extra_args: Sequence[str] = (),
+        timeout: float = 20.0,
+    ) -> BrokerProcess:
+        """Start a broker on the given endpoints, or on fresh ones of ``transport`` (tcp or ipc)."""
+        tmp = tempfile.TemporaryDirectory(prefix="tickbus-broker-")
+        if frontends is None or backends is None:
+            if transport == "ipc":
+                frontends, backends = [f"ipc://{tmp.name}/front"], [f"ipc://{tmp.name}/back"]
+            else:
+                frontends = [f"tcp://127.0.0.1:{free_tcp_port()}"]
+                backends = [f"tcp://127.0.0.1:{free_tcp_port()}"]
+        args = [sys.executable, "-m", "broker"]
+        for url in frontends:
+            args += ["--frontend", url]
+        for url in backends:
+            args += ["--backend", url]
+        args += list(extra_args)
+        log_path = Path(tmp.name) / "broker.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True)
+        broker = cls(proc, log_path, frontends[0], backends[0], tmp)
+        try:
+            wait_for_line(proc, "tickbus broker ready", timeout)
+        except BaseException:
+            broker.close()
+            raise TickbusError(f"broker did not start: {broker.log()[-2000:]}") from None
+        return broker
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, *args: object, **kwargs: object) -> Iterator[BrokerProcess]:
+        """Context manager around :meth:`launch` that always stops the broker."""
+        broker = cls.launch(*args, **kwargs)  # type: ignore[arg-type]
+        try:
+            yield broker
+        finally:
+            broker.close()
+
+    def close(self) -> int:
+        """Stop the broker and remove its temporary directory."""
+        code = self.stop()
+        if self.tmpdir is not None:
+            self.tmpdir.cleanup()
+        return code
+
+
+@dataclass
+class ActorProcess(_Process):
+    """A real ``tickbus run`` subprocess."""
+
+    tmpdir: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+
+    @classmethod
+    def launch(
+        cls,
+        broker: BrokerProcess,
+        *targets: str,
+        name: str = "actors",
+        config_toml: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 20.0,
+    ) -> ActorProcess:
+        """Run ``targets`` (``module:Class``) or a TOML config text against ``broker``; wait until ready."""
+        tmp = tempfile.TemporaryDirectory(prefix="tickbus-run-")
+        args = [sys.executable, "-m", "actors._cli", "run", "--name", name]
+        args += ["--frontend", broker.frontend, "--backend", broker.backend]
+        if config_toml is not None:
+            path = Path(tmp.name) / "group.toml"
+            path.write_text(config_toml)
+            args += ["--config", str(path)]
+        args += list(targets)
+        log_path = Path(tmp.name) / "run.log"
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True, env=full_env)
+        actor = cls(proc, log_path, tmp)
+        try:
+            wait_for_line(proc, "tickbus run ready", timeout)
+        except BaseException:
+            log_text = actor.log()
+            actor.close()
+            raise TickbusError(f"actors {targets} did not start: {log_text[-2000:]}") from None
+        return actor
+
+    def close(self) -> int:
+        """Stop the process and remove its temporary directory."""
+        code = self.stop()
+        if self.tmpdir is not None:
+            self.tmpdir.cleanup()
+        return code

@@ -1,0 +1,83 @@
+"""The envelope codec, without sockets."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from fractions import Fraction
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors import EnvelopeError, decode_header, decode_payload, encode_header, encode_payload, register_type
+
+
+def test_header_round_trips_with_and_without_trace_context():
+    plain = decode_header(encode_header("feed@h:1:ab", 7, 123, 456))
+    assert (plain.version, plain.publisher, plain.seq, plain.mono_ns, plain.wall_ns, plain.trace) == (
+        1,
+        "feed@h:1:ab",
+        7,
+        123,
+        456,
+        None,
+    )
+    traced = decode_header(encode_header("p", 1, 1, 1, ["00-abc-def-01", "k=v"]))
+    assert traced.trace == ["00-abc-def-01", "k=v"]
+
+
+def test_payload_round_trips_decimal_and_datetimes():
+    now = dt.datetime(2026, 11, 24, 16, 0, 1, 5, tzinfo=dt.timezone.utc)
+    payload = {
+        "px": Decimal("101.25"),
+        "at": now,
+        "day": dt.date(2026, 11, 24),
+        "naive": now.replace(tzinfo=None),
+    }
+    assert decode_payload(encode_payload(payload)) == payload
+
+
+def test_register_type_adds_an_extension_and_refuses_a_taken_code():
+    register_type(Fraction, 64, lambda f: str(f).encode(), lambda b: Fraction(b.decode()))
+    assert decode_payload(encode_payload([Fraction(1, 3)])) == [Fraction(1, 3)]
+    with pytest.raises(ValueError, match="already used by Fraction"):
+        register_type(complex, 64, lambda c: b"", lambda b: 0j)
+
+
+def test_unknown_payload_type_is_named_in_the_error():
+    with pytest.raises(TypeError, match="cannot encode object"):
+        encode_payload({"x": object()})
+    assert decode_payload(encode_payload({"x": 1})) == {"x": 1}  # the packer recovered
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (b"\xc1", "not valid msgpack"),
+        (msgpack.packb([1, "p", 1, 1]), "6-field array"),
+        (msgpack.packb([2, "p", 1, 1, 1, None]), "format version 2"),
+        (msgpack.packb([1, 5, 1, 1, 1, None]), "wrong types"),
+        (msgpack.packb([1, "p", 0, 1, 1, None]), "wrong types"),
+        (msgpack.packb([1, "p", 1, 1, 1, ["only-one"]]), "trace context"),
+        (msgpack.packb({"v": 1}), "6-field array"),
+    ],
+)
+def test_malformed_headers_raise_envelope_error_with_the_reason(frame, reason):
+    with pytest.raises(EnvelopeError, match=reason):
+        decode_header(frame)
+
+
+def test_oversize_payload_is_refused_before_decoding():
+    with pytest.raises(EnvelopeError, match="exceeds"):
+        decode_payload(b"\x00" * 11, max_size=10)
+
+
+@given(st.binary(max_size=64))
+def test_arbitrary_bytes_never_raise_anything_but_envelope_error(data):
+    for decode in (decode_header, decode_payload):
+        try:
+            decode(data)
+        except EnvelopeError:
+            pass
