@@ -29,7 +29,7 @@ def test_header_round_trips_with_and_without_trace_context():
 
 
 def test_payload_round_trips_decimal_and_datetimes():
-    now = dt.datetime(2026, 11, 24, 16, 0, 1, 5, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 11, 24, 16, 0, 1, 5, tzinfo=dt.UTC)
     payload = {
         "px": Decimal("101.25"),
         "at": now,

@@ -48,7 +48,7 @@ def test_each_kind_of_malformed_message_is_counted_and_dropped(frames):
 
 
 def test_messages_nobody_wants_are_not_decoded_but_counted_unmatched():
-    inbound, got = make_inbound()
+    inbound, _ = make_inbound()
     inbound.handle_frames([encode_key(("u",)), encode_header("p", 1, 1, 1), b"\xc1"])
     assert inbound.statistics().unmatched == 1 and inbound.statistics().malformed == 0
 
