@@ -61,6 +61,7 @@ class HubStatistics:
     streams: int = 0
     connected: bool = True
     disconnects: int = 0
+    malformed_upstream: int = 0
 
 
 class Hub:

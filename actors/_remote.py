@@ -87,6 +87,7 @@ class RemoteHub(Hub):
         self._connected_event = asyncio.Event()
         self._prefixes_changed = asyncio.Event()
         self._publish_dropped = self._publish_skipped = self._disconnects = 0
+        self._malformed_upstream = 0
         self._loop = asyncio.get_running_loop()
         self._closed = False
         self._loop.add_reader(self._sub.FD, self._on_sub_readable)
@@ -187,6 +188,14 @@ class RemoteHub(Hub):
             elif msg[:1] == b"\x00":
                 self._remote_prefixes.discard(msg[1:])
                 changed = True
+            else:  # a subscriber-side peer sent something that is not a (un)subscription
+                self._malformed_upstream += 1
+                self._log.warning(
+                    "upstream",
+                    "hub {}: ignored {} upstream non-subscription messages",
+                    self.name,
+                    self._malformed_upstream,
+                )
         if changed:
             self._wanted.clear()
             self._prefixes_changed.set()
@@ -323,6 +332,7 @@ class RemoteHub(Hub):
             streams=inbound.streams,
             connected=self.connected,
             disconnects=self._disconnects,
+            malformed_upstream=self._malformed_upstream,
         )
 
     def sequence_tracker(self) -> SequenceTracker:

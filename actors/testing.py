@@ -9,6 +9,7 @@ turns these into fixtures: ``tickbus_broker``, ``tickbus_hub`` and ``tickbus_act
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import selectors
@@ -18,14 +19,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._errors import TickbusError
 from ._hub import Hub
 
-__all__ = ["ActorProcess", "BrokerProcess", "Hub", "free_tcp_port", "wait_for_line"]
+__all__ = ["ActorProcess", "BrokerProcess", "Hub", "eventually", "free_tcp_port", "wait_for_line"]
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Wait until ``predicate()`` holds, checking every 10 ms; ``TimeoutError`` naming ``what``.
+
+    For state that has no event to wait on (counters in another object); prefer an event when there is one.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{what} did not hold within {timeout}s")
+        await asyncio.sleep(0.01)  # polling is the point: there is no event
 
 
 def free_tcp_port() -> int:
