@@ -30,6 +30,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 _PATTERNS_ATTR = "__tickbus_patterns__"
 _EVERY_ATTR = "__tickbus_every__"
 _YIELD_EVERY = 64  # sync handlers in a row before giving other callbacks a turn
+_CONSUMERS: dict[asyncio.Task[None], Actor] = {}  # consumer task -> actor, for loop-health reports
+
+
+def handler_running_in(task: asyncio.Task[Any]) -> str | None:
+    """``actor.handler (file:line)`` of the handler last started by an actor's consumer task, if any.
+
+    Loop-health probes use this to name the handler behind a slow callback.
+    """
+    actor = _CONSUMERS.get(task)
+    fn = actor.last_handler if actor is not None else None
+    if actor is None or fn is None:
+        return None
+    code = getattr(fn, "__code__", None)
+    where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
+    return f"{actor.name}.{getattr(fn, '__name__', fn)}{where}"
 
 
 def handler(*patterns: PossibleKey) -> Callable[[F], F]:
@@ -96,6 +111,7 @@ class Actor:
         self.config: Mapping[str, Any] = dict(config or {})
         self.log = logger.bind(actor=self.name)
         self.current_message: Message | None = None
+        self.last_handler: Callable[..., Any] | None = None
         self.stopped: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._mailbox: Mailbox[tuple[Callable[[Key, Any], Any], bool, Message]] = Mailbox(
             self.queue_size, self.overflow
@@ -144,6 +160,8 @@ class Actor:
                 loop.create_task(self._timer(fn, getattr(fn, _EVERY_ATTR)), name=f"{self.name}.{attr}")
             )
         self._consumer = loop.create_task(self._consume(), name=f"{self.name}.consume")
+        _CONSUMERS[self._consumer] = self
+        self._consumer.add_done_callback(_forget_consumer)
         self._running = True
 
     async def stop(self, drain_timeout: float = 5.0, reason: str = "stopped") -> None:
@@ -235,6 +253,7 @@ class Actor:
                 continue
             fn, is_async, message = mailbox.get_nowait()
             self.current_message = message
+            self.last_handler = fn
             try:
                 if is_async:
                     await fn(message.key, message.payload)
@@ -293,3 +312,7 @@ class Actor:
             reason = f"{self._consecutive} consecutive failures, last in {where}: {exc!r}"
             self.log.error("actor {} stops after {}", self.name, reason)
             asyncio.get_running_loop().create_task(self.stop(0.0, reason=reason))
+
+
+def _forget_consumer(task: asyncio.Task[None]) -> None:
+    _CONSUMERS.pop(task, None)

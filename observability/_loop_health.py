@@ -1,0 +1,241 @@
+"""Event-loop health, always on (after qntln/aiodebug): slow callbacks, loop lag, hangs.
+
+Each probe is one object with ``enable()`` / ``disable()`` and ``statistics()``:
+
+- :data:`slow_callbacks` wraps ``asyncio.Handle._run`` and warns when one callback holds the loop
+  longer than a threshold (default 50 ms), naming the task, its coroutine and source line, and the
+  actor handler that ran in it. Cost: two ``perf_counter`` calls per loop callback (a callback
+  drains many messages, so this is not per message).
+- :data:`loop_lag` wakes every ``interval`` and records how late it woke into a local histogram
+  (percentiles, not only the last value).
+- :data:`hang_watchdog` runs a thread that dumps every thread's stack when the loop has not turned
+  for ``timeout`` seconds, once per hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+
+from ._histogram import Histogram
+
+SlowCallback = Callable[[str, float], None]
+
+
+def describe_handle(handle: asyncio.Handle) -> str:
+    """A readable name for what a loop callback runs: task, coroutine and source line, actor handler."""
+    callback = handle._callback  # type: ignore[attr-defined]
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, asyncio.Task):
+        coro = owner.get_coro()
+        code = getattr(coro, "cr_code", None)
+        frame = getattr(coro, "cr_frame", None)
+        where = ""
+        if code is not None:
+            line = frame.f_lineno if frame is not None else code.co_firstlineno
+            where = f" at {code.co_filename}:{line}"
+        text = f"task {owner.get_name()!r} coroutine {getattr(coro, '__qualname__', coro)!s}{where}"
+        label = _handler_label(owner)
+        return text + (f" (handler {label})" if label else "")
+    return f"callback {getattr(callback, '__qualname__', callback)!s}"
+
+
+def _handler_label(task: asyncio.Task[Any]) -> str | None:
+    actors_module = sys.modules.get("actors._actor")
+    if actors_module is None:
+        return None
+    finder = getattr(actors_module, "handler_running_in", None)
+    return finder(task) if finder is not None else None
+
+
+@dataclass(frozen=True)
+class SlowCallbackStatistics:
+    """How many loop callbacks exceeded the threshold, and the worst one."""
+
+    slow: int
+    worst_seconds: float
+    worst: str
+
+
+class SlowCallbackMonitor:
+    """Warn about loop callbacks that run longer than a threshold."""
+
+    def __init__(self) -> None:
+        self._original: Callable[[asyncio.Handle], None] | None = None
+        self.threshold = 0.05
+        self.slow = 0
+        self.worst_seconds = 0.0
+        self.worst = ""
+        self._on_slow: SlowCallback | None = None
+
+    def enable(self, threshold: float = 0.05, on_slow: SlowCallback | None = None) -> None:
+        """Start watching every callback of every loop in this process."""
+        self.threshold = threshold
+        self._on_slow = on_slow
+        if self._original is not None:
+            return
+        original = asyncio.Handle._run
+        self._original = original
+        monitor = self
+        clock = time.perf_counter
+
+        def _run(handle: asyncio.Handle) -> None:
+            start = clock()
+            original(handle)
+            took = clock() - start
+            if took >= monitor.threshold:
+                monitor._report(handle, took)
+
+        asyncio.Handle._run = _run  # type: ignore[method-assign,assignment]
+
+    def disable(self) -> None:
+        """Stop watching."""
+        if self._original is not None:
+            asyncio.Handle._run = self._original  # type: ignore[method-assign,assignment]
+            self._original = None
+
+    def _report(self, handle: asyncio.Handle, took: float) -> None:
+        self.slow += 1
+        try:
+            what = describe_handle(handle)
+        except Exception as exc:  # describing must never break the loop
+            what = f"<undescribable callback: {exc!r}>"
+        if took > self.worst_seconds:
+            self.worst_seconds, self.worst = took, what
+        logger.warning("slow callback: {} took {:.3f} s (threshold {:.3f} s)", what, took, self.threshold)
+        if self._on_slow is not None:
+            self._on_slow(what, took)
+
+    def statistics(self) -> SlowCallbackStatistics:
+        """Counters so far."""
+        return SlowCallbackStatistics(self.slow, self.worst_seconds, self.worst)
+
+
+@dataclass(frozen=True)
+class LoopLagStatistics:
+    """Loop lag percentiles in seconds over the samples taken since enable()."""
+
+    samples: int
+    p50: float
+    p99: float
+    max: float
+    last: float
+
+
+class LoopLagMonitor:
+    """Record how late the loop wakes a periodic probe."""
+
+    def __init__(self) -> None:
+        self.histogram = Histogram()
+        self.last = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def enable(self, interval: float = 0.25) -> None:
+        """Start probing on the running loop every ``interval`` seconds."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._probe(interval), name="tickbus.loop_lag"
+            )
+
+    def disable(self) -> None:
+        """Stop probing."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _probe(self, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + interval
+            await asyncio.sleep(interval)
+            lag = max(0.0, loop.time() - due)
+            self.last = lag
+            self.histogram.record(int(lag * 1e9))
+
+    def statistics(self) -> LoopLagStatistics:
+        """Percentiles so far."""
+        h = self.histogram
+        return LoopLagStatistics(
+            h.count, h.percentile(50) / 1e9, h.percentile(99) / 1e9, h.max / 1e9, self.last
+        )
+
+
+def dump_stacks() -> str:
+    """Every thread's current stack, as text."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    parts = []
+    for ident, frame in sys._current_frames().items():
+        parts.append(f"# thread {names.get(ident, '?')} ({ident})")
+        parts.extend(line.rstrip() for line in traceback.format_stack(frame))
+    return "\n".join(parts)
+
+
+class HangWatchdog:
+    """A thread that dumps all stacks when the loop has not turned for ``timeout`` seconds."""
+
+    def __init__(self) -> None:
+        self.hangs = 0
+        self.last_dump = ""
+        self._beat = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._on_hang: Callable[[str], None] | None = None
+
+    def enable(self, timeout: float = 3.0, on_hang: Callable[[str], None] | None = None) -> None:
+        """Watch the running loop; on a hang, log (and pass to ``on_hang``) a dump of every stack."""
+        self.disable()
+        self._on_hang = on_hang
+        self._beat = time.monotonic()
+        self._stop = threading.Event()
+        self._task = asyncio.get_running_loop().create_task(
+            self._heartbeat(timeout / 4), name="tickbus.hang_beat"
+        )
+        self._thread = threading.Thread(
+            target=self._watch, args=(timeout,), name="tickbus-hang-watchdog", daemon=True
+        )
+        self._thread.start()
+
+    def disable(self) -> None:
+        """Stop watching."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+    async def _heartbeat(self, every: float) -> None:
+        while True:
+            self._beat = time.monotonic()
+            await asyncio.sleep(every)
+
+    def _watch(self, timeout: float) -> None:
+        dumped_for = -1.0
+        while not self._stop.wait(timeout / 10):
+            beat = self._beat
+            if time.monotonic() - beat > timeout and beat != dumped_for:
+                dumped_for = beat
+                self.hangs += 1
+                self.last_dump = dump_stacks()
+                logger.error(
+                    "event loop has not turned for {:.1f} s; stacks:\n{}",
+                    time.monotonic() - beat,
+                    self.last_dump,
+                )
+                if self._on_hang is not None:
+                    self._on_hang(self.last_dump)
+
+
+slow_callbacks = SlowCallbackMonitor()
+loop_lag = LoopLagMonitor()
+hang_watchdog = HangWatchdog()

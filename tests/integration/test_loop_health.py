@@ -1,0 +1,84 @@
+"""Loop health probes against a real blocked loop: slow-callback warning, lag, hang stack dump."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from loguru import logger
+
+import observability
+from actors import Actor, Hub, Key, handler
+
+
+class Blocking(Actor):
+    name = "blocker"
+
+    @handler(("block",))
+    def on_block(self, key, seconds):
+        time.sleep(seconds)  # deliberately blocks the loop
+        self.publish(("done",), seconds)
+
+
+@pytest.fixture
+def captured():
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING")
+    yield lines
+    logger.remove(sink)
+
+
+async def _run_blocking(hub: Hub, seconds: float) -> Blocking:
+    actor = Blocking(hub)
+    done = asyncio.Event()
+    hub.add_subscriber(Key("done"), lambda k, p, h: done.set())
+    await actor.start()
+    hub.publish(Key("block"), seconds)
+    await asyncio.wait_for(done.wait(), seconds + 10)
+    return actor
+
+
+async def test_a_200ms_block_in_a_handler_gives_one_warning_naming_it_and_shows_in_lag(captured):
+    observability.slow_callbacks.enable(0.05)
+    observability.loop_lag.enable(0.02)
+    try:
+        await asyncio.sleep(0.1)  # a few clean lag samples first
+        actor = await _run_blocking(Hub(), 0.2)
+        await asyncio.sleep(0.05)  # let the lag probe take its late sample
+        warnings = [line for line in captured if "slow callback" in line]
+        assert len(warnings) == 1, warnings
+        assert "blocker.on_block" in warnings[0] and "test_loop_health.py" in warnings[0]
+        assert observability.slow_callbacks.statistics().worst_seconds >= 0.2
+        lag = observability.loop_lag.statistics()
+        assert lag.max >= 0.15 and lag.samples >= 3
+        await actor.stop()
+    finally:
+        observability.slow_callbacks.disable()
+        observability.loop_lag.disable()
+
+
+async def test_a_3s_block_produces_a_stack_dump_containing_the_handler_frame():
+    dumps: list[str] = []
+    observability.hang_watchdog.enable(1.0, on_hang=dumps.append)
+    try:
+        actor = await _run_blocking(Hub(), 3.0)
+        assert len(dumps) == 1
+        assert "on_block" in dumps[0] and "time.sleep(seconds)" in dumps[0]
+        await actor.stop()
+    finally:
+        observability.hang_watchdog.disable()
+
+
+async def test_time_dilated_loop_runs_sleeps_faster():
+    def run() -> float:
+        loop = observability.TimeDilatedLoop(time_dilation=20.0)
+        try:
+            start = time.monotonic()
+            loop.run_until_complete(asyncio.sleep(2.0))
+            return time.monotonic() - start
+        finally:
+            loop.close()
+
+    elapsed = await asyncio.get_running_loop().run_in_executor(None, run)
+    assert elapsed < 0.5
