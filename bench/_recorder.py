@@ -1,0 +1,77 @@
+"""The subscriber side of a measurement: counts, times and (optionally) latencies of messages.
+
+Every system's subscriber client calls :meth:`Recorder.on_message` with ``(seq, sent_ns)`` for each
+message; the recorder is the same code for all systems, so its cost is the same for all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ._wire import END, PRIME
+
+
+class Recorder:
+    """Counts measured messages (``seq >= 0``), reports priming, finishes on ``END``."""
+
+    def __init__(self, conn: Connection, *, latency: bool) -> None:
+        self._conn = conn
+        self.finished = asyncio.Event()
+        self.reason = ""
+        self.count = 0
+        self.first_ns = 0
+        self.last_ns = 0
+        self.other_ns = 0  # last time a non-measured message (probe, warm-up, end) arrived
+        self.max_seq = -1
+        self.out_of_order = 0
+        self.primed = False
+        self.latencies: list[int] | None = [] if latency else None
+
+    def on_message(self, seq: int, sent_ns: int) -> None:
+        """Record one received message."""
+        now = time.monotonic_ns()
+        if seq >= 0:
+            if not self.count:
+                self.first_ns = now
+            self.count += 1
+            self.last_ns = now
+            if seq > self.max_seq:
+                self.max_seq = seq
+            else:
+                self.out_of_order += 1
+            if self.latencies is not None:
+                self.latencies.append(now - sent_ns)
+            return
+        self.other_ns = now
+        if seq == END:
+            self.finish("end marker")
+        elif seq == PRIME and not self.primed:
+            self.primed = True
+            self._conn.send(("primed", None))
+
+    def finish(self, reason: str) -> None:
+        """Stop the measurement (first reason wins)."""
+        if not self.finished.is_set():
+            self.reason = reason
+            self.finished.set()
+
+    def idle_ns(self) -> int:
+        """Nanoseconds since the last message of any kind (0 before the first measured one)."""
+        if not self.count:
+            return 0
+        return time.monotonic_ns() - max(self.last_ns, self.other_ns)
+
+    def result(self) -> dict[str, Any]:
+        """What the parent needs: counts, first/last receive times, latencies."""
+        return {
+            "received": self.count,
+            "first_ns": self.first_ns,
+            "last_ns": self.last_ns,
+            "max_seq": self.max_seq,
+            "out_of_order": self.out_of_order,
+            "finished_by": self.reason,
+            "latencies_ns": self.latencies,
+        }
