@@ -1,7 +1,8 @@
 """The raw-zmq baseline's server: libzmq's proxy, ``python -m bench._zproxy FRONTEND BACKEND``.
 
 Binds an XSUB socket (publishers connect) and an XPUB socket (subscribers connect), prints
-``ready`` and forwards in C with ``zmq.proxy`` until terminated. High-water marks 100,000, as tickbus's broker.
+``ready`` and forwards in C with ``zmq.proxy`` until terminated.
+High-water marks are 100,000, as in tickbus's broker.
 """
 
 from __future__ import annotations
