@@ -86,6 +86,7 @@ class ActorStatistics:
     consecutive_failures: int
     queued: int
     dropped: int
+    published: int
     timer_runs: int
     timer_overruns: int
     running: bool
@@ -93,7 +94,7 @@ class ActorStatistics:
 
 class Actor:
     """Base class of tickbus actors. Subclass it, declare ``@handler``/``@every`` methods, run it
-    with ``tickbus run module:Class`` (or :func:`actors.run_actors`).
+    with ``tickbus run module:Class`` (or :func:`actors.run_group`).
 
     Class attributes configure defaults; ``config`` (a mapping from the TOML file or flags) is
     available as ``self.config``.
@@ -120,7 +121,8 @@ class Actor:
         self._tasks: list[asyncio.Task[None]] = []
         self._consumer: asyncio.Task[None] | None = None
         self._errors = RateLimitedLog(actor=self.name)
-        self._handled = self._failures = self._consecutive = 0
+        self._handled = self._failures = self._consecutive = self._published = 0
+        self._stopping: asyncio.Task[None] | None = None
         self._timer_runs = self._timer_overruns = 0
         self._running = False
         self._draining = False
@@ -132,9 +134,17 @@ class Actor:
     async def on_stop(self) -> None:
         """Called once after the last message was handled (or the drain timed out)."""
 
+    async def run(self) -> None:
+        """Optional long-running body (a feed reading a socket, say), started after subscribing.
+
+        It is cancelled first on stop. Returning ends it quietly; an exception counts as a failure
+        and stops the actor (its loop has nothing left to skip to).
+        """
+
     # -- helpers --------------------------------------------------------------------------------
     def publish(self, key: PossibleKey, payload: Any) -> None:
         """Publish ``payload`` at ``self.prefix + key``."""
+        self._published += 1
         self.hub.publish(Key(*self.prefix, *Key.create_from(key)), payload)
 
     @property
@@ -159,6 +169,8 @@ class Actor:
             self._tasks.append(
                 loop.create_task(self._timer(fn, getattr(fn, _EVERY_ATTR)), name=f"{self.name}.{attr}")
             )
+        if type(self).run is not Actor.run:
+            self._tasks.append(loop.create_task(self._run_body(), name=f"{self.name}.run"))
         self._consumer = loop.create_task(self._consume(), name=f"{self.name}.consume")
         _CONSUMERS[self._consumer] = self
         self._consumer.add_done_callback(_forget_consumer)
@@ -204,6 +216,7 @@ class Actor:
             consecutive_failures=self._consecutive,
             queued=len(self._mailbox),
             dropped=self._mailbox.dropped,
+            published=self._published,
             timer_runs=self._timer_runs,
             timer_overruns=self._timer_overruns,
             running=self._running,
@@ -271,6 +284,13 @@ class Actor:
                 self.current_message = None
             self._handled += 1
 
+    async def _run_body(self) -> None:
+        try:
+            await self.run()
+        except Exception as exc:
+            self.max_consecutive_failures = 1  # type: ignore[misc]  # nothing to skip to: stop now
+            self._failed("run", None, exc)
+
     async def _timer(self, fn: Callable[[], Any], interval: float) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time() + interval
@@ -311,7 +331,7 @@ class Actor:
         if self._consecutive >= self.max_consecutive_failures and self._running:
             reason = f"{self._consecutive} consecutive failures, last in {where}: {exc!r}"
             self.log.error("actor {} stops after {}", self.name, reason)
-            asyncio.get_running_loop().create_task(self.stop(0.0, reason=reason))
+            self._stopping = asyncio.get_running_loop().create_task(self.stop(0.0, reason=reason))
 
 
 def _forget_consumer(task: asyncio.Task[None]) -> None:

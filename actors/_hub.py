@@ -74,6 +74,7 @@ class Hub:
         self._published = 0
         self._delivered = 0
         self._listener_errors = 0
+        self._subscribed = asyncio.Event()
 
     # -- publishing ---------------------------------------------------------------------------
     def publish(self, key: tuple[str, ...], message: Any) -> None:
@@ -92,6 +93,7 @@ class Hub:
         """Register ``callback(key, payload, header)`` for the pattern ``key``."""
         if not self._index.add(Key.create_from(key), callback):
             logger.debug("repeated subscription to {} on hub {}", key, self.name)
+        self._subscribed.set()
 
     def remove_subscriber(self, key: tuple[str, ...], callback: Route) -> None:
         """Unregister what :meth:`add_subscriber` registered."""
@@ -103,6 +105,16 @@ class Hub:
         if tuple(key) == ("*",):
             return len(self._index) > 0
         return bool(self._index.match(Key.create_from(key)))
+
+    async def wait_for_subscribers(self, key: tuple[str, ...], timeout: float = 5.0) -> None:
+        """Wait until some subscription matches ``key``; ``TimeoutError`` after ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            while not self.has_subscribers(key):
+                self._subscribed.clear()
+                await self._subscribed.wait()
+
+    async def sync(self, timeout: float = 5.0) -> None:
+        """Wait until this hub's subscriptions are active (immediate in-process)."""
 
     def listener_failed(self, where: str, key: Key, exc: BaseException) -> None:
         """Count and log (rate-limited) an exception raised by a listener."""

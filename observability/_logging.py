@@ -33,4 +33,4 @@ def configure_logging(
     if json:
         logger.add(sys.stderr, level=level, serialize=True, enqueue=True)
     else:
-        logger.add(sys.stderr, level=level, format=_HUMAN, colorize=True, enqueue=True)
+        logger.add(sys.stderr, level=level, format=_HUMAN, colorize=None, enqueue=True)

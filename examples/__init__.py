@@ -1,0 +1,1 @@
+"""Runnable tickbus examples: the trading pipeline (:mod:`examples.pipeline`) and its demo."""
