@@ -80,7 +80,7 @@ def _default(obj: Any) -> Any:
     return msgpack.ExtType(code, encode(obj))
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
+def ext_hook(code: int, data: bytes) -> Any:
     decode = _decoders.get(code)
     if decode is None:
         return msgpack.ExtType(code, data)
@@ -96,6 +96,8 @@ register_type(_dt.date, 3, lambda d: d.isoformat().encode(), lambda b: _dt.date.
 
 _packer = msgpack.Packer(default=_default, use_bin_type=True)
 _header_packer = msgpack.Packer(use_bin_type=True)
+pack_payload = _packer.pack  # the hot path calls these two directly; encode_payload wraps them
+reset_payload_packer = _packer.reset
 
 
 def encode_payload(payload: Any) -> bytes:
@@ -112,7 +114,7 @@ def decode_payload(data: bytes | memoryview, *, max_size: int = 64 * 1024 * 1024
     if len(data) > max_size:
         raise EnvelopeError(f"payload of {len(data)} bytes exceeds the {max_size}-byte limit")
     try:
-        return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+        return msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types, and so can ext hooks
         raise EnvelopeError(f"payload is not valid msgpack: {exc}") from exc
 

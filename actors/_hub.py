@@ -140,10 +140,19 @@ class Publisher:
     def __init__(self, hub: Hub, prefix: PossibleKey) -> None:
         self._hub = hub
         self.prefix = Key.create_from(prefix)
+        self._full: dict[object, Key] = {}  # key as given -> prefix + key, so publish builds no tuples
 
     def publish(self, key: PossibleKey, message: Any) -> None:
         """Publish ``message`` at ``prefix + key``."""
-        self._hub.publish(self.prefix + Key.create_from(key), message)
+        try:
+            full = self._full.get(key)
+        except TypeError:  # an unhashable key (a list): build it every time
+            full = self.prefix + Key.create_from(key)
+        if full is None:
+            full = self.prefix + Key.create_from(key)
+            if len(self._full) < 100_000:
+                self._full[key] = full
+        self._hub.publish(full, message)
 
     def has_subscribers(self, key: PossibleKey = Key("*")) -> bool:
         """True when some subscriber would receive ``prefix + key``."""

@@ -55,7 +55,7 @@ class SequenceTracker:
     """Per (publisher, key) sequence bookkeeping; the fast path is one dict lookup."""
 
     def __init__(self, *, max_missing: int = 1024, max_streams: int = 1_000_000) -> None:
-        self._last: dict[tuple[str, bytes], int] = {}
+        self.last: dict[tuple[str, bytes], int] = {}
         self._anomalies: dict[str, _Anomalies] = {}
         self._seen: dict[str, float] = {}
         self._max_missing = max_missing
@@ -71,19 +71,19 @@ class SequenceTracker:
         After a GAP, ``last_gap`` holds how many messages were skipped.
         """
         stream = (publisher, key)
-        last = self._last.get(stream)
+        last = self.last.get(stream)
         if last is not None and seq == last + 1:
-            self._last[stream] = seq
+            self.last[stream] = seq
             return Observation.IN_ORDER
         return self._slow(stream, last, seq)
 
     def _slow(self, stream: tuple[str, bytes], last: int | None, seq: int) -> Observation:
         publisher, key = stream
         if last is None:
-            if publisher not in self._seen and len(self._last) >= self._max_streams:
+            if publisher not in self._seen and len(self.last) >= self._max_streams:
                 self._forget_idle()
             self._seen[publisher] = time.monotonic()
-            self._last[stream] = seq
+            self.last[stream] = seq
             return Observation.FIRST
         anomalies = self._anomalies.get(publisher)
         if anomalies is None:
@@ -91,7 +91,7 @@ class SequenceTracker:
         self._seen[publisher] = time.monotonic()
         if seq > last:
             skipped = seq - last - 1
-            self._last[stream] = seq
+            self.last[stream] = seq
             anomalies.gaps += skipped
             self.gaps += skipped
             self.last_gap = skipped
@@ -119,12 +119,12 @@ class SequenceTracker:
 
     def streams(self) -> int:
         """Number of (publisher, key) streams tracked."""
-        return len(self._last)
+        return len(self.last)
 
     def forget(self, publisher: str) -> None:
         """Drop every stream of one publisher (e.g. after it announced its exit)."""
-        for stream in [s for s in self._last if s[0] == publisher]:
-            del self._last[stream]
+        for stream in [s for s in self.last if s[0] == publisher]:
+            del self.last[stream]
         self._seen.pop(publisher, None)
 
     def _forget_idle(self, idle_seconds: float = 300.0) -> None:
