@@ -1,0 +1,130 @@
+"""``tickbus broker`` and ``python -m broker``: run a broker until SIGTERM/SIGINT.
+
+Once every endpoint is bound the command prints exactly one line to stdout and flushes it,
+``tickbus broker ready frontend=<endpoints> backend=<endpoints>`` (comma-separated, wildcard ports
+resolved), which scripts and test fixtures wait for. Logs go to stderr (loguru's default sink; this
+package never configures sinks). Exit codes: 0 after a signal, 2 when the broker cannot start (one
+line on stderr naming the endpoint or option and the fix), 1 after an internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ._broker import Broker
+from ._config import DEFAULT_BACKEND, DEFAULT_FRONTEND, BrokerConfig
+from ._errors import BrokerError
+
+READY_PREFIX = "tickbus broker ready"
+_DESCRIPTION = (
+    "Run a tickbus broker: publishers connect to the frontend (XSUB), subscribers to the backend (XPUB); "
+    "libzmq's proxy forwards between them. Statistics are published on ('$broker', 'stats'). "
+    "SIGTERM/SIGINT stop it with exit code 0."
+)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Add the broker's options to ``parser`` (shared by ``tickbus broker`` and ``python -m broker``)."""
+    defaults = BrokerConfig()
+    parser.add_argument(
+        "--frontend",
+        action="append",
+        metavar="URL",
+        help=f"endpoint publishers connect to; repeatable, tcp:// or ipc:// (default {DEFAULT_FRONTEND})",
+    )
+    parser.add_argument(
+        "--backend",
+        action="append",
+        metavar="URL",
+        help=f"endpoint subscribers connect to; repeatable, tcp:// or ipc:// (default {DEFAULT_BACKEND})",
+    )
+    parser.add_argument(
+        "--hwm",
+        type=int,
+        metavar="N",
+        default=defaults.sndhwm,
+        help="send and receive high-water mark per peer, in frames (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-msg-size",
+        type=int,
+        metavar="BYTES",
+        default=defaults.max_msg_size,
+        help="disconnect a peer that sends a larger frame; -1 for no limit (default %(default)s)",
+    )
+    parser.add_argument(
+        "--heartbeat-ivl",
+        type=float,
+        metavar="SECONDS",
+        default=defaults.heartbeat_ivl,
+        help="ZMTP heartbeat interval; 0 disables heartbeats (default %(default)s)",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=defaults.heartbeat_timeout,
+        help="drop a peer silent this long after a heartbeat (default %(default)s)",
+    )
+    parser.add_argument(
+        "--stats-interval",
+        type=float,
+        metavar="SECONDS",
+        default=defaults.stats_interval,
+        help="publish statistics on ('$broker', 'stats') this often; 0 disables (default %(default)s)",
+    )
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``broker`` subcommand to the ``tickbus`` command's subparsers."""
+    parser = subparsers.add_parser("broker", help="run a tickbus broker", description=_DESCRIPTION)
+    add_options(parser)
+
+
+def config_from_args(args: argparse.Namespace) -> BrokerConfig:
+    """The :class:`BrokerConfig` the parsed options describe (:class:`BrokerConfigError` if invalid)."""
+    return BrokerConfig(
+        frontend=args.frontend or [DEFAULT_FRONTEND],
+        backend=args.backend or [DEFAULT_BACKEND],
+        sndhwm=args.hwm,
+        rcvhwm=args.hwm,
+        max_msg_size=args.max_msg_size,
+        heartbeat_ivl=args.heartbeat_ivl,
+        heartbeat_timeout=args.heartbeat_timeout,
+        heartbeat_ttl=args.heartbeat_timeout,
+        stats_interval=args.stats_interval,
+    )
+
+
+def ready_line(broker: Broker) -> str:
+    """The line announcing that ``broker`` has bound every endpoint."""
+    return (
+        f"{READY_PREFIX} frontend={','.join(broker.frontend_endpoints)} "
+        f"backend={','.join(broker.backend_endpoints)}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the broker the options describe until SIGTERM/SIGINT; return the exit code."""
+    ready = False
+
+    def announce(broker: Broker) -> None:
+        nonlocal ready
+        ready = True
+        print(ready_line(broker), flush=True)
+
+    try:
+        Broker(config_from_args(args)).run_forever(on_ready=announce)
+    except BrokerError as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 1 if ready else 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m broker``."""
+    parser = argparse.ArgumentParser(prog="python -m broker", description=_DESCRIPTION)
+    add_options(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,128 @@
+"""Broker settings: one frozen dataclass, validated on construction.
+
+Every socket option the broker sets comes from here, so a test, the CLI and an embedding program
+configure the broker the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ._errors import BrokerConfigError
+
+DEFAULT_FRONTEND = "tcp://127.0.0.1:5550"
+DEFAULT_BACKEND = "tcp://127.0.0.1:5551"
+_TRANSPORTS = ("tcp://", "ipc://")
+_MAX_PORT = 65535
+_MAX_TTL_S = 6553.5  # ZMQ_HEARTBEAT_TTL travels in deciseconds in a 16-bit field
+
+
+def _endpoints(name: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise BrokerConfigError(
+            f"broker option {name}={value!r} is not a list of endpoints; pass e.g. ['tcp://127.0.0.1:5550']"
+        )
+    endpoints = tuple(value)
+    if not endpoints:
+        raise BrokerConfigError(f"broker option {name} is empty; give at least one tcp:// or ipc:// endpoint")
+    for endpoint in endpoints:
+        if not isinstance(endpoint, str) or not endpoint.startswith(_TRANSPORTS):
+            raise BrokerConfigError(
+                f"broker {name} endpoint {endpoint!r} is not a tcp:// or ipc:// URL; "
+                "use tcp://HOST:PORT or ipc:///path/to/socket"
+            )
+        if endpoint.startswith("tcp://"):
+            _check_port(name, endpoint)
+    if len(set(endpoints)) != len(endpoints):
+        raise BrokerConfigError(
+            f"broker option {name}={list(endpoints)!r} lists an endpoint twice; remove it"
+        )
+    return endpoints
+
+
+def _check_port(name: str, endpoint: str) -> None:
+    _, _, port = endpoint.rpartition(":")
+    if port == "*" or (port.isdigit() and int(port) <= _MAX_PORT):
+        return
+    raise BrokerConfigError(
+        f"broker {name} endpoint {endpoint!r} has no valid port; use tcp://HOST:PORT with PORT "
+        "in 0..65535, or tcp://HOST:* for a free one"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerConfig:
+    """Endpoints and socket options of a :class:`~broker.Broker`.
+
+    ``frontend`` endpoints are where publishers connect (an XSUB socket bound to each) and ``backend``
+    endpoints where subscribers connect (an XPUB socket); each list may mix ``tcp://`` and ``ipc://``.
+    ``tcp://HOST:*`` binds a free port; :attr:`Broker.frontend_endpoints` then tells which.
+    Times are in seconds, as in :func:`actors.connect`. Both sockets get the same options.
+    """
+
+    frontend: Sequence[str] = field(default=(DEFAULT_FRONTEND,))
+    """Endpoints publishers connect to (XSUB); stored as a tuple."""
+    backend: Sequence[str] = field(default=(DEFAULT_BACKEND,))
+    """Endpoints subscribers connect to (XPUB); stored as a tuple."""
+    sndhwm: int = 100_000
+    """ZMQ_SNDHWM of both sockets: frames queued per peer before the XPUB drops (0 = unlimited)."""
+    rcvhwm: int = 100_000
+    """ZMQ_RCVHWM of both sockets (0 = unlimited)."""
+    max_msg_size: int = 16 * 1024 * 1024
+    """ZMQ_MAXMSGSIZE in bytes: a peer sending a larger frame is disconnected (-1 = no limit)."""
+    tcp_keepalive: bool = True
+    """Enable TCP keepalive, so dead peers behind NAT or firewalls are eventually noticed."""
+    tcp_keepalive_idle: int = 60
+    """Seconds of silence before the first keepalive probe (ZMQ_TCP_KEEPALIVE_IDLE)."""
+    tcp_keepalive_interval: int = 10
+    """Seconds between keepalive probes (ZMQ_TCP_KEEPALIVE_INTVL)."""
+    tcp_keepalive_count: int = 5
+    """Unanswered probes before the connection is dropped (ZMQ_TCP_KEEPALIVE_CNT)."""
+    heartbeat_ivl: float = 1.0
+    """Seconds between ZMTP heartbeats (ZMQ_HEARTBEAT_IVL; 0 disables heartbeats)."""
+    heartbeat_timeout: float = 3.0
+    """Seconds without traffic after a heartbeat before a peer is dropped (ZMQ_HEARTBEAT_TIMEOUT)."""
+    heartbeat_ttl: float = 3.0
+    """Seconds a peer should wait for our traffic before dropping us (ZMQ_HEARTBEAT_TTL)."""
+    stats_interval: float = 1.0
+    """Seconds between statistics messages on ``('$broker', 'stats')``; 0 publishes none."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frontend", _endpoints("frontend", self.frontend))
+        object.__setattr__(self, "backend", _endpoints("backend", self.backend))
+        overlap = {e for e in set(self.frontend) & set(self.backend) if not e.endswith((":*", ":0"))}
+        if overlap:
+            raise BrokerConfigError(
+                f"broker endpoint {sorted(overlap)[0]!r} is both a frontend and a backend; "
+                "give them different ports or paths"
+            )
+        for name in (
+            "sndhwm",
+            "rcvhwm",
+            "tcp_keepalive_idle",
+            "tcp_keepalive_interval",
+            "tcp_keepalive_count",
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise BrokerConfigError(f"broker option {name}={value!r} is not an integer >= 0")
+        if type(self.max_msg_size) is not int or not (self.max_msg_size == -1 or self.max_msg_size > 0):
+            raise BrokerConfigError(
+                f"broker option max_msg_size={self.max_msg_size!r} is not a byte count > 0 "
+                "(or -1 for no limit)"
+            )
+        for name in ("heartbeat_ivl", "heartbeat_timeout", "heartbeat_ttl", "stats_interval"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise BrokerConfigError(f"broker option {name}={value!r} is not a number of seconds >= 0")
+        if self.heartbeat_ttl > _MAX_TTL_S:
+            raise BrokerConfigError(
+                f"broker option heartbeat_ttl={self.heartbeat_ttl!r} exceeds ZeroMQ's limit of {_MAX_TTL_S} s"
+            )
