@@ -13,6 +13,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from observability import configure_logging
+
 from ._broker import Broker
 from ._config import DEFAULT_BACKEND, DEFAULT_FRONTEND, BrokerConfig
 from ._errors import BrokerError
@@ -45,7 +47,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         default=defaults.sndhwm,
-        help="send and receive high-water mark per peer, in frames (default %(default)s)",
+        help="send and receive high-water mark per peer, in messages (default %(default)s)",
     )
     parser.add_argument(
         "--max-msg-size",
@@ -115,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         ready = True
         print(ready_line(broker), flush=True)
 
+    configure_logging("broker")
     try:
         Broker(config_from_args(args)).run_forever(on_ready=announce)
     except BrokerError as exc:
