@@ -44,6 +44,7 @@ _MORE = zmq.SNDMORE
 _send = zmq.backend.Socket.send  # the Cython method: pyzmq's Python wrapper costs ~130 ns a call
 _monotonic_ns = time.monotonic_ns
 _time_ns = time.time_ns
+_HOUSEKEEPING = 0.02  # seconds between safety drains of every socket (see _sweep)
 _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 
 
@@ -86,10 +87,8 @@ class RemoteHub(Hub):
         self._out: dict[tuple[str, ...], list[Any]] = {}  # key -> [wire key, seq, epoch, wanted]
         self._seqs: dict[bytes, int] = {}  # sequences of keys evicted from _out
         self._epoch = 0
-        self._keys: dict[bytes, Key] = {}
         self._prefix_refs: dict[bytes, int] = {}
         self._remote_prefixes: set[bytes] = set()
-        self._wanted: dict[bytes, bool] = {}
         self._inbound = Inbound(self._index, max_payload=max_payload, log=self._log, name=name)
         self._connected = [False, False]
         self._connected_event = asyncio.Event()
@@ -105,6 +104,19 @@ class RemoteHub(Hub):
             self._loop.call_soon(self._on_monitor, index)  # events may predate the reader
         self._loop.call_soon(self._on_sub_readable)
         self._loop.call_soon(self._on_pub_readable)
+        self._housekeeping = self._loop.call_later(_HOUSEKEEPING, self._sweep)
+
+    def _sweep(self) -> None:
+        # ZeroMQ's descriptor is edge-triggered, and any send or setsockopt may consume its edge
+        # while processing commands (a subscription arriving during a publish burst, say). A cheap
+        # periodic drain of every socket bounds how long such an event can wait unseen.
+        if self._closed:
+            return
+        self._on_pub_readable()
+        self._on_sub_readable()
+        for index in range(len(self._monitors)):
+            self._on_monitor(index)
+        self._housekeeping = self._loop.call_later(_HOUSEKEEPING, self._sweep)
 
     def _socket(self, kind: int, hwm: int, ivl: float, timeout: float, linger: float) -> zmq.Socket[bytes]:
         sock = self._ctx.socket(kind)
@@ -167,11 +179,7 @@ class RemoteHub(Hub):
 
     def _is_wanted(self, kb: bytes) -> bool:
         prefixes = self._remote_prefixes
-        wanted = b"" in prefixes or any(kb[: i + 1] in prefixes for i, c in enumerate(kb) if c == 0)
-        if len(self._wanted) >= _CACHE_LIMIT:
-            self._wanted.clear()
-        self._wanted[kb] = wanted
-        return wanted
+        return b"" in prefixes or any(kb[: i + 1] in prefixes for i, c in enumerate(kb) if c == 0)
 
     def has_subscribers(self, key: tuple[str, ...] = Key("*")) -> bool:
         """True when a subscriber anywhere on the broker would receive ``key`` (``('*',)``: anything)."""
@@ -211,7 +219,6 @@ class RemoteHub(Hub):
                 )
         if changed:
             self._epoch += 1
-            self._wanted.clear()
             self._prefixes_changed.set()
 
     # -- subscribing --------------------------------------------------------------------------
@@ -222,6 +229,7 @@ class RemoteHub(Hub):
         refs = self._prefix_refs.get(prefix, 0)
         if refs == 0:
             self._sub.setsockopt(zmq.SUBSCRIBE, prefix)
+            self._loop.call_soon(self._on_sub_readable)  # setsockopt may have consumed the edge
         self._prefix_refs[prefix] = refs + 1
 
     def remove_subscriber(self, key: tuple[str, ...], callback: Route) -> None:
@@ -358,6 +366,7 @@ class RemoteHub(Hub):
         if self._closed:
             return
         self._closed = True
+        self._housekeeping.cancel()
         for sock in (self._sub, self._pub, *self._monitors):
             self._loop.remove_reader(sock.FD)
         await asyncio.get_running_loop().run_in_executor(None, self._close_sockets)
