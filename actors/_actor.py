@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from loguru import logger
+
+from observability import Histogram
 
 from ._envelope import Header
 from ._hub import Hub, Message, Route
@@ -29,6 +33,10 @@ from ._ratelimit import RateLimitedLog
 F = TypeVar("F", bound=Callable[..., Any])
 _PATTERNS_ATTR = "__tickbus_patterns__"
 _EVERY_ATTR = "__tickbus_every__"
+_HOST = socket.gethostname()
+_perf_ns = time.perf_counter_ns
+_mono_ns = time.monotonic_ns
+_wall_ns = time.time_ns
 _YIELD_EVERY = 64  # sync handlers in a row before giving other callbacks a turn
 _CONSUMERS: dict[asyncio.Task[None], Actor] = {}  # consumer task -> actor, for loop-health reports
 
@@ -126,6 +134,12 @@ class Actor:
         self._timer_runs = self._timer_overruns = 0
         self._running = False
         self._draining = False
+        # Hot-path instrumentation: plain ints and local histograms, read by the metrics exporter.
+        self.handler_ns = Histogram()  # handler run time, ns
+        self.latency_ns = Histogram()  # publisher send -> handler start, ns (wall clock across hosts)
+        self.messages_in: dict[str, int] = {}  # by the key's first segment
+        self.messages_out: dict[str, int] = {}
+        self._hosts: dict[str, bool] = {}
 
     # -- hooks for subclasses -------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -145,7 +159,10 @@ class Actor:
     def publish(self, key: PossibleKey, payload: Any) -> None:
         """Publish ``payload`` at ``self.prefix + key``."""
         self._published += 1
-        self.hub.publish(Key(*self.prefix, *Key.create_from(key)), payload)
+        full = Key(*self.prefix, *Key.create_from(key))
+        prefix = full[0] if full else ""
+        self.messages_out[prefix] = self.messages_out.get(prefix, 0) + 1
+        self.hub.publish(full, payload)
 
     @property
     def header(self) -> Header | None:
@@ -267,6 +284,16 @@ class Actor:
             fn, is_async, message = mailbox.get_nowait()
             self.current_message = message
             self.last_handler = fn
+            started = _perf_ns()
+            header = message.header
+            if header is not None:  # end-to-end latency: publisher's send to this handler's start
+                if self._same_host(header.publisher):
+                    self.latency_ns.record(_mono_ns() - header.mono_ns)
+                else:
+                    self.latency_ns.record(_wall_ns() - header.wall_ns)
+            prefix = message.key[0] if message.key else ""
+            counts = self.messages_in
+            counts[prefix] = counts.get(prefix, 0) + 1
             try:
                 if is_async:
                     await fn(message.key, message.payload)
@@ -282,6 +309,7 @@ class Actor:
                 self._consecutive = 0
             finally:
                 self.current_message = None
+                self.handler_ns.record(_perf_ns() - started)
             self._handled += 1
 
     async def _run_body(self) -> None:
@@ -313,6 +341,13 @@ class Actor:
                 missed = int((now - due) / interval) + 1
                 self._timer_overruns += missed
                 due += missed * interval
+
+    def _same_host(self, publisher: str) -> bool:
+        same = self._hosts.get(publisher)
+        if same is None:
+            # publisher ids are "name@host:pid:random" (see RemoteHub.publisher_id)
+            same = self._hosts[publisher] = publisher.rpartition("@")[2].rsplit(":", 2)[0] == _HOST
+        return same
 
     def _failed(self, where: str, key: Key | None, exc: Exception) -> None:
         self._failures += 1

@@ -100,3 +100,16 @@ async def test_timer_runs_periodically_until_stop():
     assert firsts == [0, 1, 2]
     await actor.stop()
     assert actor.statistics().running is False
+
+
+async def test_handler_time_latency_and_per_prefix_counts_are_recorded_without_otel():
+    hub = Hub()
+    actor = Doubler(hub)
+    await actor.start()
+    for i in range(10):
+        hub.publish(Key("n", "x"), i)
+    await actor.stop()
+    assert actor.handler_ns.count == 10
+    assert actor.messages_in == {"n": 10}
+    assert actor.messages_out == {"doubled": 10}
+    assert actor.latency_ns.count == 0  # in-process messages carry no envelope header
