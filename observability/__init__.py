@@ -11,6 +11,7 @@ Loop-health probes are module-level objects with one-call ``enable()`` / ``disab
 from ._dilated import TimeDilatedLoop
 from ._histogram import Histogram
 from ._logging import configure_logging
+from ._resource import data_dir, process_resource, tickbus_version
 from ._loop_health import (
     HangWatchdog,
     LoopLagMonitor,
@@ -33,9 +34,12 @@ __all__ = [
     "SlowCallbackStatistics",
     "TimeDilatedLoop",
     "configure_logging",
+    "data_dir",
     "describe_handle",
     "dump_stacks",
     "hang_watchdog",
     "loop_lag",
+    "process_resource",
     "slow_callbacks",
+    "tickbus_version",
 ]

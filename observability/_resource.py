@@ -1,0 +1,52 @@
+"""What every exporter shares: the OpenTelemetry resource of this process and the data directory.
+
+The data directory holds the embedded exports (OTLP JSON lines for traces and metrics, profiles
+later): ``$TICKBUS_DATA_DIR`` if set, else ``$XDG_STATE_HOME/tickbus``, else ``~/.local/state/tickbus``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+from opentelemetry.sdk.resources import Resource
+
+
+def data_dir(create: bool = True) -> Path:
+    """The directory for embedded exports (created unless ``create=False``)."""
+    explicit = os.environ.get("TICKBUS_DATA_DIR")
+    if explicit:
+        path = Path(explicit)
+    else:
+        state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        path = Path(state) / "tickbus"
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tickbus_version() -> str:
+    """The installed tickbus version (``0+unknown`` when run from a bare checkout)."""
+    try:
+        return metadata.version("tickbus")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def process_resource(service: str, actors: Sequence[str] = ()) -> Resource:
+    """This process's resource: service name (``$OTEL_SERVICE_NAME`` wins), version, host, pid, actors.
+
+    ``$OTEL_RESOURCE_ATTRIBUTES`` is merged in by the SDK as usual.
+    """
+    attributes: dict[str, str | int] = {
+        "service.name": os.environ.get("OTEL_SERVICE_NAME") or service,
+        "service.version": tickbus_version(),
+        "host.name": socket.gethostname(),
+        "process.pid": os.getpid(),
+    }
+    if actors:
+        attributes["tickbus.actors"] = ",".join(actors)
+    return Resource.create(attributes)
