@@ -11,7 +11,6 @@ Loop-health probes are module-level objects with one-call ``enable()`` / ``disab
 from ._dilated import TimeDilatedLoop
 from ._histogram import Histogram
 from ._logging import configure_logging
-from ._resource import data_dir, process_resource, tickbus_version
 from ._loop_health import (
     HangWatchdog,
     LoopLagMonitor,
@@ -24,6 +23,7 @@ from ._loop_health import (
     loop_lag,
     slow_callbacks,
 )
+from ._resource import data_dir, process_resource, tickbus_version
 
 __all__ = [
     "HangWatchdog",
