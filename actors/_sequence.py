@@ -127,6 +127,24 @@ class SequenceTracker:
             del self.last[stream]
         self._seen.pop(publisher, None)
 
+    def forget_prefix(self, prefix: bytes, still_wanted: tuple[bytes, ...] = ()) -> int:
+        """Forget every stream whose wire key starts with ``prefix`` and no ``still_wanted`` prefix.
+
+        Called when a subscription goes away: what is published while nobody here listens is not
+        a gap, so a later re-subscription starts its streams afresh. Returns how many were dropped.
+        """
+        doomed = [
+            stream
+            for stream in self.last
+            if stream[1].startswith(prefix) and not any(stream[1].startswith(p) for p in still_wanted)
+        ]
+        for stream in doomed:
+            del self.last[stream]
+            anomalies = self._anomalies.get(stream[0])
+            if anomalies is not None:
+                anomalies.missing.pop(stream[1], None)
+        return len(doomed)
+
     def _forget_idle(self, idle_seconds: float = 300.0) -> None:
         cutoff = time.monotonic() - idle_seconds
         for publisher in [p for p, seen in self._seen.items() if seen < cutoff]:

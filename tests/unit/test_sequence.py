@@ -67,3 +67,14 @@ def test_gaps_equal_the_numbers_never_received_up_to_the_highest(arrivals):
     expected_gaps = len([s for s in range(first, highest + 1) if s not in received])
     assert tracker.gaps == expected_gaps
     assert tracker.gaps + tracker.reordered + tracker.duplicates >= 0
+
+
+def test_unsubscribing_forgets_streams_so_resubscribing_is_not_a_gap():
+    tracker = SequenceTracker()
+    tracker.observe("p", b"a\x00x\x00", 1)
+    tracker.observe("p", b"a\x00y\x00", 1)
+    tracker.observe("p", b"b\x00x\x00", 1)
+    assert tracker.forget_prefix(b"a\x00", still_wanted=(b"a\x00y\x00",)) == 1
+    assert tracker.observe("p", b"a\x00x\x00", 50) is Observation.FIRST
+    assert tracker.observe("p", b"a\x00y\x00", 3) is Observation.GAP
+    assert tracker.gaps == 1
