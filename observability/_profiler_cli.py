@@ -1,0 +1,228 @@
+"""``tickbus profiler`` (the collector) and ``tickbus profile windows|top`` (queries of its store).
+
+``tickbus profiler`` prints one line to stdout once it is subscribed, ``tickbus profiler ready
+host=<host> store=<path>``, and logs to stderr; SIGTERM/SIGINT store the partial windows and exit 0.
+
+This module is imported by every ``tickbus`` invocation to build the parser: it imports nothing heavy
+at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._profile_store import WindowSummary
+    from ._windows import ProfileWindow
+
+READY_PREFIX = "tickbus profiler ready"
+
+
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``profiler`` and ``profile`` to the ``tickbus`` command."""
+    collector = subparsers.add_parser(
+        "profiler",
+        help="profile every actor process of this host continuously with Austin",
+        description="Discover the actor processes of this host from their ('$actors', 'hello', group) "
+        "announcements, sample each with Austin (ptrace access needed) and store windows of collapsed "
+        "stacks in <data-dir>/profiles.sqlite. SIGTERM/SIGINT stop it with exit code 0.",
+    )
+    collector.add_argument(
+        "--frontend", help="broker frontend URL (default $TICKBUS_FRONTEND or tcp://127.0.0.1:5550)"
+    )
+    collector.add_argument(
+        "--backend", help="broker backend URL (default $TICKBUS_BACKEND or tcp://127.0.0.1:5551)"
+    )
+    collector.add_argument(
+        "--window", type=float, default=60.0, metavar="SECONDS", help="window length (default %(default)s)"
+    )
+    collector.add_argument(
+        "--interval-us",
+        type=int,
+        default=10_000,
+        metavar="US",
+        help="Austin's sampling interval in microseconds (default %(default)s, i.e. 100 Hz)",
+    )
+    collector.add_argument(
+        "--mode", choices=("cpu", "wall"), default="cpu", help="sample CPU time or wall time (default cpu)"
+    )
+    collector.add_argument(
+        "--pid", type=int, action="append", default=[], help="also profile this process; repeatable"
+    )
+    _add_data_dir(collector)
+
+    query = subparsers.add_parser("profile", help="query the profiles stored by `tickbus profiler`")
+    queries = query.add_subparsers(dest="profile_command", required=True, metavar="QUERY")
+    windows = queries.add_parser("windows", help="list stored windows, newest last")
+    top = queries.add_parser("top", help="top functions by self and inclusive share over the last windows")
+    for sub, last in ((windows, 20), (top, 10)):
+        sub.add_argument("--actor", help="only windows of this group or actor name")
+        sub.add_argument(
+            "--last", type=int, default=last, metavar="N", help="last N windows (default %(default)s)"
+        )
+        sub.add_argument(
+            "--hourly", action="store_true", help="use the hourly roll-ups instead of raw windows"
+        )
+        _add_data_dir(sub)
+    top.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="functions to show (default %(default)s)"
+    )
+    top.add_argument(
+        "--by", choices=("self", "inclusive"), default="self", help="order by this share (default self)"
+    )
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="directory of profiles.sqlite (default $TICKBUS_DATA_DIR, else $XDG_STATE_HOME/tickbus)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``tickbus profiler`` or ``tickbus profile ...``; the exit code."""
+    if args.command == "profiler":
+        return _run_collector(args)
+    from ._profile_store import ProfileStore, default_store_path
+
+    with ProfileStore(default_store_path(args.data_dir), create=False) as store:
+        summaries = store.summaries(
+            actor=args.actor, resolution="hour" if args.hourly else "raw", last=max(1, args.last)
+        )
+        if not summaries:
+            who = f" of {args.actor!r}" if args.actor else ""
+            print(f"no windows{who} in {store.path}", file=sys.stderr)
+            return 1
+        windows = store.load([s.id for s in summaries])
+    if args.profile_command == "windows":
+        print(format_windows(summaries, windows))
+    else:
+        from ._windows import merge_windows
+
+        groups = sorted({s.group for s in summaries})
+        print(format_top(merge_windows(windows), len(windows), groups=groups, limit=args.limit, by=args.by))
+    return 0
+
+
+def _run_collector(args: argparse.Namespace) -> int:
+    from . import configure_logging
+    from ._profile_store import ProfileStore, default_store_path
+    from ._profiler import Profiler, ProfilerConfig
+
+    config = ProfilerConfig(
+        frontend=args.frontend,
+        backend=args.backend,
+        window=args.window,
+        interval_us=args.interval_us,
+        mode=args.mode,
+        pids=tuple(args.pid),
+        data_dir=args.data_dir,
+    )
+    if config.window <= 0 or config.interval_us <= 0:
+        from ._profiler_errors import ProfilerError
+
+        raise ProfilerError(
+            f"--window {config.window} and --interval-us {config.interval_us} must both be positive"
+        )
+    configure_logging("profiler")
+    store = ProfileStore(default_store_path(config.data_dir))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        def ready() -> None:
+            print(f"{READY_PREFIX} host={config.host} store={store.path}", flush=True)
+
+        await Profiler(config, store=store).run(stop, on_ready=ready)
+
+    asyncio.run(main())
+    return 0
+
+
+def short_function(label: str) -> str:
+    """``file:function`` with the file shortened: below site-packages, the cwd, or its last two parts."""
+    file, sep, function = label.rpartition(":")
+    if not sep:
+        return label
+    if "site-packages/" in file:
+        file = file.rpartition("site-packages/")[2]
+    else:
+        path = Path(file)
+        try:
+            file = str(path.relative_to(Path.cwd()))
+        except ValueError:
+            file = "/".join(path.parts[-2:]) if path.is_absolute() else file
+    return f"{function} ({file})"
+
+
+def format_windows(summaries: list[WindowSummary], windows: list[ProfileWindow]) -> str:
+    """The ``tickbus profile windows`` table; ``windows`` are the loaded ``summaries``, same order."""
+    rows: list[tuple[str, ...]] = [
+        ("ID", "START", "SECONDS", "GROUP", "PID", "VERSION", "SAMPLES", "HANDLED", "TOP SELF")
+    ]
+    for summary, window in zip(summaries, windows, strict=True):
+        shares = window.function_shares()
+        top = f"{shares[0].self_share:6.1%} {short_function(shares[0].function)}" if shares else "-"
+        rows.append(
+            (
+                str(summary.id),
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary.start)),
+                f"{summary.end - summary.start:.1f}",
+                summary.group,
+                str(summary.pid),
+                summary.version or "-",
+                str(summary.samples),
+                str(summary.handled),
+                top,
+            )
+        )
+    return _table(rows)
+
+
+def format_top(
+    window: ProfileWindow, count: int, *, groups: list[str] | None = None, limit: int = 20, by: str = "self"
+) -> str:
+    """The ``tickbus profile top`` report of a merged window of ``count`` windows of ``groups``."""
+    labels = window.labels
+    groups = groups or [labels.group]
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(window.start))
+    per_message = (
+        f", {window.cpu_us / window.handled_total:.0f} µs CPU per message" if window.handled_total else ""
+    )
+    head = (
+        f"{count} window(s) of group {', '.join(groups)} (latest pid {labels.pid}, "
+        f"version {labels.version or '-'}) "
+        f"from {started} over {window.end - window.start:.0f}s: {window.samples} samples, "
+        f"{window.cpu_us / 1e6:.2f}s CPU, {window.handled_total} messages handled{per_message}"
+    )
+    shares = window.function_shares()
+    if by == "inclusive":
+        shares.sort(key=lambda s: (-s.inclusive_samples, -s.self_samples, s.function))
+    rows: list[tuple[str, ...]] = [("SELF", "INCL", "SELF N", "INCL N", "FUNCTION")]
+    rows += [
+        (
+            f"{s.self_share:.1%}",
+            f"{s.inclusive_share:.1%}",
+            str(s.self_samples),
+            str(s.inclusive_samples),
+            short_function(s.function),
+        )
+        for s in shares[: max(0, limit)]
+    ]
+    return head + "\n" + _table(rows)
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
