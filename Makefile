@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(PY) -m examples.demo --seconds $(DEMO_SECONDS) --rate $(DEMO_RATE)
 
 test: $(STAMP)
+	bash tests/ensure_system_deps.sh
 	$(PY) -m pytest -q tests
 
 test-fast: $(STAMP)
@@ -29,6 +30,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	bash bench/ensure_peers.sh
 	$(PY) -m bench.run --json bench/results.json
+	$(PY) -m bench._tracing_cost
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check actors broker observability tests bench examples

@@ -7,6 +7,7 @@ a ``tickbus broker``. Keys and pattern semantics: :mod:`actors._keys`.
 
 from ._actor import Actor, ActorStatistics, every, handler
 from ._config import ActorSpec, GroupConfig, load_group_config
+from ._connect import DEFAULT_BACKEND, DEFAULT_FRONTEND, connect
 from ._envelope import (
     FORMAT_VERSION,
     Header,
@@ -28,7 +29,7 @@ from ._errors import (
 from ._hub import Hub, HubStatistics, Message, Publisher, Subscriber, SubscriberStatistics
 from ._keys import Key, PossibleKey, decode_key, encode_key, is_reserved, matches, subscription_prefix
 from ._mailbox import Mailbox
-from ._remote import DEFAULT_BACKEND, DEFAULT_FRONTEND, RemoteHub, connect
+from ._remote import RemoteHub
 from ._runner import load_actor_class, run_group, version
 from ._sequence import Observation, SequenceTracker
 

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 from loguru import logger
 
-from observability import Histogram
+from observability import Histogram, tracing
 
 from ._envelope import Header
 from ._hub import Hub, Message, Route
@@ -157,16 +157,19 @@ class Actor:
 
     # -- helpers --------------------------------------------------------------------------------
     def publish(self, key: PossibleKey, payload: Any) -> None:
-        """Publish ``payload`` at ``self.prefix + key``."""
+        """Publish ``payload`` at ``self.prefix + key`` (traced if sampled: see ``observability.tracing``)."""
         self._published += 1
         full = Key(*self.prefix, *Key.create_from(key))
         prefix = full[0] if full else ""
         self.messages_out[prefix] = self.messages_out.get(prefix, 0) + 1
-        self.hub.publish(full, payload)
+        if tracing.enabled:  # in a handler the message being handled decides, elsewhere the sampler
+            tracing.publish(self, full, payload, self.current_message)
+        else:
+            self.hub.publish(full, payload)
 
     @property
     def header(self) -> Header | None:
-        """Envelope header of the message being handled (``None`` in-process or in a timer)."""
+        """Envelope header of the message being handled (``None`` in a timer; in-process, unless traced)."""
         message = self.current_message
         return message.header if message is not None else None
 
@@ -291,6 +294,8 @@ class Actor:
                     self.latency_ns.record(_mono_ns() - header.mono_ns)
                 else:
                     self.latency_ns.record(_wall_ns() - header.wall_ns)
+                if header.trace is not None and tracing.enabled:  # sampled upstream: run in a consumer span
+                    fn = tracing.handler(self, fn, is_async, message)
             prefix = message.key[0] if message.key else ""
             counts = self.messages_in
             counts[prefix] = counts.get(prefix, 0) + 1

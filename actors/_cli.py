@@ -2,6 +2,9 @@
 
 - ``tickbus broker``: run a broker (see ``tickbus broker --help``);
 - ``tickbus run module:Class [...]`` or ``tickbus run --config group.toml``: run actors;
+- ``tickbus profiler``: profile this host's actor processes continuously with Austin;
+- ``tickbus profile windows|top``: query the stored profiles;
+- ``tickbus trace list|show``: read the traces under the data directory;
 - ``tickbus version``.
 """
 
@@ -34,6 +37,12 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     run.add_argument(
         "--drain-timeout", type=float, help="seconds to finish queued messages on stop (default 5)"
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (default $TICKBUS_METRICS_PORT; 0: off)",
     )
 
 
@@ -71,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
             drain_timeout=args.drain_timeout,
         )
     configure_logging(config.name)
-    return run(config)
+    return run(config, metrics_port=args.metrics_port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_broker(subparsers)
     _add_run(subparsers)
+    from observability._profiler_cli import add_parsers as add_profiler
+
+    add_profiler(subparsers)
+    from observability._trace_cli import add_parser as add_trace
+
+    add_trace(subparsers)
     subparsers.add_parser("version", help="print the tickbus version")
     return parser
 
@@ -98,12 +113,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             from broker._cli import run as run_broker
 
             return run_broker(args)
+        if args.command in ("profiler", "profile"):
+            from observability._profiler_cli import run as run_profiler
+
+            return run_profiler(args)
+        if args.command == "trace":
+            from observability._trace_cli import run as run_trace
+
+            return run_trace(args)
         if args.command == "version":
             from ._runner import version
 
             print(version())
             return 0
-    except TickbusError as exc:
+    except TickbusError as exc:  # one tree: actors', broker's and observability's errors
         print(f"tickbus {args.command}: {exc}", file=sys.stderr)
         return 2
     raise AssertionError(f"unhandled command {args.command}")

@@ -1,4 +1,5 @@
-"""The one exception tree of tickbus.
+"""The actors branch of tickbus's one exception tree (the root is defined in observability/_errors.py,
+the bottom layer, and re-exported here as ``actors.TickbusError``).
 
 ::
 
@@ -8,7 +9,9 @@
      ├── ConfigError (also ValueError)          a config file or flag that does not validate
      ├── ConnectError (also ConnectionError)    an endpoint that cannot be reached or bound
      ├── ConsumeQueueNotFoundError (also KeyError)  consume() on an unknown subscription id
-     └── ActorError                             an actor that cannot be loaded, started or run
+     ├── ActorError                             an actor that cannot be loaded, started or run
+     ├── BrokerError                            see broker/_errors.py
+     └── ObservabilityError                     see observability/_errors.py
 
 Library errors (``zmq.ZMQError``, msgpack's exceptions, ``OSError``) are translated at one boundary
 with ``raise ... from exc``; ``asyncio.CancelledError`` is never swallowed.
@@ -16,9 +19,17 @@ with ``raise ... from exc``; ``asyncio.CancelledError`` is never swallowed.
 
 from __future__ import annotations
 
+from observability._errors import TickbusError
 
-class TickbusError(Exception):
-    """Root of every error tickbus raises on purpose."""
+__all__ = [
+    "ActorError",
+    "ConfigError",
+    "ConnectError",
+    "ConsumeQueueNotFoundError",
+    "EnvelopeError",
+    "InvalidKeyError",
+    "TickbusError",
+]
 
 
 class InvalidKeyError(TickbusError, ValueError):

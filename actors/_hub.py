@@ -15,13 +15,14 @@ Differences from aiopubsub, all deliberate:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from loguru import logger
 
-from ._envelope import Header
+from ._envelope import FORMAT_VERSION, Header
 from ._errors import ConsumeQueueNotFoundError
 from ._index import SubscriptionIndex
 from ._keys import Key, PossibleKey
@@ -34,7 +35,8 @@ ListenerAsyncCallback = Callable[[Key, Any], Awaitable[None]]
 
 
 class Message(NamedTuple):
-    """One delivered message: its key, decoded payload and envelope header (``None`` in-process)."""
+    """One delivered message: its key, decoded payload and envelope header (``None`` in-process,
+    unless the message is traced)."""
 
     key: Key
     payload: Any
@@ -77,10 +79,19 @@ class Hub:
         self._subscribed = asyncio.Event()
 
     # -- publishing ---------------------------------------------------------------------------
-    def publish(self, key: tuple[str, ...], message: Any) -> None:
-        """Deliver ``message`` to every subscription whose pattern matches ``key``."""
+    def publish(self, key: tuple[str, ...], message: Any, trace: list[str] | None = None) -> int:
+        """Deliver ``message`` to every subscription whose pattern matches ``key``; return its number.
+
+        ``trace`` (a sampled message's ``[traceparent, tracestate]``, from ``observability.tracing``)
+        reaches subscribers in a header, as it would through a broker; otherwise the header is ``None``.
+        """
         self._published += 1
-        self._dispatch(key if type(key) is Key else Key.create_from(key), message, None)
+        header = None
+        if trace is not None:
+            now_mono, now_wall = time.monotonic_ns(), time.time_ns()
+            header = Header(FORMAT_VERSION, self.name, self._published, now_mono, now_wall, trace)
+        self._dispatch(key if type(key) is Key else Key.create_from(key), message, header)
+        return self._published
 
     def _dispatch(self, key: Key, payload: Any, header: Header | None) -> None:
         routes = self._index.match(key)

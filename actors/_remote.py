@@ -35,8 +35,6 @@ from ._inbound import Inbound
 from ._keys import Key, encode_key, subscription_prefix
 from ._sequence import SequenceTracker
 
-DEFAULT_FRONTEND = "tcp://127.0.0.1:5550"
-DEFAULT_BACKEND = "tcp://127.0.0.1:5551"
 _DRAIN_BUDGET = 2_000  # messages per reader callback before yielding to other callbacks
 _CACHE_LIMIT = 100_000
 _FIRST_PART = zmq.SNDMORE | zmq.DONTWAIT
@@ -132,8 +130,12 @@ class RemoteHub(Hub):
         return sock
 
     # -- publishing ---------------------------------------------------------------------------
-    def publish(self, key: tuple[str, ...], message: Any) -> None:
-        """Send ``message`` at ``key`` to the broker (skipped, and counted, when nobody subscribes)."""
+    def publish(self, key: tuple[str, ...], message: Any, trace: list[str] | None = None) -> int:
+        """Send ``message`` at ``key`` to the broker (skipped, and counted, when nobody subscribes).
+
+        ``trace`` is a sampled message's ``[traceparent, tracestate]`` (see ``observability.tracing``).
+        Returns the message's sequence number on ``key``, 0 when it was skipped.
+        """
         out = self._out.get(key)
         if out is None:
             out = self._new_stream(key)
@@ -142,7 +144,7 @@ class RemoteHub(Hub):
             out[3] = self._is_wanted(out[0])
         if not out[3]:
             self._publish_skipped += 1
-            return
+            return 0
         try:
             payload = _pack_payload(message)
         except Exception:
@@ -153,9 +155,10 @@ class RemoteHub(Hub):
                 f"payload of {len(payload)} bytes on {key} exceeds max_payload={self._max_payload}; "
                 "send less or raise the limit on every hub and the broker"
             )
-        seq = out[1] = out[1] + 1  # only after encoding: a refused payload must not look like a gap
+        seq: int = out[1] + 1  # only after encoding: a refused payload must not look like a gap
+        out[1] = seq
         header = self._pack_header(
-            (FORMAT_VERSION, self.publisher_id, seq, _monotonic_ns(), _time_ns(), None)
+            (FORMAT_VERSION, self.publisher_id, seq, _monotonic_ns(), _time_ns(), trace)
         )
         sock = self._pub
         try:  # per-frame sends on the Cython socket: ~1.4 us cheaper than send_multipart
@@ -167,6 +170,7 @@ class RemoteHub(Hub):
             _send(sock, header, _MORE)
             _send(sock, payload)
         self._published += 1
+        return seq
 
     def _new_stream(self, key: tuple[str, ...]) -> list[Any]:
         kb = encode_key(key)
@@ -379,43 +383,3 @@ class RemoteHub(Hub):
         self._pub.close()
         if self._own_context:
             self._ctx.term()
-
-
-async def connect(
-    frontend: str | None = None,
-    backend: str | None = None,
-    *,
-    name: str = "hub",
-    wait: float | None = 5.0,
-    hwm: int = 100_000,
-    heartbeat_ivl: float = 1.0,
-    heartbeat_timeout: float = 3.0,
-    max_payload: int = 16 * 1024 * 1024,
-    linger: float = 1.0,
-    context: zmq.Context[zmq.Socket[bytes]] | None = None,
-) -> RemoteHub:
-    """Connect to a tickbus broker and return a hub with the aiopubsub API.
-
-    Endpoints default to ``$TICKBUS_FRONTEND`` / ``$TICKBUS_BACKEND``, then
-    ``tcp://127.0.0.1:5550`` / ``:5551``. With ``wait`` (seconds) it returns only once both
-    connections are up, raising :class:`ConnectError` otherwise; ``wait=None`` returns at once
-    and ZeroMQ keeps trying in the background.
-    """
-    hub = RemoteHub(
-        frontend or os.environ.get("TICKBUS_FRONTEND") or DEFAULT_FRONTEND,
-        backend or os.environ.get("TICKBUS_BACKEND") or DEFAULT_BACKEND,
-        name=name,
-        hwm=hwm,
-        heartbeat_ivl=heartbeat_ivl,
-        heartbeat_timeout=heartbeat_timeout,
-        max_payload=max_payload,
-        linger=linger,
-        context=context,
-    )
-    if wait is not None:
-        try:
-            await hub.wait_connected(wait)
-        except BaseException:
-            await hub.close()
-            raise
-    return hub

@@ -23,12 +23,15 @@ from importlib import metadata
 
 from loguru import logger
 
+import observability
+
 from ._actor import Actor
 from ._config import GroupConfig
+from ._connect import connect
 from ._errors import ActorError
 from ._hub import Hub
 from ._keys import Key
-from ._remote import RemoteHub, connect
+from ._remote import RemoteHub
 
 EXIT_OK = 0
 EXIT_ACTOR_FAILED = 1
@@ -93,10 +96,12 @@ async def run_group(
     code = EXIT_OK
     announcer: asyncio.Task[None] | None = None
     try:
+        observability.metrics.add_hub(hub)  # read by the metrics exporters, if enabled; never per message
         for cls, spec in classes:
             actor = cls(hub, name=spec.name, config=spec.config)
             await actor.start()
             running.append(actor)
+            observability.metrics.add_actor(actor)
         if isinstance(hub, RemoteHub):
             await hub.sync()
         hello = _announcement(config, running)
@@ -117,6 +122,9 @@ async def run_group(
         if running:
             hub.publish(Key("$actors", "stats", config.name), group_statistics(config.name, hub, running))
             hub.publish(Key("$actors", "bye", config.name), {"group": config.name, "pid": os.getpid()})
+        if observability.metrics.enabled:  # export the drained counters before forgetting the actors
+            await asyncio.to_thread(observability.metrics.flush)
+        observability.metrics.remove(hub, *running)
         if own_hub:
             await hub.close()
     return code
@@ -168,8 +176,14 @@ async def _wait_for_end(stop: asyncio.Event, running: list[Actor], policy: str) 
         stop_task.cancel()
 
 
-def run(config: GroupConfig, *, ready_line: bool = True) -> int:
-    """Run a group in a fresh event loop with SIGTERM/SIGINT handled; return the exit code."""
+def run(config: GroupConfig, *, ready_line: bool = True, metrics_port: int | None = None) -> int:
+    """Run a group in a fresh event loop with SIGTERM/SIGINT handled; return the exit code.
+
+    Metrics are exported while it runs (see :mod:`observability._metrics`): OTLP JSON lines under the
+    data directory or to ``$OTEL_EXPORTER_OTLP_ENDPOINT``, and a Prometheus endpoint on
+    ``metrics_port`` (default ``$TICKBUS_METRICS_PORT``; 0: none). Loop lag and slow callbacks are probed.
+    Sampled messages are traced (see :mod:`observability._tracing`), spans flushed on the way out.
+    """
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -184,6 +198,19 @@ def run(config: GroupConfig, *, ready_line: bool = True) -> int:
                     flush=True,
                 )
 
-        return await run_group(config.with_environment(), stop=stop, on_ready=ready)
+        observability.loop_lag.enable()
+        observability.slow_callbacks.enable()
+        try:
+            return await run_group(config.with_environment(), stop=stop, on_ready=ready)
+        finally:
+            observability.slow_callbacks.disable()
+            observability.loop_lag.disable()
 
-    return asyncio.run(main())
+    observability.metrics.enable(config.name, prometheus_port=metrics_port)
+    try:
+        # OTEL_* variables apply; by default 1% of origins, to <data dir>/traces (observability._tracing)
+        observability.enable_tracing(config.name, actors=[a.name or a.target for a in config.actors])
+        return asyncio.run(main())
+    finally:
+        observability.disable_tracing()  # exports the spans of the drained messages
+        observability.metrics.disable()

@@ -18,8 +18,9 @@ try:  # the hub fixture needs pytest-asyncio; the others work without it
 except ImportError:  # pragma: no cover - depends on the user's environment
     pytest_asyncio = None  # type: ignore[assignment]
 
+from ._connect import connect
 from ._hub import Hub
-from ._remote import RemoteHub, connect
+from ._remote import RemoteHub
 from .testing import ActorProcess, BrokerProcess
 
 

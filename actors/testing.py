@@ -125,8 +125,9 @@ class BrokerProcess(_Process):
             args += ["--backend", url]
         args += list(extra_args)
         log_path = Path(tmp.name) / "broker.log"
+        env = {**os.environ, "TICKBUS_DATA_DIR": tmp.name}  # its metrics file goes with its temp dir
         with open(log_path, "w") as log:
-            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True)
+            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         broker = cls(proc, log_path, frontends[0], backends[0], tmp)
         try:
             wait_for_line(proc, "tickbus broker ready", timeout)
@@ -169,7 +170,11 @@ class ActorProcess(_Process):
         env: dict[str, str] | None = None,
         timeout: float = 20.0,
     ) -> ActorProcess:
-        """Run ``targets`` (``module:Class``) or a TOML config text against ``broker``; wait until ready."""
+        """Run ``targets`` (``module:Class``) or a TOML config text against ``broker``; wait until ready.
+
+        The process's data directory (its metrics file: ``metrics/<name>.jsonl``) is its temporary
+        directory unless ``env`` sets ``TICKBUS_DATA_DIR``.
+        """
         tmp = tempfile.TemporaryDirectory(prefix="tickbus-run-")
         args = [sys.executable, "-m", "actors._cli", "run", "--name", name]
         args += ["--frontend", broker.frontend, "--backend", broker.backend]
@@ -179,7 +184,7 @@ class ActorProcess(_Process):
             args += ["--config", str(path)]
         args += list(targets)
         log_path = Path(tmp.name) / "run.log"
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TICKBUS_DATA_DIR": tmp.name, **(env or {})}
         with open(log_path, "w") as log:
             proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True, env=full_env)
         actor = cls(proc, log_path, tmp)

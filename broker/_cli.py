@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from observability import configure_logging
+from observability import ObservabilityError, configure_logging, metrics
 
 from ._broker import Broker
 from ._config import DEFAULT_BACKEND, DEFAULT_FRONTEND, BrokerConfig
@@ -77,6 +77,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         default=defaults.stats_interval,
         help="publish statistics on ('$broker', 'stats') this often; 0 disables (default %(default)s)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (default $TICKBUS_METRICS_PORT; 0: off)",
+    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -114,15 +120,24 @@ def run(args: argparse.Namespace) -> int:
 
     def announce(broker: Broker) -> None:
         nonlocal ready
+        # bound, signals handled: export OTLP JSON lines under the data directory (or to
+        # $OTEL_EXPORTER_OTLP_ENDPOINT), and serve Prometheus if a port is set
+        metrics.enable("broker", brokers=[broker], prometheus_port=args.metrics_port)
         ready = True
         print(ready_line(broker), flush=True)
 
     configure_logging("broker")
+    broker: Broker | None = None
     try:
-        Broker(config_from_args(args)).run_forever(on_ready=announce)
-    except BrokerError as exc:
+        broker = Broker(config_from_args(args))
+        broker.run_forever(on_ready=announce)
+    except (BrokerError, ObservabilityError) as exc:
         print(exc, file=sys.stderr, flush=True)
         return 1 if ready else 2
+    finally:
+        metrics.disable()
+        if broker is not None:
+            metrics.remove(broker)
     return 0
 
 

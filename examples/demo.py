@@ -9,7 +9,12 @@
    ``('$actors', 'stats', group)`` and the feed's status;
 4. stops the feed, waits until the decisions stop coming (the drain), then stops the other groups
    in pipeline order and the broker;
-5. prints a summary and exits non-zero if a message was lost (a gap) or a process failed.
+5. prints a summary and exits non-zero if a message was lost (a gap) or a process failed;
+6. prints one trace that crossed feed, model and strategy, and the command that shows it.
+
+Tracing: the groups sample ``--trace-ratio`` of the ticks (``parentbased_traceidratio``, default
+0.01) and write OTLP JSON spans into ``--data-dir``/traces (default ``./data`` in the repository,
+git-ignored); ``tickbus trace list|show --data-dir DIR`` reads them.
 
 Child processes log to files in a temporary directory (printed, kept with ``--keep-logs`` or on
 failure); on failure the tails of the logs are printed.
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import actors
+import observability
 
 from ._processes import DemoError, Processes, free_port, tail, tickbus_command
 
@@ -279,6 +285,8 @@ def summarize(outcome: Outcome) -> tuple[list[str], bool]:
 async def main_async(args: argparse.Namespace, workdir: Path) -> int:
     """Run the demo; whatever happens, leave no child process behind."""
     processes = Processes(workdir)
+    processes.env.update(trace_environment(args))
+    since_ns = time.time_ns()
     try:
         outcome = await run_pipeline(args, processes)
     except (DemoError, actors.TickbusError) as exc:
@@ -288,10 +296,41 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> int:
     finally:
         await processes.kill_all()
     lines, ok = summarize(outcome)
-    print("\n".join(lines))
+    print("\n".join([*lines, *trace_lines(args, since_ns)]))
     if not ok:
         _print_tails(workdir)
     return 0 if ok else 1
+
+
+def trace_environment(args: argparse.Namespace) -> dict[str, str]:
+    """What makes the groups trace ``--trace-ratio`` of the ticks into ``--data-dir``."""
+    return {
+        "TICKBUS_DATA_DIR": str(Path(args.data_dir).resolve()),
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": f"{args.trace_ratio:g}",
+    }
+
+
+def trace_lines(args: argparse.Namespace, since_ns: int) -> list[str]:
+    """The summary's tracing lines: traces of this run through feed, model and strategy, and one to view."""
+    data = Path(args.data_dir).resolve()
+    through = ("feed", "model", "strategy")
+    try:
+        traces = observability.list_traces(data, services=through, since_ns=since_ns)
+    except observability.TracingError as exc:
+        return [f"  traces               none: {exc}"]
+    if not traces:
+        return [
+            f"  traces               none through {', '.join(through)} in {data / 'traces'}; "
+            f"raise --trace-ratio ({args.trace_ratio:g})"
+        ]
+    best = max(traces, key=lambda t: (t.spans, t.start_ns))  # a complete one, the latest of those
+    return [
+        f"  traces               {len(traces):,} through {', '.join(through)} "
+        f"(ratio {args.trace_ratio:g}) in {data / 'traces'}",
+        f"  example trace        {best.trace_id} ({best.spans} spans in {', '.join(best.services)})",
+        f"  view it with         tickbus trace show {best.trace_id} --data-dir {data}",
+    ]
 
 
 def _print_tails(workdir: Path) -> None:
@@ -307,6 +346,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--symbols", type=int, default=8, help="number of synthetic symbols (8)")
     parser.add_argument("--csv", help="replay this symbol,price,size file instead of the random walk")
     parser.add_argument("--keep-logs", action="store_true", help="keep the log directory afterwards")
+    parser.add_argument(
+        "--trace-ratio", type=float, default=0.01, help="share of ticks traced end to end (0.01)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=str(Path(__file__).resolve().parent.parent / "data"),
+        help="where the groups write traces and metrics (./data in the repository)",
+    )
     return parser.parse_args(argv)
 
 
@@ -315,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="tickbus-demo-"))
     print(f"tickbus demo: {args.seconds:g} s at {args.rate:g} ticks/s; logs in {workdir}")
+    print(f"  tracing {args.trace_ratio:g} of the ticks into {Path(args.data_dir).resolve()}")
     code = 1
     try:
         code = asyncio.run(main_async(args, workdir))

@@ -87,6 +87,13 @@ class Histogram:
         self.counts = [0] * _BUCKETS
         self.count = self.total = self.max = 0
 
+    def min_bound(self) -> int:
+        """The smallest value the lowest non-empty bucket holds: a lower bound of the minimum (0 if empty)."""
+        for index, n in enumerate(self.counts):
+            if n:
+                return _upper(index - 1) + 1 if index else 0
+        return 0
+
     def bucket_bounds(self) -> list[tuple[int, int]]:
         """``(upper_bound, count)`` for every non-empty bucket, for exporters."""
         return [(_upper(i), n) for i, n in enumerate(self.counts) if n]

@@ -76,6 +76,11 @@ class SlowCallbackMonitor:
         self.worst = ""
         self._on_slow: SlowCallback | None = None
 
+    @property
+    def enabled(self) -> bool:
+        """True between :meth:`enable` and :meth:`disable`."""
+        return self._original is not None
+
     def enable(self, threshold: float = 0.05, on_slow: SlowCallback | None = None) -> None:
         """Start watching every callback of every loop in this process."""
         self.threshold = threshold
@@ -138,6 +143,11 @@ class LoopLagMonitor:
         self.last = 0.0
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def enabled(self) -> bool:
+        """True while the probe runs."""
+        return self._task is not None and not self._task.done()
+
     def enable(self, interval: float = 0.25) -> None:
         """Start probing on the running loop every ``interval`` seconds."""
         if self._task is None or self._task.done():
@@ -189,6 +199,11 @@ class HangWatchdog:
         self._thread: threading.Thread | None = None
         self._task: asyncio.Task[None] | None = None
         self._on_hang: Callable[[str], None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """True between :meth:`enable` and :meth:`disable`."""
+        return self._thread is not None
 
     def enable(self, timeout: float = 3.0, on_hang: Callable[[str], None] | None = None) -> None:
         """Watch the running loop; on a hang, log (and pass to ``on_hang``) a dump of every stack."""

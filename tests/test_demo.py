@@ -147,7 +147,7 @@ def test_percentile_is_the_nearest_rank():
 def test_demo_runs_five_processes_without_gaps_and_prints_latency(tmp_path: Path):
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # the demo's log directory lands in tmp_path
     result = subprocess.run(
-        [sys.executable, "-m", "examples.demo", "--seconds", "4", "--rate", "1000"],
+        [sys.executable, "-m", "examples.demo", "--seconds", "4", "--rate", "1000", "--data-dir", str(tmp_path)],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -1,0 +1,52 @@
+"""``actors.connect()``: a broker-connected hub, with endpoints from arguments, environment or defaults."""
+
+from __future__ import annotations
+
+import os
+
+import zmq
+
+from ._remote import RemoteHub
+
+DEFAULT_FRONTEND = "tcp://127.0.0.1:5550"
+DEFAULT_BACKEND = "tcp://127.0.0.1:5551"
+
+
+async def connect(
+    frontend: str | None = None,
+    backend: str | None = None,
+    *,
+    name: str = "hub",
+    wait: float | None = 5.0,
+    hwm: int = 100_000,
+    heartbeat_ivl: float = 1.0,
+    heartbeat_timeout: float = 3.0,
+    max_payload: int = 16 * 1024 * 1024,
+    linger: float = 1.0,
+    context: zmq.Context[zmq.Socket[bytes]] | None = None,
+) -> RemoteHub:
+    """Connect to a tickbus broker and return a hub with the aiopubsub API.
+
+    Endpoints default to ``$TICKBUS_FRONTEND`` / ``$TICKBUS_BACKEND``, then
+    ``tcp://127.0.0.1:5550`` / ``:5551``. With ``wait`` (seconds) it returns only once both
+    connections are up, raising :class:`ConnectError` otherwise; ``wait=None`` returns at once
+    and ZeroMQ keeps trying in the background.
+    """
+    hub = RemoteHub(
+        frontend or os.environ.get("TICKBUS_FRONTEND") or DEFAULT_FRONTEND,
+        backend or os.environ.get("TICKBUS_BACKEND") or DEFAULT_BACKEND,
+        name=name,
+        hwm=hwm,
+        heartbeat_ivl=heartbeat_ivl,
+        heartbeat_timeout=heartbeat_timeout,
+        max_payload=max_payload,
+        linger=linger,
+        context=context,
+    )
+    if wait is not None:
+        try:
+            await hub.wait_connected(wait)
+        except BaseException:
+            await hub.close()
+            raise
+    return hub

@@ -1,0 +1,142 @@
+"""``python -m bench._tracing_cost``: what tracing costs an actor per message, sampled or not.
+
+The rule it checks: an unsampled message must cost well under 1 µs more, on publish and on consume,
+than with tracing disabled. Everything runs in one process on the in-process hub so the few
+nanoseconds of the hooks are not lost in socket noise:
+
+- ``origin publish``: ``Actor.publish`` outside any handler (a feed's loop): with tracing on, the
+  sampler's coin toss;
+- ``hop``: one message consumed by an actor whose sync handler publishes onward (consume + publish
+  inside a handler), the message carrying an envelope header without trace context, as from a broker.
+
+Each case runs ``--rounds`` times alternating the configurations; the table shows the median and
+the best round in ns per message. Sampled rows (ratio 1, a real BatchSpanProcessor and OTLP JSON file
+exporter into a temporary directory) show what the 1% (by default) of sampled messages cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import observability
+from actors import Actor, Hub, Key, handler
+from actors._envelope import FORMAT_VERSION, Header
+
+PAYLOAD = {"sym": "AAPL", "px": 190.25, "size": 300, "t_ns": 0, "n": 1}
+
+
+class Relay(Actor):
+    """Republishes every ``('in', *)`` at ``('out', *)``; sets ``done`` after ``expected`` messages."""
+
+    name = "relay"
+    queue_size = 1_000_000
+
+    async def on_start(self) -> None:
+        self.count = 0
+        self.expected = 0
+        self.done = asyncio.Event()
+
+    @handler(("in", "*"))
+    def on_in(self, key: Key, payload: Any) -> None:
+        self.publish(("out", "AAPL"), payload)
+        self.count += 1
+        if self.count == self.expected:
+            self.done.set()
+
+
+async def origin_publish_ns(n: int, sampled: bool) -> float:
+    """ns per ``Actor.publish`` made outside a handler (nobody subscribes: the hub only matches)."""
+    hub = Hub(name="bench")
+    actor = Actor(hub, name="feed")
+    publish = actor.publish
+    key = ("tick", "AAPL")
+    started = time.perf_counter_ns()
+    for _ in range(n):
+        publish(key, PAYLOAD)
+    return (time.perf_counter_ns() - started) / n
+
+
+async def hop_ns(n: int, sampled: bool) -> float:
+    """ns per message consumed by :class:`Relay` and published onward from its handler; ``sampled``:
+    the messages arrive with a trace context, as from a sampled origin."""
+    hub = Hub(name="bench")
+    relay = Relay(hub)
+    await relay.start()
+    relay.expected = n
+    now = time.monotonic_ns()
+    trace = [f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01", ""] if sampled else None
+    header = Header(FORMAT_VERSION, "bench@host:1:abcd", 1, now, time.time_ns(), trace)
+    key = Key("in", "AAPL")
+    for _ in range(n):  # queued without running the consumer: only the drain below is timed
+        hub._dispatch(key, PAYLOAD, header)
+    started = time.perf_counter_ns()
+    await asyncio.wait_for(relay.done.wait(), 120)
+    elapsed = time.perf_counter_ns() - started
+    await relay.stop()
+    return elapsed / n
+
+
+def configure(mode: str, directory: Path) -> None:
+    """Tracing for one configuration: ``off``, ``unsampled`` (ratio 0) or ``sampled`` (ratio 1)."""
+    observability.disable_tracing()
+    if mode == "off":
+        return
+    from opentelemetry.exporter.otlp.json.file import FileSpanExporter
+
+    exporter = FileSpanExporter(directory / f"{mode}.jsonl")
+    ratio = 1.0 if mode == "sampled" else 0.0
+    observability.enable_tracing("bench", sampler="parentbased_traceidratio", ratio=ratio, exporter=exporter)
+
+
+def measure(
+    case: Callable[[int, bool], Coroutine[Any, Any, float]],
+    modes: list[str],
+    n: int,
+    rounds: int,
+    directory: Path,
+) -> dict[str, list[float]]:
+    """ns per message of ``case`` in each mode, ``rounds`` times, alternating the modes."""
+    results: dict[str, list[float]] = {mode: [] for mode in modes}
+    for _ in range(rounds):
+        for mode in modes:
+            configure(mode, directory)
+            count = n if mode != "sampled" else max(1, n // 200)  # within the span queue (2048)
+            results[mode].append(asyncio.run(case(count, mode == "sampled")))
+    observability.disable_tracing()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both cases and print the table."""
+    parser = argparse.ArgumentParser(prog="python -m bench._tracing_cost", description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=200_000, help="messages per round (200,000)")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds per configuration (7)")
+    parser.add_argument("--no-sampled", action="store_true", help="skip the sampled rows")
+    args = parser.parse_args(argv)
+    observability.configure_logging("bench", level="WARNING", json=False)
+    modes = ["off", "unsampled"] + ([] if args.no_sampled else ["sampled"])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tickbus-bench-tracing-") as tmp:
+        for name, case in (("origin publish", origin_publish_ns), ("hop: consume + publish", hop_ns)):
+            results = measure(case, modes, args.messages, args.rounds, Path(tmp))
+            base = statistics.median(results["off"])
+            for mode in modes:
+                median = statistics.median(results[mode])
+                delta = f"{median - base:+9.0f}" if mode != "off" else f"{'':>9}"
+                rows.append(f"{name:<24} {mode:<10} {median:>10.0f} {min(results[mode]):>10.0f} {delta}")
+    print(f"tracing cost per message, ns ({args.messages:,} messages x {args.rounds} rounds, in-process hub)")
+    print(f"{'case':<24} {'tracing':<10} {'median':>10} {'best':>10} {'vs off':>9}")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

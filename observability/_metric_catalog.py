@@ -1,0 +1,261 @@
+"""What tickbus exports as metrics, and how each value is read from a ``statistics()`` snapshot.
+
+Names follow the OpenTelemetry semantic conventions where one exists (``messaging.*``, ``process.*``)
+and are ``tickbus.*`` otherwise; units are UCUM (``s``, ``By``, ``{message}``). Every counter here is
+an *observable* instrument, or a histogram injected at collection (:mod:`._histogram_export`): the
+callbacks run in the exporter's thread, once per collection, and nothing touches OpenTelemetry per
+message. Attributes: ``tickbus.actor`` (actor name), ``tickbus.hub`` (hub name, the group's name
+under ``tickbus run``), ``messaging.destination.name`` (a key's first segment), ``messaging.system``
+(``tickbus``), ``cpu.mode``, ``network.io.direction``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from ._histogram_export import HistogramMetric, HistogramSeries
+from ._loop_health import hang_watchdog, loop_lag, slow_callbacks
+from ._metric_sources import Sources
+
+_PROCESS_START_NS = time.time_ns()
+_MESSAGING = {"messaging.system": "tickbus"}
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """One observable instrument: name, unit, description, and the statistics fields it reports."""
+
+    name: str
+    unit: str
+    description: str
+    fields: tuple[tuple[str, Mapping[str, str]], ...]
+    updown: bool = False
+
+
+def _one(name: str) -> tuple[tuple[str, Mapping[str, str]], ...]:
+    return ((name, {}),)
+
+
+def _directions(received: str, sent: str) -> tuple[tuple[str, Mapping[str, str]], ...]:
+    return ((received, {"network.io.direction": "receive"}), (sent, {"network.io.direction": "transmit"}))
+
+
+_ACTOR_SPECS = (
+    _Spec(
+        "tickbus.actor.failures",
+        "{failure}",
+        "Exceptions raised by handlers, timers and run()",
+        _one("failures"),
+    ),
+    _Spec(
+        "tickbus.actor.messages.dropped", "{message}", "Messages dropped from a full mailbox", _one("dropped")
+    ),
+    _Spec(
+        "tickbus.actor.queue.length",
+        "{message}",
+        "Messages waiting in the mailbox (queue depth)",
+        _one("queued"),
+        True,
+    ),
+    _Spec("tickbus.actor.timer.runs", "{run}", "Runs of @every timers", _one("timer_runs")),
+    _Spec(
+        "tickbus.actor.timer.overruns",
+        "{run}",
+        "Timer intervals skipped because a run overran",
+        _one("timer_overruns"),
+    ),
+)
+_HUB_SPECS = (
+    _Spec(
+        "tickbus.hub.messages.published", "{message}", "Messages published through the hub", _one("published")
+    ),
+    _Spec(
+        "tickbus.hub.messages.received", "{message}", "Messages received from the broker", _one("received")
+    ),
+    _Spec(
+        "tickbus.hub.messages.unmatched",
+        "{message}",
+        "Received messages no subscription matched",
+        _one("unmatched"),
+    ),
+    _Spec("tickbus.hub.gaps", "{message}", "Messages lost: sequence numbers skipped", _one("gaps")),
+    _Spec("tickbus.hub.duplicates", "{message}", "Messages received more than once", _one("duplicates")),
+    _Spec("tickbus.hub.reordered", "{message}", "Messages received after a later one", _one("reordered")),
+    _Spec("tickbus.hub.malformed", "{message}", "Received messages dropped as malformed", _one("malformed")),
+    _Spec("tickbus.hub.oversize", "{message}", "Received messages dropped as too large", _one("oversize")),
+    _Spec(
+        "tickbus.hub.publish.dropped",
+        "{message}",
+        "Messages not sent: send queue full (HWM)",
+        _one("publish_dropped"),
+    ),
+    _Spec(
+        "tickbus.hub.publish.skipped",
+        "{message}",
+        "Messages not sent: no subscriber",
+        _one("publish_skipped"),
+    ),
+    _Spec(
+        "tickbus.hub.listener.errors", "{error}", "Exceptions raised by listeners", _one("listener_errors")
+    ),
+    _Spec("tickbus.hub.disconnects", "{disconnect}", "Losses of the broker connection", _one("disconnects")),
+    _Spec("tickbus.hub.streams", "{stream}", "(publisher, key) sequences tracked", _one("streams"), True),
+    _Spec(
+        "tickbus.hub.connected", "{connection}", "1 while connected to the broker", _one("connected"), True
+    ),
+)
+_BROKER_SPECS = (
+    _Spec(
+        "tickbus.broker.messages.forwarded",
+        "{message}",
+        "Messages forwarded (frames out / 3)",
+        _one("messages_forwarded"),
+    ),
+    _Spec(
+        "tickbus.broker.io",
+        "By",
+        "Bytes received from publishers and forwarded",
+        _directions("bytes_in", "bytes_out"),
+    ),
+    _Spec(
+        "tickbus.broker.frames",
+        "{frame}",
+        "ZeroMQ frames received and forwarded",
+        _directions("frames_in", "frames_out"),
+    ),
+    _Spec("tickbus.broker.subscribers", "{subscriber}", "Connected subscribers", _one("subscribers"), True),
+    _Spec("tickbus.broker.publishers", "{publisher}", "Connected publishers", _one("publishers"), True),
+    _Spec(
+        "tickbus.broker.subscriptions",
+        "{subscription}",
+        "Distinct subscribed prefixes",
+        _one("subscriptions"),
+        True,
+    ),
+)
+
+Rows = Callable[[], Iterable[tuple[Mapping[str, str], object]]]
+Callback = Callable[[CallbackOptions], Iterable[Observation]]
+
+
+def _observe(spec: _Spec, rows: Rows) -> Callback:
+    def callback(options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(int(getattr(stats, name)), {**attributes, **extra})
+            for attributes, stats in rows()
+            for name, extra in spec.fields
+        ]
+
+    return callback
+
+
+def _register(meter: Meter, spec: _Spec, callback: Callback) -> None:
+    create = meter.create_observable_up_down_counter if spec.updown else meter.create_observable_counter
+    create(spec.name, callbacks=[callback], unit=spec.unit, description=spec.description)
+
+
+def _per_prefix(sources: Sources, index: int) -> Callback:
+    def callback(options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(n, {**attributes, **_MESSAGING, "messaging.destination.name": prefix})
+            for attributes, _stats, counts_in, counts_out in sources.snapshot().actors
+            for prefix, n in (counts_in if index == 0 else counts_out).items()
+        ]
+
+    return callback
+
+
+def _cpu(options: CallbackOptions) -> Iterable[Observation]:
+    times = os.times()
+    return [Observation(times.user, {"cpu.mode": "user"}), Observation(times.system, {"cpu.mode": "system"})]
+
+
+def _rss(options: CallbackOptions) -> Iterable[Observation]:
+    if sys.platform == "linux":
+        with open("/proc/self/statm") as statm:
+            return [Observation(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))]
+    return [Observation(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)]  # peak, elsewhere
+
+
+def _loop_counters(options: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(slow_callbacks.slow)] if slow_callbacks.enabled or slow_callbacks.slow else []
+
+
+def _hangs(options: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(hang_watchdog.hangs)] if hang_watchdog.enabled or hang_watchdog.hangs else []
+
+
+def create_instruments(meter: Meter, sources: Sources) -> None:
+    """Create every observable instrument on ``meter``, reading ``sources`` at each collection."""
+    for spec in _ACTOR_SPECS:
+        _register(meter, spec, _observe(spec, lambda: [(a[0], a[1]) for a in sources.snapshot().actors]))
+    for spec in _HUB_SPECS:
+        _register(meter, spec, _observe(spec, lambda: sources.snapshot().hubs))
+    for spec in _BROKER_SPECS:
+        _register(meter, spec, _observe(spec, lambda: sources.snapshot().brokers))
+    meter.create_observable_counter(
+        "messaging.client.consumed.messages",
+        callbacks=[_per_prefix(sources, 0)],
+        unit="{message}",
+        description="Messages an actor's handlers started on, by key prefix (messaging.destination.name)",
+    )
+    meter.create_observable_counter(
+        "messaging.client.sent.messages",
+        callbacks=[_per_prefix(sources, 1)],
+        unit="{message}",
+        description="Messages an actor published, by key prefix (messaging.destination.name)",
+    )
+    meter.create_observable_counter(
+        "process.cpu.time", callbacks=[_cpu], unit="s", description="CPU time of this process, by cpu.mode"
+    )
+    meter.create_observable_up_down_counter(
+        "process.memory.usage", callbacks=[_rss], unit="By", description="Resident set size of this process"
+    )
+    meter.create_observable_counter(
+        "tickbus.loop.slow_callbacks",
+        callbacks=[_loop_counters],
+        unit="{callback}",
+        description="Event-loop callbacks that ran longer than the slow-callback threshold",
+    )
+    meter.create_observable_counter(
+        "tickbus.loop.hangs",
+        callbacks=[_hangs],
+        unit="{hang}",
+        description="Times the event loop did not turn for the hang watchdog's timeout",
+    )
+
+
+def histograms(sources: Sources) -> list[HistogramMetric]:
+    """The local histograms to inject at each collection (see :mod:`._histogram_export`)."""
+    actors = sources.actors()
+    loop = [HistogramSeries(loop_lag.histogram, {}, _PROCESS_START_NS)]
+    return [
+        HistogramMetric(
+            "messaging.process.duration",
+            "s",
+            "Time an actor's handler took per message",
+            [
+                HistogramSeries(r.source.handler_ns, {**r.attributes, **_MESSAGING}, r.start_ns)
+                for r in actors
+            ],
+        ),
+        HistogramMetric(
+            "tickbus.actor.latency",
+            "s",
+            "End-to-end latency: publisher's send to the handler's start (wall clock across hosts)",
+            [HistogramSeries(r.source.latency_ns, r.attributes, r.start_ns) for r in actors],
+        ),
+        HistogramMetric(
+            "tickbus.loop.lag",
+            "s",
+            "How late the event loop woke a periodic probe",
+            loop if loop_lag.enabled or loop_lag.histogram.count else [],
+        ),
+    ]

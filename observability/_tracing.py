@@ -1,0 +1,368 @@
+"""Message tracing: OpenTelemetry spans for sampled messages only, W3C trace context in the envelope.
+
+``observability.tracing`` is the process's one :class:`Tracing`; :func:`enable_tracing` /
+:func:`disable_tracing` turn it on and off (``tickbus run`` does both). Actors call two hooks, and
+only after checking :attr:`Tracing.enabled` (or, when consuming, that the message carries a trace
+context), so with tracing off nothing here runs at all:
+
+- :meth:`Tracing.publish` from ``Actor.publish``. Outside a handler (a timer, a ``run`` loop) the
+  publish is an *origin*: one ``random() < ratio`` decides (see :mod:`._sampling`). Inside a handler
+  it follows the message being handled. Unsampled: the hub publishes as it would without tracing.
+  Sampled: a PRODUCER span ``publish <first key segment>`` whose context travels in the header as
+  ``[traceparent, tracestate]``, a child of the consumer span when inside a handler.
+- :meth:`Tracing.handler` from ``Actor._consume`` for a message that arrived with a trace context:
+  the handler runs inside a CONSUMER span ``process <first key segment>``, a child of the producer
+  span and linked to it, and current (OpenTelemetry's context), so log lines and publishes made by
+  the handler belong to the trace.
+
+Attributes (OpenTelemetry messaging semantic conventions): ``messaging.system`` = ``tickbus``,
+``messaging.operation.type`` = ``send`` / ``process``, ``messaging.operation.name`` = ``publish`` /
+``process``, ``messaging.destination.name`` = the key's segments joined with ``/``
+(``tick/AAPL``), ``messaging.message.id`` = ``<publisher id>:<sequence>`` (the sequence counts per
+key, so the id is unique per destination), ``messaging.consumer.group.name`` = the actor's name;
+plus ``tickbus.actor`` and, on consumer spans, ``tickbus.handler``.
+
+Spans go through a BatchSpanProcessor to OTLP/HTTP JSON when ``$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
+or ``$OTEL_EXPORTER_OTLP_ENDPOINT`` is set, else to OTLP JSON lines in
+``<data dir>/traces/<service>-<pid>.jsonl`` (read by ``tickbus trace``). ``OTEL_SDK_DISABLED=true``
+or ``OTEL_TRACES_EXPORTER=none`` turn :meth:`Tracing.enable` into a no-op. The tracer provider is
+private to this object, so enable/disable can repeat; :attr:`Tracing.tracer` makes your own spans.
+Only actors are traced: a plain ``Hub.publish`` or ``Publisher`` carries no trace context.
+
+Limits: a process with tracing off passes no trace context on (its publishes start none either).
+An actor's timer or ``run`` publishing while one of its *async* handlers awaits is taken to publish
+from that handler when the message being handled is unsampled, so it is not sampled either: telling
+the tasks apart costs ``asyncio.current_task()``, ~200 ns on Python 3.11, on every publish. (With a
+sampled message being handled, the current span tells them apart, and the timer's publish is an
+origin as it should be.)
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from ._errors import TracingError
+from ._resource import data_dir, process_resource, tickbus_version
+from ._sampling import SYSTEM, SamplingPolicy, sampling_policy, sdk_sampler
+from ._trace_context import (
+    TRACEPARENT,
+    Handler,
+    TracedActor,
+    TracedMessage,
+    close,
+    failed,
+    in_trace,
+    remote_context,
+)
+
+if TYPE_CHECKING:
+    from contextvars import Token
+
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import Span, SpanContext, Tracer
+
+
+@dataclass(frozen=True)
+class TracingStatistics:
+    """Where spans go and how many were made (``None``: that exporter is off)."""
+
+    enabled: bool
+    sampler: str | None
+    ratio: float
+    producer_spans: int
+    consumer_spans: int
+    invalid_contexts: int
+    file: str | None
+    otlp_endpoint: str | None
+
+
+class Tracing:
+    """Tracing of actor messages; use the module-level ``observability.tracing``."""
+
+    def __init__(self) -> None:
+        self.enabled = False  # read by the actor hooks before anything else
+        self.tracer: Tracer | None = None
+        self._provider: TracerProvider | None = None
+        self._policy: SamplingPolicy | None = None
+        self._ratio = 0.0
+        self._random = random.random
+        self._file: str | None = None
+        self._endpoint: str | None = None
+        self._produced = self._consumed = self._invalid = 0
+
+    # -- switching ------------------------------------------------------------------------------
+    def enable(
+        self,
+        service: str = "tickbus",
+        *,
+        actors: Sequence[str] = (),
+        sampler: str | None = None,
+        ratio: float | None = None,
+        exporter: SpanExporter | None = None,
+    ) -> None:
+        """Start tracing this process as ``service`` (``$OTEL_SERVICE_NAME`` wins).
+
+        ``sampler`` / ``ratio`` default to ``$OTEL_TRACES_SAMPLER`` / ``_ARG``, else
+        ``parentbased_traceidratio`` at 0.01. ``exporter`` replaces the exporter the environment
+        would choose. Enabling again first disables (and flushes) the running setup.
+        """
+        if self.enabled:
+            self.disable()
+        if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            return
+        kind = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
+        if exporter is None and kind == "none":
+            return
+        if exporter is None and kind not in ("otlp", "console"):
+            raise TracingError(f"OTEL_TRACES_EXPORTER={kind!r} is not supported; use otlp, console or none")
+        policy = sampling_policy(sampler, ratio)
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        self._file = self._endpoint = None
+        if exporter is None:
+            exporter = self._exporter(service, kind)
+        provider = TracerProvider(resource=process_resource(service, actors), sampler=sdk_sampler(policy))
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        self._provider, self._policy, self._ratio = provider, policy, policy.ratio
+        self.tracer = provider.get_tracer("tickbus", tickbus_version())
+        self._produced = self._consumed = self._invalid = 0
+        self.enabled = True
+        logger.info(
+            "tracing {} with {} (origin ratio {}) to {}",
+            service,
+            policy.name,
+            policy.ratio,
+            self._endpoint or self._file or type(exporter).__name__,
+        )
+
+    def _exporter(self, service: str, kind: str) -> SpanExporter:
+        if kind == "console":
+            import sys
+
+            from opentelemetry.exporter.otlp.json.file import FileSpanExporter
+
+            return FileSpanExporter(stream=sys.stderr)
+        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or None
+        if endpoint is None and os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            endpoint = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"].removesuffix("/") + "/v1/traces"
+        if endpoint is not None:
+            from opentelemetry.exporter.otlp.json.http.trace_exporter import OTLPSpanExporter
+
+            self._endpoint = endpoint
+            return OTLPSpanExporter()  # it reads the OTEL_EXPORTER_OTLP_* variables itself
+        from opentelemetry.exporter.otlp.json.file import FileSpanExporter
+
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.environ.get("OTEL_SERVICE_NAME") or service).strip(".")
+        path = data_dir(create=False) / "traces" / f"{safe or 'tickbus'}-{os.getpid()}.jsonl"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            file_exporter = FileSpanExporter(path)
+        except OSError as exc:
+            raise TracingError(
+                f"trace file {path} cannot be written ({exc.strerror or exc}); set TICKBUS_DATA_DIR to a "
+                "writable directory"
+            ) from exc
+        self._file = str(path)
+        return file_exporter
+
+    def disable(self) -> None:
+        """Stop tracing: export the spans still queued, then shut the exporter down."""
+        if not self.enabled:
+            return
+        self.enabled = False
+        provider, self._provider, self.tracer = self._provider, None, None
+        if provider is not None:
+            provider.shutdown()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Export the queued spans now; False if that did not finish within ``timeout`` seconds."""
+        provider = self._provider
+        return provider.force_flush(int(timeout * 1000)) if provider is not None else True
+
+    def statistics(self) -> TracingStatistics:
+        """A snapshot: the sampler, span counts and where spans go."""
+        policy = self._policy if self.enabled else None
+        return TracingStatistics(
+            enabled=self.enabled,
+            sampler=policy.name if policy is not None else None,
+            ratio=self._ratio if self.enabled else 0.0,
+            producer_spans=self._produced,
+            consumer_spans=self._consumed,
+            invalid_contexts=self._invalid,
+            file=self._file if self.enabled else None,
+            otlp_endpoint=self._endpoint if self.enabled else None,
+        )
+
+    # -- the hooks ------------------------------------------------------------------------------
+    def publish(
+        self, actor: TracedActor, key: tuple[str, ...], payload: Any, handling: TracedMessage | None
+    ) -> None:
+        """Publish ``payload`` at ``key`` for ``actor``, traced if sampled.
+
+        ``handling`` is the actor's message being handled (``None`` at an origin). The unsampled
+        path is one comparison away from a plain ``hub.publish``.
+        """
+        if handling is None:
+            if self._random() >= self._ratio:
+                actor.hub.publish(key, payload)
+                return
+        else:
+            header = handling.header
+            if header is None or header.trace is None:
+                actor.hub.publish(key, payload)
+                return
+            traceparent = header.trace[0]
+            if not in_trace(traceparent) and (  # not in that handler's span:
+                TRACEPARENT.match(traceparent) is None  # the handler ran untraced (malformed context)
+                or self._random() >= self._ratio  # a timer's publish while an async handler awaits
+            ):
+                actor.hub.publish(key, payload)
+                return
+        self._send(actor, key, payload)
+
+    def handler(self, actor: TracedActor, fn: Handler, is_async: bool, message: TracedMessage) -> Handler:
+        """``fn`` wrapped in a consumer span for ``message``, which arrived with a trace context.
+
+        A malformed context is counted and the handler runs untraced.
+        """
+        remote = remote_context(message.header.trace if message.header is not None else None)
+        tracer = self.tracer
+        if remote is None or tracer is None:
+            self._invalid += remote is None
+            return fn
+        start = functools.partial(self._process, tracer, actor, fn, message, remote)
+        if is_async:
+
+            @functools.wraps(fn)
+            async def traced_async(key: Any, payload: Any) -> Any:
+                span, token = start()
+                try:
+                    return await fn(key, payload)
+                except Exception as exc:
+                    failed(span, exc)
+                    raise
+                finally:
+                    close(span, token)
+
+            return traced_async
+
+        @functools.wraps(fn)
+        def traced(key: Any, payload: Any) -> Any:
+            span, token = start()
+            try:
+                return fn(key, payload)
+            except Exception as exc:
+                failed(span, exc)
+                raise
+            finally:
+                close(span, token)
+
+        return traced
+
+    def current_ids(self) -> tuple[str, str] | None:
+        """``(trace_id, span_id)`` in hex of the span current in this task, if tracing and one is active."""
+        if not self.enabled:
+            return None
+        from opentelemetry.trace import get_current_span
+
+        context = get_current_span().get_span_context()
+        if not context.is_valid:
+            return None
+        return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+    # -- sampled messages only ------------------------------------------------------------------
+    def _send(self, actor: TracedActor, key: tuple[str, ...], payload: Any) -> None:
+        tracer = self.tracer
+        if tracer is None:  # disabled from another thread since the check
+            actor.hub.publish(key, payload)
+            return
+        from opentelemetry.trace import SpanKind
+
+        span = tracer.start_span(
+            f"publish {key[0] if key else ''}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": SYSTEM,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "publish",
+                "messaging.destination.name": "/".join(key),
+                "tickbus.actor": actor.name,
+            },
+        )
+        try:
+            context = span.get_span_context()
+            trace = None
+            if context.trace_flags.sampled:
+                traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+                trace = [traceparent, context.trace_state.to_header()]
+            hub = actor.hub
+            seq = hub.publish(key, payload, trace)
+            if seq:
+                span.set_attribute("messaging.message.id", f"{getattr(hub, 'publisher_id', hub.name)}:{seq}")
+            else:
+                span.set_attribute("tickbus.skipped", True)  # no subscriber anywhere: nothing was sent
+        except Exception as exc:
+            failed(span, exc)
+            raise
+        finally:
+            span.end()
+        self._produced += 1
+
+    def _process(
+        self, tracer: Tracer, actor: TracedActor, fn: Handler, message: TracedMessage, remote: SpanContext
+    ) -> tuple[Span, Token[Context]]:
+        from opentelemetry import context as otel_context
+        from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, set_span_in_context
+
+        key, header = message.key, message.header
+        attributes: dict[str, str] = {
+            "messaging.system": SYSTEM,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": "/".join(key),
+            "messaging.consumer.group.name": actor.name,
+            "tickbus.actor": actor.name,
+            "tickbus.handler": getattr(fn, "__qualname__", repr(fn)),
+        }
+        if header is not None:
+            attributes["messaging.message.id"] = f"{header.publisher}:{header.seq}"
+        span = tracer.start_span(
+            f"process {key[0] if key else ''}",
+            context=set_span_in_context(NonRecordingSpan(remote)),
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            links=[Link(remote)],
+        )
+        self._consumed += 1
+        return span, otel_context.attach(set_span_in_context(span))
+
+
+tracing = Tracing()
+
+
+def enable_tracing(
+    service: str = "tickbus",
+    *,
+    actors: Sequence[str] = (),
+    sampler: str | None = None,
+    ratio: float | None = None,
+    exporter: SpanExporter | None = None,
+) -> None:
+    """Trace this process's actor messages: ``observability.tracing.enable(...)`` (see :class:`Tracing`)."""
+    tracing.enable(service, actors=actors, sampler=sampler, ratio=ratio, exporter=exporter)
+
+
+def disable_tracing() -> None:
+    """Stop tracing and flush the queued spans: ``observability.tracing.disable()``."""
+    tracing.disable()

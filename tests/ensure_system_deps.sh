@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# System packages the test suite uses as real servers: Prometheus (tests/integration/test_metrics.py).
+#
+# Installs only what is missing, and only when running as root with apt-get; otherwise it says what
+# is missing and exits 0, and the tests that need it skip with that reason. Services are never
+# started: a temporary policy-rc.d denies every start during the install, and recommends (the node
+# exporter, another service) are not installed. The tests start their own Prometheus on loopback.
+set -euo pipefail
+
+if command -v prometheus >/dev/null 2>&1; then
+    exit 0
+fi
+if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "ensure_system_deps: prometheus is not installed and this is not root with apt-get;" \
+        "the Prometheus scrape test will skip (install the Debian package 'prometheus' to run it)" >&2
+    exit 0
+fi
+
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [[ ! -e "$policy" ]]; then
+    printf '#!/bin/sh\n# tickbus tests: never start services while installing test dependencies\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    own_policy=1
+fi
+cleanup() { if [[ "$own_policy" == 1 ]]; then rm -f "$policy"; fi; }
+trap cleanup EXIT
+
+echo "ensure_system_deps: installing prometheus (apt-get, services not started)" >&2
+export DEBIAN_FRONTEND=noninteractive
+if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; then
+    echo "ensure_system_deps: apt-get could not install prometheus; the Prometheus scrape test will skip" >&2
+fi
+exit 0

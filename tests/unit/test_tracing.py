@@ -1,0 +1,299 @@
+"""Tracing on the in-process hub: sampling at the origin, spans and their conventions, exporters.
+
+Spans go to the SDK's own in-memory exporter (a real exporter, not a mock) or to the real OTLP JSON
+file and HTTP exporters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+import observability
+from actors import Actor, Hub, Key, handler
+from observability._sampling import sampling_policy
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in (
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_SAMPLER_ARG",
+        "OTEL_SDK_DISABLED",
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_SERVICE_NAME",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    observability.disable_tracing()
+
+
+def trace_to_memory(sampler: str = "always_on") -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    observability.enable_tracing("unit", sampler=sampler, exporter=exporter)
+    return exporter
+
+
+def finished(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    assert observability.tracing.flush(5)
+    return sorted(exporter.get_finished_spans(), key=lambda s: s.start_time or 0)
+
+
+class Relay(Actor):
+    """Handles ``('in', *)``: records the header, publishes ``('out', *)``, fails on payload 'boom'."""
+
+    name = "relay"
+
+    async def on_start(self) -> None:
+        self.headers: list[Any] = []
+        self.handled = asyncio.Event()
+
+    @handler(("in", "*"))
+    def on_in(self, key: Key, payload: Any) -> None:
+        self.headers.append(self.header)
+        self.handled.set()
+        if payload == "boom":
+            raise RuntimeError("boom")
+        self.publish(("out", key[1]), payload)
+
+
+class Sink(Actor):
+    """Collects what arrives at ``('out', *)`` with its header."""
+
+    name = "sink"
+
+    async def on_start(self) -> None:
+        self.headers: list[Any] = []
+        self.arrived = asyncio.Event()
+
+    @handler(("out", "*"))
+    async def on_out(self, key: Key, payload: Any) -> None:
+        self.headers.append(self.header)
+        self.arrived.set()
+
+
+async def run_chain(payload: Any = 1) -> tuple[Relay, Sink]:
+    """source (outside any handler) -> relay (handler publishes) -> sink, on one in-process hub."""
+    hub = Hub(name="memory")
+    relay, sink, source = Relay(hub), Sink(hub), Actor(hub, name="source")
+    for actor in (relay, sink, source):
+        await actor.start()
+    try:
+        source.publish(("in", "AAPL"), payload)
+        await asyncio.wait_for(relay.handled.wait(), 5)
+        if payload != "boom":
+            await asyncio.wait_for(sink.arrived.wait(), 5)
+    finally:
+        for actor in (source, sink, relay):
+            await actor.stop(drain_timeout=2)
+    return relay, sink
+
+
+# -- the sampling policy ----------------------------------------------------------------------------
+def test_sampling_defaults_to_parentbased_traceidratio_at_one_percent():
+    policy = sampling_policy()
+    assert (policy.name, policy.ratio, policy.parent_based) == ("parentbased_traceidratio", 0.01, True)
+
+
+def test_sampling_reads_otel_traces_sampler_and_its_argument(monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    policy = sampling_policy()
+    assert (policy.name, policy.ratio, policy.parent_based) == ("traceidratio", 0.25, False)
+
+
+@pytest.mark.parametrize(
+    ("name", "ratio"),
+    [("always_on", 1.0), ("always_off", 0.0), ("parentbased_always_on", 1.0), ("traceidratio", 1.0)],
+)
+def test_fixed_samplers_and_a_ratio_sampler_without_argument_have_these_ratios(name, ratio):
+    assert sampling_policy(name).ratio == ratio
+
+
+def test_an_unknown_sampler_is_refused_naming_the_variable_and_the_choices(monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "jaeger_remote")
+    with pytest.raises(observability.TracingError, match=r"OTEL_TRACES_SAMPLER='jaeger_remote'.*always_on"):
+        observability.enable_tracing("unit")
+    assert not observability.tracing.enabled
+
+
+@pytest.mark.parametrize(("arg", "message"), [("lots", "not a number"), ("1.5", "outside 0..1")])
+def test_a_bad_sampler_argument_is_refused(monkeypatch, arg, message):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
+    with pytest.raises(observability.TracingError, match=message):
+        sampling_policy()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("OTEL_SDK_DISABLED", "true"), ("OTEL_TRACES_EXPORTER", "none")]
+)
+def test_the_standard_switches_turn_tracing_off(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    observability.enable_tracing("unit", sampler="always_on")
+    assert not observability.tracing.enabled
+
+
+# -- spans ----------------------------------------------------------------------------------------
+async def test_a_sampled_origin_makes_a_producer_root_a_linked_consumer_child_and_a_child_producer():
+    exporter = trace_to_memory("always_on")
+    relay, sink = await run_chain()
+    spans = finished(exporter)
+    assert [(s.name, s.kind) for s in spans] == [
+        ("publish in", SpanKind.PRODUCER),
+        ("process in", SpanKind.CONSUMER),
+        ("publish out", SpanKind.PRODUCER),
+        ("process out", SpanKind.CONSUMER),
+    ]
+    origin, process_in, publish_out, process_out = spans
+    assert len({s.context.trace_id for s in spans}) == 1
+    assert origin.parent is None
+    for child, parent in ((process_in, origin), (publish_out, process_in), (process_out, publish_out)):
+        assert child.parent is not None and child.parent.span_id == parent.context.span_id
+    for consumer, producer in ((process_in, origin), (process_out, publish_out)):
+        assert [link.context.span_id for link in consumer.links] == [producer.context.span_id]
+        assert consumer.attributes["messaging.message.id"] == producer.attributes["messaging.message.id"]
+    assert dict(origin.attributes) == {
+        "messaging.system": "tickbus",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "publish",
+        "messaging.destination.name": "in/AAPL",
+        "messaging.message.id": "memory:1",
+        "tickbus.actor": "source",
+    }
+    assert dict(process_out.attributes) == {
+        "messaging.system": "tickbus",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": "out/AAPL",
+        "messaging.message.id": "memory:2",
+        "messaging.consumer.group.name": "sink",
+        "tickbus.actor": "sink",
+        "tickbus.handler": "Sink.on_out",
+    }
+    resource = origin.resource.attributes
+    assert resource["service.name"] == "unit" and "host.name" in resource and "process.pid" in resource
+    trace = relay.headers[0].trace
+    assert trace[0].startswith(f"00-{origin.context.trace_id:032x}-{origin.context.span_id:016x}-")
+    assert int(trace[0][-2:], 16) & 1  # the sampled flag (the SDK also sets W3C level 2's random-id flag)
+    assert sink.headers[0].trace[0].split("-")[2] == f"{publish_out.context.span_id:016x}"
+    stats = observability.tracing.statistics()
+    assert (stats.producer_spans, stats.consumer_spans, stats.invalid_contexts) == (2, 2, 0)
+
+
+async def test_an_unsampled_origin_makes_no_span_and_its_messages_carry_no_trace_context():
+    exporter = trace_to_memory("always_off")
+    relay, sink = await run_chain()
+    assert finished(exporter) == []
+    assert relay.headers == [None] and sink.headers == [None]  # in-process: no header without a trace
+
+
+async def test_a_failing_handler_marks_its_consumer_span_as_an_error():
+    exporter = trace_to_memory("always_on")
+    await run_chain("boom")
+    consumer = next(s for s in finished(exporter) if s.kind is SpanKind.CONSUMER)
+    assert consumer.status.status_code is StatusCode.ERROR
+    assert consumer.status.description == "RuntimeError: boom"
+    assert [event.name for event in consumer.events] == ["exception"]
+
+
+async def test_a_malformed_trace_context_is_counted_and_the_handler_runs_untraced():
+    exporter = trace_to_memory("always_on")
+    hub = Hub(name="memory")
+    relay = Relay(hub)
+    await relay.start()
+    try:
+        hub.publish(Key("in", "AAPL"), 1, ["00-not-a-traceparent-01", ""])
+        await asyncio.wait_for(relay.handled.wait(), 5)
+    finally:
+        await relay.stop()
+    assert [s.kind for s in finished(exporter)] == []  # the relay's publish followed its untraced message
+    assert observability.tracing.statistics().invalid_contexts == 1
+
+
+async def test_a_timer_publishing_while_an_async_handler_awaits_a_sampled_message_is_an_origin():
+    exporter = trace_to_memory("always_on")
+    hub = Hub(name="memory")
+    release, waiting = asyncio.Event(), asyncio.Event()
+
+    class Slow(Actor):
+        @handler(("in", "*"))
+        async def on_in(self, key: Key, payload: Any) -> None:
+            waiting.set()
+            await release.wait()
+
+    slow = Slow(hub, name="slow")
+    await slow.start()
+    try:
+        hub.publish(Key("in", "x"), 1, ["00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", ""])
+        await asyncio.wait_for(waiting.wait(), 5)
+        slow.publish(("tick",), 2)  # as from a timer: not the consumer task
+        release.set()
+    finally:
+        await slow.stop()
+    timer_span = next(s for s in finished(exporter) if s.kind is SpanKind.PRODUCER)
+    assert timer_span.parent is None and f"{timer_span.context.trace_id:032x}" != "ab" * 16
+
+
+# -- exporters ------------------------------------------------------------------------------------
+async def test_by_default_spans_go_as_otlp_json_lines_under_the_data_directory(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("TICKBUS_DATA_DIR", str(tmp_path))
+    observability.enable_tracing("my group", actors=["relay"], sampler="always_on")
+    path = Path(observability.tracing.statistics().file or "")
+    assert path.parent == tmp_path / "traces" and path.name.startswith("my_group-")
+    await run_chain()
+    observability.disable_tracing()  # flushes
+    spans = list(observability.list_traces(tmp_path))
+    assert len(spans) == 1 and spans[0].spans == 4 and spans[0].services == ("my group",)
+    assert spans[0].root.resource["tickbus.actors"] == "relay"
+
+
+class _Collector(BaseHTTPRequestHandler):
+    bodies: ClassVar[list[tuple[str, dict[str, Any]]]] = []
+    received = threading.Event()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).bodies.append((self.path, json.loads(body)))
+        type(self).received.set()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+async def test_an_otlp_endpoint_in_the_environment_sends_spans_as_otlp_http_json(monkeypatch):
+    server = HTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_port}"
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        observability.enable_tracing("unit", sampler="always_on")
+        assert observability.tracing.statistics().otlp_endpoint == endpoint + "/v1/traces"
+        await run_chain()
+        observability.disable_tracing()
+        assert _Collector.received.wait(10)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    path, body = _Collector.bodies[0]
+    assert path == "/v1/traces"
+    names = {s["name"] for rs in body["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]}
+    assert names <= {"publish in", "process in", "publish out", "process out"} and names
