@@ -143,6 +143,10 @@ class RemoteHub(Hub):
             out[2] = self._epoch
             out[3] = self._is_wanted(out[0])
         if not out[3]:
+            # Skipped, but numbered: if someone did want it (the broker was down, a subscription
+            # was in flight), the next message they get shows this one as a gap. A subscriber that
+            # was not subscribed starts its stream afresh (see remove_subscriber), so no false gap.
+            out[1] += 1
             self._publish_skipped += 1
             return 0
         try:
@@ -245,6 +249,8 @@ class RemoteHub(Hub):
             self._prefix_refs[prefix] = refs
         elif refs == 0:
             del self._prefix_refs[prefix]
+            # what is published while nobody here listens is not a gap: restart those streams
+            self._inbound.tracker.forget_prefix(prefix, still_wanted=tuple(self._prefix_refs))
             if not self._closed:
                 self._sub.setsockopt(zmq.UNSUBSCRIBE, prefix)
 
