@@ -35,7 +35,10 @@ class Recorder:
         now = time.monotonic_ns()
         if seq >= 0:
             if not self.count:
-                self.first_ns = now
+                # The window opens when the first measured message was *sent* (same host, same
+                # clock), so a subscriber that queues internally (an actor's mailbox) and handles
+                # late cannot shrink it: rate = messages handled / (last handled - first sent).
+                self.first_ns = sent_ns if 0 < sent_ns <= now else now
             self.count += 1
             self.last_ns = now
             if seq > self.max_seq:

@@ -50,10 +50,14 @@ def _value(system: dict[str, Any], measurement: str, field: str) -> float | None
 
 
 def ratios(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """``{"tickbus/nats": {"throughput.rate": x, ...}, ...}`` for every figure both systems have."""
+    """``{"tickbus/nats": {"throughput.rate": x, ...}, ...}`` for every figure both systems have,
+    plus ``"obs-on/off"``: the actor path with observability fully on over the same path off."""
     out: dict[str, dict[str, float]] = {}
-    tickbus = systems.get("tickbus", {})
-    for base in _RATIO_BASES:
+    for label, mine_name, base in [
+        *((f"tickbus/{b}", "tickbus", b) for b in _RATIO_BASES),
+        ("obs-on/off", "actors+obs", "actors"),
+    ]:
+        tickbus = systems.get(mine_name, {})
         other = systems.get(base, {})
         pairs: dict[str, float] = {}
         for _, measurement, field, _ in ROWS:
@@ -63,7 +67,7 @@ def ratios(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
             if mine is not None and theirs:
                 pairs[f"{measurement}.{field}"] = mine / theirs
         if pairs:
-            out[f"tickbus/{base}"] = pairs
+            out[label] = pairs
     return out
 
 
@@ -82,6 +86,7 @@ def table(document: dict[str, Any]) -> str:
     systems: dict[str, dict[str, Any]] = document["systems"]
     ratio_map = document.get("ratios", {})
     ratio_cols = [f"tickbus/{b}" for b in _RATIO_BASES if f"tickbus/{b}" in ratio_map]
+    ratio_cols += ["obs-on/off"] if "obs-on/off" in ratio_map else []
     out = _system_lines(document, ratio_cols) if systems else []
     out.extend(_routing_lines(document.get("routing")))
     for name, system in systems.items():

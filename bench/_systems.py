@@ -24,6 +24,8 @@ SYSTEMS: dict[str, str] = {
     "raw-zmq": "bench._rawzmq",
     "nats": "bench._nats",
     "redis": "bench._redis",
+    "actors": "bench._tickbus_actors",
+    "actors+obs": "bench._tickbus_obs",
 }
 """Benchmarked systems in report order: name -> module holding ``DRIVER``."""
 

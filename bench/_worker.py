@@ -39,6 +39,11 @@ def publisher_main(system: str, config: Config, params: dict[str, Any], conn: Co
 
 
 def _run(conn: Connection, main: Any) -> None:
+    # Clients log only errors: a warning per overflow or slow callback would flood the bench output
+    # (every loss is still counted in the statistics the worker reports).
+    from observability import configure_logging
+
+    configure_logging("bench", level="ERROR", json=False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends us
     die_with_parent()
     fine_timer_slack()
