@@ -53,9 +53,24 @@ def _unobserve(tmp: tempfile.TemporaryDirectory[str] | None) -> None:
     tmp.cleanup()
 
 
-class _Pub:
+class _Client:
+    """A connected hub with one started actor (and observability, when on): stats and teardown."""
+
     def __init__(self, hub: Any, actor: Any, tmp: tempfile.TemporaryDirectory[str] | None) -> None:
         self._hub, self._actor, self._tmp = hub, actor, tmp
+
+    def stats(self) -> dict[str, int]:
+        return _hub_stats(self._hub)
+
+    async def close(self) -> None:
+        await self._actor.stop(1.0)
+        _unobserve(self._tmp)
+        await self._hub.close()
+
+
+class _Pub(_Client):
+    def __init__(self, hub: Any, actor: Any, tmp: tempfile.TemporaryDirectory[str] | None) -> None:
+        super().__init__(hub, actor, tmp)
         self._quote = quote()
 
     async def burst(self, first_seq: int, count: int) -> None:
@@ -66,27 +81,6 @@ class _Pub:
 
     async def send_one(self, seq: int) -> None:
         self._actor.publish(("AAPL",), {**self._quote, "s": seq, "t": time.monotonic_ns()})
-
-    def stats(self) -> dict[str, int]:
-        return _hub_stats(self._hub)
-
-    async def close(self) -> None:
-        await self._actor.stop(1.0)
-        _unobserve(self._tmp)
-        await self._hub.close()
-
-
-class _Sub:
-    def __init__(self, hub: Any, actor: Any, tmp: tempfile.TemporaryDirectory[str] | None) -> None:
-        self._hub, self._actor, self._tmp = hub, actor, tmp
-
-    def stats(self) -> dict[str, int]:
-        return _hub_stats(self._hub)
-
-    async def close(self) -> None:
-        await self._actor.stop(1.0)
-        _unobserve(self._tmp)
-        await self._hub.close()
 
 
 class _ActorDriver(_Driver):
@@ -107,7 +101,7 @@ class _ActorDriver(_Driver):
         await feed.start()
         return _Pub(hub, feed, tmp)
 
-    async def subscriber(self, config: Config, on_message: OnMessage) -> _Sub:  # type: ignore[override]
+    async def subscriber(self, config: Config, on_message: OnMessage) -> _Client:  # type: ignore[override]
         import actors
 
         class Sink(actors.Actor):
@@ -122,7 +116,7 @@ class _ActorDriver(_Driver):
         sink = Sink(hub)
         tmp = _observe(hub, "bench-sink", sink, self._observed)
         await sink.start()
-        return _Sub(hub, sink, tmp)
+        return _Client(hub, sink, tmp)
 
 
 DRIVER = _ActorDriver("actors", observed=False)
