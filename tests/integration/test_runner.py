@@ -31,8 +31,8 @@ async def test_sigterm_drains_queued_messages_then_exits_zero(broker):
         await hub.wait_for_subscribers(("ping", "x"))
         for i in range(300):  # ~0.6 s of work queued at the echo actor
             hub.publish(actors.Key("ping", "x"), i)
-        await asyncio.sleep(0.05)
-        proc.signal(signal.SIGTERM)
+        await eventually(lambda: len(pongs) > 0, 10, "the echo actor started handling")
+        proc.signal(signal.SIGTERM)  # with most of the 300 still queued: the drain must finish them
         code = await asyncio.get_running_loop().run_in_executor(None, proc.proc.wait, 20)
         assert code == 0, proc.log()[-2000:]
         await eventually(lambda: len(pongs) >= 300, 5, "300 pongs")
