@@ -24,6 +24,8 @@ async def connect(
     max_payload: int = 16 * 1024 * 1024,
     linger: float = 1.0,
     context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    idle_heartbeat: float = 1.0,
+    slow_after: float = 1.0,
 ) -> RemoteHub:
     """Connect to a tickbus broker and return a hub with the aiopubsub API.
 
@@ -31,6 +33,13 @@ async def connect(
     ``tcp://127.0.0.1:5550`` / ``:5551``. With ``wait`` (seconds) it returns only once both
     connections are up, raising :class:`ConnectError` otherwise; ``wait=None`` returns at once
     and ZeroMQ keeps trying in the background.
+
+    Liveness: ``heartbeat_ivl``/``heartbeat_timeout`` are ZeroMQ's ZMTP heartbeats, which drop a
+    silent connection (a dead broker, a cut link) after ``heartbeat_timeout`` seconds. Every
+    ``idle_heartbeat`` seconds a hub that has published sends a heartbeat message, which tells
+    subscribers "quiet" from "gone" and counts losses at the tail of a stream (0 disables).
+    A hub processing messages older than ``slow_after`` seconds flags itself slow (0 disables).
+    See ``actors._liveness``.
     """
     hub = RemoteHub(
         frontend or os.environ.get("TICKBUS_FRONTEND") or DEFAULT_FRONTEND,
@@ -42,6 +51,8 @@ async def connect(
         max_payload=max_payload,
         linger=linger,
         context=context,
+        idle_heartbeat=idle_heartbeat,
+        slow_after=slow_after,
     )
     if wait is not None:
         try:

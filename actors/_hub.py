@@ -64,6 +64,20 @@ class HubStatistics:
     connected: bool = True
     disconnects: int = 0
     malformed_upstream: int = 0
+    heartbeats: int = 0
+    """Publisher heartbeats received (control traffic, not in ``received``' deliveries)."""
+    publishers_live: int = 0
+    """Publishers whose heartbeats arrive on time."""
+    publishers_gone: int = 0
+    """Publishers whose heartbeats stopped (reported once each, in the log)."""
+    incarnations: int = 0
+    """Publishers seen restarting: a new id under a known ``name@host``."""
+    slow: bool = False
+    """True while this hub processes messages older than its ``slow_after`` bound."""
+    slow_episodes: int = 0
+    """Times this hub was flagged slow."""
+    lag_seconds: float = 0.0
+    """Age of the last message processed at the last check (0 when idle)."""
 
 
 class Hub:

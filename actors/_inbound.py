@@ -9,6 +9,7 @@ reason and logged rate-limited; nothing raises out of :meth:`handle` but a subsc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from ._errors import EnvelopeError, InvalidKeyError
 from ._hub import Route
 from ._index import SubscriptionIndex
 from ._keys import Key, decode_key
+from ._liveness import HEARTBEAT_PREFIX, parse_heartbeat
 from ._ratelimit import RateLimitedLog
 from ._sequence import Observation, SequenceTracker
 
@@ -54,12 +56,18 @@ class Inbound:
         self.tracker = SequenceTracker()
         self._last = self.tracker.last  # the tracker's table, for the inlined fast path
         self.received = self.delivered = self.unmatched = self.malformed = self.oversize = 0
+        self.heartbeats = 0
+        self.last_header: Header | None = None  # of the last message processed (lag measurement)
+        self.on_heartbeat: Callable[[str, float], None] | None = None  # (publisher id, interval)
 
     def handle(self, kb: bytes, hb: bytes | memoryview, pb: bytes | memoryview) -> None:
         """Process one received three-frame message: key, header, payload."""
         self.received += 1
         key = self._keys.get(kb)
         if key is None:
+            if kb.startswith(HEARTBEAT_PREFIX):  # never cached, so ordinary keys pay nothing
+                self._heartbeat(hb, pb)
+                return
             try:
                 key = decode_key(kb)
             except InvalidKeyError as exc:
@@ -92,6 +100,7 @@ class Inbound:
             except EnvelopeError as exc:
                 self._drop("header", "dropped a message on {} with a bad header: {}", key, exc)
                 return
+        self.last_header = header
         # SequenceTracker.observe's fast path, inlined (one tuple, one dict get, one dict set).
         stream = (header.publisher, kb)
         seq = header.seq
@@ -118,6 +127,32 @@ class Inbound:
         for route in routes:
             route(key, payload, header)
         self.delivered += len(routes)
+
+    def _heartbeat(self, hb: bytes | memoryview, pb: bytes | memoryview) -> None:
+        try:
+            header = decode_header(bytes(hb))
+            interval, entries = parse_heartbeat(unpackb(pb, strict_map_key=False))
+        except EnvelopeError as exc:
+            self._drop("heartbeat", "dropped a heartbeat with a bad header: {}", exc)
+            return
+        except Exception as exc:  # msgpack's several error types, and ValueError from the parser
+            self._drop("heartbeat", "dropped a heartbeat with a bad payload: {}", exc)
+            return
+        self.heartbeats += 1
+        catch_up = self.tracker.catch_up
+        for kb, seq in entries:
+            lost = catch_up(header.publisher, kb, seq)
+            if lost:
+                self._log.warning(
+                    "gap:" + header.publisher,
+                    "gap of {} at the end of {!r} from {} (its heartbeat reports seq {})",
+                    lost,
+                    kb,
+                    header.publisher,
+                    seq,
+                )
+        if self.on_heartbeat is not None:
+            self.on_heartbeat(header.publisher, interval)
 
     def handle_frames(self, frames: list[bytes]) -> None:
         """Process one received message given as a list of frames (any count)."""

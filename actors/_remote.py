@@ -33,6 +33,7 @@ from ._errors import ConnectError, EnvelopeError
 from ._hub import Hub, HubStatistics, Route
 from ._inbound import Inbound
 from ._keys import Key, encode_key, subscription_prefix
+from ._liveness import HEARTBEAT, HEARTBEAT_PREFIX, SLOW, HeartbeatSchedule, LagMonitor, PublisherLiveness
 from ._sequence import SequenceTracker
 
 _DRAIN_BUDGET = 2_000  # messages per reader callback before yielding to other callbacks
@@ -43,6 +44,8 @@ _send = zmq.backend.Socket.send  # the Cython method: pyzmq's Python wrapper cos
 _monotonic_ns = time.monotonic_ns
 _time_ns = time.time_ns
 _HOUSEKEEPING = 0.02  # seconds between safety drains of every socket (see _sweep)
+_LAG_EVERY = 5  # sweeps between lag checks (100 ms)
+_LIVENESS_EVERY = 25  # sweeps between checks for publishers gone quiet (500 ms)
 _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 
 
@@ -61,6 +64,8 @@ class RemoteHub(Hub):
         max_payload: int,
         linger: float,
         context: zmq.Context[zmq.Socket[bytes]] | None,
+        idle_heartbeat: float = 1.0,
+        slow_after: float = 1.0,
     ) -> None:
         super().__init__(name=name)
         self.frontend, self.backend = frontend, backend
@@ -88,6 +93,15 @@ class RemoteHub(Hub):
         self._prefix_refs: dict[bytes, int] = {}
         self._remote_prefixes: set[bytes] = set()
         self._inbound = Inbound(self._index, max_payload=max_payload, log=self._log, name=name)
+        self._inbound.on_heartbeat = self._on_heartbeat
+        self._sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_PREFIX)  # every hub hears every heartbeat
+        self._heartbeat_key = Key(*HEARTBEAT, name)
+        self._heartbeat_kb = encode_key(self._heartbeat_key)
+        self._schedule = HeartbeatSchedule(idle_heartbeat)
+        self._liveness = PublisherLiveness()
+        self._lag = LagMonitor(slow_after)
+        self._sweeps = 0
+        self._incarnations_logged = 0
         self._connected = [False, False]
         self._connected_event = asyncio.Event()
         self._prefixes_changed = asyncio.Event()
@@ -115,6 +129,76 @@ class RemoteHub(Hub):
         for index in range(len(self._monitors)):
             self._on_monitor(index)
         self._housekeeping = self._loop.call_later(_HOUSEKEEPING, self._sweep)
+        self._sweeps += 1
+        now = time.monotonic()
+        try:
+            if self._schedule.due(now, self._published + self._publish_skipped):
+                self._send_heartbeat(now)
+            if self._sweeps % _LAG_EVERY == 0:
+                self._check_lag()
+            if self._sweeps % _LIVENESS_EVERY == 0:
+                self._check_liveness(now)
+        except Exception as exc:  # housekeeping must outlive its own bugs
+            self._log.log("ERROR", "housekeeping", "hub {}: housekeeping failed", self.name, exception=exc)
+
+    # -- liveness and lag (see actors._liveness) ------------------------------------------------
+    def _send_heartbeat(self, now: float) -> None:
+        own = self._heartbeat_kb
+        streams = [(o[0], o[1]) for o in self._out.values() if o[0] != own]
+        streams.extend(self._seqs.items())
+        payload = self._schedule.next_payload(now, self._published + self._publish_skipped, streams)
+        published, skipped = self._published, self._publish_skipped
+        try:
+            self.publish(self._heartbeat_key, payload)
+        except Exception as exc:  # a full queue is counted by publish; anything else is a bug here
+            self._log.warning("heartbeat", "hub {}: heartbeat not sent: {}", self.name, exc)
+        # control traffic: `published` and `publish_skipped` count the application's messages
+        self._published, self._publish_skipped = published, skipped
+
+    def _on_heartbeat(self, publisher: str, interval: float) -> None:
+        if self._liveness.heard(publisher, interval, time.monotonic()):
+            self._log.log("INFO", "back:" + publisher, "hub {}: publisher {} is back", self.name, publisher)
+
+    def _check_liveness(self, now: float) -> None:
+        for publisher, silent in self._liveness.check(now):
+            self._log.warning(
+                "gone:" + publisher,
+                "hub {}: publisher {} gone: no heartbeat for {:.1f} s",
+                self.name,
+                publisher,
+                silent,
+            )
+        tracker = self._inbound.tracker
+        if tracker.incarnations != self._incarnations_logged and tracker.last_incarnation is not None:
+            self._incarnations_logged = tracker.incarnations
+            old, new = tracker.last_incarnation
+            self._log.log("INFO", "incarnation", "hub {}: publisher {} restarted as {}", self.name, old, new)
+
+    def _check_lag(self) -> None:
+        inbound = self._inbound
+        change = self._lag.check(inbound.last_header, _monotonic_ns(), _time_ns())
+        if change is None:
+            return
+        lag = self._lag
+        if change == "slow":
+            self._log.warning(
+                "slow",
+                "hub {}: slow consumer: processing messages {:.2f} s old (bound {} s); {} gaps so far",
+                self.name,
+                lag.lag,
+                lag.slow_after,
+                inbound.tracker.gaps,
+            )
+        else:
+            self._log.log("INFO", "recovered", "hub {}: caught up (lag {:.3f} s)", self.name, lag.lag)
+        event = {
+            "hub": self.name,
+            "publisher_id": self.publisher_id,
+            "lag_seconds": lag.lag,
+            "gaps": inbound.tracker.gaps,
+            "state": change,
+        }
+        self.publish(Key(*SLOW, self.name), event)
 
     def _socket(self, kind: int, hwm: int, ivl: float, timeout: float, linger: float) -> zmq.Socket[bytes]:
         sock = self._ctx.socket(kind)
@@ -365,6 +449,13 @@ class RemoteHub(Hub):
             connected=self.connected,
             disconnects=self._disconnects,
             malformed_upstream=self._malformed_upstream,
+            heartbeats=self._inbound.heartbeats,
+            publishers_live=self._liveness.live,
+            publishers_gone=self._liveness.gone,
+            incarnations=self._inbound.tracker.incarnations,
+            slow=self._lag.slow,
+            slow_episodes=self._lag.episodes,
+            lag_seconds=self._lag.lag,
         )
 
     def sequence_tracker(self) -> SequenceTracker:

@@ -60,10 +60,13 @@ class SequenceTracker:
         self._seen: dict[str, float] = {}
         self._max_missing = max_missing
         self._max_streams = max_streams
+        self._identities: dict[str, str] = {}  # name@host -> its latest publisher id
         self.gaps = 0
         self.duplicates = 0
         self.reordered = 0
         self.last_gap = 0
+        self.incarnations = 0
+        self.last_incarnation: tuple[str, str] | None = None  # (previous id, new id)
 
     def observe(self, publisher: str, key: bytes, seq: int) -> Observation:
         """Record one received (publisher, key, seq); return what it meant.
@@ -80,8 +83,10 @@ class SequenceTracker:
     def _slow(self, stream: tuple[str, bytes], last: int | None, seq: int) -> Observation:
         publisher, key = stream
         if last is None:
-            if publisher not in self._seen and len(self.last) >= self._max_streams:
-                self._forget_idle()
+            if publisher not in self._seen:
+                self._new_publisher(publisher)
+                if len(self.last) >= self._max_streams:
+                    self._forget_idle()
             self._seen[publisher] = time.monotonic()
             self.last[stream] = seq
             return Observation.FIRST
@@ -112,6 +117,30 @@ class SequenceTracker:
         anomalies.duplicates += 1
         self.duplicates += 1
         return Observation.DUPLICATE
+
+    def _new_publisher(self, publisher: str) -> None:
+        # A new id under a known name@host is that publisher restarted: a new incarnation, whose
+        # streams start afresh (never a sequence error against the old one).
+        identity = publisher.rsplit(":", 2)[0]
+        previous = self._identities.get(identity)
+        self._identities[identity] = publisher
+        if previous is not None and previous != publisher:
+            self.incarnations += 1
+            self.last_incarnation = (previous, publisher)
+
+    def catch_up(self, publisher: str, key: bytes, seq: int) -> int:
+        """A publisher reported ``seq`` as its latest on ``key`` (a heartbeat): count what never came.
+
+        Only streams already seen are checked (see the module's limits). Returns the gaps added.
+        """
+        stream = (publisher, key)
+        last = self.last.get(stream)
+        if last is None or seq <= last:
+            return 0
+        # the same bookkeeping as a message numbered seq + 1 arriving, minus that message
+        self._slow(stream, last, seq + 1)  # marks last+1 .. seq missing
+        self.last[stream] = seq
+        return self.last_gap
 
     def publishers(self) -> list[PublisherStatistics]:
         """Anomaly counts per publisher that had any."""

@@ -1,0 +1,218 @@
+"""Liveness and lag, socket-free: publisher heartbeats, publishers gone quiet, slow consumers.
+
+Problem: pub/sub is at-most-once, and a subscriber must tell "quiet" from "gone", count the messages
+lost at the very end of a stream (no later message shows the hole), and know when it has fallen
+behind. None of this may cost anything per message.
+
+Approach:
+
+- **Heartbeats** (:class:`HeartbeatSchedule`, publisher side). Every hub that has published sends one
+  message per ``interval`` on ``('$bus', 'hb', <hub name>)``. Every remote hub subscribes to that
+  prefix and handles heartbeats before sequence tracking (they are control traffic, not a stream).
+  Once a publisher has been idle for a whole interval, its heartbeats carry ``[wire key, seq]`` of
+  every key whose sequence moved since it last reported, for three heartbeats in a row (one lost
+  heartbeat does not hide a tail loss); a subscriber tracking such a stream counts the numbers it
+  never saw as gaps (:meth:`actors._sequence.SequenceTracker.catch_up`). A busy publisher's
+  heartbeats are empty: they only say "alive".
+- **Gone** (:class:`PublisherLiveness`, subscriber side): a publisher whose heartbeats stopped for
+  ``misses`` of its own intervals is reported gone once (log, statistics), and back when heard again.
+  Connection-level silence (a dead broker or a cut link) is ZeroMQ's ZMTP heartbeat: see ``connect``.
+- **Slow consumers** (:class:`LagMonitor`): a few times a second the hub compares the send time of
+  the last message it processed with the clock. Same host: monotonic clocks, exact; other hosts:
+  wall clocks, as good as NTP. Beyond ``slow_after`` seconds the hub flags itself slow (statistics,
+  one log line, an event on ``('$bus', 'slow', <hub name>)``), and recovered below half of it. The
+  broker never waits for a slow subscriber: its queue to that subscriber overflows and the messages
+  dropped there come back as gaps, counted by sequence.
+
+Limits: lag is measured on messages this hub processed, so a hub stopped outright (SIGSTOP, a blocked
+loop) flags itself when it runs again, not while stopped; the broker and its other subscribers carry
+on regardless. Tail losses are counted only for streams the subscriber had already seen.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+HEARTBEAT = ("$bus", "hb")
+HEARTBEAT_PREFIX = b"$bus\x00hb\x00"
+SLOW = ("$bus", "slow")
+_REPEATS = 3  # heartbeats that repeat a report of sequence numbers
+_MAX_ENTRIES = 20_000  # sequence reports per heartbeat; the rest go in the next one
+_HOST = socket.gethostname()
+
+
+class HeartbeatSchedule:
+    """When to send a heartbeat and what it says (publisher side)."""
+
+    __slots__ = (
+        "_due",
+        "_idle_reported",
+        "_last_published",
+        "_repeat",
+        "_repeats_left",
+        "_reported",
+        "interval",
+    )
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._due = 0.0
+        self._last_published = 0
+        self._idle_reported = True  # nothing published since the last report
+        self._reported: dict[bytes, int] = {}
+        self._repeat: list[list[Any]] = []
+        self._repeats_left = 0
+
+    def due(self, now: float, published: int) -> bool:
+        """True when a heartbeat should go now; ``published`` counts data messages sent so far."""
+        return published > 0 and self.interval > 0 and now >= self._due
+
+    def next_payload(
+        self, now: float, published: int, streams: Iterable[tuple[bytes, int]]
+    ) -> dict[str, Any]:
+        """The payload of the heartbeat due now; ``streams`` yields (wire key, seq) of every key."""
+        self._due = now + self.interval
+        busy = published != self._last_published
+        self._last_published = published
+        if busy:
+            self._idle_reported = False
+            self._repeats_left = 0
+            return {"i": self.interval, "k": []}
+        if not self._idle_reported:
+            reported = self._reported
+            fresh: list[list[Any]] = [[kb, seq] for kb, seq in streams if reported.get(kb) != seq]
+            if len(fresh) > _MAX_ENTRIES:  # report the rest in the next heartbeat
+                fresh = fresh[:_MAX_ENTRIES]
+            else:
+                self._idle_reported = True
+            for entry in fresh:
+                reported[entry[0]] = entry[1]
+            self._repeat, self._repeats_left = fresh, _REPEATS
+        if self._repeats_left > 0:
+            self._repeats_left -= 1
+            return {"i": self.interval, "k": self._repeat}
+        return {"i": self.interval, "k": []}
+
+
+def parse_heartbeat(payload: Any) -> tuple[float, list[tuple[bytes, int]]]:
+    """``(interval, [(wire key, seq), ...])`` from a heartbeat payload; ``ValueError`` if malformed."""
+    if not isinstance(payload, dict):
+        raise ValueError("heartbeat payload is not a map")
+    interval, entries = payload.get("i"), payload.get("k")
+    if not isinstance(interval, int | float) or not interval > 0 or not isinstance(entries, list):
+        raise ValueError("heartbeat payload lacks a positive interval 'i' or a list 'k'")
+    out: list[tuple[bytes, int]] = []
+    for entry in entries:
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 2
+            or not isinstance(entry[0], bytes)
+            or type(entry[1]) is not int
+            or entry[1] < 0
+        ):
+            raise ValueError(f"heartbeat entry {entry!r:.60} is not [wire key, seq]")
+        out.append((entry[0], entry[1]))
+    return float(interval), out
+
+
+@dataclass
+class _Peer:
+    interval: float
+    heard: float
+    gone: bool = False
+
+
+class PublisherLiveness:
+    """Which publishers are alive, from their heartbeats (subscriber side)."""
+
+    def __init__(self, *, misses: int = 3) -> None:
+        self._misses = misses
+        self._peers: dict[str, _Peer] = {}
+        self.gone_events = 0
+
+    def heard(self, publisher: str, interval: float, now: float) -> bool:
+        """Record a heartbeat; True when the publisher was gone and is back."""
+        peer = self._peers.get(publisher)
+        if peer is None:
+            self._peers[publisher] = _Peer(interval, now)
+            return False
+        peer.interval, peer.heard = interval, now
+        back, peer.gone = peer.gone, False
+        return back
+
+    def check(self, now: float) -> list[tuple[str, float]]:
+        """Publishers newly gone, with seconds since last heard; forgets those gone for an hour."""
+        newly: list[tuple[str, float]] = []
+        for publisher, peer in list(self._peers.items()):
+            silent = now - peer.heard
+            if not peer.gone and silent > peer.interval * self._misses:
+                peer.gone = True
+                self.gone_events += 1
+                newly.append((publisher, silent))
+            elif peer.gone and silent > 3600.0:
+                del self._peers[publisher]
+        return newly
+
+    def forget(self, publisher: str) -> None:
+        """Stop watching one publisher (it said goodbye)."""
+        self._peers.pop(publisher, None)
+
+    @property
+    def live(self) -> int:
+        """Publishers heard from within their deadline."""
+        return sum(1 for p in self._peers.values() if not p.gone)
+
+    @property
+    def gone(self) -> int:
+        """Publishers reported gone and not heard from since."""
+        return sum(1 for p in self._peers.values() if p.gone)
+
+
+def publisher_identity(publisher: str) -> str:
+    """``name@host`` of a publisher id ``name@host:pid:token``: the same across its restarts."""
+    return publisher.rsplit(":", 2)[0]
+
+
+def publisher_host_pid(publisher: str) -> tuple[str, int]:
+    """``(host, pid)`` of a publisher id ``name@host:pid:token`` (``("", 0)`` if not of that form)."""
+    parts = publisher.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return "", 0
+    return parts[0].rpartition("@")[2], int(parts[1])
+
+
+class LagMonitor:
+    """Flags a hub slow when the messages it processes are older than ``slow_after`` seconds."""
+
+    __slots__ = ("_last_header", "episodes", "lag", "slow", "slow_after")
+
+    def __init__(self, slow_after: float) -> None:
+        self.slow_after = slow_after
+        self.slow = False
+        self.episodes = 0
+        self.lag = 0.0
+        self._last_header: object = None
+
+    def check(self, header: Any, mono_ns: int, wall_ns: int) -> str | None:
+        """Update from the last processed header; ``"slow"``/``"recovered"`` on a change, else None."""
+        if header is self._last_header or header is None:
+            self.lag = 0.0  # nothing new processed: idle (a stopped hub does not get here)
+        else:
+            same_host = publisher_host_pid(header.publisher)[0] == _HOST
+            sent = header.mono_ns if same_host else header.wall_ns
+            now = mono_ns if same_host else wall_ns
+            self.lag = max(0.0, (now - sent) / 1e9)
+        self._last_header = header
+        if self.slow_after <= 0:
+            return None
+        if not self.slow and self.lag > self.slow_after:
+            self.slow = True
+            self.episodes += 1
+            return "slow"
+        if self.slow and self.lag < self.slow_after / 2:
+            self.slow = False
+            return "recovered"
+        return None
