@@ -31,6 +31,7 @@ bench: $(STAMP)
 	bash bench/ensure_peers.sh
 	$(PY) -m bench.run --json bench/results.json
 	$(PY) -m bench._tracing_cost
+	$(PY) -m bench._ask
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check actors broker observability tests bench examples

@@ -6,6 +6,7 @@ a ``tickbus broker``. Keys and pattern semantics: :mod:`actors._keys`.
 """
 
 from ._actor import Actor, ActorStatistics, every, handler
+from ._ask import answers, ask, ask_statistics
 from ._config import ActorSpec, GroupConfig, load_group_config
 from ._connect import DEFAULT_BACKEND, DEFAULT_FRONTEND, connect
 from ._envelope import (
@@ -19,17 +20,22 @@ from ._envelope import (
 )
 from ._errors import (
     ActorError,
+    AnswerError,
+    AskError,
+    AskTimeoutError,
     ConfigError,
     ConnectError,
     ConsumeQueueNotFoundError,
     EnvelopeError,
     InvalidKeyError,
+    NoAnswererError,
     TickbusError,
 )
 from ._hub import Hub, HubStatistics, Message, Publisher, Subscriber, SubscriberStatistics
 from ._keys import Key, PossibleKey, decode_key, encode_key, is_reserved, matches, subscription_prefix
 from ._mailbox import Mailbox
 from ._remote import RemoteHub
+from ._request import AskStatistics
 from ._runner import load_actor_class, run_group, version
 from ._sequence import Observation, SequenceTracker
 
@@ -38,6 +44,10 @@ __all__ = [
     "ActorError",
     "ActorSpec",
     "ActorStatistics",
+    "AnswerError",
+    "AskError",
+    "AskStatistics",
+    "AskTimeoutError",
     "ConfigError",
     "ConnectError",
     "ConsumeQueueNotFoundError",
@@ -53,6 +63,7 @@ __all__ = [
     "Key",
     "Mailbox",
     "Message",
+    "NoAnswererError",
     "Observation",
     "PossibleKey",
     "Publisher",
@@ -61,6 +72,9 @@ __all__ = [
     "Subscriber",
     "SubscriberStatistics",
     "TickbusError",
+    "answers",
+    "ask",
+    "ask_statistics",
     "connect",
     "decode_header",
     "decode_key",

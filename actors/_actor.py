@@ -24,11 +24,13 @@ from loguru import logger
 
 from observability import Histogram, tracing
 
+from ._ask import ANSWERS_ATTR, DEFAULT_TIMEOUT, answering, ask
 from ._envelope import Header
 from ._hub import Hub, Message, Route
 from ._keys import Key, PossibleKey
 from ._mailbox import Mailbox, Overflow
 from ._ratelimit import RateLimitedLog
+from ._request import request_pattern
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PATTERNS_ATTR = "__tickbus_patterns__"
@@ -167,6 +169,12 @@ class Actor:
         else:
             self.hub.publish(full, payload)
 
+    async def ask(self, key: PossibleKey, payload: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """Ask whoever answers ``key`` (an ``@answers`` handler) and return the answer; ``key`` is not
+        prefixed. Raises ``NoAnswererError``, ``AskTimeoutError`` or ``AnswerError`` (see ``actors._ask``).
+        Awaiting it inside a handler holds this actor's mailbox until the answer comes."""
+        return await ask(self.hub, key, payload, timeout=timeout)
+
     @property
     def header(self) -> Header | None:
         """Envelope header of the message being handled (``None`` in a timer; in-process, unless traced)."""
@@ -185,6 +193,13 @@ class Actor:
                 self.hub.add_subscriber(pattern, route)
                 self._routes.append((pattern, route))
             self.log.debug("handler {} subscribed to {}", attr, getattr(fn, _PATTERNS_ATTR))
+        for attr, fn in self._methods(ANSWERS_ATTR):  # requests go through the mailbox like messages
+            is_async = inspect.iscoroutinefunction(fn)
+            answer = answering(self.hub, fn, is_async, f"{self.name}.{attr}")
+            for pattern in map(request_pattern, getattr(fn, ANSWERS_ATTR)):
+                route = self._route(answer, is_async)
+                self.hub.add_subscriber(pattern, route)
+                self._routes.append((pattern, route))
         for attr, fn in self._methods(_EVERY_ATTR):
             self._tasks.append(
                 loop.create_task(self._timer(fn, getattr(fn, _EVERY_ATTR)), name=f"{self.name}.{attr}")

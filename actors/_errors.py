@@ -10,6 +10,10 @@ the bottom layer, and re-exported here as ``actors.TickbusError``).
      ├── ConnectError (also ConnectionError)    an endpoint that cannot be reached or bound
      ├── ConsumeQueueNotFoundError (also KeyError)  consume() on an unknown subscription id
      ├── ActorError                             an actor that cannot be loaded, started or run
+     ├── AskError                               a request (``ask``) that got no answer
+     │    ├── AskTimeoutError (also TimeoutError)  no reply within the timeout
+     │    ├── NoAnswererError (also LookupError)   nobody answers that key (known at once)
+     │    └── AnswerError                       the answering handler raised; its error, re-raised here
      ├── BrokerError                            see broker/_errors.py
      └── ObservabilityError                     see observability/_errors.py
 
@@ -23,11 +27,15 @@ from observability._errors import TickbusError
 
 __all__ = [
     "ActorError",
+    "AnswerError",
+    "AskError",
+    "AskTimeoutError",
     "ConfigError",
     "ConnectError",
     "ConsumeQueueNotFoundError",
     "EnvelopeError",
     "InvalidKeyError",
+    "NoAnswererError",
     "TickbusError",
 ]
 
@@ -54,3 +62,24 @@ class ConsumeQueueNotFoundError(TickbusError, KeyError):
 
 class ActorError(TickbusError):
     """An actor that cannot be loaded, started or run."""
+
+
+class AskError(TickbusError):
+    """A request made with ``ask`` that did not get an answer (see :mod:`actors._ask`)."""
+
+
+class AskTimeoutError(AskError, TimeoutError):
+    """No reply arrived within the ask's timeout; a reply arriving later is counted and dropped."""
+
+
+class NoAnswererError(AskError, LookupError):
+    """Nobody answers the asked key, as far as the asking hub knows: no ``@answers`` pattern matches it."""
+
+
+class AnswerError(AskError):
+    """The answering handler raised; ``error_type``, ``answerer`` and the message say what and where."""
+
+    def __init__(self, message: str, *, error_type: str = "", answerer: str = "") -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.answerer = answerer

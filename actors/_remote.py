@@ -277,7 +277,10 @@ class RemoteHub(Hub):
         """True when a subscriber anywhere on the broker would receive ``key`` (``('*',)``: anything)."""
         if tuple(key) == ("*",):
             return bool(self._remote_prefixes)
-        return self._is_wanted(subscription_prefix(key) if "*" in key else encode_key(key))
+        kb = subscription_prefix(key) if "*" in key else encode_key(key)
+        if key and key[0].startswith("$"):  # reserved: a leading '*' (wire prefix b"") never matches it
+            return any(kb[: i + 1] in self._remote_prefixes for i, c in enumerate(kb) if c == 0)
+        return self._is_wanted(kb)
 
     async def wait_for_subscribers(self, key: tuple[str, ...], timeout: float = 5.0) -> None:
         """Wait until a subscription somewhere on the broker covers ``key``; ``TimeoutError`` otherwise."""
