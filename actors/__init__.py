@@ -29,6 +29,7 @@ from ._errors import (
     EnvelopeError,
     InvalidKeyError,
     NoAnswererError,
+    SnapshotError,
     TickbusError,
 )
 from ._hub import Hub, HubStatistics, Message, Publisher, Subscriber, SubscriberStatistics
@@ -69,6 +70,7 @@ __all__ = [
     "Publisher",
     "RemoteHub",
     "SequenceTracker",
+    "SnapshotError",
     "Subscriber",
     "SubscriberStatistics",
     "TickbusError",

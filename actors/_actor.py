@@ -34,6 +34,7 @@ from ._request import request_pattern
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PATTERNS_ATTR = "__tickbus_patterns__"
+_SNAPSHOT_ATTR = "__tickbus_snapshot__"
 _EVERY_ATTR = "__tickbus_every__"
 _HOST = socket.gethostname()
 _perf_ns = time.perf_counter_ns
@@ -52,16 +53,20 @@ def handler_running_in(task: asyncio.Task[Any]) -> str | None:
     fn = actor.last_handler if actor is not None else None
     if actor is None or fn is None:
         return None
-    code = getattr(fn, "__code__", None)
+    code = getattr(getattr(fn, "__wrapped__", fn), "__code__", None)  # an @answers wrapper: its method
     where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
     return f"{actor.name}.{getattr(fn, '__name__', fn)}{where}"
 
 
-def handler(*patterns: PossibleKey) -> Callable[[F], F]:
+def handler(*patterns: PossibleKey, snapshot: bool = False) -> Callable[[F], F]:
     """Declare a method ``(self, key, payload)`` (sync or async) as the handler of ``patterns``.
 
+    With ``snapshot=True`` the handler first gets the latest message of every matching key from the
+    broker's last-value cache, then the live stream, nothing missed or applied twice
+    (:meth:`actors.Hub.subscribe_with_snapshot`); without a cache it logs a warning and goes live.
+
     >>> class Model(Actor):
-    ...     @handler(("tick", "*"))
+    ...     @handler(("tick", "*"), snapshot=True)
     ...     async def on_tick(self, key, payload): ...
     """
     if not patterns:
@@ -69,6 +74,7 @@ def handler(*patterns: PossibleKey) -> Callable[[F], F]:
 
     def mark(fn: F) -> F:
         setattr(fn, _PATTERNS_ATTR, tuple(Key.create_from(p) for p in patterns))
+        setattr(fn, _SNAPSHOT_ATTR, snapshot)
         return fn
 
     return mark
@@ -190,7 +196,10 @@ class Actor:
             is_async = inspect.iscoroutinefunction(fn)
             for pattern in getattr(fn, _PATTERNS_ATTR):
                 route = self._route(fn, is_async)
-                self.hub.add_subscriber(pattern, route)
+                if getattr(fn, _SNAPSHOT_ATTR, False):
+                    route = await self._subscribe_with_snapshot(pattern, route)
+                else:
+                    self.hub.add_subscriber(pattern, route)
                 self._routes.append((pattern, route))
             self.log.debug("handler {} subscribed to {}", attr, getattr(fn, _PATTERNS_ATTR))
         for attr, fn in self._methods(ANSWERS_ATTR):  # requests go through the mailbox like messages
@@ -283,6 +292,10 @@ class Actor:
                 )
 
         return route
+
+    async def _subscribe_with_snapshot(self, pattern: Key, route: Route) -> Route:
+        # without a cache the hub logs it and goes live: an actor still starts
+        return await self.hub.subscribe_with_snapshot(pattern, route, required=False)
 
     def _unsubscribe(self) -> None:
         for pattern, route in self._routes:

@@ -10,6 +10,7 @@ the bottom layer, and re-exported here as ``actors.TickbusError``).
      ├── ConnectError (also ConnectionError)    an endpoint that cannot be reached or bound
      ├── ConsumeQueueNotFoundError (also KeyError)  consume() on an unknown subscription id
      ├── ActorError                             an actor that cannot be loaded, started or run
+     ├── SnapshotError                          no snapshot from the broker's last-value cache
      ├── AskError                               a request (``ask``) that got no answer
      │    ├── AskTimeoutError (also TimeoutError)  no reply within the timeout
      │    ├── NoAnswererError (also LookupError)   nobody answers that key (known at once)
@@ -36,6 +37,7 @@ __all__ = [
     "EnvelopeError",
     "InvalidKeyError",
     "NoAnswererError",
+    "SnapshotError",
     "TickbusError",
 ]
 
@@ -62,6 +64,10 @@ class ConsumeQueueNotFoundError(TickbusError, KeyError):
 
 class ActorError(TickbusError):
     """An actor that cannot be loaded, started or run."""
+
+
+class SnapshotError(TickbusError):
+    """No snapshot: the broker has no last-value cache, or its reply did not arrive in time."""
 
 
 class AskError(TickbusError):

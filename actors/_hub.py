@@ -138,6 +138,19 @@ class Hub:
                 self._subscribed.clear()
                 await self._subscribed.wait()
 
+    async def subscribe_with_snapshot(
+        self, key: tuple[str, ...], callback: Route, timeout: float = 5.0, *, required: bool = True
+    ) -> Route:
+        """Subscribe ``callback`` to ``key``, first delivering the latest message of every matching key.
+
+        In-process there is no history: this is :meth:`add_subscriber`. A broker-connected hub asks the
+        broker's last-value cache (``actors._snapshot``); when that fails it raises
+        :class:`SnapshotError` with nothing subscribed, or with ``required=False`` logs a warning and
+        stays subscribed, live only. Returns the route to pass to :meth:`remove_subscriber`.
+        """
+        self.add_subscriber(key, callback)
+        return callback
+
     async def sync(self, timeout: float = 5.0) -> None:
         """Wait until this hub's subscriptions are active (immediate in-process)."""
 

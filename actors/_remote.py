@@ -29,12 +29,13 @@ from zmq.utils.monitor import recv_monitor_message
 from ._envelope import FORMAT_VERSION
 from ._envelope import pack_payload as _pack_payload
 from ._envelope import reset_payload_packer as _reset_payload_packer
-from ._errors import ConnectError, EnvelopeError
-from ._hub import Hub, HubStatistics, Route
+from ._errors import ConnectError, EnvelopeError, SnapshotError
+from ._hub import Hub, HubStatistics, Message, Route
 from ._inbound import Inbound
 from ._keys import Key, encode_key, subscription_prefix
 from ._liveness import HEARTBEAT, HEARTBEAT_PREFIX, SLOW, HeartbeatSchedule, LagMonitor, PublisherLiveness
 from ._sequence import SequenceTracker
+from ._snapshot import INBOX, REQUEST, SnapshotMerge, SnapshotRequest, no_cache_error, request_payload
 
 _DRAIN_BUDGET = 2_000  # messages per reader callback before yielding to other callbacks
 _CACHE_LIMIT = 100_000
@@ -102,6 +103,10 @@ class RemoteHub(Hub):
         self._lag = LagMonitor(slow_after)
         self._sweeps = 0
         self._incarnations_logged = 0
+        self._snapshots: dict[str, SnapshotRequest] = {}
+        self._inbox = Key(*INBOX, self.publisher_id)
+        self._inbox_ready = False
+        self._snapshot_rejects = 0
         self._connected = [False, False]
         self._connected_event = asyncio.Event()
         self._prefixes_changed = asyncio.Event()
@@ -270,8 +275,10 @@ class RemoteHub(Hub):
         return out
 
     def _is_wanted(self, kb: bytes) -> bool:
+        # ZeroMQ matches byte prefixes: hubs subscribe at segment ends, the broker's last-value
+        # cache to single bytes. Checked once per key and subscription change, not per message.
         prefixes = self._remote_prefixes
-        return b"" in prefixes or any(kb[: i + 1] in prefixes for i, c in enumerate(kb) if c == 0)
+        return any(kb[:i] in prefixes for i in range(len(kb) + 1))
 
     def has_subscribers(self, key: tuple[str, ...] = Key("*")) -> bool:
         """True when a subscriber anywhere on the broker would receive ``key`` (``('*',)``: anything)."""
@@ -340,6 +347,79 @@ class RemoteHub(Hub):
             self._inbound.tracker.forget_prefix(prefix, still_wanted=tuple(self._prefix_refs))
             if not self._closed:
                 self._sub.setsockopt(zmq.UNSUBSCRIBE, prefix)
+
+    # -- snapshots (see actors._snapshot and broker._lvc) -----------------------------------------
+    async def snapshot(self, key: tuple[str, ...], timeout: float = 5.0) -> list[Message]:
+        """The latest message of every key matching ``key``, from the broker's last-value cache.
+
+        :class:`SnapshotError` when the broker has none or the reply does not arrive in ``timeout`` s.
+        """
+        pattern = Key.create_from(key)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not self._inbox_ready:
+            self.add_subscriber(self._inbox, self._on_snapshot_part)
+            self._inbox_ready = True
+            await self.sync(timeout)
+        try:
+            await self.wait_for_subscribers(REQUEST, max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            raise no_cache_error(pattern, timeout) from None
+        request = SnapshotRequest(secrets.token_hex(8))
+        self._snapshots[request.id] = request
+        try:
+            self.publish(REQUEST, request_payload(request.id, pattern, self._inbox))
+            async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                messages = await request.done
+        except TimeoutError:
+            raise SnapshotError(
+                f"hub {self.name!r}: the snapshot of {pattern} did not arrive within {timeout}s"
+            ) from None
+        finally:
+            del self._snapshots[request.id]
+        if request.rejected:
+            self._snapshot_rejects += request.rejected
+            self._log.warning(
+                "snapshot", "hub {}: {} snapshot entries did not decode", self.name, request.rejected
+            )
+        return messages
+
+    async def subscribe_with_snapshot(
+        self, key: tuple[str, ...], callback: Route, timeout: float = 5.0, *, required: bool = True
+    ) -> Route:
+        """Subscribe, then deliver the cached state, then every newer live message (Clone pattern).
+
+        See :meth:`Hub.subscribe_with_snapshot`; returns the route to pass to :meth:`remove_subscriber`.
+        """
+        merge = SnapshotMerge(callback)
+        self.add_subscriber(key, merge.route)
+        try:
+            await self.sync(timeout)  # the live subscription is in place before the cache is read
+            snapshot = await self.snapshot(key, timeout)
+        except (SnapshotError, ConnectError) as exc:
+            if required:
+                self.remove_subscriber(key, merge.route)
+                raise
+            self._log.warning("snapshot", "hub {}: {} goes live without a snapshot: {}", self.name, key, exc)
+            merge.abandon()
+            return merge.route
+        except BaseException:
+            self.remove_subscriber(key, merge.route)
+            raise
+        merge.apply(snapshot)
+        return merge.route
+
+    def _on_snapshot_part(self, key: Key, payload: Any, header: object) -> None:
+        request = self._snapshots.get(payload.get("id") if isinstance(payload, dict) else None)  # type: ignore[arg-type]
+        if request is None:
+            self._snapshot_rejects += 1
+            self._log.warning("snapshot", "hub {}: dropped a snapshot part for no pending request", self.name)
+            return
+        try:
+            request.add_part(payload)
+        except ValueError as exc:
+            self._snapshot_rejects += 1
+            self._log.warning("snapshot", "hub {}: dropped a malformed snapshot part: {}", self.name, exc)
 
     async def sync(self, timeout: float = 5.0) -> None:
         """Wait until this hub's subscriptions are active at the broker (a probe makes the round trip)."""

@@ -35,6 +35,7 @@ from zmq.utils.monitor import recv_monitor_message
 from ._bind import bind_all, configure, remove_ipc_files
 from ._config import BrokerConfig
 from ._errors import BrokerError
+from ._lvc import CacheStatistics, CacheThread, LastValueCache
 from ._peers import MONITOR_EVENTS, PeerCounter
 from ._stats import (
     BrokerStatistics,
@@ -66,6 +67,7 @@ class _Running:
     started: float = field(default_factory=time.monotonic)
     subscriptions: SubscriptionTable = field(default_factory=SubscriptionTable)
     proxy_thread: threading.Thread | None = None
+    lvc: CacheThread | None = None
     side_thread: threading.Thread | None = None
     failure: str | None = None
 
@@ -129,6 +131,8 @@ class Broker:
             )
             run.proxy_thread.start()
             run.side_thread.start()
+            if run.lvc is not None:
+                run.lvc.start()
         logger.info(
             "broker {} forwarding frontend={} backend={}",
             self.publisher_id,
@@ -274,6 +278,17 @@ class Broker:
             control.connect(f"inproc://tickbus-broker-control-{tag}")
             subs = new(zmq.XPUB)
             subs.connect(inproc)
+            inproc_backend = f"inproc://tickbus-broker-backend-{tag}"
+            backend.bind(inproc_backend)
+            lvc = None
+            if config.lvc:
+                cache = LastValueCache(
+                    max_keys=config.lvc_max_keys, max_bytes=config.lvc_max_bytes, patterns=config.lvc_patterns
+                )
+                lvc_id = "lvc" + self.publisher_id.removeprefix("broker")
+                lvc = CacheThread(
+                    ctx, frontend=inproc, backend=inproc_backend, cache=cache, publisher_id=lvc_id
+                )
         except BaseException:
             for sock in opened:
                 sock.close(linger=0)
@@ -296,9 +311,17 @@ class Broker:
             envelope=StatsEnvelope(self.publisher_id, fe_bound, be_bound),
             publishers=publishers,
             subscribers=subscribers,
+            lvc=lvc,
         )
 
+    def cache_statistics(self) -> CacheStatistics | None:
+        """The last-value cache's counters (``None`` when not running or configured without one)."""
+        run = self._run
+        return run.lvc.cache.statistics() if run is not None and run.lvc is not None else None
+
     def _close(self, run: _Running) -> None:
+        if run.lvc is not None:
+            run.lvc.stop()  # closes its own sockets, before the context goes
         # the side thread closed its own sockets (monitors, internal XPUB) on its way out
         for sock in (run.frontend, run.backend, run.control_proxy, run.control):
             sock.close(linger=0)

@@ -88,6 +88,14 @@ class BrokerConfig:
     """Seconds a peer should wait for our traffic before dropping us (ZMQ_HEARTBEAT_TTL)."""
     stats_interval: float = 1.0
     """Seconds between statistics messages on ``('$broker', 'stats')``; 0 publishes none."""
+    lvc: bool = True
+    """Keep the last message per key and serve snapshots to late joiners (see ``broker._lvc``)."""
+    lvc_patterns: Sequence[tuple[str, ...]] = ()
+    """Key patterns the last-value cache keeps (empty: every non-reserved key)."""
+    lvc_max_keys: int = 1_000_000
+    """Keys the last-value cache holds at most; the least recently updated go first."""
+    lvc_max_bytes: int = 512 * 1024 * 1024
+    """Bytes the last-value cache holds at most, roughly (keys, headers, payloads and overhead)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "frontend", _endpoints("frontend", self.frontend))
@@ -108,6 +116,15 @@ class BrokerConfig:
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise BrokerConfigError(f"broker option {name}={value!r} is not an integer >= 0")
+        for name in ("lvc_max_keys", "lvc_max_bytes"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise BrokerConfigError(f"broker option {name}={value!r} is not an integer >= 1")
+        patterns = tuple(tuple(p) for p in self.lvc_patterns)
+        for pattern in patterns:
+            if not pattern or not all(isinstance(s, str) and s for s in pattern):
+                raise BrokerConfigError(f"broker option lvc_patterns: {pattern!r} is not a key pattern")
+        object.__setattr__(self, "lvc_patterns", patterns)
         if type(self.max_msg_size) is not int or not (self.max_msg_size == -1 or self.max_msg_size > 0):
             raise BrokerConfigError(
                 f"broker option max_msg_size={self.max_msg_size!r} is not a byte count > 0 "

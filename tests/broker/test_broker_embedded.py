@@ -21,7 +21,8 @@ LOCAL = "tcp://127.0.0.1:*"
 
 
 def _config(**overrides: object) -> BrokerConfig:
-    values: dict[str, object] = {"frontend": [LOCAL], "backend": [LOCAL], "stats_interval": 0.0}
+    # no last-value cache: its own subscriptions would show in the exact counts these tests check
+    values: dict[str, object] = {"frontend": [LOCAL], "backend": [LOCAL], "stats_interval": 0.0, "lvc": False}
     values.update(overrides)
     return BrokerConfig(**values)  # type: ignore[arg-type]
 

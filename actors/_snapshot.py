@@ -1,0 +1,134 @@
+"""Snapshots for late joiners, client half: the ZeroMQ guide's Clone pattern. Socket-free.
+
+The broker's last-value cache (``broker._lvc``) holds the latest message per key. A subscriber that
+wants the current state as well as the updates:
+
+1. subscribes to the live pattern first, through a :class:`SnapshotMerge` that holds live messages back;
+2. asks the cache for everything matching the pattern (:class:`SnapshotRequest` collects the reply's
+   parts, which arrive on the hub's inbox ``('$lvc', 'snap', <publisher id>)``);
+3. delivers the snapshot, then the held-back live messages that are newer than the snapshot's entry
+   for their key (same publisher, higher sequence; another publisher's message always counts as
+   newer), then lets live messages through directly.
+
+So nothing published after the subscription is missed, and no message is applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from msgpack import unpackb
+
+from ._envelope import Header, decode_header, ext_hook
+from ._errors import EnvelopeError, SnapshotError
+from ._hub import Message, Route
+from ._keys import Key, decode_key
+
+REQUEST = Key("$lvc", "req")
+INBOX = ("$lvc", "snap")
+
+
+class SnapshotMerge:
+    """The route a snapshot subscription registers: holds live messages until the snapshot is in."""
+
+    __slots__ = ("_buffer", "_pending", "route", "skipped", "target")
+
+    def __init__(self, target: Route) -> None:
+        self.target = target
+        self._pending = True
+        self._buffer: list[tuple[Key, Any, Header | None]] = []
+        self.skipped = 0  # live messages already contained in the snapshot
+
+        def route(key: Key, payload: Any, header: Header | None) -> None:
+            if self._pending:
+                self._buffer.append((key, payload, header))
+            else:
+                target(key, payload, header)
+
+        self.route: Route = route
+
+    def apply(self, snapshot: list[Message]) -> int:
+        """Deliver ``snapshot``, then the held-back newer live messages; returns how many were held."""
+        newest: dict[Key, tuple[str, int]] = {}
+        for message in snapshot:
+            self.target(message.key, message.payload, message.header)
+            if message.header is not None:
+                newest[message.key] = (message.header.publisher, message.header.seq)
+        held = len(self._buffer)
+        for key, payload, header in self._buffer:
+            seen = newest.get(key)
+            if (
+                seen is not None
+                and header is not None
+                and header.publisher == seen[0]
+                and header.seq <= seen[1]
+            ):
+                self.skipped += 1
+                continue
+            self.target(key, payload, header)
+        self._buffer.clear()
+        self._pending = False
+        return held
+
+    def abandon(self) -> None:
+        """No snapshot after all: deliver what was held and go live."""
+        self.apply([])
+
+
+class SnapshotRequest:
+    """Collects the parts of one snapshot reply and decodes its entries."""
+
+    def __init__(self, request_id: str) -> None:
+        self.id = request_id
+        self.done: asyncio.Future[list[Message]] = asyncio.get_running_loop().create_future()
+        self._parts: dict[int, list[Any]] = {}
+        self.rejected = 0  # entries that did not decode (counted, never delivered)
+
+    def add_part(self, part: Any) -> None:
+        """Take one reply part (``{"id", "part", "parts", "entries"}``); ``ValueError`` if malformed."""
+        if not isinstance(part, dict):
+            raise ValueError("snapshot part is not a map")
+        index, count, entries = part.get("part"), part.get("parts"), part.get("entries")
+        if (
+            type(index) is not int
+            or type(count) is not int
+            or not 0 <= index < count
+            or not isinstance(entries, list)
+        ):
+            raise ValueError("snapshot part lacks a valid 'part'/'parts'/'entries'")
+        self._parts[index] = entries
+        if len(self._parts) == count and not self.done.done():
+            self.done.set_result(self._decode(count))
+
+    def _decode(self, count: int) -> list[Message]:
+        out: list[Message] = []
+        for index in range(count):
+            for entry in self._parts[index]:
+                try:
+                    if not isinstance(entry, list) or len(entry) != 3:
+                        raise EnvelopeError("snapshot entry is not [key, header, payload]")
+                    kb, hb, pb = entry
+                    out.append(
+                        Message(
+                            decode_key(kb),
+                            unpackb(pb, ext_hook=ext_hook, strict_map_key=False),
+                            decode_header(hb),
+                        )
+                    )
+                except Exception:  # EnvelopeError, InvalidKeyError, and msgpack's several error types
+                    self.rejected += 1
+        return out
+
+
+def request_payload(request_id: str, pattern: tuple[str, ...], inbox: tuple[str, ...]) -> dict[str, Any]:
+    """What a hub publishes on :data:`REQUEST` to ask for a snapshot of ``pattern``."""
+    return {"id": request_id, "pattern": list(pattern), "inbox": list(inbox)}
+
+
+def no_cache_error(pattern: tuple[str, ...], timeout: float) -> SnapshotError:
+    """The error for a broker that has no last-value cache (nobody takes snapshot requests)."""
+    return SnapshotError(
+        f"no snapshot of {pattern}: the broker has no last-value cache (nobody subscribes to "
+        f"{REQUEST} within {timeout}s); start the broker without --no-lvc"
+    )
