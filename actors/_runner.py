@@ -26,6 +26,7 @@ from loguru import logger
 import observability
 
 from ._actor import Actor
+from ._ask import ask_statistics
 from ._config import GroupConfig
 from ._connect import connect
 from ._errors import ActorError
@@ -136,6 +137,7 @@ def group_statistics(group: str, hub: Hub, running: list[Actor]) -> dict[str, ob
         "group": group,
         "pid": os.getpid(),
         "hub": dataclasses.asdict(hub.statistics()),
+        "ask": dataclasses.asdict(ask_statistics(hub)),  # request/reply counters of the hub (actors._ask)
         "actors": {a.name: dataclasses.asdict(a.statistics()) for a in running},
     }
 

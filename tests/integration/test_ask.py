@@ -37,6 +37,8 @@ async def hub(broker):
 
 
 async def test_concurrent_asks_get_their_own_answers_from_another_process(hub, pricer):
+    group_stats = Subscriber(hub, "group-stats")
+    group_stats.subscribe(("$actors", "stats", "pricing"))
     answers = await asyncio.gather(
         *(ask(hub, ("svc", "price"), {"qty": n, "n": n}, timeout=10) for n in range(200))
     )
@@ -45,6 +47,11 @@ async def test_concurrent_asks_get_their_own_answers_from_another_process(hub, p
     stats = ask_statistics(hub)
     assert (stats.asked, stats.answered, stats.pending) == (200, 200, 0)
     assert (stats.late, stats.duplicates, stats.unknown, stats.malformed) == (0, 0, 0, 0)
+    async with asyncio.timeout(10):  # the answering group reports its side every second
+        while (report := (await group_stats.consume())[1])["ask"]["requests_handled"] < 200:
+            pass
+    assert report["ask"]["requests_handled"] == 200
+    assert report["ask"]["answer_errors"] == report["ask"]["expired"] == 0
 
 
 async def test_answerer_errors_and_unsendable_answers_are_raised_in_the_caller(hub, pricer):
@@ -73,6 +80,19 @@ async def test_asking_a_key_nobody_answers_fails_fast_through_the_broker(hub, pr
     with pytest.raises(NoAnswererError, match=r"nobody answers \('svc', 'nobody'\)"):
         await ask(hub, ("svc", "nobody"), 1, timeout=5)
     assert loop.time() - started < 2.5  # not the 5 s timeout: known at once after the inbox is set up
+
+
+async def test_a_catch_all_subscriber_does_not_pass_for_an_answerer(broker, hub, pricer):
+    other = await actors.connect(broker.frontend, broker.backend, name="catch-all")
+    try:
+        Subscriber(other, "everything").subscribe(("*",))  # wire prefix b"": every key, reserved too
+        await other.sync()
+        await eventually(lambda: hub.has_subscribers(("plain", "key")), 5, "the catch-all reached the asker")
+        with pytest.raises(NoAnswererError):
+            await ask(hub, ("svc", "nobody"), 1, timeout=5)
+        assert (await ask(hub, ("svc", "price"), {"qty": 1, "n": 1}, timeout=5))["px"] == 1.5
+    finally:
+        await other.close()
 
 
 async def test_an_actor_asks_an_actor_in_another_process(broker, pricer, hub):

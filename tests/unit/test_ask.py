@@ -23,6 +23,7 @@ from actors import (
     ask_statistics,
     handler,
 )
+from actors._actor import handler_running_in
 from actors._request import PendingTable, parse_reply, parse_request
 from actors.testing import eventually
 
@@ -231,6 +232,17 @@ async def test_every_hub_has_its_own_inbox(memory_hub, risk):
         assert ask_statistics(memory_hub).unknown == ask_statistics(other).unknown == 0
     finally:
         await other_risk.stop(0.5)
+
+
+async def test_loop_health_names_the_answering_method_not_its_wrapper(memory_hub, risk):
+    risk.release.clear()
+    task = asyncio.create_task(ask(memory_hub, ("risk", "gated"), 1, timeout=5))
+    await eventually(lambda: risk.calls == [1], 2, "the gated request is being handled")
+    assert risk._consumer is not None
+    running = handler_running_in(risk._consumer)
+    assert running is not None and running.startswith("risk.slow (") and __file__ in running
+    risk.release.set()
+    assert await task == 2
 
 
 def test_pending_table_tells_answers_late_duplicate_and_unknown_replies_apart():
