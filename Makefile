@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 20
 DEMO_RATE ?= 2000
 
-.PHONY: venv demo test test-fast bench lint check clean
+.PHONY: venv demo test test-fast bench lint check clean install
 
 venv: $(STAMP)
 
@@ -39,6 +39,11 @@ lint: $(STAMP)
 
 check: $(STAMP)
 	$(VENV)/bin/mypy
+
+# systemd units, configs and env files (deploy/README.md); PREFIX=/srv/stage stages them elsewhere
+PREFIX ?= /
+install: $(STAMP)
+	$(VENV)/bin/tickbus deploy install --prefix $(PREFIX) --bin-dir $(abspath $(VENV))/bin
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache bench/results.json

@@ -5,6 +5,7 @@
 - ``tickbus profiler``: profile this host's actor processes continuously with Austin;
 - ``tickbus profile windows|top``: query the stored profiles;
 - ``tickbus trace list|show``: read the traces under the data directory;
+- ``tickbus deploy install --prefix /``: write the systemd units, configs and env files;
 - ``tickbus version``.
 """
 
@@ -99,11 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     from observability._trace_cli import add_parser as add_trace
 
     add_trace(subparsers)
+    from ._deploy import add_parser as add_deploy
+
+    add_deploy(subparsers)
     subparsers.add_parser("version", help="print the tickbus version")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one return per subcommand)
     """Entry point of the ``tickbus`` console script."""
     args = build_parser().parse_args(argv)
     try:
@@ -121,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from observability._trace_cli import run as run_trace
 
             return run_trace(args)
+        if args.command == "deploy":
+            from ._deploy import run as run_deploy
+
+            return run_deploy(args)
         if args.command == "version":
             from ._runner import version
 

@@ -24,13 +24,13 @@ Environment variables override the file: ``TICKBUS_FRONTEND``, ``TICKBUS_BACKEND
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigError
+from ._service_config import read_toml
 
 _GROUP_KEYS = {"name", "frontend", "backend", "drain_timeout", "on_actor_failure"}
 _ACTOR_KEYS = {"class", "name", "config"}
@@ -110,16 +110,7 @@ def _check_target(target: str, source: str, key: str) -> str:
 def load_group_config(path: str | Path) -> GroupConfig:
     """Read and validate a group TOML file; :class:`ConfigError` names the file, key and allowed values."""
     source = str(path)
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: no such config file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"group", "actor"}
-    if unknown:
-        raise ConfigError(f"{source}: unknown table(s) {sorted(unknown)}; allowed: [group], [[actor]]")
+    data = read_toml(path)  # [broker] and [profiler] may share the file (actors._service_config)
     group = data.get("group", {})
     if not isinstance(group, dict):
         raise ConfigError(f"{source}: group must be a table [group]")

@@ -15,7 +15,6 @@ import asyncio
 import dataclasses
 import importlib
 import os
-import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from ._errors import ActorError
 from ._hub import Hub
 from ._keys import Key
 from ._remote import RemoteHub
+from ._systemd import notify_service
 
 EXIT_OK = 0
 EXIT_ACTOR_FAILED = 1
@@ -190,10 +190,12 @@ def run(config: GroupConfig, *, ready_line: bool = True, metrics_port: int | Non
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        # under a Type=notify unit (no-ops elsewhere): WATCHDOG=1 from this loop, so a blocked loop
+        # stops feeding it; SIGTERM/SIGINT send STOPPING=1 and start the drain
+        notifier, feeder = notify_service(loop, stop, f"group {config.name} draining")
 
         def ready(running: list[Actor]) -> None:
+            notifier.ready(f"group {config.name} running actors {','.join(a.name for a in running)}")
             if ready_line:
                 print(
                     f"tickbus run ready group={config.name} actors={','.join(a.name for a in running)}",
@@ -205,6 +207,8 @@ def run(config: GroupConfig, *, ready_line: bool = True, metrics_port: int | Non
         try:
             return await run_group(config.with_environment(), stop=stop, on_ready=ready)
         finally:
+            feeder.cancel()
+            notifier.close()
             observability.slow_callbacks.disable()
             observability.loop_lag.disable()
 

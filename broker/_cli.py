@@ -13,6 +13,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from actors import ConfigError
+from actors._service_config import apply_command_config
+from actors._systemd import SystemdNotifier, WatchdogFeeder
 from observability import ObservabilityError, configure_logging, metrics
 
 from ._broker import Broker
@@ -94,6 +97,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         metavar="PORT",
         help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (default $TICKBUS_METRICS_PORT; 0: off)",
     )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file with a [broker] table (see actors._service_config); flags and "
+        "$TICKBUS_BROKER_* override it",
+    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -130,28 +139,45 @@ def ready_line(broker: Broker) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the broker the options describe until SIGTERM/SIGINT; return the exit code."""
     ready = False
+    notifier = SystemdNotifier()  # READY/WATCHDOG/STOPPING under a Type=notify unit; else a no-op
+    feeder: WatchdogFeeder | None = None
 
     def announce(broker: Broker) -> None:
-        nonlocal ready
+        nonlocal ready, feeder
         # bound, signals handled: export OTLP JSON lines under the data directory (or to
         # $OTEL_EXPORTER_OTLP_ENDPOINT), and serve Prometheus if a port is set
         metrics.enable("broker", brokers=[broker], prometheus_port=args.metrics_port)
         ready = True
         print(ready_line(broker), flush=True)
+        notifier.ready(ready_line(broker))
+        # alive = the proxy thread answers on its control socket and the statistics thread runs
+        feeder = notifier.feed_from_thread(lambda: broker.running and _answers(broker))
 
     configure_logging("broker")
     broker: Broker | None = None
     try:
+        args = apply_command_config(args, "broker")  # --config FILE's [broker], then $TICKBUS_BROKER_*
         broker = Broker(config_from_args(args))
         broker.run_forever(on_ready=announce)
-    except (BrokerError, ObservabilityError) as exc:
+    except (BrokerError, ObservabilityError, ConfigError) as exc:
         print(exc, file=sys.stderr, flush=True)
         return 1 if ready else 2
     finally:
+        notifier.stopping()
+        if feeder is not None:
+            feeder.cancel()
         metrics.disable()
         if broker is not None:
             metrics.remove(broker)
     return 0
+
+
+def _answers(broker: Broker) -> bool:
+    try:
+        broker.statistics(timeout=1.0)
+    except BrokerError:
+        return False
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

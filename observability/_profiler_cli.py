@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import time
 from pathlib import Path
@@ -54,6 +53,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     collector.add_argument(
         "--pid", type=int, action="append", default=[], help="also profile this process; repeatable"
+    )
+    collector.add_argument(
+        "--config", metavar="FILE", help="TOML file with a [profiler] table; flags and $TICKBUS_* override it"
     )
     _add_data_dir(collector)
 
@@ -112,10 +114,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_collector(args: argparse.Namespace) -> int:
+    from actors._service_config import apply_command_config
+
     from . import configure_logging
     from ._profile_store import ProfileStore, default_store_path
     from ._profiler import Profiler, ProfilerConfig
 
+    args = apply_command_config(args, "profiler")  # --config FILE's [profiler], then $TICKBUS_*
     config = ProfilerConfig(
         frontend=args.frontend,
         backend=args.backend,
@@ -135,15 +140,20 @@ def _run_collector(args: argparse.Namespace) -> int:
     store = ProfileStore(default_store_path(config.data_dir))
 
     async def main() -> None:
+        from actors._systemd import notify_service
+
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        # SIGTERM/SIGINT: STOPPING=1, then stop; WATCHDOG=1 from this loop (no-ops outside systemd)
+        notifier, feeder = notify_service(asyncio.get_running_loop(), stop)
 
         def ready() -> None:
             print(f"{READY_PREFIX} host={config.host} store={store.path}", flush=True)
+            notifier.ready(f"{READY_PREFIX} host={config.host} store={store.path}")
 
-        await Profiler(config, store=store).run(stop, on_ready=ready)
+        try:
+            await Profiler(config, store=store).run(stop, on_ready=ready)
+        finally:
+            feeder.cancel()
 
     asyncio.run(main())
     return 0

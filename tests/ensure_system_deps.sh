@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System packages the test suite uses as real servers: Prometheus (tests/integration/test_metrics.py).
+# System packages the test suite uses as real servers: Prometheus (tests/integration/test_metrics.py),
+# systemd-nspawn, debootstrap and systemd-analyze (tests/systemd).
 #
 # Installs only what is missing, and only when running as root with apt-get; otherwise it says what
 # is missing and exits 0, and the tests that need it skip with that reason. Services are never
@@ -7,12 +8,18 @@
 # exporter, another service) are not installed. The tests start their own Prometheus on loopback.
 set -euo pipefail
 
-if command -v prometheus >/dev/null 2>&1; then
+missing=()
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# the systemd tier (tests/systemd): a container booted with systemd-nspawn on a debootstrap rootfs
+command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+if [[ ${#missing[@]} == 0 ]]; then
     exit 0
 fi
 if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "ensure_system_deps: prometheus is not installed and this is not root with apt-get;" \
-        "the Prometheus scrape test will skip (install the Debian package 'prometheus' to run it)" >&2
+    echo "ensure_system_deps: ${missing[*]} not installed and this is not root with apt-get;" \
+        "the tests that need them will skip (install these Debian packages to run them)" >&2
     exit 0
 fi
 
@@ -26,9 +33,9 @@ fi
 cleanup() { if [[ "$own_policy" == 1 ]]; then rm -f "$policy"; fi; }
 trap cleanup EXIT
 
-echo "ensure_system_deps: installing prometheus (apt-get, services not started)" >&2
+echo "ensure_system_deps: installing ${missing[*]} (apt-get, services not started)" >&2
 export DEBIAN_FRONTEND=noninteractive
-if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; then
-    echo "ensure_system_deps: apt-get could not install prometheus; the Prometheus scrape test will skip" >&2
+if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
+    echo "ensure_system_deps: apt-get could not install ${missing[*]}; the tests that need them will skip" >&2
 fi
 exit 0
