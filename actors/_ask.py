@@ -119,7 +119,7 @@ class _AskState:
     """Request/reply state of one hub: its inbox and pending asks, and its answerers' counters."""
 
     def __init__(self, hub: Hub) -> None:
-        self._hub = hub
+        self._hub_ref = weakref.ref(hub)  # weak: the state is the value of a WeakKeyDictionary keyed by hub
         publisher_id = getattr(hub, "publisher_id", None)
         self.inbox: str = (
             publisher_id if isinstance(publisher_id, str) else f"{hub.name}:{secrets.token_hex(6)}"
@@ -133,6 +133,13 @@ class _AskState:
         self._log = RateLimitedLog(hub=hub.name)
         self.asked = self.answered = self.failed = self.timeouts = self.no_answerer = 0
         self.malformed = self.requests_handled = self.answer_errors = self.expired = self.unrouted = 0
+
+    @property
+    def _hub(self) -> Hub:
+        hub = self._hub_ref()
+        if hub is None:  # only reachable through a wrapper that outlived its hub
+            raise ReferenceError("the hub of this request/reply state has been garbage-collected")
+        return hub
 
     # -- asking ----------------------------------------------------------------------------------
     async def ask(self, key: PossibleKey, payload: Any, timeout: float) -> Any:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
+import weakref
 from typing import Any
 
 import pytest
@@ -243,6 +245,18 @@ async def test_loop_health_names_the_answering_method_not_its_wrapper(memory_hub
     assert running is not None and running.startswith("risk.slow (") and __file__ in running
     risk.release.set()
     assert await task == 2
+
+
+async def test_a_hub_that_asked_and_answered_can_still_be_garbage_collected():
+    hub = Hub(name="short-lived")
+    actor = Risk(hub)
+    await actor.start()
+    assert await ask(hub, ("risk", "slow"), 1, timeout=1) == 2
+    await actor.stop(0.5)
+    gone = weakref.ref(hub)
+    del hub, actor
+    gc.collect()
+    assert gone() is None
 
 
 def test_pending_table_tells_answers_late_duplicate_and_unknown_replies_apart():
