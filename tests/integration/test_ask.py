@@ -109,3 +109,29 @@ async def test_an_actor_asks_an_actor_in_another_process(broker, pricer, hub):
         assert got[("quote", "answer", "2")] == "AnswerError"
     finally:
         assert quoter.close() == 0
+
+
+async def test_asks_are_answered_again_once_a_killed_broker_is_back(broker, pricer, hub):
+    assert (await ask(hub, ("svc", "price"), {"qty": 1, "n": 1}, timeout=5))["n"] == 1
+    broker.proc.kill()
+    broker.proc.wait()
+    with pytest.raises(AskTimeoutError):  # no broker: the request goes nowhere
+        await ask(hub, ("svc", "price"), {"qty": 1, "n": 2}, timeout=0.3)
+    restarted = BrokerProcess.launch([broker.frontend], [broker.backend])
+    try:
+        loop = asyncio.get_running_loop()
+        back = loop.time()
+        async with asyncio.timeout(10):
+            while True:  # both hubs reconnect by themselves; the first asks may beat the subscriptions
+                try:
+                    answer = await ask(hub, ("svc", "price"), {"qty": 1, "n": 3}, timeout=0.5)
+                except AskTimeoutError:
+                    continue
+                except NoAnswererError:  # the answerer's subscription is not back yet: wait for it
+                    await hub.wait_for_subscribers(("$ask", "svc", "price"))
+                    continue
+                break
+        assert answer["n"] == 3
+        print(f"ask answered {loop.time() - back:.2f} s after the broker came back")
+    finally:
+        restarted.close()
