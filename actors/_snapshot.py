@@ -89,6 +89,10 @@ class SnapshotRequest:
         """Take one reply part (``{"id", "part", "parts", "entries"}``); ``ValueError`` if malformed."""
         if not isinstance(part, dict):
             raise ValueError("snapshot part is not a map")
+        if isinstance(part.get("error"), str):  # the cache does not cover the pattern
+            if not self.done.done():
+                self.done.set_exception(SnapshotError(f"no snapshot: {part['error']}"))
+            return
         index, count, entries = part.get("part"), part.get("parts"), part.get("entries")
         if (
             type(index) is not int
@@ -130,5 +134,5 @@ def no_cache_error(pattern: tuple[str, ...], timeout: float) -> SnapshotError:
     """The error for a broker that has no last-value cache (nobody takes snapshot requests)."""
     return SnapshotError(
         f"no snapshot of {pattern}: the broker has no last-value cache (nobody subscribes to "
-        f"{REQUEST} within {timeout}s); start the broker without --no-lvc"
+        f"{REQUEST} within {timeout}s); start the broker with --lvc PATTERN (e.g. --lvc '*')"
     )

@@ -281,7 +281,7 @@ class Broker:
             inproc_backend = f"inproc://tickbus-broker-backend-{tag}"
             backend.bind(inproc_backend)
             lvc = None
-            if config.lvc:
+            if config.lvc_patterns:
                 cache = LastValueCache(
                     max_keys=config.lvc_max_keys, max_bytes=config.lvc_max_bytes, patterns=config.lvc_patterns
                 )

@@ -74,15 +74,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="drop a peer silent this long after a heartbeat (default %(default)s)",
     )
     parser.add_argument(
-        "--no-lvc",
-        action="store_true",
-        help="do not keep a last-value cache (late joiners then get no snapshots)",
-    )
-    parser.add_argument(
-        "--lvc-pattern",
+        "--lvc",
         action="append",
-        metavar="KEY",
-        help="cache only keys matching this dotted pattern, e.g. 'price.*'; repeatable (default: every key)",
+        metavar="PATTERN",
+        help="keep the latest message of keys matching this dotted pattern for late joiners' snapshots, "
+        "e.g. 'price.*' ('*': every key); repeatable (default: no cache)",
     )
     parser.add_argument(
         "--stats-interval",
@@ -123,8 +119,7 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
         heartbeat_timeout=args.heartbeat_timeout,
         heartbeat_ttl=args.heartbeat_timeout,
         stats_interval=args.stats_interval,
-        lvc=not args.no_lvc,
-        lvc_patterns=[tuple(p.split(".")) for p in args.lvc_pattern or ()],
+        lvc_patterns=[tuple(p.split(".")) for p in args.lvc or ()],
     )
 
 

@@ -88,10 +88,8 @@ class BrokerConfig:
     """Seconds a peer should wait for our traffic before dropping us (ZMQ_HEARTBEAT_TTL)."""
     stats_interval: float = 1.0
     """Seconds between statistics messages on ``('$broker', 'stats')``; 0 publishes none."""
-    lvc: bool = True
-    """Keep the last message per key and serve snapshots to late joiners (see ``broker._lvc``)."""
     lvc_patterns: Sequence[tuple[str, ...]] = ()
-    """Key patterns the last-value cache keeps (empty: every non-reserved key)."""
+    """Key patterns whose latest message the broker keeps for snapshots (``broker._lvc``); none: no cache."""
     lvc_max_keys: int = 1_000_000
     """Keys the last-value cache holds at most; the least recently updated go first."""
     lvc_max_bytes: int = 512 * 1024 * 1024

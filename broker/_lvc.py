@@ -1,18 +1,23 @@
 """The broker's last-value cache: the latest message per key, served as snapshots to late joiners.
 
+Opt-in per key pattern (``tickbus broker --lvc 'price.*'``; ``--lvc '*'`` for every non-reserved
+key); without one there is no cache and no thread. Opt-in because it is not free, measured with
+``make bench``: every cached message costs this thread a Python receive (~2 µs), on the broker's
+host, and a cached key always has a subscriber, so publishers no longer skip it. Caching every key
+cut the 1->1 throughput on the 2-core bench machine from ~170k to ~70k msgs/s.
+
 Feeding it: a SUB socket of the broker's own, connected over inproc to the backend like any
-subscriber, so the proxy's C fast path only gains one more queue to copy into; this thread decodes
-nothing but the header's publisher and sequence. By default it subscribes to everything and caches
-every non-reserved key (note: then every such key has a subscriber, so publishers never skip one);
-``lvc_prefixes`` restricts it to some key patterns. Bounded by ``lvc_max_keys`` and ``lvc_max_bytes``:
-past either, the least recently *updated* keys are evicted (counted).
+subscriber (to the patterns' wire prefixes; for a leading ``*``, to every first byte but ``$``, so
+reserved keys keep telling publishers exactly who listens). Bounded by ``lvc_max_keys`` and
+``lvc_max_bytes``: past either, the least recently *updated* keys are evicted (counted).
 
 Serving it (the Clone pattern of the ZeroMQ guide, the subscriber half is ``actors._snapshot``): a
 client subscribes to its live keys first, then to its own inbox ``('$lvc', 'snap', <publisher id>)``,
 and publishes ``{"id", "pattern", "inbox"}`` on ``('$lvc', 'req')``. This thread answers on the inbox
 with parts ``{"id", "part", "parts", "entries": [[key, header, payload], ...]}``, raw frames as
 received, so the client checks and decodes them like live messages and drops live updates not newer
-by sequence. Requests and replies ride the broker like everything else (same sockets, same CURVE).
+by sequence. A request for a pattern the cache does not cover gets ``{"id", "error"}`` instead.
+Requests and replies ride the broker like everything else (same sockets, same CURVE).
 
 If this thread falls behind, its queue overflows and the cache holds older values for a while: the
 gap is counted in ``dropped`` (from the sequence numbers it sees), and a snapshot is never older
@@ -56,28 +61,38 @@ class CacheStatistics:
 class LastValueCache:
     """Latest ``(header, payload)`` per wire key, bounded in keys and bytes. Socket-free."""
 
-    def __init__(self, *, max_keys: int, max_bytes: int, patterns: Sequence[tuple[str, ...]] = ()) -> None:
+    def __init__(self, *, max_keys: int, max_bytes: int, patterns: Sequence[tuple[str, ...]]) -> None:
         self._entries: dict[bytes, tuple[bytes, bytes]] = {}
         self._max_keys, self._max_bytes = max_keys, max_bytes
         self._patterns = tuple(patterns)
+        # a pattern's wire prefix selects exactly its keys only for ('*',) and (literal..., '*')
+        self._exact_prefixes = not all(
+            p == ("*",) or ("*" not in p[:-1] and p[-1] == "*") for p in self._patterns
+        )
         self._bytes = 0
         self.updates = self.evicted = self.snapshots = self.refused = 0
 
     def prefixes(self) -> list[bytes]:
-        """Wire prefixes to subscribe to: the patterns', or every first byte but ``$``.
+        """Wire prefixes to subscribe to: the patterns', a leading ``*`` as every first byte but ``$``.
 
         Not ``b""``: reserved keys (requests, heartbeats, ...) must keep telling publishers exactly
         who listens, so that, for instance, asking a key nobody answers fails at once.
         """
-        if self._patterns:
-            return sorted({subscription_prefix(p) for p in self._patterns})
-        return [bytes([b]) for b in range(1, 256) if b != ord("$")]
+        out: set[bytes] = set()
+        for pattern in self._patterns:
+            prefix = subscription_prefix(pattern)
+            out.update([bytes([b]) for b in range(1, 256) if b != ord("$")] if prefix == b"" else [prefix])
+        return sorted(out)
+
+    def covers(self, pattern: tuple[str, ...]) -> bool:
+        """True when every key ``pattern`` matches is one this cache keeps."""
+        return any(matches(pattern, own) for own in self._patterns)
 
     def store(self, kb: bytes, header: bytes, payload: bytes) -> None:
         """Keep this message as ``kb``'s latest (reserved keys and unwanted patterns are ignored)."""
         if kb[:1] == b"$":
             return
-        if self._patterns:
+        if self._exact_prefixes:  # subscribed more widely than the patterns: check each key
             try:
                 key = decode_key(kb)
             except Exception:
@@ -125,6 +140,11 @@ class LastValueCache:
             {"id": request_id, "part": i, "parts": len(chunks), "entries": chunk}
             for i, chunk in enumerate(chunks)
         ]
+
+    @property
+    def patterns(self) -> tuple[tuple[str, ...], ...]:
+        """The key patterns this cache keeps."""
+        return self._patterns
 
     def statistics(self) -> CacheStatistics:
         """A snapshot of the counters."""
@@ -250,6 +270,14 @@ class CacheThread:
             logger.warning("broker last-value cache: refused a snapshot request: {}", exc)
             return
         inbox_kb = encode_key(inbox)
+        parts: list[dict[str, Any]]
+        if self.cache.covers(pattern):
+            parts = self.cache.parts(rid, pattern)
+        else:
+            self.cache.refused += 1
+            parts = [
+                {"id": rid, "error": f"the broker caches {list(self.cache.patterns)}, not all of {pattern}"}
+            ]
         deadline = time.monotonic() + 1.0  # the inbox subscription travels beside the request
         while inbox_kb not in self._wanted and time.monotonic() < deadline:
             if self._pub.poll(50):
@@ -260,7 +288,7 @@ class CacheThread:
             return
         if len(self._seqs) > 100_000:
             self._seqs.clear()  # clients restart a stream they see from a new start without complaint
-        for part in self.cache.parts(rid, pattern):
+        for part in parts:
             seq = self._seqs[inbox_kb] = self._seqs.get(inbox_kb, 0) + 1
             header = self._pack(
                 (FORMAT_VERSION, self._publisher_id, seq, time.monotonic_ns(), time.time_ns(), None)

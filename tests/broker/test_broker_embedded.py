@@ -21,8 +21,7 @@ LOCAL = "tcp://127.0.0.1:*"
 
 
 def _config(**overrides: object) -> BrokerConfig:
-    # no last-value cache: its own subscriptions would show in the exact counts these tests check
-    values: dict[str, object] = {"frontend": [LOCAL], "backend": [LOCAL], "stats_interval": 0.0, "lvc": False}
+    values: dict[str, object] = {"frontend": [LOCAL], "backend": [LOCAL], "stats_interval": 0.0}
     values.update(overrides)
     return BrokerConfig(**values)  # type: ignore[arg-type]
 

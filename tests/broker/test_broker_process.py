@@ -74,7 +74,7 @@ def test_messages_go_from_publishers_to_subscribers_over_tcp_and_ipc_of_one_brok
 
 
 def test_stats_message_reports_subscribers_subscriptions_and_exact_frame_counts(broker, ctx):
-    b = broker("--frontend", LOCAL, "--backend", LOCAL, "--stats-interval", "0.1", "--no-lvc")
+    b = broker("--frontend", LOCAL, "--backend", LOCAL, "--stats-interval", "0.1")
     stats_sub = ctx.socket(zmq.SUB)
     stats_sub.connect(b.backend[0])
     stats_sub.subscribe(encode_key(("$broker",)))

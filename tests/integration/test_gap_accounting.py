@@ -67,11 +67,9 @@ async def test_broker_sigkill_and_restart_loses_only_counted_messages():
         broker.close()
 
 
-async def test_messages_published_while_unsubscribed_are_not_gaps_after_resubscribing():
-    # without a last-value cache, which would subscribe to every key: here nobody must
-    broker = BrokerProcess.launch(extra_args=["--no-lvc"])
-    sub_hub = await actors.connect(broker.frontend, broker.backend, name="sub")
-    pub_hub = await actors.connect(broker.frontend, broker.backend, name="pub")
+async def test_messages_published_while_unsubscribed_are_not_gaps_after_resubscribing(tickbus_broker):
+    sub_hub = await actors.connect(tickbus_broker.frontend, tickbus_broker.backend, name="sub")
+    pub_hub = await actors.connect(tickbus_broker.frontend, tickbus_broker.backend, name="pub")
     try:
         sub = actors.Subscriber(sub_hub, "s")
         sub.subscribe(("t", "*"))
@@ -95,4 +93,3 @@ async def test_messages_published_while_unsubscribed_are_not_gaps_after_resubscr
     finally:
         await sub_hub.close()
         await pub_hub.close()
-        broker.close()

@@ -21,7 +21,7 @@ KEYS = 200
 async def test_a_late_joiner_gets_the_publishers_final_state_under_live_load(
     transport: str, join_after: float
 ):
-    broker = BrokerProcess.launch(transport=transport)
+    broker = BrokerProcess.launch(transport=transport, extra_args=["--lvc", "px.*"])
     feed = subprocess.Popen(  # noqa: ASYNC220 -- read by wait_for_line in a thread
         [
             sys.executable,
@@ -70,7 +70,7 @@ async def test_a_late_joiner_gets_the_publishers_final_state_under_live_load(
 
 
 async def test_without_a_cache_a_snapshot_fails_fast_with_a_clear_error_and_optional_ones_go_live():
-    broker = BrokerProcess.launch(extra_args=["--no-lvc"])
+    broker = BrokerProcess.launch()  # no --lvc: no cache
     hub = await actors.connect(broker.frontend, broker.backend, name="late")
     pub = await actors.connect(broker.frontend, broker.backend, name="pub")
     got: list[int] = []
@@ -102,9 +102,10 @@ class _Book(actors.Actor):
         self.book[key[1]] = payload
 
 
-async def test_an_actor_handler_with_snapshot_starts_from_the_cached_state(tickbus_broker):
-    pub = await actors.connect(tickbus_broker.frontend, tickbus_broker.backend, name="pub")
-    hub = await actors.connect(tickbus_broker.frontend, tickbus_broker.backend, name="book")
+async def test_an_actor_handler_with_snapshot_starts_from_the_cached_state():
+    broker = BrokerProcess.launch(extra_args=["--lvc", "*"])
+    pub = await actors.connect(broker.frontend, broker.backend, name="pub")
+    hub = await actors.connect(broker.frontend, broker.backend, name="book")
     book = _Book(hub, name="book")
     try:
         await pub.wait_for_subscribers(("px", "a"))  # the cache subscribes to every key
@@ -118,3 +119,18 @@ async def test_an_actor_handler_with_snapshot_starts_from_the_cached_state(tickb
         await book.stop()
         await hub.close()
         await pub.close()
+        broker.close()
+
+
+async def test_a_pattern_the_cache_does_not_cover_is_refused_by_name():
+    broker = BrokerProcess.launch(extra_args=["--lvc", "px.a.*"])
+    hub = await actors.connect(broker.frontend, broker.backend, name="late")
+    try:
+        assert await hub.snapshot(("px", "a", "*")) == []
+        with pytest.raises(
+            actors.SnapshotError, match=r"caches \[\('px', 'a', '\*'\)\], not all of \('px', '\*'\)"
+        ):
+            await hub.snapshot(("px", "*"))
+    finally:
+        await hub.close()
+        broker.close()

@@ -21,7 +21,7 @@ def _header(seq: int, publisher: str = "p@h:1:a") -> bytes:
 
 
 def test_the_cache_keeps_the_latest_per_key_and_ignores_reserved_keys():
-    cache = LastValueCache(max_keys=10, max_bytes=1 << 20)
+    cache = LastValueCache(max_keys=10, max_bytes=1 << 20, patterns=[("*",)])
     cache.store(encode_key(("px", "a")), _header(1), b"\x01")
     cache.store(encode_key(("px", "a")), _header(2), b"\x02")
     cache.store(encode_key(("px", "b")), _header(1), b"\x03")
@@ -33,14 +33,14 @@ def test_the_cache_keeps_the_latest_per_key_and_ignores_reserved_keys():
 
 
 def test_the_cache_evicts_the_least_recently_updated_past_its_key_and_byte_bounds():
-    cache = LastValueCache(max_keys=3, max_bytes=10_000)
+    cache = LastValueCache(max_keys=3, max_bytes=10_000, patterns=[("*",)])
     for name in "abcd":
         cache.store(encode_key(("k", name)), _header(1), b"x")
     assert [e[0] for e in cache.matching(("k", "*"))] == [encode_key(("k", n)) for n in "bcd"]
     cache.store(encode_key(("k", "b")), _header(2), b"x")  # b is now the most recent
     cache.store(encode_key(("k", "e")), _header(1), b"x")
     assert {e[0] for e in cache.matching(("k", "*"))} == {encode_key(("k", n)) for n in "bde"}
-    small = LastValueCache(max_keys=100, max_bytes=1_000)
+    small = LastValueCache(max_keys=100, max_bytes=1_000, patterns=[("*",)])
     for i in range(20):
         small.store(encode_key(("k", str(i))), _header(1), b"y" * 100)
     stats = small.statistics()
@@ -48,18 +48,21 @@ def test_the_cache_evicts_the_least_recently_updated_past_its_key_and_byte_bound
 
 
 def test_patterns_restrict_what_is_cached_and_what_the_cache_subscribes_to():
-    cache = LastValueCache(max_keys=10, max_bytes=1 << 20, patterns=[("px", "*")])
-    assert cache.prefixes() == [b"px\x00"]
-    cache.store(encode_key(("px", "a")), _header(1), b"1")
-    cache.store(encode_key(("other", "a")), _header(1), b"1")
-    assert cache.statistics().keys == 1
-    everything = LastValueCache(max_keys=10, max_bytes=1 << 20)
+    cache = LastValueCache(max_keys=10, max_bytes=1 << 20, patterns=[("px", "*"), ("q", "*", "bid")])
+    assert cache.prefixes() == [b"px\x00", b"q\x00"]
+    for key in [("px", "a"), ("other", "a"), ("q", "x", "bid"), ("q", "x", "ask")]:
+        cache.store(encode_key(key), _header(1), b"1")
+    assert cache.statistics().keys == 2  # px.a and q.x.bid
+    assert cache.covers(("px", "*")) and cache.covers(("px", "a", "*")) and cache.covers(("q", "y", "bid"))
+    assert not cache.covers(("*",)) and not cache.covers(("q", "*")) and not cache.covers(("q", "x", "*"))
+    everything = LastValueCache(max_keys=10, max_bytes=1 << 20, patterns=[("*",)])
     assert b"$" not in everything.prefixes() and b"" not in everything.prefixes()
     assert len(everything.prefixes()) == 254
+    assert everything.covers(("a", "*")) and not everything.covers(("$bus", "*"))
 
 
 def test_a_large_reply_is_split_into_parts_and_an_empty_one_is_one_part():
-    cache = LastValueCache(max_keys=10_000, max_bytes=1 << 30)
+    cache = LastValueCache(max_keys=10_000, max_bytes=1 << 30, patterns=[("k", "*")])
     for i in range(1_500):
         cache.store(encode_key(("k", str(i))), _header(1), b"z")
     parts = cache.parts("r1", ("k", "*"))
