@@ -39,6 +39,7 @@ from ._remote import RemoteHub
 from ._request import AskStatistics
 from ._runner import load_actor_class, run_group, version
 from ._sequence import Observation, SequenceTracker
+from ._systemd import SystemdNotifier
 
 __all__ = [
     "Actor",
@@ -73,6 +74,7 @@ __all__ = [
     "SnapshotError",
     "Subscriber",
     "SubscriberStatistics",
+    "SystemdNotifier",
     "TickbusError",
     "answers",
     "ask",
