@@ -19,8 +19,8 @@ async def connect(
     name: str = "hub",
     wait: float | None = 5.0,
     hwm: int = 100_000,
-    heartbeat_ivl: float = 1.0,
-    heartbeat_timeout: float = 3.0,
+    heartbeat_ivl: float = 0.5,
+    heartbeat_timeout: float = 2.0,
     max_payload: int = 16 * 1024 * 1024,
     linger: float = 1.0,
     context: zmq.Context[zmq.Socket[bytes]] | None = None,
@@ -35,7 +35,8 @@ async def connect(
     and ZeroMQ keeps trying in the background.
 
     Liveness: ``heartbeat_ivl``/``heartbeat_timeout`` are ZeroMQ's ZMTP heartbeats, which drop a
-    silent connection (a dead broker, a cut link) after ``heartbeat_timeout`` seconds. Every
+    silent connection (a dead broker, a cut link) at most ``heartbeat_ivl + heartbeat_timeout``
+    seconds after it went silent (2.5 s by default). Every
     ``idle_heartbeat`` seconds a hub that has published sends a heartbeat message, which tells
     subscribers "quiet" from "gone" and counts losses at the tail of a stream (0 disables).
     A hub processing messages older than ``slow_after`` seconds flags itself slow (0 disables).

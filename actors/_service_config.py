@@ -8,9 +8,10 @@ One file format serves every service (see :mod:`actors._config` for ``[group]`` 
     backend = ["tcp://0.0.0.0:5551"]
     hwm = 100000                # messages queued per peer
     max_msg_size = 16777216     # bytes; -1 for no limit
-    heartbeat_ivl = 1.0         # seconds; 0 disables ZMTP heartbeats
-    heartbeat_timeout = 3.0     # seconds
+    heartbeat_ivl = 0.5         # seconds; 0 disables ZMTP heartbeats
+    heartbeat_timeout = 2.0     # seconds
     stats_interval = 1.0        # seconds; 0 publishes no statistics
+    lvc = ["price.*"]           # last-value cache for late joiners' snapshots ("*": every key)
     metrics_port = 9464         # Prometheus on 127.0.0.1:PORT; 0: off
 
     # /etc/tickbus/profiler.toml                (read by `tickbus profiler --config FILE`)
@@ -114,6 +115,13 @@ def _choice(*allowed: str) -> Callable[[object, str], str]:
     return check
 
 
+def _patterns(value: object, where: str) -> list[str]:
+    items = [v for v in value.split(",") if v] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+        raise ConfigError(f"{where} = {value!r} must be a list of dotted key patterns, e.g. ['price.*']")
+    return [str(i) for i in items]
+
+
 def _pids(value: object, where: str) -> list[int]:
     items = [v for v in value.split(",") if v] if isinstance(value, str) else value
     if not isinstance(items, list):
@@ -143,6 +151,7 @@ BROKER_KEYS: dict[str, Key] = {
     "heartbeat_ivl": Key(_seconds(False), "TICKBUS_BROKER_HEARTBEAT_IVL", "heartbeat_ivl"),
     "heartbeat_timeout": Key(_seconds(False), "TICKBUS_BROKER_HEARTBEAT_TIMEOUT", "heartbeat_timeout"),
     "stats_interval": Key(_seconds(False), "TICKBUS_BROKER_STATS_INTERVAL", "stats_interval"),
+    "lvc": Key(_patterns, "TICKBUS_BROKER_LVC", "lvc"),
     "metrics_port": Key(_integer(0, 65535), None, "metrics_port"),  # $TICKBUS_METRICS_PORT: metrics
 }
 """The ``[broker]`` table: key → validator, overriding environment variable, ``tickbus broker`` dest."""

@@ -80,11 +80,12 @@ class BrokerConfig:
     """Seconds between keepalive probes (ZMQ_TCP_KEEPALIVE_INTVL)."""
     tcp_keepalive_count: int = 5
     """Unanswered probes before the connection is dropped (ZMQ_TCP_KEEPALIVE_CNT)."""
-    heartbeat_ivl: float = 1.0
-    """Seconds between ZMTP heartbeats (ZMQ_HEARTBEAT_IVL; 0 disables heartbeats)."""
-    heartbeat_timeout: float = 3.0
+    heartbeat_ivl: float = 0.5
+    """Seconds between ZMTP heartbeats (ZMQ_HEARTBEAT_IVL; 0 disables heartbeats). A silent peer is
+    dropped at most ``heartbeat_ivl + heartbeat_timeout`` seconds after it went silent (2.5 s)."""
+    heartbeat_timeout: float = 2.0
     """Seconds without traffic after a heartbeat before a peer is dropped (ZMQ_HEARTBEAT_TIMEOUT)."""
-    heartbeat_ttl: float = 3.0
+    heartbeat_ttl: float = 2.0
     """Seconds a peer should wait for our traffic before dropping us (ZMQ_HEARTBEAT_TTL)."""
     stats_interval: float = 1.0
     """Seconds between statistics messages on ``('$broker', 'stats')``; 0 publishes none."""

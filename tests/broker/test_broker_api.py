@@ -43,7 +43,7 @@ def test_default_config_binds_loopback_5550_and_5551_with_documented_options():
     assert config.frontend == ("tcp://127.0.0.1:5550",)
     assert config.backend == ("tcp://127.0.0.1:5551",)
     assert (config.sndhwm, config.rcvhwm, config.max_msg_size) == (100_000, 100_000, 16 * 1024 * 1024)
-    assert (config.heartbeat_ivl, config.heartbeat_timeout, config.stats_interval) == (1.0, 3.0, 1.0)
+    assert (config.heartbeat_ivl, config.heartbeat_timeout, config.stats_interval) == (0.5, 2.0, 1.0)
     assert config.tcp_keepalive is True
 
 
@@ -211,9 +211,9 @@ def test_cli_options_build_the_config_with_repeatable_endpoints():
             "--max-msg-size",
             "1024",
             "--heartbeat-ivl",
-            "0.5",
+            "0.25",
             "--heartbeat-timeout",
-            "2",
+            "1.5",
             "--stats-interval",
             "0.25",
         ]
@@ -222,7 +222,7 @@ def test_cli_options_build_the_config_with_repeatable_endpoints():
     assert config.frontend == ("tcp://127.0.0.1:1", "ipc:///tmp/f")
     assert config.backend == ("tcp://127.0.0.1:2",)
     assert (config.sndhwm, config.rcvhwm, config.max_msg_size) == (10, 10, 1024)
-    assert (config.heartbeat_ivl, config.heartbeat_timeout, config.heartbeat_ttl) == (0.5, 2.0, 2.0)
+    assert (config.heartbeat_ivl, config.heartbeat_timeout, config.heartbeat_ttl) == (0.25, 1.5, 1.5)
     assert config.stats_interval == 0.25
     defaults = config_from_args(parser.parse_args(["broker"]))
     assert defaults == BrokerConfig()
