@@ -30,7 +30,7 @@ def test_broker_table_values_are_validated_and_keyed_by_option(tmp_path):
     path = write(
         tmp_path,
         '[broker]\nfrontend = "tcp://127.0.0.1:6000"\nbackend = ["tcp://127.0.0.1:6001", "ipc:///run/x"]\n'
-        "hwm = 5\nheartbeat_ivl = 0.5\nmetrics_port = 0\n",
+        "hwm = 5\nheartbeat_ivl = 0.5\nmetrics_port = 0\nlvc = ['price.*']\n",
     )
     assert load_table(path, "broker") == {
         "frontend": ["tcp://127.0.0.1:6000"],
@@ -38,6 +38,7 @@ def test_broker_table_values_are_validated_and_keyed_by_option(tmp_path):
         "hwm": 5,
         "heartbeat_ivl": 0.5,
         "metrics_port": 0,
+        "lvc": ["price.*"],
     }
 
 
@@ -115,7 +116,8 @@ def test_environment_overrides_the_file_and_a_flag_overrides_both(tmp_path, monk
 def test_tickbus_broker_binds_the_endpoints_of_its_config_file(tmp_path):
     frontend, backend = f"tcp://127.0.0.1:{free_tcp_port()}", f"tcp://127.0.0.1:{free_tcp_port()}"
     path = write(
-        tmp_path, f'[broker]\nfrontend = "{frontend}"\nbackend = ["{backend}"]\nstats_interval = 0.5\n'
+        tmp_path,
+        f'[broker]\nfrontend = "{frontend}"\nbackend = ["{backend}"]\nstats_interval = 0.5\nlvc = ["price.*"]\n',
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKBUS_BROKER_")}
     argv = [sys.executable, "-m", "actors._cli", "broker", "--config", str(path)]
