@@ -124,3 +124,22 @@ async def test_a_hub_that_falls_behind_flags_itself_slow_and_recovers(tickbus_br
     finally:
         for hub in (watcher, sub_hub, pub_hub):
             await hub.close()
+
+
+async def test_a_broker_gone_silent_is_detected_by_zmtp_heartbeats_within_three_seconds():
+    broker = BrokerProcess.launch()
+    hub = await actors.connect(broker.frontend, broker.backend, name="sub")
+    try:
+        broker.signal(signal.SIGSTOP)  # the process and its TCP stack stay: only heartbeats can tell
+        stopped = time.monotonic()
+        await eventually(lambda: not hub.connected, 5, "the hub noticed the silent broker")
+        noticed = time.monotonic() - stopped
+        broker.signal(signal.SIGCONT)
+        await hub.wait_connected(5)
+        print(f"silent broker noticed after {noticed:.2f} s (0.5 s heartbeats, 2 s timeout)")
+        assert noticed <= 3.0
+        assert hub.statistics().disconnects >= 1
+    finally:
+        broker.signal(signal.SIGCONT)
+        await hub.close()
+        broker.close()
