@@ -93,6 +93,11 @@ _KEY_CACHE = 10_000
 _SYNC_TIMEOUT = 10.0  # the shared inbox set-up; each ask waits at most its own timeout for it
 _time_ns = time.time_ns
 
+
+class _TimedOutError(Exception):
+    """Set on an ask's future by its timer; the ask raises :class:`AskTimeoutError` with the details."""
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -127,6 +132,8 @@ class _AskState:
         self._inbox_key = Key(REPLY, self.inbox)
         self._table: PendingTable[asyncio.Future[Reply]] = PendingTable()
         self._keys: dict[object, Key] = {}  # key as given -> ('$ask', *key)
+        self._reply_keys: dict[str, Key] = {}  # inbox -> ('$reply', inbox), answering side
+        self._service_keys: dict[Key, Key] = {}  # ('$ask', *key) -> key, answering side
         self._ready = False
         self._opening: asyncio.Task[None] | None = None
         self._subscribed = False
@@ -166,11 +173,10 @@ class _AskState:
             table.discard(id_)
             raise
         self.asked += 1
+        timer = loop.call_later(left, self._time_out, id_, future)  # cheaper than asyncio.timeout
         try:
-            async with asyncio.timeout(left):
-                reply = await future
-        except TimeoutError:
-            table.expire(id_)
+            reply = await future
+        except _TimedOutError:
             self.timeouts += 1
             raise AskTimeoutError(
                 f"no reply to ask {id_} on {tuple(wire_key[1:])} within {timeout}s (hub {hub.name!r}); "
@@ -179,6 +185,8 @@ class _AskState:
         except BaseException:  # cancelled: a reply from now on is late
             table.expire(id_)
             raise
+        finally:
+            timer.cancel()
         self.answered += 1
         if reply.error is None:
             return reply.value
@@ -190,6 +198,11 @@ class _AskState:
             error_type=error["type"],
             answerer=error["answerer"],
         )
+
+    def _time_out(self, id_: int, future: asyncio.Future[Reply]) -> None:
+        if not future.done():
+            self._table.expire(id_)
+            future.set_exception(_TimedOutError())
 
     def _request_key(self, key: PossibleKey) -> Key:
         try:
@@ -308,8 +321,22 @@ class _AskState:
         except Exception as again:  # the hub itself refuses: say so, the asker will time out
             self._log.warning("ask-reply-failed", "{} could not send an error reply: {!r}", answerer, again)
 
+    def service_key(self, wire_key: Key) -> Key:
+        """The asked key of a request received at ``wire_key`` (``('$ask', *key)``)."""
+        key = self._service_keys.get(wire_key)
+        if key is None:
+            if len(self._service_keys) >= _KEY_CACHE:
+                self._service_keys.clear()
+            key = self._service_keys[wire_key] = Key(*wire_key[1:])
+        return key
+
     def _send(self, request: Request, reply: dict[str, Any]) -> None:
-        if self._hub.publish(Key(REPLY, request.reply_to), reply) == 0:
+        key = self._reply_keys.get(request.reply_to)
+        if key is None:
+            if len(self._reply_keys) >= _KEY_CACHE:
+                self._reply_keys.clear()
+            key = self._reply_keys[request.reply_to] = Key(REPLY, request.reply_to)
+        if self._hub.publish(key, reply) == 0:
             self.unrouted += 1  # a remote hub skips a key nobody subscribes to: the asker is gone
 
     def statistics(self) -> AskStatistics:
@@ -378,7 +405,7 @@ def answering(
             if request is None:
                 return
             try:
-                value = await afn(Key(*key[1:]), request.payload)
+                value = await afn(state.service_key(key), request.payload)
             except Exception as exc:
                 state.fail(request, answerer, exc)
             else:
@@ -392,7 +419,7 @@ def answering(
         if request is None:
             return
         try:
-            value = fn(Key(*key[1:]), request.payload)
+            value = fn(state.service_key(key), request.payload)
         except Exception as exc:
             state.fail(request, answerer, exc)
         else:

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -162,6 +163,40 @@ async def run_transport(transport: str, rate: float, warm_s: float, duration_s: 
             answerer.close()
 
 
+async def in_process_us(n: int, rounds: int) -> dict[str, float]:
+    """Median µs per sequential round trip on the in-process hub, where only Python runs: ``ask``
+    versus a publish answered by a handler's publish (both wake the actor's and the caller's task)."""
+    hub = actors.Hub(name="bench")
+    answerer = Answerer(hub)
+    await answerer.start()
+    loop = asyncio.get_running_loop()
+    waiting: list[asyncio.Future[Any]] = []
+    actors.Subscriber(hub, "pong").add_sync_listener(
+        KEY_PONG, lambda key, payload: waiting.pop().set_result(payload)
+    )
+
+    async def asks() -> None:
+        for _ in range(n):
+            await ask(hub, KEY_ASK, PAYLOAD)
+
+    async def echoes() -> None:
+        for _ in range(n):
+            future = loop.create_future()
+            waiting.append(future)
+            hub.publish(KEY_PING, PAYLOAD)
+            await future
+
+    timings: dict[str, list[float]] = {"ask": [], "echo": []}
+    await asks()  # sets up the inbox
+    for _ in range(rounds):
+        for name, case in (("ask", asks), ("echo", echoes)):
+            started = time.perf_counter_ns()
+            await case()
+            timings[name].append((time.perf_counter_ns() - started) / n / 1e3)
+    await answerer.stop()
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
 def table(results: dict[str, dict[str, Any]], rate: float, duration_s: float) -> str:
     """The printed table: ask and pub/sub echo per transport, and their ratio."""
     columns: list[tuple[str, dict[str, Any] | None]] = []
@@ -209,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per case (5)")
     parser.add_argument("--warmup", type=float, default=0.5, help="uncounted seconds first (0.5)")
     parser.add_argument("--transport", choices=["tcp", "ipc", "both"], default="both")
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        default=20_000,
+        help="sequential round trips on the in-process hub (0: skip)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
     args = parser.parse_args(argv)
     observability.configure_logging("bench", level="WARNING", json=False)
@@ -218,8 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     for transport in transports:
         print(f"[ask] {transport}: {args.duration:g}s at {args.rate:,.0f} requests/s ...", flush=True)
         results[transport] = asyncio.run(run_transport(transport, args.rate, args.warmup, args.duration))
+    local = asyncio.run(in_process_us(args.in_process, 5)) if args.in_process else None
     print()
     print(table(results, args.rate, args.duration))
+    if local is not None:
+        print(
+            f"in-process hub, {args.in_process:,} sequential round trips x 5 (median), Python only: "
+            f"ask {local['ask']:.1f} us, publish + handler publish {local['echo']:.1f} us "
+            f"(ask adds {local['ask'] - local['echo']:+.1f} us)"
+        )
+        results["in_process_us"] = local  # type: ignore[assignment]
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
         print(f"\nwrote {args.json}")
