@@ -184,6 +184,8 @@ class _AskState:
             ) from None
         except BaseException:  # cancelled: a reply from now on is late
             table.expire(id_)
+            if future.done() and not future.cancelled():
+                future.exception()  # timed out just before the cancellation: retrieved, not logged at GC
             raise
         finally:
             timer.cancel()
