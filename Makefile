@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 20
 DEMO_RATE ?= 2000
 
-.PHONY: venv demo test test-fast bench lint check clean install
+.PHONY: venv demo test test-fast bench soak lint check clean install
 
 venv: $(STAMP)
 
@@ -32,6 +32,11 @@ bench: $(STAMP)
 	$(PY) -m bench.run --json bench/results.json
 	$(PY) -m bench._tracing_cost
 	$(PY) -m bench._ask
+
+# 1 hour at 10k msgs/s through four actors (not part of `make test`); SOAK_MINUTES=10 for a short run
+SOAK_MINUTES ?= 60
+soak: $(STAMP)
+	$(PY) -m bench.soak --minutes $(SOAK_MINUTES)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check actors broker observability tests bench examples
