@@ -9,6 +9,7 @@ from ._actor import Actor, ActorStatistics, every, handler
 from ._ask import answers, ask, ask_statistics
 from ._config import ActorSpec, GroupConfig, load_group_config
 from ._connect import DEFAULT_BACKEND, DEFAULT_FRONTEND, connect
+from ._curve import ClientCurve
 from ._envelope import (
     FORMAT_VERSION,
     Header,
@@ -50,6 +51,7 @@ __all__ = [
     "AskError",
     "AskStatistics",
     "AskTimeoutError",
+    "ClientCurve",
     "ConfigError",
     "ConnectError",
     "ConsumeQueueNotFoundError",

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ._deploy import add_parser as add_deploy
 
     add_deploy(subparsers)
+    from ._keys_cli import add_parser as add_keys
+
+    add_keys(subparsers)
     subparsers.add_parser("version", help="print the tickbus version")
     return parser
 
@@ -129,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one retur
             from ._deploy import run as run_deploy
 
             return run_deploy(args)
+        if args.command == "keys":
+            from ._keys_cli import run as run_keys
+
+            return run_keys(args)
         if args.command == "version":
             from ._runner import version
 

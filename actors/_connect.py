@@ -6,6 +6,7 @@ import os
 
 import zmq
 
+from ._curve import ClientCurve
 from ._remote import RemoteHub
 
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5550"
@@ -26,6 +27,7 @@ async def connect(
     context: zmq.Context[zmq.Socket[bytes]] | None = None,
     idle_heartbeat: float = 1.0,
     slow_after: float = 1.0,
+    curve: ClientCurve | None = None,
 ) -> RemoteHub:
     """Connect to a tickbus broker and return a hub with the aiopubsub API.
 
@@ -41,6 +43,10 @@ async def connect(
     subscribers "quiet" from "gone" and counts losses at the tail of a stream (0 disables).
     A hub processing messages older than ``slow_after`` seconds flags itself slow (0 disables).
     See ``actors._liveness``.
+
+    Security: ``curve`` (e.g. ``ClientCurve.from_files(broker_key, my_secret)``) makes both
+    connections CURVE-encrypted and authenticated; without it, ``$TICKBUS_CURVE_SERVERKEY`` and
+    ``$TICKBUS_CURVE_SECRET`` name the key files, if set (see ``actors._curve``).
     """
     hub = RemoteHub(
         frontend or os.environ.get("TICKBUS_FRONTEND") or DEFAULT_FRONTEND,
@@ -54,6 +60,7 @@ async def connect(
         context=context,
         idle_heartbeat=idle_heartbeat,
         slow_after=slow_after,
+        curve=curve if curve is not None else ClientCurve.from_env(),
     )
     if wait is not None:
         try:

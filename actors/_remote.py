@@ -24,8 +24,10 @@ from typing import Any
 import msgpack
 import zmq
 import zmq.backend
+from loguru import logger
 from zmq.utils.monitor import recv_monitor_message
 
+from ._curve import ClientCurve
 from ._envelope import FORMAT_VERSION
 from ._envelope import pack_payload as _pack_payload
 from ._envelope import reset_payload_packer as _reset_payload_packer
@@ -46,8 +48,14 @@ _monotonic_ns = time.monotonic_ns
 _time_ns = time.time_ns
 _HOUSEKEEPING = 0.02  # seconds between safety drains of every socket (see _sweep)
 _LAG_EVERY = 5  # sweeps between lag checks (100 ms)
+_SIDES = ("frontend", "backend")  # the broker sockets of _pub and _sub, by monitor index
 _LIVENESS_EVERY = 25  # sweeps between checks for publishers gone quiet (500 ms)
-_MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+_MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
 
 
 class RemoteHub(Hub):
@@ -67,8 +75,10 @@ class RemoteHub(Hub):
         context: zmq.Context[zmq.Socket[bytes]] | None,
         idle_heartbeat: float = 1.0,
         slow_after: float = 1.0,
+        curve: ClientCurve | None = None,
     ) -> None:
         super().__init__(name=name)
+        self._curve = curve  # CURVE keys for both sockets (actors._curve); None: plain ZMTP
         self.frontend, self.backend = frontend, backend
         self.publisher_id = f"{name}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._own_context = context is None
@@ -216,6 +226,8 @@ class RemoteHub(Hub):
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timeout * 1000))
         sock.setsockopt(zmq.HEARTBEAT_TTL, int(timeout * 1000))
         sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        if self._curve is not None:
+            self._curve.apply(sock)
         return sock
 
     # -- publishing ---------------------------------------------------------------------------
@@ -486,10 +498,29 @@ class RemoteHub(Hub):
             except zmq.ZMQError:
                 return
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                if self._disconnects:
+                    logger.info("hub {}: reconnected to the broker's {}", self.name, _SIDES[index])
                 self._connected[index] = True
             elif event["event"] == zmq.EVENT_DISCONNECTED:
+                if self._connected[index]:
+                    logger.warning(
+                        "hub {}: lost the broker's {} {}; reconnecting",
+                        self.name,
+                        _SIDES[index],
+                        self.frontend if index == 0 else self.backend,
+                    )
                 self._connected[index] = False
                 self._disconnects += 1
+            elif event["event"] & _HANDSHAKE_FAILED:
+                self._log.warning(
+                    "handshake:" + _SIDES[index],
+                    "hub {}: the broker's {} {} refused the handshake ({}); check the CURVE keys "
+                    "(TICKBUS_CURVE_SERVERKEY, TICKBUS_CURVE_SECRET) and the broker's allow-list",
+                    self.name,
+                    _SIDES[index],
+                    self.frontend if index == 0 else self.backend,
+                    "no CURVE key" if self._curve is None else "key refused or wrong broker key",
+                )
         if all(self._connected):
             self._connected_event.set()
         else:

@@ -32,10 +32,12 @@ import zmq
 from loguru import logger
 from zmq.utils.monitor import recv_monitor_message
 
+from ._auth import CurveAuth
 from ._bind import bind_all, configure, remove_ipc_files
 from ._config import BrokerConfig
 from ._errors import BrokerError
 from ._lvc import CacheStatistics, CacheThread, LastValueCache
+from ._peer_log import PeerLog, peer_address
 from ._peers import MONITOR_EVENTS, PeerCounter
 from ._stats import (
     BrokerStatistics,
@@ -70,6 +72,8 @@ class _Running:
     lvc: CacheThread | None = None
     side_thread: threading.Thread | None = None
     failure: str | None = None
+    auth: CurveAuth | None = None  # CURVE keys and the ZAP allow-list (broker._auth)
+    peer_logs: dict[zmq.Socket[bytes], PeerLog] = field(default_factory=dict)  # per monitor
 
 
 class Broker:
@@ -238,6 +242,7 @@ class Broker:
                 subscribers=run.subscribers.count,
                 publishers=run.publishers.count,
                 subscriptions=len(run.subscriptions),
+                refused=sum(log.refused for log in run.peer_logs.values()),
             )
 
     # -- internals ------------------------------------------------------------------------------
@@ -248,6 +253,9 @@ class Broker:
 
     def _open(self) -> _Running:
         config = self._config
+        auth = None
+        if config.curve_secret is not None and config.allow_dir is not None:
+            auth = CurveAuth(config.curve_secret, config.allow_dir)  # reads the key files, or raises
         # one I/O thread: broker._peers relies on monitor events arriving in engine order
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
         opened: list[zmq.Socket[bytes]] = []
@@ -262,6 +270,10 @@ class Broker:
             frontend, backend = new(zmq.XSUB), new(zmq.XPUB)
             configure(frontend, config)
             configure(backend, config)
+            if auth is not None:
+                auth.start(ctx)  # the ZAP handler must exist before a CURVE socket binds
+                auth.apply(frontend)
+                auth.apply(backend)
             # monitors before binding, so no handshake happens unseen
             publishers, subscribers = PeerCounter(), PeerCounter()
             fe_monitor = frontend.get_monitor_socket(MONITOR_EVENTS)
@@ -292,6 +304,8 @@ class Broker:
         except BaseException:
             for sock in opened:
                 sock.close(linger=0)
+            if auth is not None:
+                auth.stop()
             ctx.term()
             raise
         wake_r, wake_w = socket.socketpair()
@@ -312,6 +326,11 @@ class Broker:
             publishers=publishers,
             subscribers=subscribers,
             lvc=lvc,
+            auth=auth,
+            peer_logs={
+                monitor: PeerLog(role, peer_address, denied_key=auth.denied_key if auth else _no_denial)
+                for monitor, role in ((fe_monitor, "frontend"), (be_monitor, "backend"))
+            },
         )
 
     def cache_statistics(self) -> CacheStatistics | None:
@@ -330,6 +349,8 @@ class Broker:
             return
         run.wake_r.close()
         run.wake_w.close()
+        if run.auth is not None:
+            run.auth.stop()
         run.ctx.term()
         remove_ipc_files(self._frontend_endpoints + self._backend_endpoints)
 
@@ -379,9 +400,10 @@ class Broker:
                         event = recv_monitor_message(monitor, zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    counter.on_event(
-                        int(event["event"]), int(event["value"]), event["endpoint"].decode(errors="replace")
-                    )
+                    kind, value = int(event["event"]), int(event["value"])
+                    endpoint = event["endpoint"].decode(errors="replace")
+                    counter.on_event(kind, value, endpoint)
+                    run.peer_logs[monitor].on_event(kind, value, endpoint)
         subs = run.subscriptions_socket
         if subs in ready:
             while True:
@@ -402,3 +424,7 @@ class Broker:
             run.subscriptions_socket.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             logger.debug("broker statistics message {} dropped: internal queue full", run.envelope.seq)
+
+
+def _no_denial(host: str | None) -> None:
+    return None  # without CURVE there is no ZAP handler, so no denied key to name

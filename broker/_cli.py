@@ -94,6 +94,22 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (default $TICKBUS_METRICS_PORT; 0: off)",
     )
     parser.add_argument(
+        "--curve-secret",
+        metavar="FILE",
+        help="serve CURVE with this secret key file (NAME.key_secret from `tickbus keys generate`); "
+        "needs --allow-dir",
+    )
+    parser.add_argument(
+        "--allow-dir",
+        metavar="DIR",
+        help="admit only clients whose public key file (NAME.key) is in DIR; re-read when DIR changes",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback tcp endpoint without CURVE (unauthenticated, unencrypted)",
+    )
+    parser.add_argument(
         "--config",
         metavar="FILE",
         help="TOML file with a [broker] table (see actors._service_config); flags and "
@@ -120,6 +136,9 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
         heartbeat_ttl=args.heartbeat_timeout,
         stats_interval=args.stats_interval,
         lvc_patterns=[tuple(p.split(".")) for p in args.lvc or ()],
+        curve_secret=str(args.curve_secret) if args.curve_secret else None,
+        allow_dir=str(args.allow_dir) if args.allow_dir else None,
+        insecure=bool(args.insecure),
     )
 
 

@@ -6,6 +6,7 @@ configure the broker the same way.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,38 @@ def _check_port(name: str, endpoint: str) -> None:
     )
 
 
+def _check_security(config: BrokerConfig) -> None:
+    if (config.curve_secret is None) != (config.allow_dir is None):
+        given, missing = (
+            ("curve_secret", "allow_dir") if config.allow_dir is None else ("allow_dir", "curve_secret")
+        )
+        raise BrokerConfigError(
+            f"broker option {given} is set but {missing} is not; CURVE needs both the broker's secret "
+            "key file (--curve-secret) and the allow-list directory (--allow-dir)"
+        )
+    if config.curve_secret is not None or config.insecure:
+        return
+    for name, endpoints in (("frontend", config.frontend), ("backend", config.backend)):
+        for endpoint in endpoints:
+            if endpoint.startswith("tcp://") and not is_loopback(endpoint):
+                raise BrokerConfigError(
+                    f"broker {name} endpoint {endpoint!r} is reachable from other hosts but CURVE is off; "
+                    "give --curve-secret FILE --allow-dir DIR (see `tickbus keys`), bind to 127.0.0.1, "
+                    "or pass --insecure to accept unauthenticated, unencrypted peers"
+                )
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True when the tcp ``endpoint``'s host is a loopback address (127.0.0.0/8, ::1, localhost, lo)."""
+    host = endpoint.removeprefix("tcp://").rpartition(":")[0].strip("[]")
+    if host in ("localhost", "lo"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # '*', a host name or an interface name: may face the network
+        return False
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerConfig:
     """Endpoints and socket options of a :class:`~broker.Broker`.
@@ -95,6 +128,13 @@ class BrokerConfig:
     """Keys the last-value cache holds at most; the least recently updated go first."""
     lvc_max_bytes: int = 512 * 1024 * 1024
     """Bytes the last-value cache holds at most, roughly (keys, headers, payloads and overhead)."""
+    curve_secret: str | None = None
+    """The broker's secret certificate file (``tickbus keys generate``): every tcp and ipc connection
+    is CURVE-encrypted and only clients in :attr:`allow_dir` are admitted (see ``broker._auth``)."""
+    allow_dir: str | None = None
+    """Directory of the admitted clients' public certificate files (``NAME.key``); needs curve_secret."""
+    insecure: bool = False
+    """Allow a non-loopback tcp endpoint without CURVE (anyone who reaches it can read and publish)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "frontend", _endpoints("frontend", self.frontend))
@@ -138,6 +178,7 @@ class BrokerConfig:
                 or value < 0
             ):
                 raise BrokerConfigError(f"broker option {name}={value!r} is not a number of seconds >= 0")
+        _check_security(self)
         if self.heartbeat_ttl > _MAX_TTL_S:
             raise BrokerConfigError(
                 f"broker option heartbeat_ttl={self.heartbeat_ttl!r} exceeds ZeroMQ's limit of {_MAX_TTL_S} s"

@@ -116,6 +116,8 @@ class BrokerStatistics:
     subscribers: int
     publishers: int
     subscriptions: int
+    refused: int = 0
+    """Connections refused at the handshake (CURVE: no key, a wrong key, a key not allow-listed)."""
 
     @classmethod
     def build(
@@ -126,6 +128,7 @@ class BrokerStatistics:
         subscribers: int,
         publishers: int,
         subscriptions: int,
+        refused: int = 0,
     ) -> BrokerStatistics:
         """Combine the proxy counters with the connection and subscription counts."""
         return cls(
@@ -140,6 +143,7 @@ class BrokerStatistics:
             subscribers=subscribers,
             publishers=publishers,
             subscriptions=subscriptions,
+            refused=refused,
         )
 
     def as_dict(self) -> dict[str, Any]:

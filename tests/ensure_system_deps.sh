@@ -14,6 +14,8 @@ command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# the several-hosts tier (tests/netns): network namespaces, veth pairs and a bridge
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [[ ${#missing[@]} == 0 ]]; then
     exit 0
 fi

@@ -117,7 +117,7 @@ def test_a_busy_tcp_port_raises_bind_error_naming_the_endpoint_and_leaves_nothin
 
 
 def test_an_address_not_on_this_host_raises_bind_error_with_the_fix():
-    broker = Broker(_config(backend=["tcp://192.0.2.1:5551"]))  # TEST-NET-1: never local
+    broker = Broker(_config(backend=["tcp://192.0.2.1:5551"], insecure=True))  # TEST-NET-1: never local
     with pytest.raises(
         BindError, match=re.escape("broker backend endpoint 'tcp://192.0.2.1:5551' names no address")
     ):

@@ -1,0 +1,123 @@
+"""Who connected, who left and who was refused: the broker's peer log, from socket monitor events.
+
+Problem: an operator needs "peer 10.0.0.2:40112 gone from the frontend" when a host drops off
+(ZMTP heartbeats close its connection) and "refused peer 10.0.0.9:51022: CURVE key ... not on the
+allow-list" when a stranger knocks; libzmq's monitor events carry only a file descriptor
+(ACCEPTED, DISCONNECTED) and, for a listening socket, the bind address.
+
+Approach: the socket layer resolves the descriptor's peer address at ACCEPTED (``getpeername`` on a
+duplicate, while libzmq still holds the connection) and hands it in through ``address_of``; this
+class keeps fd -> (address, since) and reports at DISCONNECTED. A HANDSHAKE_FAILED_* event comes
+immediately before the DISCONNECTED of its own connection (see :mod:`broker._peers`), so that
+DISCONNECTED is a refusal, counted in :attr:`PeerLog.refused`. ZAP denials (``broker._auth``) know
+the refused client's IP and key; ``denied_key`` adds the key, and the IP when the descriptor was
+gone before it could be read.
+
+Limits: a client refused for want of CURVE (mechanism mismatch) is dropped within microseconds;
+when its descriptor is closed before the monitor event is read its address is "unknown" (measured
+on loopback: about one attempt in ten; the client retries, and the next attempt is usually named).
+Refusals are logged at most once a second per host, with a count of those summarised.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+import zmq
+from loguru import logger
+
+from actors._ratelimit import RateLimitedLog
+
+_FAILED: dict[int, str] = {
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed (no CURVE, or the wrong broker key?)",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake failed (no CURVE, or the wrong broker key?)",
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "its CURVE key is not on the allow-list",
+}
+UNKNOWN = "unknown address"
+
+
+class PeerLog:
+    """Peer addresses of one listening socket (``role``: frontend or backend), gone and refused peers."""
+
+    __slots__ = ("_address_of", "_denied_key", "_failure", "_log", "_now", "_open", "refused", "role")
+
+    def __init__(
+        self,
+        role: str,
+        address_of: Callable[[int], str | None],
+        *,
+        denied_key: Callable[[str | None], tuple[str, str] | None] = lambda host: None,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.role = role
+        self.refused = 0
+        """Connections refused at the handshake (no CURVE, wrong key, not on the allow-list)."""
+        self._address_of = address_of
+        self._denied_key = denied_key
+        self._now = now
+        self._open: dict[int, tuple[str, float]] = {}
+        self._failure: int | None = None
+        self._log = RateLimitedLog(interval=1.0, broker_role=role)
+
+    def on_event(self, event: int, value: int, endpoint: str) -> None:
+        """One monitor event (``value`` is the fd for ACCEPTED and DISCONNECTED)."""
+        if endpoint.startswith("inproc://"):
+            return
+        if event == zmq.EVENT_ACCEPTED:
+            self._open[value] = (self._address_of(value) or UNKNOWN, self._now())
+        elif event in _FAILED:
+            self._failure = event
+        elif event == zmq.EVENT_DISCONNECTED:
+            failure, self._failure = self._failure, None
+            address, since = self._open.pop(value, (UNKNOWN, self._now()))
+            if failure is None:
+                logger.warning(
+                    "peer gone: {} left the broker {} after {:.1f} s",
+                    address,
+                    self.role,
+                    self._now() - since,
+                )
+            else:
+                self._refuse(failure, address)
+
+    def address(self, fd: int) -> str | None:
+        """The address recorded for the open connection ``fd``, if any."""
+        entry = self._open.get(fd)
+        return entry[0] if entry is not None else None
+
+    def _refuse(self, failure: int, address: str) -> None:
+        self.refused += 1
+        host = None if address == UNKNOWN else address.rpartition(":")[0].strip("[]")
+        reason = _FAILED[failure]
+        if failure == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            denied = self._denied_key(host)  # (host, key) of the ZAP denial for this peer
+            if denied is not None:
+                if address == UNKNOWN:
+                    address = host = denied[0]
+                reason = f"its CURVE key {denied[1]} is not on the allow-list"
+        self._log.warning(
+            "refused:" + (host or UNKNOWN),
+            "refused peer {} on the broker {}: {} (refused so far: {})",
+            address,
+            self.role,
+            reason,
+            self.refused,
+        )
+
+
+def peer_address(fd: int) -> str | None:
+    """``host:port`` (tcp) or ``ipc pid N uid N`` of the peer of the connected socket ``fd``; None when
+    it is closed already. Works on a duplicate, so libzmq's descriptor is never touched."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            if sock.family == socket.AF_UNIX:
+                pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+                return f"ipc pid {pid} uid {uid}"
+            host, port = sock.getpeername()[:2]
+    except OSError:
+        return None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
