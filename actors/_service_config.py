@@ -12,6 +12,9 @@ One file format serves every service (see :mod:`actors._config` for ``[group]`` 
     heartbeat_timeout = 2.0     # seconds
     stats_interval = 1.0        # seconds; 0 publishes no statistics
     lvc = ["price.*"]           # last-value cache for late joiners' snapshots ("*": every key)
+    curve_secret = "/etc/tickbus/keys/broker.key_secret"   # CURVE: see `tickbus keys`
+    allow_dir = "/etc/tickbus/keys/allowed"                 # public keys of admitted clients
+    insecure = false            # true: serve other hosts without CURVE (trusted networks only)
     metrics_port = 9464         # Prometheus on 127.0.0.1:PORT; 0: off
 
     # /etc/tickbus/profiler.toml                (read by `tickbus profiler --config FILE`)
@@ -129,10 +132,22 @@ def _pids(value: object, where: str) -> list[int]:
     return [_integer(1)(item, where) for item in items]
 
 
-def _path(value: object, where: str) -> Path:
+def _file(value: object, where: str) -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where} = {value!r} must be a directory path")
-    return Path(value)
+        raise ConfigError(f"{where} = {value!r} must be a path")
+    return value
+
+
+def _path(value: object, where: str) -> Path:
+    return Path(_file(value, where))
+
+
+def _boolean(value: object, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+        return value.lower() in ("1", "true", "yes")
+    raise ConfigError(f"{where} = {value!r} must be true or false")
 
 
 class Key(NamedTuple):
@@ -152,6 +167,10 @@ BROKER_KEYS: dict[str, Key] = {
     "heartbeat_timeout": Key(_seconds(False), "TICKBUS_BROKER_HEARTBEAT_TIMEOUT", "heartbeat_timeout"),
     "stats_interval": Key(_seconds(False), "TICKBUS_BROKER_STATS_INTERVAL", "stats_interval"),
     "lvc": Key(_patterns, "TICKBUS_BROKER_LVC", "lvc"),
+    # CURVE (broker._auth): the broker's secret key file, the directory of admitted public keys
+    "curve_secret": Key(_file, "TICKBUS_BROKER_CURVE_SECRET", "curve_secret"),
+    "allow_dir": Key(_file, "TICKBUS_BROKER_ALLOW_DIR", "allow_dir"),
+    "insecure": Key(_boolean, "TICKBUS_BROKER_INSECURE", "insecure"),
     "metrics_port": Key(_integer(0, 65535), None, "metrics_port"),  # $TICKBUS_METRICS_PORT: metrics
 }
 """The ``[broker]`` table: key → validator, overriding environment variable, ``tickbus broker`` dest."""

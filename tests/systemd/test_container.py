@@ -170,13 +170,22 @@ def all_active(c: Container) -> bool:
     return c.run("systemctl", "is-active", *UNITS, check=False).stdout.split() == ["active"] * len(UNITS)
 
 
+def wait_all_active(c: Container, timeout: float = 60.0) -> None:
+    """Every unit active; on timeout, the AssertionError carries their status and latest logs."""
+    try:
+        until(lambda: all_active(c), timeout, "all four units active")
+    except AssertionError as exc:
+        status = c.run("systemctl", "status", "--no-pager", "-n", "15", *UNITS, check=False).stdout
+        raise AssertionError(f"{exc}:\n{status[-6000:]}") from None
+
+
 def test_every_unit_starts_at_boot_and_reports_ready(container):
-    until(lambda: all_active(container), 60, "all four units active")
+    wait_all_active(container)
     # Type=notify: "active" means READY=1 arrived; the status line is the one the process sent
     status = {unit: show(container, unit, "StatusText", "Type", "NRestarts") for unit in UNITS}
     assert {s["Type"] for s in status.values()} == {"notify"}
     assert status["tickbus-broker"]["StatusText"].startswith(
-        "tickbus broker ready frontend=tcp://0.0.0.0:5550"
+        "tickbus broker ready frontend=tcp://127.0.0.1:5550"
     )
     assert status["tickbus-actors@feed"]["StatusText"] == "group feed running actors ticker"
     assert status["tickbus-actors@sink"]["StatusText"] == "group sink running actors sink"
@@ -206,7 +215,7 @@ def test_the_running_units_are_hardened(container):
 
 
 def test_logs_reach_the_journal_as_json_lines(container):
-    until(lambda: all_active(container), 60, "all four units active")
+    wait_all_active(container)
     entries = journal(container, "tickbus-actors@sink")
     records = []
     for entry in entries:
@@ -238,7 +247,7 @@ def test_the_collector_attaches_to_both_groups_and_stores_windows(container):
 
 
 def test_kill_9_of_an_actor_group_restarts_it(container):
-    until(lambda: all_active(container), 60, "all four units active")
+    wait_all_active(container)
     before = show(container, "tickbus-actors@feed", "MainPID", "NRestarts")
     container.run("kill", "-9", before["MainPID"])
 
@@ -260,7 +269,7 @@ def test_kill_9_of_an_actor_group_restarts_it(container):
 
 def test_an_actor_whose_loop_blocks_is_killed_by_the_watchdog_and_restarted_in_time(container):
     unit = "tickbus-actors@sink"
-    until(lambda: all_active(container), 60, "all four units active")
+    wait_all_active(container)
     before = show(container, unit, "MainPID", "NRestarts", "WatchdogUSec", "RestartUSec")
     watchdog_s = _seconds(before["WatchdogUSec"])
     restart_s = _seconds(before["RestartUSec"])
@@ -316,3 +325,33 @@ def _seconds(value: str) -> float:
         else:
             raise ValueError(f"cannot read the time span {value!r}")
     return total
+
+
+def test_systemctl_stop_drains_and_exits_zero_then_start_reports_ready(container):
+    unit = "tickbus-actors@feed"
+    wait_all_active(container)
+    pid = show(container, unit, "MainPID")["MainPID"]
+    started = time.monotonic()
+    container.run("systemctl", "stop", unit, timeout=60)  # returns once the process has exited
+    took = time.monotonic() - started
+    state = show(
+        container, unit, "ActiveState", "Result", "ExecMainStatus", "ExecMainCode", "TimeoutStopUSec"
+    )
+    print(
+        f"\nsystemctl stop {unit}: {took:.2f} s, result {state['Result']}, exit status {state['ExecMainStatus']}"
+    )
+    # SIGTERM → STOPPING=1 → drain → exit 0: no SIGKILL after TimeoutStopSec, no failure
+    assert (state["ActiveState"], state["Result"], state["ExecMainCode"], state["ExecMainStatus"]) == (
+        "inactive",
+        "success",
+        "1",  # CLD_EXITED: exited by itself, not killed
+        "0",
+    )
+    assert took < _seconds(state["TimeoutStopUSec"])
+    texts = [message(e) for e in journal(container, unit) if e.get("_PID") == pid]
+    assert any('"message": "group feed running actors' in t for t in texts)
+    container.run("systemctl", "start", unit, timeout=60)  # Type=notify: returns after READY=1
+    assert show(container, unit, "ActiveState", "StatusText") == {
+        "ActiveState": "active",
+        "StatusText": "group feed running actors ticker",
+    }

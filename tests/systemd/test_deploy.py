@@ -91,7 +91,7 @@ def test_reinstall_keeps_operator_configs_unless_forced(tmp_path):
 def test_installed_example_configs_validate(tmp_path):
     install(tmp_path, bin_dir=BIN_DIR)
     etc = tmp_path / "etc/tickbus"
-    assert load_table(etc / "broker.toml", "broker")["frontend"] == ["tcp://0.0.0.0:5550"]
+    assert load_table(etc / "broker.toml", "broker")["frontend"] == ["tcp://127.0.0.1:5550"]
     assert load_table(etc / "profiler.toml", "profiler")["mode"] == "cpu"
     assert load_group_config(etc / "groups/example.toml.sample").actors[0].target == "mypkg.model:Model"
 

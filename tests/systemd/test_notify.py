@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,3 +137,17 @@ def test_broker_reports_ready_with_its_endpoints_feeds_the_watchdog_and_reports_
         proc.send_signal(signal.SIGTERM)
         listener.wait_for("STOPPING", timeout=10)
         assert proc.wait(20) == 0
+
+
+def test_thread_feed_feeds_only_while_its_check_passes(listener):
+    """The broker's feed: WATCHDOG=1 only when the check (the proxy answered) succeeds."""
+    notifier = SystemdNotifier({"NOTIFY_SOCKET": str(listener.path), "WATCHDOG_USEC": WATCHDOG_USEC})
+    healthy = threading.Event()
+    feeder = notifier.feed_from_thread(healthy.is_set)
+    try:
+        assert listener.next(0.4) is None  # four feed intervals with a failing check: silence
+        healthy.set()
+        assert listener.next(5.0) == {"WATCHDOG": "1"}
+    finally:
+        feeder.cancel()
+        notifier.close()

@@ -47,7 +47,7 @@ def test_broker_table_values_are_validated_and_keyed_by_option(tmp_path):
     [
         (
             "[broker]\nhwn = 5\n",
-            r"tickbus.toml: unknown key\(s\) broker.\['hwn'\]; allowed: \['backend', .*'hwm'",
+            r"tickbus.toml: unknown key\(s\) broker.\['hwn'\]; allowed: \['allow_dir', 'backend', .*'hwm'",
         ),
         ("[broker]\nhwm = -1\n", r"tickbus.toml: broker.hwm = -1 must be an integer >= 0"),
         ("[broker]\nhwm = true\n", r"tickbus.toml: broker.hwm = True must be an integer >= 0"),
@@ -74,6 +74,16 @@ def test_broker_table_values_are_validated_and_keyed_by_option(tmp_path):
 def test_broker_table_errors_name_the_file_the_key_and_what_is_allowed(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_table(write(tmp_path, text), "broker")
+
+
+def test_broker_table_carries_the_curve_settings(tmp_path, monkeypatch):
+    path = write(tmp_path, "[broker]\ncurve_secret = '/k/broker.key_secret'\nallow_dir = '/k/allowed'\n")
+    assert load_table(path, "broker") == {"curve_secret": "/k/broker.key_secret", "allow_dir": "/k/allowed"}
+    monkeypatch.setenv("TICKBUS_BROKER_INSECURE", "true")
+    args = apply_command_config(_parse("broker", "--config", str(path)), "broker")
+    assert (args.curve_secret, args.allow_dir, args.insecure) == ("/k/broker.key_secret", "/k/allowed", True)
+    with pytest.raises(ConfigError, match=r"broker.insecure = 'maybe' must be true or false"):
+        load_table(write(tmp_path, "[broker]\ninsecure = 'maybe'\n"), "broker")
 
 
 def test_profiler_table_errors_name_the_key_and_the_choices(tmp_path):
