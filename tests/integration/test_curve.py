@@ -197,6 +197,33 @@ async def test_actors_run_with_keys_from_the_environment_end_to_end(
         assert echo.close() == 0
 
 
+async def test_snapshots_and_request_reply_work_over_curve(keys: dict[str, Path]) -> None:
+    curve = ["--curve-secret", str(keys["broker_secret"]), "--allow-dir", str(keys["allowed"])]
+    env = {"TICKBUS_CURVE_SERVERKEY": str(keys["broker"]), "TICKBUS_CURVE_SECRET": str(keys["alice_secret"])}
+    alice = ClientCurve.from_files(keys["broker"], keys["alice_secret"])
+    with BrokerProcess.start(extra_args=[*curve, "--lvc", "price.*"]) as broker:
+        pricer = ActorProcess.launch(broker, "tests.integration.ask_actors:Pricer", name="pricing", env=env)
+        hub = await actors.connect(broker.frontend, broker.backend, name="asker", curve=alice)
+        try:
+            answer = await actors.ask(hub, ("svc", "price"), {"qty": 4, "n": 1}, timeout=10)
+            assert answer["px"] == 6.0 and answer["pid"] == pricer.proc.pid
+            publisher = await actors.connect(broker.frontend, broker.backend, name="prices", curve=alice)
+            try:
+                await publisher.wait_for_subscribers(("price", "x"))  # the broker's cache subscribes
+                publisher.publish(Key("price", "x"), 101.5)
+                for _ in range(200):  # the cache thread takes it off the backend: a moment later
+                    cached = await hub.snapshot(("price", "*"), timeout=10)
+                    if cached:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await publisher.close()
+            assert [m[1] for m in cached] == [101.5]
+        finally:
+            await hub.close()
+            assert pricer.close() == 0
+
+
 def test_the_unkeyed_actor_group_is_refused_and_says_which_keys_to_check(
     keys: dict[str, Path], curve_broker: BrokerProcess
 ) -> None:

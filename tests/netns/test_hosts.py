@@ -21,6 +21,10 @@ import pytest
 import actors
 from actors import ClientCurve, Key
 from actors.testing import eventually
+from observability import ProfileStore
+from observability._austin import austin_binary
+from observability._profiler_cli import READY_PREFIX
+from observability._profiler_errors import SamplerError
 
 from .hosts import HostProcess, NetnsUnavailableError, Network, probe
 
@@ -29,7 +33,7 @@ pytestmark = pytest.mark.timeout(240)
 FE_PORT, BE_PORT = 5550, 5551
 RATE = 400  # ticks per second
 CUT_SECONDS = 5.0
-BROKER_HEARTBEAT = ("0.5", "2.0")  # ivl, timeout: a silent peer is dropped within 2.5 s
+BROKER_HEARTBEAT = ("0.5", "1.5")  # ivl, timeout: a silent peer is dropped within 2 s
 GONE_WITHIN = 3.0
 
 
@@ -74,47 +78,66 @@ def group_toml(name: str, target: str, fe: str, be: str, **config: object) -> st
     return "\n".join(lines) + "\n"
 
 
-async def test_pipeline_across_hosts_survives_a_cut_cable_with_exact_gap_accounting(
-    network: Network, keys: dict[str, Path], tmp_path: Path
-) -> None:
-    fe = f"tcp://{network.address('a')}:{FE_PORT}"
-    be = f"tcp://{network.address('a')}:{BE_PORT}"
-    started: list[HostProcess] = []
+class Cluster:
+    """The hosts' processes: a CURVE broker on host a, and whatever a test starts on b and c."""
 
-    def start(host: str, name: str, argv: list[str], env: dict[str, str], ready: str) -> HostProcess:
+    def __init__(self, network: Network, keys: dict[str, Path], tmp_path: Path) -> None:
+        self.network, self.keys, self.tmp_path = network, keys, tmp_path
+        self.fe = f"tcp://{network.address('a')}:{FE_PORT}"
+        self.be = f"tcp://{network.address('a')}:{BE_PORT}"
+        self.started: list[HostProcess] = []
+
+    def start(self, host: str, name: str, argv: list[str], env: dict[str, str], ready: str) -> HostProcess:
         child = HostProcess.start(
-            network, host, name, argv, {"TICKBUS_DATA_DIR": str(tmp_path / name), **env}
+            self.network, host, name, argv, {"TICKBUS_DATA_DIR": str(self.tmp_path / name), **env}
         )
-        started.append(child)
+        self.started.append(child)
         child.wait_stdout(ready, 30)
         return child
 
-    def client_env(host: str) -> dict[str, str]:
+    def broker(self) -> HostProcess:
+        argv = ["-m", "broker", "--frontend", self.fe, "--backend", self.be]
+        argv += ["--curve-secret", str(self.keys["broker_secret"]), "--allow-dir", str(self.keys["allowed"])]
+        argv += ["--heartbeat-ivl", BROKER_HEARTBEAT[0], "--heartbeat-timeout", BROKER_HEARTBEAT[1]]
+        return self.start("a", "broker", [*argv, "--stats-interval", "0.5"], {}, "tickbus broker ready")
+
+    def client_env(self, host: str) -> dict[str, str]:
         return {
-            "TICKBUS_CURVE_SERVERKEY": str(keys["broker"]),
-            "TICKBUS_CURVE_SECRET": str(keys[f"host-{host}_secret"]),
+            "TICKBUS_CURVE_SERVERKEY": str(self.keys["broker"]),
+            "TICKBUS_CURVE_SECRET": str(self.keys[f"host-{host}_secret"]),
         }
 
-    def group(host: str, name: str, target: str, **config: object) -> HostProcess:
-        path = tmp_path / f"{name}.toml"
-        path.write_text(group_toml(name, target, fe, be, **config))
+    def group(self, host: str, name: str, target: str, **config: object) -> HostProcess:
+        path = self.tmp_path / f"{name}.toml"
+        path.write_text(group_toml(name, target, self.fe, self.be, **config))
         argv = ["-m", "actors._cli", "run", "--config", str(path)]
-        return start(host, name, argv, client_env(host), "tickbus run ready")
+        return self.start(host, name, argv, self.client_env(host), "tickbus run ready")
 
+    async def observer(self) -> actors.RemoteHub:
+        curve = ClientCurve.from_files(self.keys["broker"], self.keys["observer_secret"])
+        return await actors.connect(self.fe, self.be, name="observer", curve=curve)
+
+    def close(self) -> None:
+        for child in reversed(self.started):
+            child.stop()
+
+
+@pytest.fixture
+def cluster(network: Network, keys: dict[str, Path], tmp_path: Path) -> Iterator[Cluster]:
+    running = Cluster(network, keys, tmp_path)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+async def test_pipeline_across_hosts_survives_a_cut_cable_with_exact_gap_accounting(
+    network: Network, cluster: Cluster
+) -> None:
     observer: actors.RemoteHub | None = None
     try:
-        broker = start(
-            "a",
-            "broker",
-            ["-m", "broker", "--frontend", fe, "--backend", be, "--curve-secret", str(keys["broker_secret"])]
-            + ["--allow-dir", str(keys["allowed"]), "--heartbeat-ivl", BROKER_HEARTBEAT[0]]
-            + ["--heartbeat-timeout", BROKER_HEARTBEAT[1], "--stats-interval", "0.5"],
-            {},
-            "tickbus broker ready",
-        )
-        observer = await actors.connect(
-            fe, be, name="observer", curve=ClientCurve.from_files(keys["broker"], keys["observer_secret"])
-        )
+        broker = cluster.broker()
+        observer = await cluster.observer()
         stats: dict[str, dict[str, Any]] = {}
         feed_status: list[dict[str, Any]] = []
         actors.Subscriber(observer, "o").add_sync_listener(
@@ -125,9 +148,9 @@ async def test_pipeline_across_hosts_survives_a_cut_cable_with_exact_gap_account
         )
         await observer.sync()
 
-        strategy = group("c", "strategy", "Strategy")
-        model = group("b", "model", "Model")
-        feed = group("b", "feed", "Feed", rate=RATE, symbols=4, seed=7)
+        strategy = cluster.group("c", "strategy", "Strategy")
+        model = cluster.group("b", "model", "Model")
+        feed = cluster.group("b", "feed", "Feed", rate=RATE, symbols=4, seed=7)
 
         def received(name: str) -> int:
             return int(stats.get(name, {}).get("hub", {}).get("received", 0))
@@ -172,6 +195,7 @@ async def test_pipeline_across_hosts_survives_a_cut_cable_with_exact_gap_account
 
         await eventually(ticks_accounted, 20, "the model accounted for every tick")
         assert model.stop() == 0
+        await eventually(lambda: final("model"), 10, "the model's final statistics")
         model_stats = stats["model"]
         states = int(model_stats["actors"]["model"]["published"])
 
@@ -180,6 +204,7 @@ async def test_pipeline_across_hosts_survives_a_cut_cable_with_exact_gap_account
 
         await eventually(states_accounted, 20, "the strategy accounted for every state")
         assert strategy.stop() == 0
+        await eventually(lambda: final("strategy"), 10, "the strategy's final statistics")
         ticks_hub, states_hub = model_stats["hub"], stats["strategy"]["hub"]
         handled_ticks = model_stats["actors"]["model"]["handled"]
         handled_states = stats["strategy"]["actors"]["strategy"]["handled"]
@@ -201,5 +226,31 @@ async def test_pipeline_across_hosts_survives_a_cut_cable_with_exact_gap_account
     finally:
         if observer is not None:
             await observer.close()
-        for child in reversed(started):
-            child.stop()
+
+
+async def test_the_collector_on_host_c_profiles_the_strategy_there_over_curve(
+    network: Network, cluster: Cluster, tmp_path: Path
+) -> None:
+    try:
+        austin_binary()
+    except SamplerError as exc:
+        pytest.skip(f"SKIPPED LOUDLY: the collector part only: {exc}")
+    cluster.broker()
+    data_dir = tmp_path / "collector"
+    argv = ["-m", "actors._cli", "profiler", "--window", "2", "--data-dir", str(data_dir)]
+    argv += ["--frontend", cluster.fe, "--backend", cluster.be]
+    cluster.start("c", "collector", argv, cluster.client_env("c"), READY_PREFIX)
+    strategy = cluster.group("c", "strategy", "Strategy")
+    cluster.group("b", "model", "Model")
+    cluster.group("b", "feed", "Feed", rate=RATE, symbols=4, seed=7)
+
+    def strategy_windows() -> list[Any]:
+        store_path = data_dir / "profiles.sqlite"
+        if not store_path.exists():
+            return []
+        with ProfileStore(store_path, create=False) as store:
+            windows = store.windows(actor="strategy")
+        return [w for w in windows if w.labels.pid == strategy.proc.pid and w.samples > 0]
+
+    await eventually(lambda: bool(strategy_windows()), 30, "a stored window of the strategy on host c")
+    assert strategy_windows()[-1].labels.actors == ("strategy",)

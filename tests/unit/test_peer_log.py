@@ -1,0 +1,75 @@
+"""The broker's peer log, socket-free: addresses by fd, gone peers, refusals counted and named."""
+
+from __future__ import annotations
+
+import zmq
+from loguru import logger
+
+from broker._peer_log import UNKNOWN, PeerLog
+
+TCP = "tcp://10.0.0.1:5550"
+
+
+def capture() -> tuple[list[str], int]:
+    lines: list[str] = []
+    return lines, logger.add(lambda m: lines.append(m.record["message"]), level="INFO")
+
+
+def test_a_peer_that_disconnects_after_its_handshake_is_reported_gone_with_its_address_and_age():
+    clock = [100.0]
+    log = PeerLog("frontend", {7: "10.0.0.2:40000"}.get, now=lambda: clock[0])
+    lines, sink = capture()
+    try:
+        log.on_event(zmq.EVENT_ACCEPTED, 7, TCP)
+        log.on_event(zmq.EVENT_HANDSHAKE_SUCCEEDED, 0, TCP)
+        assert log.address(7) == "10.0.0.2:40000"
+        clock[0] = 112.5
+        log.on_event(zmq.EVENT_DISCONNECTED, 7, TCP)
+    finally:
+        logger.remove(sink)
+    assert lines == ["peer gone: 10.0.0.2:40000 left the broker frontend after 12.5 s"]
+    assert log.refused == 0 and log.address(7) is None
+
+
+def test_a_failed_handshake_is_a_counted_refusal_named_by_address_and_denied_key():
+    denials = {"10.0.0.9": ("10.0.0.9", "KEY")}
+    log = PeerLog(
+        "backend", {3: "10.0.0.9:5000", 4: None}.get, denied_key=lambda h: denials.get(h or "10.0.0.9")
+    )
+    lines, sink = capture()
+    try:
+        log.on_event(zmq.EVENT_ACCEPTED, 3, TCP)
+        log.on_event(zmq.EVENT_HANDSHAKE_FAILED_AUTH, 400, TCP)
+        log.on_event(zmq.EVENT_DISCONNECTED, 3, TCP)
+        log.on_event(zmq.EVENT_ACCEPTED, 4, TCP)  # closed before its address could be read
+        log.on_event(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, 0x11000001, TCP)
+        log.on_event(zmq.EVENT_DISCONNECTED, 4, TCP)
+    finally:
+        logger.remove(sink)
+    assert log.refused == 2
+    assert lines == [
+        "refused peer 10.0.0.9:5000 on the broker backend: its CURVE key KEY is not on the allow-list "
+        "(refused so far: 1)",
+        f"refused peer {UNKNOWN} on the broker backend: handshake failed (no CURVE, or the wrong broker key?) "
+        "(refused so far: 2)",
+    ]
+
+
+def test_refusals_from_one_host_are_logged_once_a_second_and_all_counted():
+    log = PeerLog("frontend", lambda fd: f"10.0.0.5:{fd}")
+    lines, sink = capture()
+    try:
+        for fd in range(10, 20):
+            log.on_event(zmq.EVENT_ACCEPTED, fd, TCP)
+            log.on_event(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, 0, TCP)
+            log.on_event(zmq.EVENT_DISCONNECTED, fd, TCP)
+    finally:
+        logger.remove(sink)
+    assert log.refused == 10 and len(lines) == 1 and lines[0].startswith("refused peer 10.0.0.5:10 ")
+
+
+def test_the_brokers_own_inproc_peers_are_ignored():
+    log = PeerLog("frontend", lambda fd: "x")
+    log.on_event(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, 0, "inproc://tickbus-broker-frontend")
+    log.on_event(zmq.EVENT_DISCONNECTED, 1, "inproc://tickbus-broker-frontend")
+    assert log.refused == 0
