@@ -7,6 +7,7 @@ not on the allow-list), so the broker's log lines can be told apart by address.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -222,6 +223,35 @@ async def test_snapshots_and_request_reply_work_over_curve(keys: dict[str, Path]
         finally:
             await hub.close()
             assert pricer.close() == 0
+
+
+async def test_ipc_endpoints_are_curve_too_and_name_a_refused_local_peer_by_pid(
+    keys: dict[str, Path],
+) -> None:
+    curve = ["--curve-secret", str(keys["broker_secret"]), "--allow-dir", str(keys["allowed"])]
+    alice = ClientCurve.from_files(keys["broker"], keys["alice_secret"])
+    wrong_server = ClientCurve.from_files(keys["mallory"], keys["alice_secret"])  # alice, misconfigured
+    with BrokerProcess.start(transport="ipc", extra_args=curve) as broker:
+        good = await actors.connect(broker.frontend, broker.backend, name="good", curve=alice)
+        lost = await actors.connect(
+            broker.frontend, broker.backend, name="lost", wait=None, curve=wrong_server
+        )
+        try:
+            got: list[Any] = []
+            actors.Subscriber(good, "s").add_sync_listener(Key("t", "*"), lambda k, p: got.append(p))
+            await good.sync()
+            await good.wait_for_subscribers(("t", "x"))
+            good.publish(Key("t", "x"), 1)
+            await eventually(lambda: got == [1], 10, "delivery over ipc with CURVE")
+            await eventually(
+                lambda: f"refused peer ipc pid {os.getpid()} " in broker.log(),
+                10,
+                "the wrong-server-key peer refused",
+            )
+            assert not lost.connected and lost.statistics().received == 0
+        finally:
+            await good.close()
+            await lost.close()
 
 
 def test_the_unkeyed_actor_group_is_refused_and_says_which_keys_to_check(
