@@ -37,7 +37,7 @@ from ._bind import bind_all, configure, remove_ipc_files
 from ._config import BrokerConfig
 from ._errors import BrokerError
 from ._lvc import CacheStatistics, CacheThread, LastValueCache
-from ._peer_log import PeerLog, peer_address
+from ._peer_log import PeerLog, closing_hosts_of, peer_address
 from ._peers import MONITOR_EVENTS, PeerCounter
 from ._stats import (
     BrokerStatistics,
@@ -328,8 +328,16 @@ class Broker:
             lvc=lvc,
             auth=auth,
             peer_logs={
-                monitor: PeerLog(role, peer_address, denied_key=auth.denied_key if auth else _no_denial)
-                for monitor, role in ((fe_monitor, "frontend"), (be_monitor, "backend"))
+                monitor: PeerLog(
+                    role,
+                    peer_address,
+                    denied_key=auth.denied_key if auth else _no_denial,
+                    closing_hosts=closing_hosts_of(bound),
+                )
+                for monitor, role, bound in (
+                    (fe_monitor, "frontend", fe_bound),
+                    (be_monitor, "backend", be_bound),
+                )
             },
         )
 

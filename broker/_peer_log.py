@@ -13,10 +13,12 @@ DISCONNECTED is a refusal, counted in :attr:`PeerLog.refused`. ZAP denials (``br
 the refused client's IP and key; ``denied_key`` adds the key, and the IP when the descriptor was
 gone before it could be read.
 
-Limits: a client refused for want of CURVE (mechanism mismatch) is dropped within microseconds;
-when its descriptor is closed before the monitor event is read its address is "unknown" (measured
-on loopback: about one attempt in ten; the client retries, and the next attempt is usually named).
-Refusals are logged at most once a second per host, with a count of those summarised.
+Limits: a client refused for want of CURVE (mechanism mismatch) is dropped within microseconds; its
+descriptor is often closed before the monitor event is read (on loopback about one attempt in ten).
+Its host is then taken from the kernel's closing connections on the broker's ports
+(``/proc/net/tcp*``, FIN_WAIT..TIME_WAIT, about a minute): named when there is one candidate, listed
+when several, "unknown" when none (a reset connection leaves no trace). Refusals are logged at most
+once a second per host, with a count of those summarised.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import zmq
 from loguru import logger
@@ -43,7 +45,17 @@ UNKNOWN = "unknown address"
 class PeerLog:
     """Peer addresses of one listening socket (``role``: frontend or backend), gone and refused peers."""
 
-    __slots__ = ("_address_of", "_denied_key", "_failure", "_log", "_now", "_open", "refused", "role")
+    __slots__ = (
+        "_address_of",
+        "_closing_hosts",
+        "_denied_key",
+        "_failure",
+        "_log",
+        "_now",
+        "_open",
+        "refused",
+        "role",
+    )
 
     def __init__(
         self,
@@ -51,6 +63,7 @@ class PeerLog:
         address_of: Callable[[int], str | None],
         *,
         denied_key: Callable[[str | None], tuple[str, str] | None] = lambda host: None,
+        closing_hosts: Callable[[], set[str]] = set,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.role = role
@@ -58,6 +71,7 @@ class PeerLog:
         """Connections refused at the handshake (no CURVE, wrong key, not on the allow-list)."""
         self._address_of = address_of
         self._denied_key = denied_key
+        self._closing_hosts = closing_hosts
         self._now = now
         self._open: dict[int, tuple[str, float]] = {}
         self._failure: int | None = None
@@ -99,6 +113,13 @@ class PeerLog:
                 if address == UNKNOWN:
                     address = host = denied[0]
                 reason = f"its CURVE key {denied[1]} is not on the allow-list"
+        if address == UNKNOWN:  # closed before its address was read: the kernel still knows the host
+            hosts = self._closing_hosts()
+            if len(hosts) == 1:
+                host = next(iter(hosts))
+                address = f"{host} (closed before its port could be read)"
+            elif hosts:
+                address = f"{UNKNOWN} (one of {', '.join(sorted(hosts))})"
         self._log.warning(
             "refused:" + (host or UNKNOWN),
             "refused peer {} on the broker {}: {} (refused so far: {})",
@@ -121,3 +142,39 @@ def peer_address(fd: int) -> str | None:
     except OSError:
         return None
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+_CLOSING_STATES = {"04", "05", "06", "07", "08", "09", "0B"}  # FIN_WAIT1 .. CLOSING, not LISTEN
+
+
+def closing_hosts(ports: frozenset[int]) -> set[str]:
+    """Remote hosts of this network namespace's tcp connections on ``ports`` that are closing or
+    closed within the last minute (TIME_WAIT): who a connection refused in microseconds came from."""
+    hosts: set[str] = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        try:
+            with open(table) as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) < 4 or fields[3] not in _CLOSING_STATES:
+                continue
+            local_port = int(fields[1].rpartition(":")[2], 16)
+            if local_port in ports:
+                hosts.add(_kernel_address(fields[2].rpartition(":")[0], family))
+    return hosts
+
+
+def _kernel_address(hexed: str, family: int) -> str:
+    raw = bytes.fromhex(hexed)  # /proc/net/tcp*: 32-bit words in host (little-endian) order
+    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    text = socket.inet_ntop(family, raw)
+    return text.removeprefix("::ffff:") if family == socket.AF_INET6 else text
+
+
+def closing_hosts_of(endpoints: Iterable[str]) -> Callable[[], set[str]]:
+    """:func:`closing_hosts` for the ports of the bound tcp ``endpoints`` (none for ipc only)."""
+    ports = frozenset(int(e.rpartition(":")[2]) for e in endpoints if e.startswith("tcp://"))
+    return (lambda: closing_hosts(ports)) if ports else set

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import zmq
 from loguru import logger
 
-from broker._peer_log import UNKNOWN, PeerLog
+from broker._peer_log import UNKNOWN, PeerLog, closing_hosts
 
 TCP = "tcp://10.0.0.1:5550"
 
@@ -73,3 +75,31 @@ def test_the_brokers_own_inproc_peers_are_ignored():
     log.on_event(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, 0, "inproc://tickbus-broker-frontend")
     log.on_event(zmq.EVENT_DISCONNECTED, 1, "inproc://tickbus-broker-frontend")
     assert log.refused == 0
+
+
+def test_a_refused_peer_closed_before_it_was_read_is_named_by_the_kernels_closing_connections():
+    hosts: set[str] = {"10.0.0.7"}
+    log = PeerLog("frontend", lambda fd: None, closing_hosts=lambda: set(hosts))
+    lines, sink = capture()
+    try:
+        for fd, host in ((5, "10.0.0.7"), (6, "10.0.0.8")):
+            hosts.add(host)
+            log.on_event(zmq.EVENT_ACCEPTED, fd, TCP)
+            log.on_event(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, 0, TCP)
+            log.on_event(zmq.EVENT_DISCONNECTED, fd, TCP)
+    finally:
+        logger.remove(sink)
+    assert [line.partition(" on the broker")[0] for line in lines] == [
+        "refused peer 10.0.0.7 (closed before its port could be read)",
+        f"refused peer {UNKNOWN} (one of 10.0.0.7, 10.0.0.8)",
+    ]
+
+
+def test_closing_hosts_reads_this_namespaces_closed_connections_on_a_port():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server closes first: its side lingers in FIN_WAIT/TIME_WAIT
+        client.close()
+        assert closing_hosts(frozenset({port})) == {"127.0.0.1"}
