@@ -61,6 +61,8 @@ _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HAND
 class RemoteHub(Hub):
     """A :class:`Hub` whose publish and subscribe go through a tickbus broker. Use :func:`connect`."""
 
+    _refused = False  # set when the broker refuses a handshake (CURVE keys): wait_connected says so
+
     def __init__(
         self,
         frontend: str,
@@ -512,6 +514,7 @@ class RemoteHub(Hub):
                 self._connected[index] = False
                 self._disconnects += 1
             elif event["event"] & _HANDSHAKE_FAILED:
+                self._refused = True
                 self._log.warning(
                     "handshake:" + _SIDES[index],
                     "hub {}: the broker's {} {} refused the handshake ({}); check the CURVE keys "
@@ -537,6 +540,12 @@ class RemoteHub(Hub):
             async with asyncio.timeout(timeout):
                 await self._connected_event.wait()
         except TimeoutError:
+            if self._refused:
+                raise ConnectError(
+                    f"the broker at {self.frontend!r} / {self.backend!r} refused this hub's handshake "
+                    f"({'no CURVE key' if self._curve is None else 'key not allowed or wrong broker key'}); "
+                    "set TICKBUS_CURVE_SERVERKEY / TICKBUS_CURVE_SECRET or add the key to the allow-list"
+                ) from None
             raise ConnectError(
                 f"no broker answered at frontend {self.frontend!r} / backend {self.backend!r} within "
                 f"{timeout}s; start one with `tickbus broker` or set TICKBUS_FRONTEND/TICKBUS_BACKEND"

@@ -122,7 +122,7 @@ async def test_clients_without_a_listed_key_receive_nothing_deliver_nothing_and_
         try:
             log = curve_broker.log
             await eventually(
-                lambda: f"refused peer {UNLISTED_HOST}:" in log() and f"refused peer {NO_KEY_HOST}:" in log(),
+                lambda: f"refused peer {UNLISTED_HOST}" in log() and f"refused peer {NO_KEY_HOST}" in log(),
                 15,
                 "the broker logged both rogue hosts' refusals with their addresses",
             )
@@ -145,7 +145,7 @@ async def test_clients_without_a_listed_key_receive_nothing_deliver_nothing_and_
         text = log()
         print("\n".join(line for line in text.splitlines() if "refused" in line))
         assert f"its CURVE key {mallory.public_key.decode()} is not on the allow-list" in text
-        nokey_lines = [line for line in text.splitlines() if f"refused peer {NO_KEY_HOST}:" in line]
+        nokey_lines = [line for line in text.splitlines() if f"refused peer {NO_KEY_HOST}" in line]
         assert "no CURVE" in nokey_lines[0]
         assert sub.statistics().gaps == 0
     finally:
@@ -258,9 +258,11 @@ def test_the_unkeyed_actor_group_is_refused_and_says_which_keys_to_check(
     keys: dict[str, Path], curve_broker: BrokerProcess
 ) -> None:
     group = '[group]\nname = "plain"\n\n[[actor]]\nclass = "tests.integration.sample_actors:Echo"\n'
-    with pytest.raises(actors.TickbusError, match="did not start"):
-        ActorProcess.launch(curve_broker, config_toml=group, name="plain", timeout=8)
-    assert "refused peer 127.0.0.1:" in curve_broker.log()
+    # the runner gives up after its 10 s connect timeout, with the reason as its last line
+    with pytest.raises(actors.TickbusError, match=r"refused this hub's handshake \(no CURVE key\)"):
+        ActorProcess.launch(curve_broker, config_toml=group, name="plain", timeout=30)
+    refusals = [line for line in curve_broker.log().splitlines() if "refused peer" in line]
+    assert refusals and "no CURVE" in refusals[0], refusals
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "*"])
