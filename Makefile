@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 20
 DEMO_RATE ?= 2000
 
-.PHONY: venv demo test test-fast bench soak lint check clean install
+.PHONY: venv demo demo-regression test test-fast bench soak lint check clean install
 
 venv: $(STAMP)
 
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m examples.demo --seconds $(DEMO_SECONDS) --rate $(DEMO_RATE)
+
+demo-regression: $(STAMP)
+	$(PY) -m examples.demo_regression
 
 test: $(STAMP)
 	bash tests/ensure_system_deps.sh
@@ -32,6 +35,7 @@ bench: $(STAMP)
 	$(PY) -m bench.run --json bench/results.json
 	$(PY) -m bench._tracing_cost
 	$(PY) -m bench._ask
+	$(PY) -m bench._collector_overhead --json bench/collector_overhead.json
 
 # 1 hour at 10k msgs/s through four actors (not part of `make test`); SOAK_MINUTES=10 for a short run
 SOAK_MINUTES ?= 60

@@ -40,6 +40,7 @@ import actors
 import observability
 
 from ._processes import DemoError, Processes, free_port, tail, tickbus_command
+from ._profiling import READY_PREFIX, profiler_command, top_lines
 
 GROUPS = {  # start order: every subscriber is up before its publisher starts
     "ui": "examples.pipeline:UI",
@@ -183,6 +184,9 @@ async def run_pipeline(args: argparse.Namespace, processes: Processes) -> Outcom
     try:
         monitor.attach(hub)
         await hub.sync()  # our subscriptions are in place before anything is published
+        profiler = profiler_command(frontend, backend, Path(args.data_dir), args.seconds)
+        await processes.start("profiler", profiler, READY_PREFIX)  # before the groups: it hears every hello
+        print("  profiler ready (Austin on every group as it starts)")
         for name, path in write_configs(args, processes.workdir, frontend, backend).items():
             await processes.start(
                 name, [*tickbus_command(), "run", "--config", str(path)], "tickbus run ready"
@@ -197,6 +201,7 @@ async def run_pipeline(args: argparse.Namespace, processes: Processes) -> Outcom
         for name in STOP_ORDER:
             codes[name] = await processes[name].stop()
             await monitor.wait_gone(name)
+        codes["profiler"] = await processes["profiler"].stop()
         await monitor.next_broker_report()
         demo_stats = {"group": "demo", "hub": _asdict(hub.statistics()), "actors": {}}
     finally:
@@ -287,6 +292,7 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> int:
     processes = Processes(workdir)
     processes.env.update(trace_environment(args))
     since_ns = time.time_ns()
+    since = time.time()
     try:
         outcome = await run_pipeline(args, processes)
     except (DemoError, actors.TickbusError) as exc:
@@ -296,7 +302,8 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> int:
     finally:
         await processes.kill_all()
     lines, ok = summarize(outcome)
-    print("\n".join([*lines, *trace_lines(args, since_ns)]))
+    profiles = top_lines(Path(args.data_dir), list(GROUPS), since)
+    print("\n".join([*lines, *trace_lines(args, since_ns), *profiles]))
     if not ok:
         _print_tails(workdir)
     return 0 if ok else 1

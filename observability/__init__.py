@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from ._profile_store import ProfileStore, ProfileStoreStatistics, RetentionReport, WindowSummary
     from ._profiler import Profiler, ProfilerConfig, ProfilerStatistics
     from ._profiler_errors import ProfilerError, ProfileStoreError, PtraceNotPermittedError, SamplerError
+    from ._regression import DetectionConfig, Regression, RegressionDetector
     from ._windows import FunctionShare, ProfileWindow, WindowFolder, WindowLabels, collapse, merge_windows
 
 # The profiling collector's names load on first use: they import actors, which imports this package
@@ -71,6 +72,9 @@ _LAZY = {
     "ProfilerError": "._profiler_errors",
     "PtraceNotPermittedError": "._profiler_errors",
     "SamplerError": "._profiler_errors",
+    "DetectionConfig": "._regression",
+    "Regression": "._regression",
+    "RegressionDetector": "._regression",
     "FunctionShare": "._windows",
     "ProfileWindow": "._windows",
     "WindowFolder": "._windows",
@@ -93,6 +97,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "AustinSample",
     "AustinSampler",
+    "DetectionConfig",
     "FunctionShare",
     "HangWatchdog",
     "Histogram",
@@ -111,6 +116,8 @@ __all__ = [
     "ProfilerError",
     "ProfilerStatistics",
     "PtraceNotPermittedError",
+    "Regression",
+    "RegressionDetector",
     "RetentionReport",
     "SamplerError",
     "SamplerStatistics",

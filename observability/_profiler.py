@@ -10,9 +10,10 @@ Targets come and go on their own: a sampler that ends because its process exited
 still runs is restarted after 1, 2, 4 ... 60 s. Austin only reads the targets' memory: they are never
 stopped or signalled. Each of these events is one log line.
 
-TODO(issue 5, next): regression detection on the stored windows (per-function self/inclusive share and
-CPU per handled message across versions, with a change-point test), alerts, views (flame graph /
-diff), the demo and a benchmark of Austin's overhead on the bus. Nothing here detects yet.
+Each stored window also goes to the regression detector (:mod:`observability._regression`), seeded
+from the store with a group's recent windows the first time the group is seen; what it finds goes to
+the alerts file, the log, the bus (``('$alerts', 'profile', <actor>)``), the webhook and the metrics
+(:mod:`observability._alerts`).
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ from loguru import logger
 
 import actors
 
+from ._alerts import AlertDispatcher
 from ._austin import DEFAULT_INTERVAL_US, AustinSample, AustinSampler, Mode, austin_binary
 from ._profile_store import ProfileStore, default_store_path
 from ._profiler_errors import ProfileStoreError, PtraceNotPermittedError, SamplerError
 from ._profiler_targets import Target, TargetTable, backoff_delay
+from ._regression import DetectionConfig, Regression, RegressionDetector
 from ._windows import DEFAULT_WINDOW, ProfileWindow
 
 _HEALTHY_RUN = 60.0  # a sampler that ran this long starts its backoff afresh after dying
@@ -54,6 +57,10 @@ class ProfilerConfig:
     host: str = field(default_factory=socket.gethostname)
     retention_every: float = 600.0
     backoff_cap: float = 60.0
+    detect: bool = True
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    alerts_file: Path | None = None  # None: <data dir>/alerts.jsonl
+    webhook: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +73,8 @@ class ProfilerStatistics:
     windows_stored: int
     sampler_starts: int
     sampler_failures: int
+    evaluations: int
+    alerts_active: int
 
 
 def pid_alive(pid: int) -> bool:
@@ -101,6 +110,11 @@ class Profiler:
         self._stored = 0
         self._starts = 0
         self._failures = 0
+        self.detector = RegressionDetector(config.detection)
+        self._seeded: set[tuple[str, str]] = set()
+        alerts_file = config.alerts_file or self.store.path.with_name("alerts.jsonl")
+        self.alerts = AlertDispatcher(alerts_file, webhook=config.webhook)
+        self.on_alert: Callable[[Regression], None] | None = None  # tests watch alerts here
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
         """Connect, discover, sample and store until ``stop`` is set; then store the partial windows."""
@@ -112,6 +126,11 @@ class Profiler:
             raise
         ticker: asyncio.Task[None] | None = None
         try:
+
+            def publish(key: tuple[str, ...], payload: dict[str, Any]) -> None:
+                hub.publish(actors.Key(*key), payload)
+
+            self.alerts.publish = publish
             subscriber = actors.Subscriber(hub, "profiler")
             subscriber.add_sync_listener(actors.Key("$actors", "*"), self._on_announcement)
             await hub.sync()
@@ -140,6 +159,7 @@ class Profiler:
                 ticker.cancel()
             await asyncio.gather(*self._tasks.values(), *([ticker] if ticker else []), return_exceptions=True)
             self._save(self.targets.flush_all(time.time()))
+            await self.alerts.drain()
             await hub.close()
             self.store.close()
 
@@ -152,6 +172,8 @@ class Profiler:
             windows_stored=self._stored,
             sampler_starts=self._starts,
             sampler_failures=self._failures,
+            evaluations=self.detector.evaluations,
+            alerts_active=len(self.detector.active()),
         )
 
     def sampler(self, pid: int) -> AustinSampler | None:
@@ -288,6 +310,8 @@ class Profiler:
                 logger.error("{}; window of group {} lost", exc, window.labels.group)
                 continue
             self._stored += 1
+            if self.config.detect:
+                self._detect(window)
             logger.debug(
                 "stored window of group {} pid {}: {} samples, {} handled",
                 window.labels.group,
@@ -295,3 +319,39 @@ class Profiler:
                 window.samples,
                 window.handled_total,
             )
+
+    def _detect(self, window: ProfileWindow) -> None:
+        key = (window.labels.host, window.labels.group)
+        try:
+            if key not in self._seeded:
+                self._seeded.add(key)
+                self.detector.seed(self._recent(window))
+            events = self.detector.observe(window)
+        except Exception:  # a detector bug must not stop the collection
+            logger.exception("regression detection failed on a window of group {}", window.labels.group)
+            return
+        self.alerts.handle(events)
+        if self.on_alert is not None:
+            for event in events:
+                self.on_alert(event)
+
+    def _recent(self, window: ProfileWindow) -> list[ProfileWindow]:
+        """The group's stored windows before ``window`` (a restarted collector keeps its baselines)."""
+        cfg = self.config.detection
+        try:
+            summaries = self.store.summaries(
+                actor=window.labels.group, last=2 * (cfg.baseline_windows + cfg.max_pool) + 1
+            )
+        except ProfileStoreError as exc:
+            logger.error("{}; detection starts without history", exc)
+            return []
+        ids = [
+            s.id
+            for s in summaries
+            if s.host == window.labels.host and s.group == window.labels.group and s.end < window.end
+        ]
+        try:
+            return self.store.load(ids)
+        except ProfileStoreError as exc:
+            logger.error("{}; detection starts without history", exc)
+            return []

@@ -58,6 +58,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "--config", metavar="FILE", help="TOML file with a [profiler] table; flags and $TICKBUS_* override it"
     )
     _add_data_dir(collector)
+    collector.add_argument(
+        "--alerts-file", type=Path, help="JSON lines of regression alerts (default <data-dir>/alerts.jsonl)"
+    )
+    collector.add_argument("--webhook", metavar="URL", help="also POST each alert as JSON to this URL")
+    collector.add_argument("--no-detect", action="store_true", help="store windows only, detect nothing")
 
     query = subparsers.add_parser("profile", help="query the profiles stored by `tickbus profiler`")
     queries = query.add_subparsers(dest="profile_command", required=True, metavar="QUERY")
@@ -78,6 +83,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     top.add_argument(
         "--by", choices=("self", "inclusive"), default="self", help="order by this share (default self)"
     )
+    from ._profile_views_cli import add_view_parsers
+
+    add_view_parsers(queries, _add_data_dir)
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
     """Run ``tickbus profiler`` or ``tickbus profile ...``; the exit code."""
     if args.command == "profiler":
         return _run_collector(args)
+    if args.profile_command not in ("windows", "top"):
+        from ._profile_views_cli import run_view
+
+        return run_view(args)
     from ._profile_store import ProfileStore, default_store_path
 
     with ProfileStore(default_store_path(args.data_dir), create=False) as store:
@@ -129,6 +141,9 @@ def _run_collector(args: argparse.Namespace) -> int:
         mode=args.mode,
         pids=tuple(args.pid),
         data_dir=args.data_dir,
+        detect=not getattr(args, "no_detect", False),
+        alerts_file=getattr(args, "alerts_file", None),
+        webhook=getattr(args, "webhook", None),
     )
     if config.window <= 0 or config.interval_us <= 0:
         from ._profiler_errors import ProfilerError
@@ -150,10 +165,15 @@ def _run_collector(args: argparse.Namespace) -> int:
             print(f"{READY_PREFIX} host={config.host} store={store.path}", flush=True)
             notifier.ready(f"{READY_PREFIX} host={config.host} store={store.path}")
 
+        from . import metrics
+
+        metrics_dir = config.data_dir / "metrics" / "profiler.jsonl" if config.data_dir else None
+        metrics.enable("profiler", otlp_file=metrics_dir)  # alerts raised/active, process CPU
         try:
             await Profiler(config, store=store).run(stop, on_ready=ready)
         finally:
             feeder.cancel()
+            metrics.disable()
 
     asyncio.run(main())
     return 0

@@ -1,0 +1,58 @@
+"""The demo's profiling collector: its command line, and the top functions per actor it found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from observability._profiler_cli import READY_PREFIX
+
+from ._processes import tickbus_command
+
+__all__ = ["READY_PREFIX", "profiler_command", "top_lines"]
+
+
+def profiler_command(frontend: str, backend: str, data_dir: Path, seconds: float) -> list[str]:
+    """``tickbus profiler`` for the demo: windows short enough that a short run fills a few."""
+    window = max(1.0, min(10.0, seconds / 4))
+    return [
+        *tickbus_command(),
+        "profiler",
+        "--frontend",
+        frontend,
+        "--backend",
+        backend,
+        "--window",
+        f"{window:g}",
+        "--data-dir",
+        str(data_dir),
+    ]
+
+
+def top_lines(data_dir: Path, groups: list[str], since: float, limit: int = 3) -> list[str]:
+    """The summary's profile lines: each group's top functions by self share over its windows of
+    this run (ending after ``since``), leaving out the event loop's idle wait."""
+    from observability import ProfilerError, ProfileStore
+    from observability._profiler_cli import short_function
+    from observability._regression import IDLE_FUNCTIONS
+    from observability._windows import merge_windows
+
+    path = data_dir / "profiles.sqlite"
+    lines = [f"  profiles             Austin at 100 Hz into {path}"]
+    try:
+        with ProfileStore(path, create=False) as store:
+            for group in groups:
+                summaries = [s for s in store.summaries(actor=group) if s.start >= since - 60]
+                windows = [w for w in store.load([s.id for s in summaries]) if w.end >= since]
+                if not windows:
+                    lines.append(f"    {group:<18} no windows")
+                    continue
+                merged = merge_windows(windows)
+                busy = [
+                    s for s in merged.function_shares() if not any(i in s.function for i in IDLE_FUNCTIONS)
+                ]
+                top = ", ".join(f"{s.self_share:.0%} {short_function(s.function)}" for s in busy[:limit])
+                lines.append(f"    {group:<18} {merged.samples} samples: {top}")
+    except ProfilerError as exc:
+        lines.append(f"    none: {exc}")
+    lines.append(f"  see more with         tickbus profile top --actor model --data-dir {data_dir}")
+    return lines

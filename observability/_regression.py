@@ -1,0 +1,426 @@
+"""Regression detection on profile windows: which function of which actor started to cost more.
+
+The method, per actor group (host + group; a restarted process keeps its history):
+
+1. **Measure.** For every window (:class:`~observability._windows.ProfileWindow`) and function, its
+   *self* count (samples where it is the leaf) and *inclusive* count (samples with it anywhere on the
+   stack), out of the window's samples. In CPU mode a sample is ``interval`` of CPU, so a share is
+   the fraction of the actor's CPU spent in (or below) the function. Windows with fewer than
+   ``min_window_samples`` samples are ignored, and so are functions matching ``ignore`` (by default
+   the event loop's ``selectors`` wait: its CPU samples measure how idle the actor is, not a cost).
+2. **Baseline.** The ``baseline_windows`` windows of the same version just before the latest
+   ``max_pool`` windows (so the baseline never overlaps what is tested), keeping only windows whose
+   message rate (handled per second) is within ``load_tolerance`` of the current one: a load change
+   moves every share (fixed costs spread over more messages), so windows are only compared with
+   windows at a similar load; after a load change detection resumes once ``min_baseline_windows``
+   windows at the new load exist. Right after a deploy, when the new version has fewer than
+   ``min_baseline_windows`` such windows, the latest windows of the previous version at a similar
+   load are the baseline (the alert then names ``baseline_version``).
+3. **Test.** The current sample is the pool of the last ``m`` windows of the current version, for
+   every ``m`` in ``min_persist .. max_pool``. For each function whose self or inclusive share is at
+   least ``min_share`` (baseline or current), a one-sided two-proportion z-test on the pooled counts,
+   current against baseline, with the variance inflated by the function's over-dispersion ``phi``:
+   the Pearson chi-square of its per-window counts across the baseline windows over their degrees of
+   freedom (samples inside a window are not independent: a handler runs for many ticks in a row), at
+   least 1 and at least the median over all functions (a quasi-binomial test; with ``phi = 1`` it is
+   the plain test on pooled counts). The smallest p over the pool sizes and the two kinds is
+   multiplied by their number (Bonferroni), then the Benjamini-Hochberg procedure at level ``alpha``
+   runs over all functions of the evaluation; ``confidence`` is 1 minus the BH-adjusted p (q-value).
+4. **Effect size.** The share must rise by at least ``min_relative_change`` (relative) and
+   ``min_absolute_change`` (share points).
+5. **Transients.** Each window of the pool, and at least the last ``min_persist`` windows, must on
+   its own show the function above the baseline share by half the minimum effect: one hot window
+   cannot raise an alert, however large (``confirm`` > 1 also asks for that many evaluations in a
+   row).
+6. **Cost moved, not added** (refactors). Among the samples that do not count for the function,
+   every other function keeps its proportion when the function alone got costlier. When cost moved
+   into it instead, from a caller (work moved into a new callee) or a sibling (code moved between
+   helpers, or samples of a run attributed to one neighbour rather than the other), that neighbour's
+   part drops beyond dilution. The drops significant at ``local_z``, scaled to the share they stand
+   for, are summed; at least ``refactor_fraction`` of the function's rise means a move: no alert.
+7. **Load.** Besides the load-matched baseline (step 2): inside its callers' subtree the function's
+   part must grow too, by ``min_relative_change`` and significantly (z >= ``local_z``), and it must
+   be under ``max_local_share`` of that subtree. More messages scale a handler's whole subtree and
+   leave its parts' proportions alone; a function that is (almost) all of its callers' cost is judged
+   through its callers, and a root frame (a thread's start) through what it calls.
+8. **One alert per regression.** The best of the two kinds is kept per function, and of candidates on
+   one call path only the deepest (a costlier leaf raises the inclusive share of every caller above
+   it). An alert stays active (no repeats) until, for ``resolve_after`` evaluations in a row, the last
+   ``max_pool`` windows pooled are back below the middle between the baseline share frozen when the
+   alert was raised and the share that raised it; then one *resolved* event.
+
+Limits: shares are relative, so a function near 100 % of its subtree cannot show a rise; Austin 3's
+CPU mode counts a runnable but preempted thread as running, so on a busy machine the samples of one
+function come in runs and ``phi`` grows (the test stays honest, it just needs more windows); the
+per-message CPU change is reported (``per_message_change``) but not tested, because the ``handled``
+counters reach the collector up to a second late and make it noisy on short windows.
+
+How it relates to published detectors:
+
+- **FBDetect** (Meta, SOSP 2024) tracks per-subroutine CPU share from fleet-wide stack sampling,
+  finds change points in those series, and then removes false positives: transient spikes, *cost
+  shift* (a refactor or inlining moving cost between subroutines; they compare the parent's cost), and
+  duplicates of one root cause. Steps 5, 6 and 8 are the same filters on one host's windows (step 6
+  looks at callers and siblings); we have no fleet, so the statistics are per actor with explicit
+  over-dispersion instead.
+- **Apache Otava** (ex Hunter) finds change points with E-Divisive means and keeps those whose two
+  segments differ by a Student's t-test at a chosen p. Here the change point is the start of the
+  pooled current windows (every pool size from ``min_persist`` to ``max_pool`` is tried, paid for with
+  Bonferroni), which suits a stream that is tested as each window arrives.
+- **Mozilla Perfherder** compares the 12 points before and after each candidate with Welch's t-test
+  and alerts above a t threshold and a minimum percentage change. The over-dispersed pooled-count test
+  is the same idea on per-window shares weighted by samples; ``min_relative_change`` is its minimum
+  change. Perfherder leaves triage to people; here the refactor and load filters do the first pass.
+
+Defaults: ``alpha`` 1e-4 (300 evaluations without a false alarm need a per-evaluation error well
+under 1/300), pools of 2 to 5 windows against up to 30 at a similar load (at least 8), a 5 % and 0.4
+point minimum rise, functions of at least 2 % of the samples.
+
+Defaults suit 60 s windows at 100 Hz; tests use short windows and a faster sampler. Pure logic: no
+clock, sockets or processes; times are the windows' own.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from ._regression_stats import (
+    Kind,
+    WindowCounts,
+    benjamini_hochberg,
+    callers_of,
+    dispersion,
+    is_ancestor,
+    message_rate,
+    moved_share,
+    normal_sf,
+    rise_z,
+    subtree_counts,
+)
+from ._windows import ProfileWindow
+
+State = Literal["active", "resolved"]
+_KINDS: tuple[Kind, ...] = ("self", "inclusive")
+# waiting, not working: in CPU mode their samples are the syscalls of an idle loop, and their share
+# moves with how idle the actor is (any frame label containing one of these is not tested)
+IDLE_FUNCTIONS = ("/selectors.py:", "/threading.py:Condition.wait", "/threading.py:Event.wait", ":<idle>")
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """The detector's parameters; see the module docstring for what each does."""
+
+    baseline_windows: int = 30
+    min_baseline_windows: int = 8
+    max_pool: int = 5
+    min_persist: int = 2
+    alpha: float = 0.0001
+    min_share: float = 0.02
+    min_relative_change: float = 0.05
+    min_absolute_change: float = 0.004
+    min_window_samples: int = 20
+    refactor_fraction: float = 0.5
+    local_z: float = 2.326
+    max_local_share: float = 0.9
+    resolve_after: int = 3
+    confirm: int = 1
+    ignore: tuple[str, ...] = IDLE_FUNCTIONS
+    load_tolerance: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_persist <= self.max_pool:
+            raise ValueError(f"need 1 <= min_persist ({self.min_persist}) <= max_pool ({self.max_pool})")
+        if self.min_baseline_windows < 2 or self.baseline_windows < self.min_baseline_windows:
+            raise ValueError("need 2 <= min_baseline_windows <= baseline_windows")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+
+
+@dataclass(frozen=True, slots=True)
+class Regression:
+    """One regression (``state`` ``active``) or its end (``resolved``), for one function of one group."""
+
+    state: State
+    host: str
+    group: str
+    actors: tuple[str, ...]
+    pid: int
+    version: str
+    baseline_version: str
+    function: str  # the window's frame label, ``file:qualified.name``
+    kind: Kind
+    baseline_share: float
+    current_share: float
+    relative_change: float
+    confidence: float
+    p_value: float
+    windows: int  # current windows pooled
+    baseline_windows: int
+    since: float  # start of the first pooled window
+    at: float  # end of the latest window
+    per_message_change: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What de-duplicates alerts: host, group and function."""
+        return (self.host, self.group, self.function)
+
+
+@dataclass
+class _Active:
+    regression: Regression
+    calm: int = 0  # evaluations in a row below the resolve level
+
+
+@dataclass
+class _Group:
+    history: deque[WindowCounts]
+    active: dict[str, _Active] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)  # evaluations in a row a function was found
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    function: str
+    kind: Kind
+    p: float
+    pool: int
+    base_share: float
+    cur_share: float
+    per_message: float | None
+
+
+class RegressionDetector:
+    """Feed windows with :meth:`observe`; get :class:`Regression` events (raised and resolved)."""
+
+    def __init__(self, config: DetectionConfig | None = None) -> None:
+        self.config = config or DetectionConfig()
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self.evaluations = 0
+
+    def active(self) -> list[Regression]:
+        """The regressions currently active, in every group."""
+        return [a.regression for g in self._groups.values() for a in g.active.values()]
+
+    def seed(self, windows: Iterable[ProfileWindow]) -> None:
+        """Fill the history (e.g. from the store after a restart) without evaluating."""
+        for window in sorted(windows, key=lambda w: w.end):
+            self._remember(window)
+
+    def observe(self, window: ProfileWindow) -> list[Regression]:
+        """Add one closed window and evaluate its group: the alerts raised and resolved by it."""
+        group = self._remember(window)
+        if group is None:
+            return []
+        return self._evaluate(group)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _remember(self, window: ProfileWindow) -> _Group | None:
+        if sum(window.stacks.values()) < self.config.min_window_samples:
+            return None
+        key = (window.labels.host, window.labels.group)
+        group = self._groups.get(key)
+        if group is None:
+            keep = 2 * (self.config.baseline_windows + self.config.max_pool)
+            group = self._groups[key] = _Group(deque(maxlen=keep))
+        group.history.append(WindowCounts.of(window))
+        return group
+
+    def _split(self, group: _Group) -> tuple[list[WindowCounts], list[WindowCounts]]:
+        """(current windows of the latest version, newest last; baseline windows at a similar load)."""
+        cfg = self.config
+        history = list(group.history)
+        version = history[-1].window.labels.version
+        same = [c for c in history if c.window.labels.version == version]
+        current = same[-cfg.max_pool :]
+        rates = sorted(r for c in current[-3:] if (r := message_rate(c.window)) is not None)
+        load = rates[len(rates) // 2] if rates else None
+
+        def near(c: WindowCounts) -> bool:
+            rate = message_rate(c.window)
+            if rate is None or load is None:
+                return True
+            return (max(rate, load) + 1) / (min(rate, load) + 1) <= 1 + cfg.load_tolerance
+
+        base = [c for c in same[: -cfg.max_pool] if near(c)][-cfg.baseline_windows :]
+        if len(base) < cfg.min_baseline_windows:
+            older = [c for c in history if c.window.labels.version != version]
+            if older:
+                previous = older[-1].window.labels.version
+                base = [c for c in older if c.window.labels.version == previous and near(c)]
+                base = base[-cfg.baseline_windows :]
+        return current, base
+
+    def _evaluate(self, group: _Group) -> list[Regression]:
+        cfg = self.config
+        current, base = self._split(group)
+        events = self._resolve(group, current)
+        if len(base) < cfg.min_baseline_windows or len(current) < cfg.min_persist:
+            return events
+        self.evaluations += 1
+        n_base = sum(c.total for c in base)
+        handled_base = sum(c.window.handled_total for c in base)
+        functions = {f for c in (*base[-3:], *current) for f in c.incl if not any(i in f for i in cfg.ignore)}
+        candidates: list[_Candidate] = []
+        p_values: list[float] = []
+        phis: dict[tuple[str, Kind], float] = {}
+        for kind in _KINDS:
+            for function in functions:
+                phis[(function, kind)] = dispersion(
+                    [c.count(function, kind) for c in base], [c.total for c in base]
+                )
+        floor = max(1.0, statistics.median(phis.values())) if phis else 1.0
+        tested = 0
+        for function in functions:
+            best: _Candidate | None = None
+            for kind in _KINDS:
+                x_base = sum(c.count(function, kind) for c in base)
+                base_share = x_base / n_base
+                phi = max(floor, phis[(function, kind)])
+                for m in range(cfg.min_persist, len(current) + 1):
+                    pool = current[-m:]
+                    x_cur = sum(c.count(function, kind) for c in pool)
+                    n_cur = sum(c.total for c in pool)
+                    cur_share = x_cur / n_cur
+                    if max(cur_share, base_share) < cfg.min_share:
+                        continue
+                    p = normal_sf(rise_z(x_cur, n_cur, x_base, n_base, phi))
+                    if best is None or p < best.p:
+                        handled = sum(c.window.handled_total for c in pool)
+                        per_message = None
+                        if handled and handled_base and x_base:
+                            per_message = (x_cur / handled) / (x_base / handled_base) - 1.0
+                        best = _Candidate(function, kind, p, m, base_share, cur_share, per_message)
+            if best is None:
+                continue
+            tested += 1
+            tries = 2 * (len(current) - cfg.min_persist + 1)
+            candidates.append(best)
+            p_values.append(min(1.0, best.p * tries))
+        if not candidates:
+            return events
+        q_values = benjamini_hochberg(p_values)
+        found = [
+            (c, q)
+            for c, q in zip(candidates, q_values, strict=True)
+            if q <= cfg.alpha and self._holds(c, current, base)
+        ]
+        found = self._deepest(found, current)
+        latest = current[-1].window
+        group.pending = {c.function: group.pending.get(c.function, 0) + 1 for c, _ in found}
+        for candidate, q in found:
+            if candidate.function in group.active or group.pending[candidate.function] < cfg.confirm:
+                continue
+            pool = current[-candidate.pool :]
+            regression = Regression(
+                state="active",
+                host=latest.labels.host,
+                group=latest.labels.group,
+                actors=latest.labels.actors,
+                pid=latest.labels.pid,
+                version=latest.labels.version,
+                baseline_version=base[-1].window.labels.version,
+                function=candidate.function,
+                kind=candidate.kind,
+                baseline_share=candidate.base_share,
+                current_share=candidate.cur_share,
+                relative_change=candidate.cur_share / candidate.base_share - 1.0
+                if candidate.base_share
+                else math.inf,
+                confidence=1.0 - q,
+                p_value=candidate.p,
+                windows=candidate.pool,
+                baseline_windows=len(base),
+                since=pool[0].window.start,
+                at=latest.end,
+                per_message_change=candidate.per_message,
+            )
+            group.active[candidate.function] = _Active(regression)
+            events.append(regression)
+        return events
+
+    def _holds(self, c: _Candidate, current: list[WindowCounts], base: list[WindowCounts]) -> bool:
+        """Effect size, persistence, refactor and load checks (steps 4-7)."""
+        cfg = self.config
+        rise = c.cur_share - c.base_share
+        if rise < cfg.min_absolute_change or rise < cfg.min_relative_change * c.base_share:
+            return False
+        floor = c.base_share + max(cfg.min_absolute_change, cfg.min_relative_change * c.base_share) / 2
+        if any(
+            w.count(c.function, c.kind) / w.total < floor for w in current[-max(c.pool, cfg.min_persist) :]
+        ):
+            return False
+        pool = current[-c.pool :]
+        if moved_share(c.function, c.kind, pool, base, cfg.local_z) >= cfg.refactor_fraction * rise:
+            return False
+        return self._grew_locally(c, pool, base)
+
+    def _grew_locally(self, c: _Candidate, pool: list[WindowCounts], base: list[WindowCounts]) -> bool:
+        """The load check: inside its callers' subtree the function's part must grow too.
+
+        More messages scale a handler's whole subtree and leave its parts' proportions alone.
+        """
+        cfg = self.config
+        callers = callers_of(c.function, (w.window for w in pool))
+        if not callers:  # a root (a thread's start): its descendants are the ones to name
+            return False
+        cur = [subtree_counts(c.function, c.kind, callers, w.window) for w in pool]
+        old = [subtree_counts(c.function, c.kind, callers, w.window) for w in base]
+        s_cur, s_base = sum(t for t, _ in cur), sum(t for t, _ in old)
+        x_cur, x_base = sum(x for _, x in cur), sum(x for _, x in old)
+        if not (s_base and s_cur) or x_base / s_base >= cfg.max_local_share:
+            return False
+        local_base = x_base / s_base
+        if x_cur / s_cur - local_base < cfg.min_relative_change * local_base:
+            return False
+        phi = max(1.0, dispersion([x for _, x in old], [t for t, _ in old]))
+        return rise_z(x_cur, s_cur, x_base, s_base, phi) >= cfg.local_z
+
+    @staticmethod
+    def _deepest(
+        found: list[tuple[_Candidate, float]], current: list[WindowCounts]
+    ) -> list[tuple[_Candidate, float]]:
+        windows = [c.window for c in current]
+        names = {c.function for c, _ in found}
+        return [
+            (c, q)
+            for c, q in found
+            if not any(other != c.function and is_ancestor(c.function, other, windows) for other in names)
+        ]
+
+    def _resolve(self, group: _Group, current: list[WindowCounts]) -> list[Regression]:
+        cfg = self.config
+        if not group.active or len(current) < cfg.min_persist:
+            return []
+        recent = current[-cfg.max_pool :]
+        total = sum(c.total for c in recent)
+        events: list[Regression] = []
+        latest = recent[-1].window
+        for function, active in list(group.active.items()):
+            raised = active.regression
+            share = sum(c.count(function, raised.kind) for c in recent) / total
+            level = (raised.baseline_share + raised.current_share) / 2
+            active.calm = active.calm + 1 if share < level else 0
+            if active.calm >= cfg.resolve_after:
+                del group.active[function]
+                events.append(
+                    replace(
+                        raised,
+                        state="resolved",
+                        pid=latest.labels.pid,
+                        version=latest.labels.version,
+                        current_share=share,
+                        relative_change=share / raised.baseline_share - 1.0
+                        if raised.baseline_share
+                        else math.inf,
+                        windows=len(recent),
+                        since=recent[0].window.start,
+                        at=latest.end,
+                    )
+                )
+        return events

@@ -1,0 +1,91 @@
+"""A model actor whose functions can be made costlier (or refactored) at run time, for detection tests.
+
+Each ``('tick', *)`` message runs ``compute_features`` and ``score_signal`` for a fixed number of loop
+iterations (work, not time: CPU mode measures CPU, and a loaded machine must not change the cost).
+``('control', 'slow')`` with ``{"function": name, "factor": 1.2}`` makes one of them costlier;
+``('control', 'refactor')`` moves ``compute_features``'s work into a new callee, ``features_kernel``
+(``{"on": false}`` moves it back). ``('control', 'drive')`` with ``{"rate": r}`` makes it tick itself r
+times a second (no driver process, no broker traffic: the least contention for the sampler).
+
+The work per call varies at random (uniformly within +-30 %): a strictly periodic workload beats with
+the sampler's fixed interval and shifts samples between the two functions for many windows in a row,
+which is an artefact of sampling, not a cost change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from actors import Actor, Key, handler
+
+FEATURES_ITERATIONS = 9_000
+SCORE_ITERATIONS = 6_000
+
+
+class Model(Actor):
+    """Two costly functions per tick; either can be slowed down, the first can be refactored."""
+
+    name = "model"
+
+    async def on_start(self) -> None:
+        self.factors = {"compute_features": 1.0, "score_signal": 1.0}
+        self.refactored = False
+        self.last = 0
+        self.rng = random.Random()
+        self.drive_rate = 0.0
+        self.driver: asyncio.Task[None] | None = None
+
+    async def on_stop(self) -> None:
+        if self.driver is not None:
+            self.driver.cancel()
+
+    async def _drive(self) -> None:
+        """Tick itself at ``drive_rate`` per second, in pairs at random gaps (no bus in the way)."""
+        i = 0
+        while True:
+            await asyncio.sleep(self.rng.expovariate(self.drive_rate / 2))
+            for _ in range(2):
+                self.on_tick(Key("tick", "self"), i)
+                i += 1
+
+    def iterations(self, base: int, function: str) -> int:
+        """``base`` loop iterations, times the function's factor, times a random 0.7 .. 1.3."""
+        return int(base * self.factors[function] * self.rng.uniform(0.7, 1.3))
+
+    @handler(("tick", "*"))
+    def on_tick(self, key: Key, payload: Any) -> None:
+        self.last = self.compute_features(payload) + self.score_signal(payload)
+
+    def compute_features(self, payload: Any) -> int:
+        iterations = self.iterations(FEATURES_ITERATIONS, "compute_features")
+        if self.refactored:
+            return self.features_kernel(iterations)
+        total = 0
+        for i in range(iterations):
+            total += i * i
+        return total
+
+    def features_kernel(self, iterations: int) -> int:
+        total = 0
+        for i in range(iterations):
+            total += i * i
+        return total
+
+    def score_signal(self, payload: Any) -> int:
+        total = 0
+        for i in range(self.iterations(SCORE_ITERATIONS, "score_signal")):
+            total += i * i
+        return total
+
+    @handler(("control", "*"))
+    def on_control(self, key: Key, payload: Any) -> None:
+        if key[1] == "slow":
+            self.factors[str(payload["function"])] = float(payload["factor"])
+        elif key[1] == "drive":
+            self.drive_rate = float(payload["rate"])
+            if self.driver is None:
+                self.driver = asyncio.get_running_loop().create_task(self._drive())
+        elif key[1] == "refactor":
+            self.refactored = bool(payload.get("on", True)) if isinstance(payload, dict) else True

@@ -1,0 +1,60 @@
+"""Injected regressions found by real Austin on a real actor process, with 3 s windows.
+
+The model actor ticks itself 1,300 times a second and spends ~40 % of its CPU in ``score_signal``;
+after a warm-up long enough for a baseline, a control message makes it 20 % (10 %) costlier. The collector must raise an alert naming
+``Model.score_signal`` and the actor ``model`` within 2 (5) windows that started after the change,
+and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from actors.testing import BrokerProcess
+from observability._regression import DetectionConfig
+
+from .live import live_model
+
+pytestmark = pytest.mark.slow
+
+WARMUP_WINDOWS = 12  # the 1st (partial) window, 5 to pool, at least 6 for the baseline
+
+
+@pytest.fixture
+def broker():
+    with BrokerProcess.start() as running:
+        yield running
+
+
+@pytest.mark.parametrize(("factor", "within"), [(1.2, 2), (1.1, 5)], ids=["20pct", "10pct"])
+async def test_a_costlier_function_is_flagged_in_time_naming_function_and_actor(
+    broker, tmp_path, factor, within
+):
+    detection = DetectionConfig(min_baseline_windows=6)
+    async with live_model(broker, tmp_path, 1300, detection, self_driven=True) as run:
+        await run.wait_windows(WARMUP_WINDOWS, 60)
+        assert not run.alerts, [a.function for a in run.alerts]
+        changed_at = time.time()
+        run.control("slow", {"function": "score_signal", "factor": factor})
+        async with asyncio.timeout(3.0 * (within + 2) + 20):
+            while not run.alerts:
+                await run.wait_windows(1, 30)
+        after = [w for w in run.windows if w.start >= changed_at and w.end <= run.alerts[0].at]
+    alert = run.alerts[0]
+    print(
+        f"\n{factor - 1:.0%} costlier: flagged after {len(after)} full window(s): "
+        f"share {alert.baseline_share:.3f} -> {alert.current_share:.3f} ({alert.relative_change:+.1%}), "
+        f"confidence {alert.confidence:.5f}, pool {alert.windows}, baseline {alert.baseline_windows} windows"
+    )
+    assert [a.function.rpartition(":")[2] for a in run.alerts] == ["Model.score_signal"]
+    assert alert.actors == ("model",) and alert.group == "model"
+    assert len(after) <= within
+    lines = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert lines[0]["function"]["name"] == "Model.score_signal"
+    assert lines[0]["function"]["file"].endswith("tests/profiling/model_actor.py")
+    assert lines[0]["function"]["line"] > 0
+    assert lines[0]["actor"] == "model"
