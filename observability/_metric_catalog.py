@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from ._alert_counters import profile_alerts
 from ._histogram_export import HistogramMetric, HistogramSeries
 from ._loop_health import hang_watchdog, loop_lag, slow_callbacks
 from ._metric_sources import Sources
@@ -192,6 +193,16 @@ def _hangs(options: CallbackOptions) -> Iterable[Observation]:
     return [Observation(hang_watchdog.hangs)] if hang_watchdog.enabled or hang_watchdog.hangs else []
 
 
+def _profile_alerts(options: CallbackOptions) -> Iterable[Observation]:
+    counts = profile_alerts
+    if not (counts.raised or counts.resolved):
+        return []
+    return [
+        Observation(counts.raised, {"tickbus.alert.state": "active"}),
+        Observation(counts.resolved, {"tickbus.alert.state": "resolved"}),
+    ]
+
+
 def create_instruments(meter: Meter, sources: Sources) -> None:
     """Create every observable instrument on ``meter``, reading ``sources`` at each collection."""
     for spec in _ACTOR_SPECS:
@@ -223,6 +234,18 @@ def create_instruments(meter: Meter, sources: Sources) -> None:
         callbacks=[_loop_counters],
         unit="{callback}",
         description="Event-loop callbacks that ran longer than the slow-callback threshold",
+    )
+    meter.create_observable_counter(
+        "tickbus.profile.alerts",
+        callbacks=[_profile_alerts],
+        unit="{alert}",
+        description="Profile regression alerts raised and resolved by this collector (tickbus.alert.state)",
+    )
+    meter.create_observable_up_down_counter(
+        "tickbus.profile.alerts.active",
+        callbacks=[lambda options: [Observation(profile_alerts.active)]],
+        unit="{alert}",
+        description="Profile regression alerts currently active",
     )
     meter.create_observable_counter(
         "tickbus.loop.hangs",
