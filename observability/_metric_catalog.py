@@ -111,6 +111,27 @@ _HUB_SPECS = (
     _Spec(
         "tickbus.hub.connected", "{connection}", "1 while connected to the broker", _one("connected"), True
     ),
+    _Spec("tickbus.hub.heartbeats", "{message}", "Publisher heartbeats received", _one("heartbeats")),
+    _Spec(
+        "tickbus.hub.publishers.live",
+        "{publisher}",
+        "Publishers heartbeating on time",
+        _one("publishers_live"),
+        True,
+    ),
+    _Spec(
+        "tickbus.hub.publishers.gone",
+        "{publisher}",
+        "Publishers whose heartbeats stopped",
+        _one("publishers_gone"),
+        True,
+    ),
+    _Spec("tickbus.hub.incarnations", "{restart}", "Publishers seen restarting", _one("incarnations")),
+    _Spec("tickbus.hub.slow", "{flag}", "1 while this hub is flagged a slow consumer", _one("slow"), True),
+    _Spec("tickbus.hub.slow.episodes", "{episode}", "Times this hub was flagged slow", _one("slow_episodes")),
+    _Spec(
+        "tickbus.hub.lag", "s", "Age of the last message processed at last check", _one("lag_seconds"), True
+    ),
 )
 _BROKER_SPECS = (
     _Spec(
@@ -140,16 +161,26 @@ _BROKER_SPECS = (
         _one("subscriptions"),
         True,
     ),
+    _Spec(
+        "tickbus.broker.refused",
+        "{connection}",
+        "Connections refused (CURVE/ZAP, handshake)",
+        _one("refused"),
+    ),
 )
 
 Rows = Callable[[], Iterable[tuple[Mapping[str, str], object]]]
 Callback = Callable[[CallbackOptions], Iterable[Observation]]
 
 
+def _number(value: object) -> int | float:
+    return value if type(value) is float else int(value)  # type: ignore[call-overload]
+
+
 def _observe(spec: _Spec, rows: Rows) -> Callback:
     def callback(options: CallbackOptions) -> Iterable[Observation]:
         return [
-            Observation(int(getattr(stats, name)), {**attributes, **extra})
+            Observation(_number(getattr(stats, name)), {**attributes, **extra})
             for attributes, stats in rows()
             for name, extra in spec.fields
         ]

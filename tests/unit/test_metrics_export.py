@@ -172,6 +172,10 @@ async def test_otlp_file_holds_actor_hub_counters_and_histograms_with_bucket_cou
     (sent,) = _points(last, "messaging.client.sent.messages")
     assert sent["asInt"] == "40"
     assert _points(last, "tickbus.hub.messages.published")[0]["asInt"] == "80"
+    # liveness and lag: an in-process hub has none, but they are exported, the lag as a float
+    assert _points(last, "tickbus.hub.slow")[0]["asInt"] == "0"
+    assert _points(last, "tickbus.hub.lag")[0]["asDouble"] == 0.0
+    assert _points(last, "tickbus.hub.publishers.gone")[0]["asInt"] == "0"
     (handler_time,) = _points(last, "messaging.process.duration")
     assert handler_time["count"] == "40" and sum(map(int, handler_time["bucketCounts"])) == 40
     (latency,) = _points(last, "tickbus.actor.latency")
