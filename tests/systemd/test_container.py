@@ -97,7 +97,7 @@ def _wheelhouse(run_dir: Path) -> tuple[Path, Path]:
 
 
 def _install_like_an_operator(c: Container) -> None:
-    """deploy/README.md, steps 1 to 3, on one server."""
+    """deploy/README.md, steps 1 to 3, on one server (which plays the broker's and the clients' part)."""
     c.run("python3", "-m", "venv", "/opt/tickbus")
     c.run(
         "/opt/tickbus/bin/pip", "install", "-q", "--no-index", "--disable-pip-version-check",
@@ -110,8 +110,24 @@ def _install_like_an_operator(c: Container) -> None:
     lib = c.host_path("/opt/trading/lib")
     lib.mkdir(parents=True)
     shutil.copy(REPO / "tests/systemd/service_actors.py", lib / "service_actors.py")
+    # step 1b: CURVE keys, the client's public key on the broker's allow-list, the clients' env
+    tickbus = "/opt/tickbus/bin/tickbus"
+    c.run("install", "-d", "-m", "750", "-g", "tickbus", "/etc/tickbus/keys", "/etc/tickbus/keys/allowed")
+    for name in ("broker", "trading"):
+        c.run(tickbus, "keys", "generate", name, "--dir", "/etc/tickbus/keys")
+    c.run("cp", "/etc/tickbus/keys/trading.key", "/etc/tickbus/keys/allowed/")
+    c.run("sh", "-c", "chgrp -R tickbus /etc/tickbus/keys && chmod 640 /etc/tickbus/keys/*.key_secret")
+    broker_toml = c.host_path("/etc/tickbus/broker.toml")  # step 2: CURVE on
+    broker_toml.write_text(
+        broker_toml.read_text().replace("#curve_secret", "curve_secret").replace("#allow_dir", "allow_dir")
+    )
     env = c.host_path("/etc/tickbus/tickbus.env")
-    env.write_text(env.read_text() + "PYTHONPATH=/opt/trading/lib\n")
+    env.write_text(
+        env.read_text()
+        + "PYTHONPATH=/opt/trading/lib\n"
+        + "TICKBUS_CURVE_SERVERKEY=/etc/tickbus/keys/broker.key\n"
+        + "TICKBUS_CURVE_SECRET=/etc/tickbus/keys/trading.key_secret\n"
+    )
     for name, text in GROUPS.items():
         c.host_path(f"/etc/tickbus/groups/{name}.toml").write_text(text)
     c.host_path("/etc/tickbus/profiler.env").write_text("TICKBUS_PROFILER_WINDOW=2\n")
@@ -192,6 +208,32 @@ def test_every_unit_starts_at_boot_and_reports_ready(container):
     assert status["tickbus-profiler"]["StatusText"].startswith("tickbus profiler ready host=")
     boots = container.run("journalctl", "--list-boots", "--no-pager").stdout.strip().splitlines()
     assert len(boots) >= 2, "the units were enabled in the first boot and started by the second"
+
+
+_KEYLESS_CLIENT = """
+import asyncio, actors
+async def main():
+    try:
+        hub = await actors.connect(wait=3)
+    except actors.ConnectError as exc:
+        print("refused:", exc)
+    else:
+        await hub.close()
+        print("admitted")
+asyncio.run(main())
+"""
+
+
+def test_with_curve_on_a_client_without_keys_is_refused_and_logged(container):
+    wait_all_active(container)
+    done = container.run("/opt/tickbus/bin/python", "-c", _KEYLESS_CLIENT, timeout=30)
+    assert done.stdout.startswith("refused:"), done.stdout
+    logged = until(
+        lambda: [m for m in map(message, journal(container, "tickbus-broker")) if "refused peer" in m],
+        10,
+        "the broker's log line about the refused client",
+    )
+    assert "127.0.0.1" in logged[-1]
 
 
 def test_installed_units_pass_systemd_analyze_verify_inside(container):
