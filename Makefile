@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(PY) -m bench.run --json bench/results.json
 	$(PY) -m bench._tracing_cost
 	$(PY) -m bench._ask
-	$(PY) -m bench._collector_overhead --json bench/collector_overhead.json
+	$(PY) -m bench._collector_overhead
 
 # 1 hour at 10k msgs/s through four actors (not part of `make test`); SOAK_MINUTES=10 for a short run
 SOAK_MINUTES ?= 60

@@ -137,3 +137,24 @@ def test_dispersion_is_near_one_for_binomial_counts_and_large_for_drifting_ones(
     assert 0.5 < dispersion(binomial, [2000] * 40) < 1.6
     drifting = [int(2000 * (0.2 + 0.2 * (i % 2))) for i in range(40)]
     assert dispersion(drifting, [2000] * 40) > 50
+
+
+def test_a_restarted_collector_picks_up_the_baseline_from_the_store(tmp_path):
+    """The collector seeds the detector with the group's stored windows the first time it sees it."""
+    from observability import Profiler, ProfilerConfig, ProfileStore
+
+    rng = random.Random(10)
+    store = ProfileStore(tmp_path / "profiles.sqlite")
+    for w in steady(rng, WARMUP):
+        store.add(w)
+    profiler = Profiler(ProfilerConfig(data_dir=tmp_path, host="h"), store=store)
+    events = []
+    profiler.on_alert = events.append
+    try:
+        for i in range(3):
+            profiler._save([window(rng, WARMUP + i, costs=costlier(SCORE, 1.3))])
+    finally:
+        store.close()
+    assert profiler.detector.evaluations == 3  # no warm-up needed: the history came from the store
+    assert [e.function for e in events] == [SCORE]
+    assert (tmp_path / "alerts.jsonl").read_text().count("\n") == 1
