@@ -54,9 +54,9 @@ Failure modes:
 
 Limits: asks are not traced (replies carry no trace context); an actor asking *itself* from inside a
 handler waits for its own mailbox and times out; nothing is retried (at most once, like every
-message here). A broker-connected answerer skips a reply to an inbox it does not know to be
-subscribed; the first ask's round trip makes that unlikely but not impossible for the very first
-reply, and the skip is counted (``replies_unrouted``).
+message here). A broker-connected answerer holds a reply to an inbox it does not yet know to be
+subscribed (the first ask of a hub races its inbox subscription) until the ask's deadline; a reply
+still unroutable then is counted (``replies_unrouted``).
 """
 
 from __future__ import annotations
@@ -138,6 +138,7 @@ class _AskState:
         self._opening: asyncio.Task[None] | None = None
         self._subscribed = False
         self._log = RateLimitedLog(hub=hub.name)
+        self._sending: set[asyncio.Task[None]] = set()  # replies waiting for their route
         self.asked = self.answered = self.failed = self.timeouts = self.no_answerer = 0
         self.malformed = self.requests_handled = self.answer_errors = self.expired = self.unrouted = 0
 
@@ -338,8 +339,25 @@ class _AskState:
             if len(self._reply_keys) >= _KEY_CACHE:
                 self._reply_keys.clear()
             key = self._reply_keys[request.reply_to] = Key(REPLY, request.reply_to)
-        if self._hub.publish(key, reply) == 0:
+        hub = self._hub
+        if not hub.has_subscribers(key):
+            # The asker's inbox subscription may still be on its way to this hub (it reaches the
+            # broker, then every publisher): wait for it until the ask's deadline, then give up.
+            task = asyncio.get_running_loop().create_task(self._send_when_routed(hub, key, request, reply))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+            return
+        if hub.publish(key, reply) == 0:
             self.unrouted += 1  # a remote hub skips a key nobody subscribes to: the asker is gone
+
+    async def _send_when_routed(self, hub: Hub, key: Key, request: Request, reply: dict[str, Any]) -> None:
+        try:
+            await hub.wait_for_subscribers(key, max(0.0, (request.deadline_ns - time.time_ns()) / 1e9))
+        except TimeoutError:
+            self.unrouted += 1  # the asker is gone, or gave up
+            return
+        if hub.publish(key, reply) == 0:
+            self.unrouted += 1
 
     def statistics(self) -> AskStatistics:
         table = self._table
