@@ -57,7 +57,9 @@ class Inbound:
         self._last = self.tracker.last  # the tracker's table, for the inlined fast path
         self.received = self.delivered = self.unmatched = self.malformed = self.oversize = 0
         self.heartbeats = 0
-        self.last_header: Header | None = None  # of the last message processed (lag measurement)
+        # the first message processed since the lag check last took it: the oldest, so a backlog
+        # drained between two checks is still seen (see actors._liveness.LagMonitor)
+        self.oldest_header: Header | None = None
         self.on_heartbeat: Callable[[str, float], None] | None = None  # (publisher id, interval)
 
     def handle(self, kb: bytes, hb: bytes | memoryview, pb: bytes | memoryview) -> None:
@@ -100,7 +102,8 @@ class Inbound:
             except EnvelopeError as exc:
                 self._drop("header", "dropped a message on {} with a bad header: {}", key, exc)
                 return
-        self.last_header = header
+        if self.oldest_header is None:
+            self.oldest_header = header
         # SequenceTracker.observe's fast path, inlined (one tuple, one dict get, one dict set).
         stream = (header.publisher, kb)
         seq = header.seq

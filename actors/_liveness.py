@@ -17,8 +17,9 @@ Approach:
 - **Gone** (:class:`PublisherLiveness`, subscriber side): a publisher whose heartbeats stopped for
   ``misses`` of its own intervals is reported gone once (log, statistics), and back when heard again.
   Connection-level silence (a dead broker or a cut link) is ZeroMQ's ZMTP heartbeat: see ``connect``.
-- **Slow consumers** (:class:`LagMonitor`): a few times a second the hub compares the send time of
-  the last message it processed with the clock. Same host: monotonic clocks, exact; other hosts:
+- **Slow consumers** (:class:`LagMonitor`): ten times a second the hub compares the send time of
+  the oldest message it processed since the last check with the clock (the first of each interval:
+  a backlog drained between two checks is still seen). Same host: monotonic clocks, exact; other hosts:
   wall clocks, as good as NTP. Beyond ``slow_after`` seconds the hub flags itself slow (statistics,
   one log line, an event on ``('$bus', 'slow', <hub name>)``), and recovered below half of it. The
   broker never waits for a slow subscriber: its queue to that subscriber overflows and the messages
@@ -187,25 +188,26 @@ def publisher_host_pid(publisher: str) -> tuple[str, int]:
 class LagMonitor:
     """Flags a hub slow when the messages it processes are older than ``slow_after`` seconds."""
 
-    __slots__ = ("_last_header", "episodes", "lag", "slow", "slow_after")
+    __slots__ = ("episodes", "lag", "slow", "slow_after")
 
     def __init__(self, slow_after: float) -> None:
         self.slow_after = slow_after
         self.slow = False
         self.episodes = 0
         self.lag = 0.0
-        self._last_header: object = None
 
     def check(self, header: Any, mono_ns: int, wall_ns: int) -> str | None:
-        """Update from the last processed header; ``"slow"``/``"recovered"`` on a change, else None."""
-        if header is self._last_header or header is None:
+        """Update from the oldest header processed since the last check (``None``: nothing processed).
+
+        Returns ``"slow"``/``"recovered"`` on a change, else None.
+        """
+        if header is None:
             self.lag = 0.0  # nothing new processed: idle (a stopped hub does not get here)
         else:
             same_host = publisher_host_pid(header.publisher)[0] == _HOST
             sent = header.mono_ns if same_host else header.wall_ns
             now = mono_ns if same_host else wall_ns
             self.lag = max(0.0, (now - sent) / 1e9)
-        self._last_header = header
         if self.slow_after <= 0:
             return None
         if not self.slow and self.lag > self.slow_after:

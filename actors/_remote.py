@@ -193,7 +193,8 @@ class RemoteHub(Hub):
 
     def _check_lag(self) -> None:
         inbound = self._inbound
-        change = self._lag.check(inbound.last_header, _monotonic_ns(), _time_ns())
+        change = self._lag.check(inbound.oldest_header, _monotonic_ns(), _time_ns())
+        inbound.oldest_header = None
         if change is None:
             return
         lag = self._lag
@@ -223,7 +224,7 @@ class RemoteHub(Hub):
         sock.setsockopt(zmq.RCVHWM, hwm)
         sock.setsockopt(zmq.LINGER, int(linger * 1000))
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)  # back within ~0.5 s of the broker's return
         sock.setsockopt(zmq.HEARTBEAT_IVL, int(ivl * 1000))
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timeout * 1000))
         sock.setsockopt(zmq.HEARTBEAT_TTL, int(timeout * 1000))

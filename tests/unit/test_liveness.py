@@ -51,7 +51,7 @@ def test_lag_flags_slow_once_and_recovers_below_half_the_bound():
     assert lag.check(Header(1, "p@elsewhere:1:a", 2, 0, 1_000_000_000, None), 0, 2_000_000_000) is None
     fresh = Header(1, "p@elsewhere:1:a", 3, 0, 1_900_000_000, None)
     assert lag.check(fresh, 0, 2_000_000_000) == "recovered"
-    assert lag.check(fresh, 0, 9_000_000_000) is None and lag.lag == 0.0  # nothing new: idle
+    assert lag.check(None, 0, 9_000_000_000) is None and lag.lag == 0.0  # nothing processed: idle
     assert lag.episodes == 1
 
 
