@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from loguru import logger
@@ -77,7 +77,9 @@ class HubStatistics:
     slow_episodes: int = 0
     """Times this hub was flagged slow."""
     lag_seconds: float = 0.0
-    """Age of the last message processed at the last check (0 when idle)."""
+    """Age of the oldest message processed between the last two checks (0 when idle)."""
+    malformed_by_reason: dict[str, int] = field(default_factory=dict)
+    """``malformed`` by reason: frames, key, header, payload, oversize, heartbeat."""
 
 
 class Hub:

@@ -57,6 +57,7 @@ class Inbound:
         self._last = self.tracker.last  # the tracker's table, for the inlined fast path
         self.received = self.delivered = self.unmatched = self.malformed = self.oversize = 0
         self.heartbeats = 0
+        self.malformed_by_reason: dict[str, int] = {}  # frames, key, header, payload, oversize, heartbeat
         # the first message processed since the lag check last took it: the oldest, so a backlog
         # drained between two checks is still seen (see actors._liveness.LagMonitor)
         self.oldest_header: Header | None = None
@@ -188,6 +189,7 @@ class Inbound:
 
     def _drop(self, reason: str, message: str, *args: Any) -> None:
         self.malformed += 1
+        self.malformed_by_reason[reason] = self.malformed_by_reason.get(reason, 0) + 1
         self._log.warning("malformed:" + reason, "hub {}: " + message, self._name, *args)
 
     def _log_sequence(self, seen: Observation, key: Key, publisher: str, seq: int) -> None:

@@ -580,6 +580,7 @@ class RemoteHub(Hub):
             slow=self._lag.slow,
             slow_episodes=self._lag.episodes,
             lag_seconds=self._lag.lag,
+            malformed_by_reason=dict(self._inbound.malformed_by_reason),
         )
 
     def sequence_tracker(self) -> SequenceTracker:
