@@ -6,8 +6,8 @@ Each event of the detector (a regression raised, or resolved when its cost retur
   see :func:`alert_record` for the fields;
 - one loguru warning (raised) or info line (resolved);
 - one message on ``('$alerts', 'profile', <actor>)`` through the collector's hub, the record as payload;
-- a POST of the record as JSON to ``--webhook`` when one is given, in a worker thread with a timeout:
-  failures are counted and logged (rate-limited to one line per minute), never raised;
+- a POST of the record as JSON to ``--webhook`` when one is given, in one worker thread (in order),
+  with a timeout: failures are counted and logged (rate-limited to one line per minute), never raised;
 - the counters of :data:`profile_alerts`, which the metrics exporter reads at each collection
   (``tickbus.profile.alerts`` by ``tickbus.alert.state``, ``tickbus.profile.alerts.active``,
   ``tickbus.profile.webhook.failures``).
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import json
@@ -144,6 +145,8 @@ class AlertDispatcher:
         self.counters = counters
         self.timeout = timeout
         self._posts: set[asyncio.Future[None]] = set()
+        # one thread: posts leave in the order of the events (raised before resolved)
+        self._poster = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="alert-webhook")
         self._last_failure_log = -math.inf
 
     def handle(self, events: list[Regression]) -> list[dict[str, Any]]:
@@ -197,7 +200,7 @@ class AlertDispatcher:
         except RuntimeError:  # no loop (a script): post inline
             self._send(body)
             return
-        future = loop.run_in_executor(None, self._send, body)
+        future = loop.run_in_executor(self._poster, self._send, body)
         self._posts.add(future)
         future.add_done_callback(self._posts.discard)
 

@@ -23,9 +23,10 @@ The method, per actor group (host + group; a restarted process keeps its history
    the Pearson chi-square of its per-window counts across the baseline windows over their degrees of
    freedom (samples inside a window are not independent: a handler runs for many ticks in a row), at
    least 1 and at least the median over all functions (a quasi-binomial test; with ``phi = 1`` it is
-   the plain test on pooled counts). The smallest p over the pool sizes and the two kinds is
-   multiplied by their number (Bonferroni), then the Benjamini-Hochberg procedure at level ``alpha``
-   runs over all functions of the evaluation; ``confidence`` is 1 minus the BH-adjusted p (q-value).
+   the plain test on pooled counts). The smallest p over the pool sizes and the two kinds (one for a
+   function that is a leaf wherever it appears) is multiplied by their number (Bonferroni), then the
+   Benjamini-Hochberg procedure at level ``alpha`` runs over all functions of the evaluation;
+   ``confidence`` is 1 minus the BH-adjusted p (q-value).
 4. **Effect size.** The share must rise by at least ``min_relative_change`` (relative) and
    ``min_absolute_change`` (share points).
 5. **Transients.** Each window of the pool, and at least the last ``min_persist`` windows, must on
@@ -33,11 +34,13 @@ The method, per actor group (host + group; a restarted process keeps its history
    cannot raise an alert, however large (``confirm`` > 1 also asks for that many evaluations in a
    row).
 6. **Cost moved, not added** (refactors). Among the samples that do not count for the function,
-   every other function keeps its proportion when the function alone got costlier. When cost moved
-   into it instead, from a caller (work moved into a new callee) or a sibling (code moved between
-   helpers, or samples of a run attributed to one neighbour rather than the other), that neighbour's
-   part drops beyond dilution. The drops significant at ``local_z``, scaled to the share they stand
-   for, are summed; at least ``refactor_fraction`` of the function's rise means a move: no alert.
+   every other function keeps its proportion when the function alone got costlier. When work moved
+   into it from a caller instead (the caller's code moved into a new callee), that caller's own part
+   drops beyond dilution. The drops significant at ``local_z``, scaled to the share they stand for,
+   are summed; at least ``refactor_fraction`` of the function's rise means a move: no alert.
+   (:func:`~observability._regression_stats.moved_share` can also count siblings, the callers' other
+   callees; that is off: on real samples it also cancels true regressions, because a costlier
+   function shifts its siblings' part of the rest of the process too.)
 7. **Load.** Besides the load-matched baseline (step 2): inside its callers' subtree the function's
    part must grow too, by ``min_relative_change`` and significantly (z >= ``local_z``), and it must
    be under ``max_local_share`` of that subtree. More messages scale a handler's whole subtree and
@@ -47,7 +50,10 @@ The method, per actor group (host + group; a restarted process keeps its history
    one call path only the deepest (a costlier leaf raises the inclusive share of every caller above
    it). An alert stays active (no repeats) until, for ``resolve_after`` evaluations in a row, the last
    ``max_pool`` windows pooled are back below the middle between the baseline share frozen when the
-   alert was raised and the share that raised it; then one *resolved* event.
+   alert was raised and the share that raised it; then one *resolved* event. The windows of a
+   regression's spell are left out of later baselines (a costlier function lowers every other share,
+   which would make the others look costlier once it is fixed), unless it lasted more than
+   ``baseline_windows`` windows: then it is the new normal.
 
 Limits: shares are relative, so a function near 100 % of its subtree cannot show a rise; Austin 3's
 CPU mode counts a runnable but preempted thread as running, so on a busy machine the samples of one
@@ -60,9 +66,8 @@ How it relates to published detectors:
 - **FBDetect** (Meta, SOSP 2024) tracks per-subroutine CPU share from fleet-wide stack sampling,
   finds change points in those series, and then removes false positives: transient spikes, *cost
   shift* (a refactor or inlining moving cost between subroutines; they compare the parent's cost), and
-  duplicates of one root cause. Steps 5, 6 and 8 are the same filters on one host's windows (step 6
-  looks at callers and siblings); we have no fleet, so the statistics are per actor with explicit
-  over-dispersion instead.
+  duplicates of one root cause. Steps 5, 6 and 8 are the same filters on one host's windows; we have
+  no fleet, so the statistics are per actor with explicit over-dispersion instead.
 - **Apache Otava** (ex Hunter) finds change points with E-Divisive means and keeps those whose two
   segments differ by a Student's t-test at a chosen p. Here the change point is the start of the
   pooled current windows (every pool size from ``min_persist`` to ``max_pool`` is tried, paid for with
@@ -72,7 +77,7 @@ How it relates to published detectors:
   is the same idea on per-window shares weighted by samples; ``min_relative_change`` is its minimum
   change. Perfherder leaves triage to people; here the refactor and load filters do the first pass.
 
-Defaults: ``alpha`` 1e-4 (300 evaluations without a false alarm need a per-evaluation error well
+Defaults: ``alpha`` 3e-4 (300 evaluations without a false alarm need a per-evaluation error well
 under 1/300), pools of 2 to 5 windows against up to 30 at a similar load (at least 8), a 5 % and 0.4
 point minimum rise, functions of at least 2 % of the samples.
 
@@ -119,7 +124,7 @@ class DetectionConfig:
     min_baseline_windows: int = 8
     max_pool: int = 5
     min_persist: int = 2
-    alpha: float = 0.0001
+    alpha: float = 0.0003
     min_share: float = 0.02
     min_relative_change: float = 0.05
     min_absolute_change: float = 0.004
@@ -182,6 +187,8 @@ class _Group:
     history: deque[WindowCounts]
     active: dict[str, _Active] = field(default_factory=dict)
     pending: dict[str, int] = field(default_factory=dict)  # evaluations in a row a function was found
+    # (since, until) of regressions: their windows are no baseline (shares of the others moved too)
+    spells: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -247,7 +254,8 @@ class RegressionDetector:
                 return True
             return (max(rate, load) + 1) / (min(rate, load) + 1) <= 1 + cfg.load_tolerance
 
-        base = [c for c in same[: -cfg.max_pool] if near(c)][-cfg.baseline_windows :]
+        earlier = [c for c in same[: -cfg.max_pool] if near(c)]
+        base = [c for c in earlier if not self._in_spell(group, c, earlier)][-cfg.baseline_windows :]
         if len(base) < cfg.min_baseline_windows:
             older = [c for c in history if c.window.labels.version != version]
             if older:
@@ -256,6 +264,15 @@ class RegressionDetector:
                 base = base[-cfg.baseline_windows :]
         return current, base
 
+    def _in_spell(self, group: _Group, c: WindowCounts, windows: list[WindowCounts]) -> bool:
+        """True when ``c`` falls in a regression's spell that lasted at most ``baseline_windows``
+        windows (a longer one is the new normal)."""
+        for since, until in group.spells:
+            if since <= c.window.start < until:
+                inside = sum(1 for w in windows if since <= w.window.start < until)
+                return inside <= self.config.baseline_windows
+        return False
+
     def _evaluate(self, group: _Group) -> list[Regression]:
         cfg = self.config
         current, base = self._split(group)
@@ -263,45 +280,7 @@ class RegressionDetector:
         if len(base) < cfg.min_baseline_windows or len(current) < cfg.min_persist:
             return events
         self.evaluations += 1
-        n_base = sum(c.total for c in base)
-        handled_base = sum(c.window.handled_total for c in base)
-        functions = {f for c in (*base[-3:], *current) for f in c.incl if not any(i in f for i in cfg.ignore)}
-        candidates: list[_Candidate] = []
-        p_values: list[float] = []
-        phis: dict[tuple[str, Kind], float] = {}
-        for kind in _KINDS:
-            for function in functions:
-                phis[(function, kind)] = dispersion(
-                    [c.count(function, kind) for c in base], [c.total for c in base]
-                )
-        floor = max(1.0, statistics.median(phis.values())) if phis else 1.0
-        tested = 0
-        for function in functions:
-            best: _Candidate | None = None
-            for kind in _KINDS:
-                x_base = sum(c.count(function, kind) for c in base)
-                base_share = x_base / n_base
-                phi = max(floor, phis[(function, kind)])
-                for m in range(cfg.min_persist, len(current) + 1):
-                    pool = current[-m:]
-                    x_cur = sum(c.count(function, kind) for c in pool)
-                    n_cur = sum(c.total for c in pool)
-                    cur_share = x_cur / n_cur
-                    if max(cur_share, base_share) < cfg.min_share:
-                        continue
-                    p = normal_sf(rise_z(x_cur, n_cur, x_base, n_base, phi))
-                    if best is None or p < best.p:
-                        handled = sum(c.window.handled_total for c in pool)
-                        per_message = None
-                        if handled and handled_base and x_base:
-                            per_message = (x_cur / handled) / (x_base / handled_base) - 1.0
-                        best = _Candidate(function, kind, p, m, base_share, cur_share, per_message)
-            if best is None:
-                continue
-            tested += 1
-            tries = 2 * (len(current) - cfg.min_persist + 1)
-            candidates.append(best)
-            p_values.append(min(1.0, best.p * tries))
+        candidates, p_values = self._scan(base, current)
         if not candidates:
             return events
         q_values = benjamini_hochberg(p_values)
@@ -341,8 +320,57 @@ class RegressionDetector:
                 per_message_change=candidate.per_message,
             )
             group.active[candidate.function] = _Active(regression)
+            group.spells.append((regression.since, math.inf))
             events.append(regression)
         return events
+
+    def _scan(
+        self, base: list[WindowCounts], current: list[WindowCounts]
+    ) -> tuple[list[_Candidate], list[float]]:
+        """Each tested function's best (lowest p) pool and kind, and its Bonferroni-adjusted p (step 3)."""
+        cfg = self.config
+        n_base = sum(c.total for c in base)
+        handled_base = sum(c.window.handled_total for c in base)
+        functions = {f for c in (*base[-3:], *current) for f in c.incl if not any(i in f for i in cfg.ignore)}
+        candidates: list[_Candidate] = []
+        p_values: list[float] = []
+        phis: dict[tuple[str, Kind], float] = {}
+        for kind in _KINDS:
+            for function in functions:
+                phis[(function, kind)] = dispersion(
+                    [c.count(function, kind) for c in base], [c.total for c in base]
+                )
+        floor = max(1.0, statistics.median(phis.values())) if phis else 1.0
+        window_set = (*base, *current)
+        for function in functions:
+            best: _Candidate | None = None
+            # a leaf everywhere has equal self and inclusive counts: one test, not two
+            leaf = all(c.count(function, "self") == c.count(function, "inclusive") for c in window_set)
+            kinds = _KINDS[:1] if leaf else _KINDS
+            for kind in kinds:
+                x_base = sum(c.count(function, kind) for c in base)
+                base_share = x_base / n_base
+                phi = max(floor, phis[(function, kind)])
+                for m in range(cfg.min_persist, len(current) + 1):
+                    pool = current[-m:]
+                    x_cur = sum(c.count(function, kind) for c in pool)
+                    n_cur = sum(c.total for c in pool)
+                    cur_share = x_cur / n_cur
+                    if max(cur_share, base_share) < cfg.min_share:
+                        continue
+                    p = normal_sf(rise_z(x_cur, n_cur, x_base, n_base, phi))
+                    if best is None or p < best.p:
+                        handled = sum(c.window.handled_total for c in pool)
+                        per_message = None
+                        if handled and handled_base and x_base:
+                            per_message = (x_cur / handled) / (x_base / handled_base) - 1.0
+                        best = _Candidate(function, kind, p, m, base_share, cur_share, per_message)
+            if best is None:
+                continue
+            tries = len(kinds) * (len(current) - cfg.min_persist + 1)
+            candidates.append(best)
+            p_values.append(min(1.0, best.p * tries))
+        return candidates, p_values
 
     def _holds(self, c: _Candidate, current: list[WindowCounts], base: list[WindowCounts]) -> bool:
         """Effect size, persistence, refactor and load checks (steps 4-7)."""
@@ -408,6 +436,10 @@ class RegressionDetector:
             active.calm = active.calm + 1 if share < level else 0
             if active.calm >= cfg.resolve_after:
                 del group.active[function]
+                group.spells = [
+                    (since, latest.start if since == raised.since and until == math.inf else until)
+                    for since, until in group.spells
+                ]
                 events.append(
                     replace(
                         raised,

@@ -147,20 +147,25 @@ def _related(
 
 
 def moved_share(
-    function: str, kind: Kind, pool: Sequence[WindowCounts], base: Sequence[WindowCounts], z: float
+    function: str,
+    kind: Kind,
+    pool: Sequence[WindowCounts],
+    base: Sequence[WindowCounts],
+    z: float,
+    *,
+    with_siblings: bool = False,
 ) -> float:
     """How much share the function's neighbours lost beyond dilution, in share points (cost moved).
 
-    Neighbours are its callers (their own code) and its siblings (the callers' other callees, with
-    what they call). Among the samples that do not count for ``function``, every other function keeps
-    its proportion when ``function`` alone got costlier; when cost moved out of a caller into
-    ``function`` (a new callee), or from a sibling into it (code moved between helpers, or samples
-    attributed to one neighbour rather than the other), the neighbour's part drops. Only drops
-    significant at ``z`` are summed.
+    Neighbours are its callers (their own code) and, with ``with_siblings``, its siblings (the
+    callers' other callees, with what they call). Among the samples that do not count for
+    ``function``, every other function keeps its proportion when ``function`` alone got costlier;
+    when cost moved out of a caller into ``function`` (a new callee), or from a sibling into it, the
+    neighbour's part drops. Only drops significant at ``z`` are summed.
     """
     windows = [w.window for w in pool]
     callers = callers_of(function, windows)
-    siblings = siblings_of(function, callers, windows)
+    siblings = siblings_of(function, callers, windows) if with_siblings else frozenset()
     cur, n_cur = _related(function, kind, callers, siblings, pool)
     old, n_old = _related(function, kind, callers, siblings, base)
     if not (n_cur and n_old):

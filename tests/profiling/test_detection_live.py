@@ -3,7 +3,9 @@
 The model actor ticks itself 1,300 times a second and spends ~40 % of its CPU in ``score_signal``;
 after a warm-up long enough for a baseline, a control message makes it 20 % (10 %) costlier. The collector must raise an alert naming
 ``Model.score_signal`` and the actor ``model`` within 2 (5) windows that started after the change,
-and nothing else.
+and nothing else. Those deadlines assume the samples are close to binomial: when other processes
+keep preempting the target (Austin 3 counts a preempted thread's wait against the function it was in),
+the warm-up windows show it and the test skips, saying how noisy they were.
 """
 
 from __future__ import annotations
@@ -16,12 +18,22 @@ import pytest
 
 from actors.testing import BrokerProcess
 from observability._regression import DetectionConfig
+from observability._regression_stats import dispersion
 
 from .live import live_model
 
 pytestmark = pytest.mark.slow
 
-WARMUP_WINDOWS = 12  # the 1st (partial) window, 5 to pool, at least 6 for the baseline
+WARMUP_WINDOWS = 15  # the 1st (partial) window, 5 to pool, at least 8 for the baseline, 1 spare
+MAX_PHI = 1.5
+
+
+def sampling_noise(windows) -> float:
+    """Over-dispersion of ``score_signal``'s self counts across clean windows (1: binomial noise only)."""
+    counts = [
+        sum(n for f, n in w.self_counts().items() if f.endswith(":Model.score_signal")) for w in windows
+    ]
+    return dispersion(counts, [sum(w.stacks.values()) for w in windows])
 
 
 @pytest.fixture
@@ -34,9 +46,15 @@ def broker():
 async def test_a_costlier_function_is_flagged_in_time_naming_function_and_actor(
     broker, tmp_path, factor, within
 ):
-    detection = DetectionConfig(min_baseline_windows=6)
-    async with live_model(broker, tmp_path, 1300, detection, self_driven=True) as run:
-        await run.wait_windows(WARMUP_WINDOWS, 60)
+    async with live_model(broker, tmp_path, 1300, DetectionConfig(), self_driven=True) as run:
+        await run.wait_windows(WARMUP_WINDOWS, 90)
+        phi = sampling_noise(run.windows[1:])
+        if phi > MAX_PHI:
+            pytest.skip(
+                f"this machine's sampling noise is too high to judge the detection deadline: "
+                f"score_signal's share varies {phi:.1f}x more between clean 3 s windows than sampling "
+                f"alone explains (at most {MAX_PHI} assumed); other processes are preempting the target"
+            )
         assert not run.alerts, [a.function for a in run.alerts]
         changed_at = time.time()
         run.control("slow", {"function": "score_signal", "factor": factor})
@@ -48,7 +66,8 @@ async def test_a_costlier_function_is_flagged_in_time_naming_function_and_actor(
     print(
         f"\n{factor - 1:.0%} costlier: flagged after {len(after)} full window(s): "
         f"share {alert.baseline_share:.3f} -> {alert.current_share:.3f} ({alert.relative_change:+.1%}), "
-        f"confidence {alert.confidence:.5f}, pool {alert.windows}, baseline {alert.baseline_windows} windows"
+        f"confidence {alert.confidence:.5f}, pool {alert.windows}, baseline {alert.baseline_windows} windows, "
+        f"sampling noise phi {phi:.1f}"
     )
     assert [a.function.rpartition(":")[2] for a in run.alerts] == ["Model.score_signal"]
     assert alert.actors == ("model",) and alert.group == "model"
