@@ -72,6 +72,9 @@ async def run(args: argparse.Namespace, processes: Processes) -> int:
             print(f"  {name} ready ({target})")
         print(f"  warming up for {args.warmup:g} s (the baseline) ...", flush=True)
         await asyncio.sleep(args.warmup)
+        while not alerts.empty():  # the detector is not perfect: say so
+            early = alerts.get_nowait()
+            print(f"  (an alert during the warm-up: {early['state']} {early['function']['name']})")
         slowed_at = time.time()
         hub.publish(actors.Key("control", "slow"), {"function": "risk_estimate", "factor": args.factor})
         print(
@@ -79,9 +82,11 @@ async def run(args: argparse.Namespace, processes: Processes) -> int:
             flush=True,
         )
         try:
-            alert = await asyncio.wait_for(alerts.get(), args.timeout)
+            async with asyncio.timeout(args.timeout):
+                while (alert := await alerts.get())["function"]["name"] != "RiskModel.risk_estimate":
+                    print(f"  (another alert: {alert['state']} {alert['function']['name']})")
         except TimeoutError:
-            print(f"  no alert within {args.timeout:g} s", file=sys.stderr)
+            print(f"  no alert naming RiskModel.risk_estimate within {args.timeout:g} s", file=sys.stderr)
             return 1
         after = time.time() - slowed_at
         print(f"\n  alert after {after:.1f} s on ('$alerts', 'profile', {alert['actor']!r}):")
@@ -102,7 +107,7 @@ async def run(args: argparse.Namespace, processes: Processes) -> int:
     print(f"\n  alerts file   {workdir / 'alerts.jsonl'}")
     print(f"  report        {report}   (a differential flame graph; open it in a browser)")
     print(f"  diff          tickbus profile diff --actor model --data-dir {workdir}")
-    return 0 if alert["function"]["name"] == "RiskModel.risk_estimate" else 1
+    return 0
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -17,8 +17,8 @@ from actors import Key, handler
 from .pipeline import Model
 
 HISTORY = 64
-RISK_PASSES = 16
-SIGNAL_PASSES = 8
+RISK_PASSES = 48
+SIGNAL_PASSES = 16
 
 
 class RiskModel(Model):

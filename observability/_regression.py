@@ -42,10 +42,11 @@ The method, per actor group (host + group; a restarted process keeps its history
    callees; that is off: on real samples it also cancels true regressions, because a costlier
    function shifts its siblings' part of the rest of the process too.)
 7. **Load.** Besides the load-matched baseline (step 2): inside its callers' subtree the function's
-   part must grow too, by ``min_relative_change`` and significantly (z >= ``local_z``), and it must
-   be under ``max_local_share`` of that subtree. More messages scale a handler's whole subtree and
-   leave its parts' proportions alone; a function that is (almost) all of its callers' cost is judged
-   through its callers, and a root frame (a thread's start) through what it calls.
+   part ``L`` must grow too, by ``min_relative_change * L * (1 - L)`` (a part near the whole cannot
+   grow much) and significantly (z >= ``local_z``), and ``L`` must be under ``max_local_share``.
+   More messages scale a handler's whole subtree and leave its parts' proportions alone; a function
+   that is (almost) all of its callers' cost is judged through its callers, and a root frame (a
+   thread's start) through what it calls.
 8. **One alert per regression.** The best of the two kinds is kept per function, and of candidates on
    one call path only the deepest (a costlier leaf raises the inclusive share of every caller above
    it). An alert stays active (no repeats) until, for ``resolve_after`` evaluations in a row, the last
@@ -404,7 +405,7 @@ class RegressionDetector:
         if not (s_base and s_cur) or x_base / s_base >= cfg.max_local_share:
             return False
         local_base = x_base / s_base
-        if x_cur / s_cur - local_base < cfg.min_relative_change * local_base:
+        if x_cur / s_cur - local_base < cfg.min_relative_change * local_base * (1 - local_base):
             return False
         phi = max(1.0, dispersion([x for _, x in old], [t for t, _ in old]))
         return rise_z(x_cur, s_cur, x_base, s_base, phi) >= cfg.local_z
