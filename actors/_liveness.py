@@ -33,9 +33,13 @@ on regardless. Tail losses are counted only for streams the subscriber had alrea
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from ._ratelimit import RateLimitedLog
+from ._sequence import SequenceTracker
 
 HEARTBEAT = ("$bus", "hb")
 HEARTBEAT_PREFIX = b"$bus\x00hb\x00"
@@ -218,3 +222,65 @@ class LagMonitor:
             self.slow = False
             return "recovered"
         return None
+
+
+class HubWatch:
+    """A remote hub's view of its publishers and of itself, run from the hub's periodic sweep."""
+
+    def __init__(
+        self, name: str, publisher_id: str, *, idle_heartbeat: float, slow_after: float, log: RateLimitedLog
+    ) -> None:
+        self.name, self.publisher_id = name, publisher_id
+        self.schedule = HeartbeatSchedule(idle_heartbeat)
+        self.liveness = PublisherLiveness()
+        self.lag = LagMonitor(slow_after)
+        self._log = log
+        self._incarnations_logged = 0
+
+    def heard(self, publisher: str, interval: float) -> None:
+        """A heartbeat arrived (``Inbound.on_heartbeat``)."""
+        if self.liveness.heard(publisher, interval, time.monotonic()):
+            self._log.log("INFO", "back:" + publisher, "hub {}: publisher {} is back", self.name, publisher)
+
+    def check_liveness(self, now: float, tracker: SequenceTracker) -> None:
+        """Log publishers newly gone, and publishers that restarted."""
+        for publisher, silent in self.liveness.check(now):
+            self._log.warning(
+                "gone:" + publisher,
+                "hub {}: publisher {} gone: no heartbeat for {:.1f} s",
+                self.name,
+                publisher,
+                silent,
+            )
+        if tracker.incarnations != self._incarnations_logged and tracker.last_incarnation is not None:
+            self._incarnations_logged = tracker.incarnations
+            old, new = tracker.last_incarnation
+            self._log.log("INFO", "incarnation", "hub {}: publisher {} restarted as {}", self.name, old, new)
+
+    def check_lag(self, oldest: Any, gaps: int) -> dict[str, Any] | None:
+        """Update the slow flag from the oldest header processed since the last check.
+
+        Returns the event to publish on ``('$bus', 'slow', <hub>)`` when the flag changes, else None.
+        """
+        change = self.lag.check(oldest, time.monotonic_ns(), time.time_ns())
+        if change is None:
+            return None
+        lag = self.lag
+        if change == "slow":
+            self._log.warning(
+                "slow",
+                "hub {}: slow consumer: processing messages {:.2f} s old (bound {} s); {} gaps so far",
+                self.name,
+                lag.lag,
+                lag.slow_after,
+                gaps,
+            )
+        else:
+            self._log.log("INFO", "recovered", "hub {}: caught up (lag {:.3f} s)", self.name, lag.lag)
+        return {
+            "hub": self.name,
+            "publisher_id": self.publisher_id,
+            "lag_seconds": lag.lag,
+            "gaps": gaps,
+            "state": change,
+        }

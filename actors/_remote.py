@@ -31,13 +31,13 @@ from ._curve import ClientCurve
 from ._envelope import FORMAT_VERSION
 from ._envelope import pack_payload as _pack_payload
 from ._envelope import reset_payload_packer as _reset_payload_packer
-from ._errors import ConnectError, EnvelopeError, SnapshotError
+from ._errors import ConnectError, EnvelopeError
 from ._hub import Hub, HubStatistics, Message, Route
 from ._inbound import Inbound
 from ._keys import Key, encode_key, subscription_prefix
-from ._liveness import HEARTBEAT, HEARTBEAT_PREFIX, SLOW, HeartbeatSchedule, LagMonitor, PublisherLiveness
+from ._liveness import HEARTBEAT, HEARTBEAT_PREFIX, SLOW, HubWatch
 from ._sequence import SequenceTracker
-from ._snapshot import INBOX, REQUEST, SnapshotMerge, SnapshotRequest, no_cache_error, request_payload
+from ._snapshot import SnapshotClient
 
 _DRAIN_BUDGET = 2_000  # messages per reader callback before yielding to other callbacks
 _CACHE_LIMIT = 100_000
@@ -106,19 +106,15 @@ class RemoteHub(Hub):
         self._prefix_refs: dict[bytes, int] = {}
         self._remote_prefixes: set[bytes] = set()
         self._inbound = Inbound(self._index, max_payload=max_payload, log=self._log, name=name)
-        self._inbound.on_heartbeat = self._on_heartbeat
+        self._watch = HubWatch(
+            name, self.publisher_id, idle_heartbeat=idle_heartbeat, slow_after=slow_after, log=self._log
+        )
+        self._inbound.on_heartbeat = self._watch.heard
         self._sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_PREFIX)  # every hub hears every heartbeat
         self._heartbeat_key = Key(*HEARTBEAT, name)
         self._heartbeat_kb = encode_key(self._heartbeat_key)
-        self._schedule = HeartbeatSchedule(idle_heartbeat)
-        self._liveness = PublisherLiveness()
-        self._lag = LagMonitor(slow_after)
         self._sweeps = 0
-        self._incarnations_logged = 0
-        self._snapshots: dict[str, SnapshotRequest] = {}
-        self._inbox = Key(*INBOX, self.publisher_id)
-        self._inbox_ready = False
-        self._snapshot_rejects = 0
+        self._snapshots = SnapshotClient(self, self.publisher_id, self._log)
         self._connected = [False, False]
         self._connected_event = asyncio.Event()
         self._prefixes_changed = asyncio.Event()
@@ -149,12 +145,16 @@ class RemoteHub(Hub):
         self._sweeps += 1
         now = time.monotonic()
         try:
-            if self._schedule.due(now, self._published + self._publish_skipped):
+            if self._watch.schedule.due(now, self._published + self._publish_skipped):
                 self._send_heartbeat(now)
+            inbound = self._inbound
             if self._sweeps % _LAG_EVERY == 0:
-                self._check_lag()
+                header, inbound.oldest_header = inbound.oldest_header, None
+                event = self._watch.check_lag(header, inbound.tracker.gaps)
+                if event is not None:
+                    self.publish(Key(*SLOW, self.name), event)
             if self._sweeps % _LIVENESS_EVERY == 0:
-                self._check_liveness(now)
+                self._watch.check_liveness(now, inbound.tracker)
         except Exception as exc:  # housekeeping must outlive its own bugs
             self._log.log("ERROR", "housekeeping", "hub {}: housekeeping failed", self.name, exception=exc)
 
@@ -163,7 +163,7 @@ class RemoteHub(Hub):
         own = self._heartbeat_kb
         streams = [(o[0], o[1]) for o in self._out.values() if o[0] != own]
         streams.extend(self._seqs.items())
-        payload = self._schedule.next_payload(now, self._published + self._publish_skipped, streams)
+        payload = self._watch.schedule.next_payload(now, self._published + self._publish_skipped, streams)
         published, skipped = self._published, self._publish_skipped
         try:
             self.publish(self._heartbeat_key, payload)
@@ -171,52 +171,6 @@ class RemoteHub(Hub):
             self._log.warning("heartbeat", "hub {}: heartbeat not sent: {}", self.name, exc)
         # control traffic: `published` and `publish_skipped` count the application's messages
         self._published, self._publish_skipped = published, skipped
-
-    def _on_heartbeat(self, publisher: str, interval: float) -> None:
-        if self._liveness.heard(publisher, interval, time.monotonic()):
-            self._log.log("INFO", "back:" + publisher, "hub {}: publisher {} is back", self.name, publisher)
-
-    def _check_liveness(self, now: float) -> None:
-        for publisher, silent in self._liveness.check(now):
-            self._log.warning(
-                "gone:" + publisher,
-                "hub {}: publisher {} gone: no heartbeat for {:.1f} s",
-                self.name,
-                publisher,
-                silent,
-            )
-        tracker = self._inbound.tracker
-        if tracker.incarnations != self._incarnations_logged and tracker.last_incarnation is not None:
-            self._incarnations_logged = tracker.incarnations
-            old, new = tracker.last_incarnation
-            self._log.log("INFO", "incarnation", "hub {}: publisher {} restarted as {}", self.name, old, new)
-
-    def _check_lag(self) -> None:
-        inbound = self._inbound
-        change = self._lag.check(inbound.oldest_header, _monotonic_ns(), _time_ns())
-        inbound.oldest_header = None
-        if change is None:
-            return
-        lag = self._lag
-        if change == "slow":
-            self._log.warning(
-                "slow",
-                "hub {}: slow consumer: processing messages {:.2f} s old (bound {} s); {} gaps so far",
-                self.name,
-                lag.lag,
-                lag.slow_after,
-                inbound.tracker.gaps,
-            )
-        else:
-            self._log.log("INFO", "recovered", "hub {}: caught up (lag {:.3f} s)", self.name, lag.lag)
-        event = {
-            "hub": self.name,
-            "publisher_id": self.publisher_id,
-            "lag_seconds": lag.lag,
-            "gaps": inbound.tracker.gaps,
-            "state": change,
-        }
-        self.publish(Key(*SLOW, self.name), event)
 
     def _socket(self, kind: int, hwm: int, ivl: float, timeout: float, linger: float) -> zmq.Socket[bytes]:
         sock = self._ctx.socket(kind)
@@ -369,35 +323,7 @@ class RemoteHub(Hub):
 
         :class:`SnapshotError` when the broker has none or the reply does not arrive in ``timeout`` s.
         """
-        pattern = Key.create_from(key)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        if not self._inbox_ready:
-            self.add_subscriber(self._inbox, self._on_snapshot_part)
-            self._inbox_ready = True
-            await self.sync(timeout)
-        try:
-            await self.wait_for_subscribers(REQUEST, max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            raise no_cache_error(pattern, timeout) from None
-        request = SnapshotRequest(secrets.token_hex(8))
-        self._snapshots[request.id] = request
-        try:
-            self.publish(REQUEST, request_payload(request.id, pattern, self._inbox))
-            async with asyncio.timeout(max(0.0, deadline - loop.time())):
-                messages = await request.done
-        except TimeoutError:
-            raise SnapshotError(
-                f"hub {self.name!r}: the snapshot of {pattern} did not arrive within {timeout}s"
-            ) from None
-        finally:
-            del self._snapshots[request.id]
-        if request.rejected:
-            self._snapshot_rejects += request.rejected
-            self._log.warning(
-                "snapshot", "hub {}: {} snapshot entries did not decode", self.name, request.rejected
-            )
-        return messages
+        return await self._snapshots.fetch(key, timeout)
 
     async def subscribe_with_snapshot(
         self, key: tuple[str, ...], callback: Route, timeout: float = 5.0, *, required: bool = True
@@ -406,35 +332,7 @@ class RemoteHub(Hub):
 
         See :meth:`Hub.subscribe_with_snapshot`; returns the route to pass to :meth:`remove_subscriber`.
         """
-        merge = SnapshotMerge(callback)
-        self.add_subscriber(key, merge.route)
-        try:
-            await self.sync(timeout)  # the live subscription is in place before the cache is read
-            snapshot = await self.snapshot(key, timeout)
-        except (SnapshotError, ConnectError) as exc:
-            if required:
-                self.remove_subscriber(key, merge.route)
-                raise
-            self._log.warning("snapshot", "hub {}: {} goes live without a snapshot: {}", self.name, key, exc)
-            merge.abandon()
-            return merge.route
-        except BaseException:
-            self.remove_subscriber(key, merge.route)
-            raise
-        merge.apply(snapshot)
-        return merge.route
-
-    def _on_snapshot_part(self, key: Key, payload: Any, header: object) -> None:
-        request = self._snapshots.get(payload.get("id") if isinstance(payload, dict) else None)  # type: ignore[arg-type]
-        if request is None:
-            self._snapshot_rejects += 1
-            self._log.warning("snapshot", "hub {}: dropped a snapshot part for no pending request", self.name)
-            return
-        try:
-            request.add_part(payload)
-        except ValueError as exc:
-            self._snapshot_rejects += 1
-            self._log.warning("snapshot", "hub {}: dropped a malformed snapshot part: {}", self.name, exc)
+        return await self._snapshots.subscribe(key, callback, timeout, required=required)
 
     async def sync(self, timeout: float = 5.0) -> None:
         """Wait until this hub's subscriptions are active at the broker (a probe makes the round trip)."""
@@ -574,12 +472,12 @@ class RemoteHub(Hub):
             disconnects=self._disconnects,
             malformed_upstream=self._malformed_upstream,
             heartbeats=self._inbound.heartbeats,
-            publishers_live=self._liveness.live,
-            publishers_gone=self._liveness.gone,
+            publishers_live=self._watch.liveness.live,
+            publishers_gone=self._watch.liveness.gone,
             incarnations=self._inbound.tracker.incarnations,
-            slow=self._lag.slow,
-            slow_episodes=self._lag.episodes,
-            lag_seconds=self._lag.lag,
+            slow=self._watch.lag.slow,
+            slow_episodes=self._watch.lag.episodes,
+            lag_seconds=self._watch.lag.lag,
             malformed_by_reason=dict(self._inbound.malformed_by_reason),
         )
 

@@ -16,14 +16,16 @@ So nothing published after the subscription is missed, and no message is applied
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import Any
 
 from msgpack import unpackb
 
 from ._envelope import Header, decode_header, ext_hook
-from ._errors import EnvelopeError, SnapshotError
-from ._hub import Message, Route
+from ._errors import ConnectError, EnvelopeError, SnapshotError
+from ._hub import Hub, Message, Route
 from ._keys import Key, decode_key
+from ._ratelimit import RateLimitedLog
 
 REQUEST = Key("$lvc", "req")
 INBOX = ("$lvc", "snap")
@@ -123,6 +125,90 @@ class SnapshotRequest:
                 except Exception:  # EnvelopeError, InvalidKeyError, and msgpack's several error types
                     self.rejected += 1
         return out
+
+
+class SnapshotClient:
+    """The snapshot half of a broker-connected hub: its inbox, pending requests and rejects."""
+
+    def __init__(self, hub: Hub, publisher_id: str, log: RateLimitedLog) -> None:
+        self._hub = hub
+        self._log = log
+        self._inbox = Key(*INBOX, publisher_id)
+        self._inbox_ready = False
+        self._pending: dict[str, SnapshotRequest] = {}
+        self.rejects = 0  # reply parts and entries dropped (malformed, or for no pending request)
+
+    async def fetch(self, key: tuple[str, ...], timeout: float) -> list[Message]:
+        """The cached messages matching ``key`` (see ``RemoteHub.snapshot``)."""
+        hub = self._hub
+        pattern = Key.create_from(key)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not self._inbox_ready:
+            hub.add_subscriber(self._inbox, self._on_part)
+            self._inbox_ready = True
+            await hub.sync(timeout)
+        try:
+            await hub.wait_for_subscribers(REQUEST, max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            raise no_cache_error(pattern, timeout) from None
+        request = SnapshotRequest(secrets.token_hex(8))
+        self._pending[request.id] = request
+        try:
+            hub.publish(REQUEST, request_payload(request.id, pattern, self._inbox))
+            async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                messages = await request.done
+        except TimeoutError:
+            raise SnapshotError(
+                f"hub {hub.name!r}: the snapshot of {pattern} did not arrive within {timeout}s"
+            ) from None
+        finally:
+            del self._pending[request.id]
+        if request.rejected:
+            self.rejects += request.rejected
+            self._log.warning(
+                "snapshot", "hub {}: {} snapshot entries did not decode", hub.name, request.rejected
+            )
+        return messages
+
+    async def subscribe(
+        self, key: tuple[str, ...], callback: Route, timeout: float, *, required: bool
+    ) -> Route:
+        """Subscribe, then deliver the cached state, then every newer live message (Clone pattern)."""
+        hub = self._hub
+        merge = SnapshotMerge(callback)
+        hub.add_subscriber(key, merge.route)
+        try:
+            await hub.sync(timeout)  # the live subscription is in place before the cache is read
+            snapshot = await self.fetch(key, timeout)
+        except (SnapshotError, ConnectError) as exc:
+            if required:
+                hub.remove_subscriber(key, merge.route)
+                raise
+            self._log.warning("snapshot", "hub {}: {} goes live without a snapshot: {}", hub.name, key, exc)
+            merge.abandon()
+            return merge.route
+        except BaseException:
+            hub.remove_subscriber(key, merge.route)
+            raise
+        merge.apply(snapshot)
+        return merge.route
+
+    def _on_part(self, key: Key, payload: Any, header: object) -> None:
+        request = self._pending.get(payload.get("id") if isinstance(payload, dict) else None)  # type: ignore[arg-type]
+        if request is None:
+            self.rejects += 1
+            self._log.warning(
+                "snapshot", "hub {}: dropped a snapshot part for no pending request", self._hub.name
+            )
+            return
+        try:
+            request.add_part(payload)
+        except ValueError as exc:
+            self.rejects += 1
+            self._log.warning(
+                "snapshot", "hub {}: dropped a malformed snapshot part: {}", self._hub.name, exc
+            )
 
 
 def request_payload(request_id: str, pattern: tuple[str, ...], inbox: tuple[str, ...]) -> dict[str, Any]:
