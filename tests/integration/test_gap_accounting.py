@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 
 import actors
-from actors.testing import BrokerProcess, eventually
+from actors.testing import eventually
+
+from .outage import outage
 
 RATE = 2_000  # messages per second while the broker is killed and restarted
 
 
 async def test_broker_sigkill_and_restart_loses_only_counted_messages():
-    broker = BrokerProcess.launch()
-    frontend, backend = broker.frontend, broker.backend
-    sub_hub = await actors.connect(frontend, backend, name="sub")
-    # A connecting ZeroMQ socket queues what it sends while its peer is gone, so with the default
-    # high-water mark much of the outage is delivered late. A small one makes loss certain.
-    pub_hub = await actors.connect(frontend, backend, name="pub", hwm=200)
-    received: list[int] = []
-    try:
-        actors.Subscriber(sub_hub, "s").add_sync_listener(
-            actors.Key("t", "*"), lambda k, p: received.append(p)
-        )
-        await sub_hub.sync()
-        await pub_hub.wait_for_subscribers(("t", "x"))
+    async with outage(pub_hwm=200) as run:
+        sub_hub, pub_hub, received = run.sub_hub, run.pub_hub, run.received
         publisher = actors.Publisher(pub_hub, ("t",))
         sent = 0
 
@@ -39,12 +29,9 @@ async def test_broker_sigkill_and_restart_loses_only_counted_messages():
                 await asyncio.sleep(0.01)
 
         await publish_for(0.5)
-        broker.signal(signal.SIGKILL)
-        broker.proc.wait(10)
+        run.kill()
         await publish_for(0.5)  # into the void: the hubs notice the broker is gone
-        broker.close()
-        broker = BrokerProcess.launch([frontend], [backend])
-        restarted = asyncio.get_running_loop().time()
+        restarted = run.restart()
         await eventually(lambda: sub_hub.connected and pub_hub.connected, 5, "both hubs reconnected")
         await pub_hub.wait_for_subscribers(("t", "x"), timeout=5)
         resumed = asyncio.get_running_loop().time() - restarted
@@ -61,10 +48,6 @@ async def test_broker_sigkill_and_restart_loses_only_counted_messages():
         assert lost > 0 and pub_hub.statistics().publish_dropped > 0
         assert stats.gaps == lost
         assert received == sorted(received) and stats.duplicates == 0
-    finally:
-        await sub_hub.close()
-        await pub_hub.close()
-        broker.close()
 
 
 async def test_messages_published_while_unsubscribed_are_not_gaps_after_resubscribing(tickbus_broker):

@@ -9,45 +9,33 @@ import time
 import actors
 from actors.testing import BrokerProcess, eventually
 
+from .outage import outage
+
 
 async def test_losses_at_the_tail_of_a_stream_are_counted_from_heartbeats():
-    broker = BrokerProcess.launch()
-    frontend, backend = broker.frontend, broker.backend
-    sub_hub = await actors.connect(frontend, backend, name="sub")
-    pub_hub = await actors.connect(frontend, backend, name="pub", hwm=50)
-    received: list[int] = []
-    try:
-        actors.Subscriber(sub_hub, "s").add_sync_listener(
-            actors.Key("t", "*"), lambda k, p: received.append(p)
-        )
-        await sub_hub.sync()
-        await pub_hub.wait_for_subscribers(("t", "x"))
+    async with outage(pub_hwm=50) as run:
+        sub_hub, pub_hub, received = run.sub_hub, run.pub_hub, run.received
         for i in range(40):  # within the high-water mark
             pub_hub.publish(actors.Key("t", "x"), i)
         await eventually(lambda: len(received) == 40, 5, "the first 40 arrived")
-        broker.signal(signal.SIGKILL)
-        broker.proc.wait(10)
+        run.kill()
         sent = 40
         for _ in range(20):  # into the void, and then nothing more: only a heartbeat can tell
             for _ in range(100):
                 pub_hub.publish(actors.Key("t", "x"), sent)
                 sent += 1
             await asyncio.sleep(0.01)
-        broker.close()
-        broker = BrokerProcess.launch([frontend], [backend])
+        run.restart()
         await eventually(lambda: sub_hub.connected and pub_hub.connected, 5, "both hubs reconnected")
         lost = sent - len(received)
         await eventually(lambda: sub_hub.statistics().gaps >= lost, 10, f"{lost} tail losses counted")
-        await asyncio.sleep(1.5)  # two more heartbeats repeat the report: it must not count twice
+        heard = sub_hub.statistics().heartbeats  # two more repeat the report: it must not count twice
+        await eventually(lambda: sub_hub.statistics().heartbeats >= heard + 4, 10, "two more heartbeats each")
         stats = sub_hub.statistics()
         print(f"sent {sent}, received {len(received)}, lost {sent - len(received)}, gaps {stats.gaps}")
         assert lost > 0
         assert stats.gaps == sent - len(received)
         assert stats.heartbeats > 0 and stats.publishers_live >= 1
-    finally:
-        await sub_hub.close()
-        await pub_hub.close()
-        broker.close()
 
 
 async def test_a_publisher_that_stops_heartbeating_is_reported_gone_and_a_restart_is_an_incarnation(
