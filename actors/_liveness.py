@@ -38,11 +38,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ._keys import encode_key
 from ._ratelimit import RateLimitedLog
 from ._sequence import SequenceTracker
 
 HEARTBEAT = ("$bus", "hb")
-HEARTBEAT_PREFIX = b"$bus\x00hb\x00"
+HEARTBEAT_PREFIX = encode_key(HEARTBEAT)
 SLOW = ("$bus", "slow")
 _REPEATS = 3  # heartbeats that repeat a report of sequence numbers
 _MAX_ENTRIES = 20_000  # sequence reports per heartbeat; the rest go in the next one

@@ -38,9 +38,8 @@ from loguru import logger
 
 from actors._envelope import FORMAT_VERSION
 from actors._keys import decode_key, encode_key, matches, subscription_prefix
+from actors._snapshot import INBOX, REQUEST  # the protocol's keys, shared with the client half
 
-REQUEST_KEY = ("$lvc", "req")
-INBOX = ("$lvc", "snap")
 _PART_ENTRIES = 512
 _PART_BYTES = 1 << 20
 _ENTRY_OVERHEAD = 120  # bytes of Python objects per cached entry, roughly
@@ -196,7 +195,7 @@ class CacheThread:
         self._pub.setsockopt(zmq.SNDHWM, 100_000)
         self._pub.setsockopt(zmq.SNDTIMEO, 1000)
         self._pub.setsockopt(zmq.XPUB_NODROP, 1)
-        for prefix in {*cache.prefixes(), encode_key(REQUEST_KEY)}:
+        for prefix in {*cache.prefixes(), encode_key(REQUEST)}:
             self._sub.setsockopt(zmq.SUBSCRIBE, prefix)
         self._sub.connect(backend)
         self._pub.connect(frontend)
@@ -225,7 +224,7 @@ class CacheThread:
         poller = zmq.Poller()
         poller.register(self._sub, zmq.POLLIN)
         poller.register(self._pub, zmq.POLLIN)
-        request = encode_key(REQUEST_KEY)
+        request = encode_key(REQUEST)
         store = self.cache.store
         try:
             while not self._stop.is_set():
