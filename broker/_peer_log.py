@@ -18,7 +18,8 @@ descriptor is often closed before the monitor event is read (on loopback about o
 Its host is then taken from the kernel's closing connections on the broker's ports
 (``/proc/net/tcp*``, FIN_WAIT..TIME_WAIT, about a minute): named when there is one candidate, listed
 when several, "unknown" when none (a reset connection leaves no trace). Refusals are logged at most
-once a second per host, with a count of those summarised.
+once a second per host and kind of failure (a generic handshake failure must not hide the line
+naming a refused key), with a count of those summarised.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class PeerLog:
             elif hosts:
                 address = f"{UNKNOWN} (one of {', '.join(sorted(hosts))})"
         self._log.warning(
-            "refused:" + (host or UNKNOWN),
+            f"refused:{host or UNKNOWN}:{failure}",  # per reason too: one kind must not hide another
             "refused peer {} on the broker {}: {} (refused so far: {})",
             address,
             self.role,
