@@ -27,13 +27,16 @@ async def test_losses_at_the_tail_of_a_stream_are_counted_from_heartbeats():
             await asyncio.sleep(0.01)
         run.restart()
         await eventually(lambda: sub_hub.connected and pub_hub.connected, 5, "both hubs reconnected")
-        lost = sent - len(received)
-        await eventually(lambda: sub_hub.statistics().gaps >= lost, 10, f"{lost} tail losses counted")
+        # What the publisher's send queue held when the broker died arrives after the reconnect, so the
+        # loss is only known once the stream has settled: every message sent is received or a gap.
+        await eventually(
+            lambda: len(received) + sub_hub.statistics().gaps == sent, 10, f"all {sent} received or counted lost"
+        )
         heard = sub_hub.statistics().heartbeats  # two more repeat the report: it must not count twice
         await eventually(lambda: sub_hub.statistics().heartbeats >= heard + 4, 10, "two more heartbeats each")
         stats = sub_hub.statistics()
         print(f"sent {sent}, received {len(received)}, lost {sent - len(received)}, gaps {stats.gaps}")
-        assert lost > 0
+        assert sent - len(received) > 0
         assert stats.gaps == sent - len(received)
         assert stats.heartbeats > 0 and stats.publishers_live >= 1
 
