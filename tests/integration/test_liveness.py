@@ -30,7 +30,9 @@ async def test_losses_at_the_tail_of_a_stream_are_counted_from_heartbeats():
         # What the publisher's send queue held when the broker died arrives after the reconnect, so the
         # loss is only known once the stream has settled: every message sent is received or a gap.
         await eventually(
-            lambda: len(received) + sub_hub.statistics().gaps == sent, 10, f"all {sent} received or counted lost"
+            lambda: len(received) + sub_hub.statistics().gaps == sent,
+            10,
+            f"all {sent} received or counted lost",
         )
         heard = sub_hub.statistics().heartbeats  # two more repeat the report: it must not count twice
         await eventually(lambda: sub_hub.statistics().heartbeats >= heard + 4, 10, "two more heartbeats each")
