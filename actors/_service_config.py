@@ -26,6 +26,8 @@ One file format serves every service (see :mod:`actors._config` for ``[group]`` 
     mode = "cpu"                # "cpu" or "wall"
     pids = []                   # extra processes to profile
     data_dir = "/var/lib/tickbus"
+    alerts_file = "/var/lib/tickbus/alerts.jsonl"   # regression alerts, JSON lines (this is the default)
+    webhook = "https://alerts.example/tickbus"      # also POST each alert here (default: none)
 
 Every table may live in the same file; each command reads its own and ignores the others'.
 Precedence: a command-line flag (one that differs from its default) beats an environment variable,
@@ -142,6 +144,12 @@ def _path(value: object, where: str) -> Path:
     return Path(_file(value, where))
 
 
+def _url(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{where} = {value!r} must be an http:// or https:// URL")
+    return value
+
+
 def _boolean(value: object, where: str) -> bool:
     if isinstance(value, bool):
         return value
@@ -183,6 +191,8 @@ PROFILER_KEYS: dict[str, Key] = {
     "mode": Key(_choice("cpu", "wall"), "TICKBUS_PROFILER_MODE", "mode"),
     "pids": Key(_pids, "TICKBUS_PROFILER_PIDS", "pid"),
     "data_dir": Key(_path, "TICKBUS_DATA_DIR", "data_dir"),
+    "alerts_file": Key(_path, "TICKBUS_PROFILER_ALERTS_FILE", "alerts_file"),
+    "webhook": Key(_url, "TICKBUS_PROFILER_WEBHOOK", "webhook"),
 }
 """The ``[profiler]`` table, as :data:`BROKER_KEYS` for ``tickbus profiler``."""
 

@@ -13,7 +13,10 @@ The method, per actor group (host + group; a restarted process keeps its history
    message rate (handled per second) is within ``load_tolerance`` of the current one: a load change
    moves every share (fixed costs spread over more messages), so windows are only compared with
    windows at a similar load; after a load change detection resumes once ``min_baseline_windows``
-   windows at the new load exist. Right after a deploy, when the new version has fewer than
+   windows at the new load exist. The current load is the latest window's, and only the latest run
+   of windows at that load is pooled (step 3): a pool across a load change would compare windows of
+   the new load with a baseline of the old one (a doubled rate moved a handler's share by 18 % in
+   the recorded test run: fixed costs spread, and the sampler's view of a busier loop changes). Right after a deploy, when the new version has fewer than
    ``min_baseline_windows`` such windows, the latest windows of the previous version at a similar
    load are the baseline (the alert then names ``baseline_version``).
 3. **Test.** The current sample is the pool of the last ``m`` windows of the current version, for
@@ -61,6 +64,25 @@ CPU mode counts a runnable but preempted thread as running, so on a busy machine
 function come in runs and ``phi`` grows (the test stays honest, it just needs more windows); the
 per-message CPU change is reported (``per_message_change``) but not tested, because the ``handled``
 counters reach the collector up to a second late and make it noisy on short windows.
+
+Sensitivity is a matter of samples. To see a function holding a share ``p`` of the samples become
+``r`` costlier (its share then ``p(1+r)/(1+rp)``) within ``k`` windows, at the defaults' significance
+(z ~ 4.5 after the corrections) against a baseline of ~4x as many samples, a window needs about
+``1.25 * 20 * (1+rp)^2 / (k * r^2 * p * (1-p))`` samples. For example:
+
+======  =====  ==  =========================
+share   rise   k   samples per window needed
+======  =====  ==  =========================
+40 %    20 %   2   ~1,500
+40 %    10 %   5   ~2,300
+5 %     20 %   2   ~6,700
+5 %     10 %   5   ~10,600
+======  =====  ==  =========================
+
+At the default 100 Hz a 60 s window of a fully busy actor holds ~6,000 samples; an actor busy 10 %
+of the time holds 600, so only large shares or changes show within a few windows: sample it faster
+(``--interval-us``; Austin 3.7 here samples evenly up to ~1 kHz) or use longer windows. The live tests
+(``tests/profiling/test_detection_live.py``) sample at 1 kHz into 4 s and 8 s windows.
 
 How it relates to published detectors:
 
@@ -246,8 +268,7 @@ class RegressionDetector:
         version = history[-1].window.labels.version
         same = [c for c in history if c.window.labels.version == version]
         current = same[-cfg.max_pool :]
-        rates = sorted(r for c in current[-3:] if (r := message_rate(c.window)) is not None)
-        load = rates[len(rates) // 2] if rates else None
+        load = message_rate(current[-1].window)
 
         def near(c: WindowCounts) -> bool:
             rate = message_rate(c.window)
@@ -255,6 +276,12 @@ class RegressionDetector:
                 return True
             return (max(rate, load) + 1) / (min(rate, load) + 1) <= 1 + cfg.load_tolerance
 
+        # the pool is the latest run of windows at the current load: a pool across a load change
+        # would hold windows of two loads, and its shares would be compared with neither
+        run = len(current)
+        while run and near(current[run - 1]):
+            run -= 1
+        current = current[run:]
         earlier = [c for c in same[: -cfg.max_pool] if near(c)]
         base = [c for c in earlier if not self._in_spell(group, c, earlier)][-cfg.baseline_windows :]
         if len(base) < cfg.min_baseline_windows:

@@ -1,6 +1,7 @@
 """A model actor whose functions can be made costlier (or refactored) at run time, for detection tests.
 
-Each ``('tick', *)`` message runs ``compute_features`` and ``score_signal`` for a fixed number of loop
+Each ``('tick', *)`` message runs ``compute_features``, ``score_signal`` and the small ``check_limits``
+(~6 % of the samples) for a fixed number of loop
 iterations (work, not time: CPU mode measures CPU, and a loaded machine must not change the cost).
 ``('control', 'slow')`` with ``{"function": name, "factor": 1.2}`` makes one of them costlier;
 ``('control', 'refactor')`` moves ``compute_features``'s work into a new callee, ``features_kernel``
@@ -22,15 +23,16 @@ from actors import Actor, Key, handler
 
 FEATURES_ITERATIONS = 9_000
 SCORE_ITERATIONS = 6_000
+LIMITS_ITERATIONS = 1_000  # a small function: ~6 % of the samples
 
 
 class Model(Actor):
-    """Two costly functions per tick; either can be slowed down, the first can be refactored."""
+    """Three costly functions per tick; any can be slowed down, the first can be refactored."""
 
     name = "model"
 
     async def on_start(self) -> None:
-        self.factors = {"compute_features": 1.0, "score_signal": 1.0}
+        self.factors = {"compute_features": 1.0, "score_signal": 1.0, "check_limits": 1.0}
         self.refactored = False
         self.last = 0
         self.rng = random.Random()
@@ -61,7 +63,7 @@ class Model(Actor):
 
     @handler(("tick", "*"))
     def on_tick(self, key: Key, payload: Any) -> None:
-        self.last = self.compute_features(payload) + self.score_signal(payload)
+        self.last = self.compute_features(payload) + self.score_signal(payload) + self.check_limits(payload)
 
     def compute_features(self, payload: Any) -> int:
         iterations = self.iterations(FEATURES_ITERATIONS, "compute_features")
@@ -81,6 +83,12 @@ class Model(Actor):
     def score_signal(self, payload: Any) -> int:
         total = 0
         for i in range(self.iterations(SCORE_ITERATIONS, "score_signal")):
+            total += i * i
+        return total
+
+    def check_limits(self, payload: Any) -> int:
+        total = 0
+        for i in range(self.iterations(LIMITS_ITERATIONS, "check_limits")):
             total += i * i
         return total
 

@@ -93,6 +93,18 @@ def test_profiler_table_errors_name_the_key_and_the_choices(tmp_path):
         load_table(write(tmp_path, "[profiler]\nwindow = 0\n"), "profiler")
 
 
+def test_profiler_table_sets_the_alerts_file_and_webhook_and_the_environment_beats_it(tmp_path, monkeypatch):
+    path = write(tmp_path, "[profiler]\nalerts_file = '/a/alerts.jsonl'\nwebhook = 'https://h/hook'\n")
+    assert load_table(path, "profiler") == {"alerts_file": Path("/a/alerts.jsonl"), "webhook": "https://h/hook"}
+    monkeypatch.setenv("TICKBUS_PROFILER_WEBHOOK", "http://other/hook")
+    args = apply_command_config(_parse("profiler", "--config", str(path)), "profiler")
+    assert (args.alerts_file, args.webhook) == (Path("/a/alerts.jsonl"), "http://other/hook")
+    args = apply_command_config(_parse("profiler", "--config", str(path), "--webhook", "http://flag/"), "profiler")
+    assert args.webhook == "http://flag/"
+    with pytest.raises(ConfigError, match=r"profiler.webhook = 'ftp://h' must be an http:// or https:// URL"):
+        load_table(write(tmp_path, "[profiler]\nwebhook = 'ftp://h'\n"), "profiler")
+
+
 def test_one_file_holds_the_group_the_broker_and_the_profiler(tmp_path):
     path = write(
         tmp_path,
