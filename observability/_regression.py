@@ -16,9 +16,10 @@ The method, per actor group (host + group; a restarted process keeps its history
    windows at the new load exist. The current load is the latest window's, and only the latest run
    of windows at that load is pooled (step 3): a pool across a load change would compare windows of
    the new load with a baseline of the old one (a doubled rate moved a handler's share by 18 % in
-   the recorded test run: fixed costs spread, and the sampler's view of a busier loop changes). Right after a deploy, when the new version has fewer than
-   ``min_baseline_windows`` such windows, the latest windows of the previous version at a similar
-   load are the baseline (the alert then names ``baseline_version``).
+   the recorded test run: fixed costs spread, and the sampler's view of a busier loop changes).
+   Right after a deploy, when the new version has fewer than ``min_baseline_windows`` such windows,
+   the latest windows of the previous version at a similar load are the baseline (the alert then
+   names ``baseline_version``).
 3. **Test.** The current sample is the pool of the last ``m`` windows of the current version, for
    every ``m`` in ``min_persist .. max_pool``. For each function whose self or inclusive share is at
    least ``min_share`` (baseline or current), a one-sided two-proportion z-test on the pooled counts,
