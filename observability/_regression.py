@@ -67,23 +67,26 @@ per-message CPU change is reported (``per_message_change``) but not tested, beca
 counters reach the collector up to a second late and make it noisy on short windows.
 
 Sensitivity is a matter of samples. To see a function holding a share ``p`` of the samples become
-``r`` costlier (its share then ``p(1+r)/(1+rp)``) within ``k`` windows, at the defaults' significance
-(z ~ 4.5 after the corrections) against a baseline of ~4x as many samples, a window needs about
-``1.25 * 20 * (1+rp)^2 / (k * r^2 * p * (1-p))`` samples. For example:
+``r`` costlier (its share then ``p(1+r)/(1+rp)``) within ``k`` windows 19 times out of 20, the rise
+must stand ~6.2 standard errors out (z ~ 4.5 after the corrections at the default ``alpha``, plus
+1.65), against a baseline of ~4x as many samples; a window needs about
+``1.25 * 38 * (1+rp)^2 / (k * r^2 * p * (1-p))`` samples. For example:
 
 ======  =====  ==  =========================
 share   rise   k   samples per window needed
 ======  =====  ==  =========================
-40 %    20 %   2   ~1,500
-40 %    10 %   5   ~2,300
-5 %     20 %   2   ~6,700
-5 %     10 %   5   ~10,600
+40 %    20 %   2   ~2,900
+40 %    10 %   5   ~4,300
+5 %     20 %   2   ~12,700
+5 %     10 %   5   ~20,100
 ======  =====  ==  =========================
 
-At the default 100 Hz a 60 s window of a fully busy actor holds ~6,000 samples; an actor busy 10 %
-of the time holds 600, so only large shares or changes show within a few windows: sample it faster
-(``--interval-us``; Austin 3.7 here samples evenly up to ~1 kHz) or use longer windows. The live tests
-(``tests/profiling/test_detection_live.py``) sample at 1 kHz into 4 s and 8 s windows.
+With half as many samples a change is still seen about half the time within ``k`` windows, and
+later for sure. At the default 100 Hz a 60 s window of a fully busy actor holds ~6,000 samples; an
+actor busy 10 % of the time holds 600, so only large shares or changes show within a few windows:
+sample it faster (``--interval-us``; Austin 3.7 here samples evenly up to ~1 kHz, ~700 CPU samples a
+second of a saturated target) or use longer windows. The live tests
+(``tests/profiling/test_detection_live.py``) sample at 1 kHz into windows sized by this table.
 
 How it relates to published detectors:
 
