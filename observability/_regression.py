@@ -42,9 +42,8 @@ The method, per actor group (host + group; a restarted process keeps its history
    into it from a caller instead (the caller's code moved into a new callee), that caller's own part
    drops beyond dilution. The drops significant at ``local_z``, scaled to the share they stand for,
    are summed; at least ``refactor_fraction`` of the function's rise means a move: no alert.
-   (:func:`~observability._regression_stats.moved_share` can also count siblings, the callers' other
-   callees; that is off: on real samples it also cancels true regressions, because a costlier
-   function shifts its siblings' part of the rest of the process too.)
+   Siblings (the callers' other callees) are not counted: tried on real samples, they cancelled true
+   regressions too, because a costlier function shifts its siblings' part of the rest as well.
 7. **Load.** Besides the load-matched baseline (step 2): inside its callers' subtree the function's
    part ``L`` must grow too, by ``min_relative_change * L * (1 - L)`` (a part near the whole cannot
    grow much) and significantly (z >= ``local_z``), and ``L`` must be under ``max_local_share``.

@@ -110,27 +110,11 @@ def subtree_counts(
     return subtree, mine
 
 
-def siblings_of(function: str, callers: frozenset[str], windows: Iterable[ProfileWindow]) -> frozenset[str]:
-    """The other functions that ``callers`` call directly in ``windows``' stacks."""
-    found: set[str] = set()
-    for window in windows:
-        for stack in window.stacks:
-            frames = stack.split(FRAME_SEPARATOR)
-            for i in range(len(frames) - 1):
-                if frames[i] in callers and frames[i + 1] != function:
-                    found.add(frames[i + 1])
-    return frozenset(found - callers)
-
-
 def _related(
-    function: str,
-    kind: Kind,
-    callers: frozenset[str],
-    siblings: frozenset[str],
-    windows: Iterable[WindowCounts],
+    function: str, kind: Kind, callers: frozenset[str], windows: Iterable[WindowCounts]
 ) -> tuple[Counter[str], int]:
-    """Among the samples that do not count for ``function``: the callers' self counts and the
-    siblings' inclusive counts, and how many such samples there are."""
+    """Among the samples that do not count for ``function``: the callers' self counts, and how many
+    such samples there are."""
     counts: Counter[str] = Counter()
     others = 0
     for w in windows:
@@ -141,33 +125,22 @@ def _related(
             others += n
             if frames[-1] in callers:
                 counts[frames[-1]] += n
-            for sibling in siblings.intersection(frames):
-                counts[sibling] += n
     return counts, others
 
 
 def moved_share(
-    function: str,
-    kind: Kind,
-    pool: Sequence[WindowCounts],
-    base: Sequence[WindowCounts],
-    z: float,
-    *,
-    with_siblings: bool = False,
+    function: str, kind: Kind, pool: Sequence[WindowCounts], base: Sequence[WindowCounts], z: float
 ) -> float:
-    """How much share the function's neighbours lost beyond dilution, in share points (cost moved).
+    """How much share the function's callers lost beyond dilution, in share points (cost moved).
 
-    Neighbours are its callers (their own code) and, with ``with_siblings``, its siblings (the
-    callers' other callees, with what they call). Among the samples that do not count for
-    ``function``, every other function keeps its proportion when ``function`` alone got costlier;
-    when cost moved out of a caller into ``function`` (a new callee), or from a sibling into it, the
-    neighbour's part drops. Only drops significant at ``z`` are summed.
+    Among the samples that do not count for ``function``, every other function keeps its proportion
+    when ``function`` alone got costlier; when cost moved out of a caller's own code into
+    ``function`` (a new callee), the caller's part drops. Only drops significant at ``z`` are summed.
     """
     windows = [w.window for w in pool]
     callers = callers_of(function, windows)
-    siblings = siblings_of(function, callers, windows) if with_siblings else frozenset()
-    cur, n_cur = _related(function, kind, callers, siblings, pool)
-    old, n_old = _related(function, kind, callers, siblings, base)
+    cur, n_cur = _related(function, kind, callers, pool)
+    old, n_old = _related(function, kind, callers, base)
     if not (n_cur and n_old):
         return 0.0
     moved = 0.0

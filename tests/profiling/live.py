@@ -16,12 +16,14 @@ from actors.testing import ActorProcess, BrokerProcess
 from observability import Profiler, ProfilerConfig, ProfileStore, ProfileWindow
 from observability._regression import DetectionConfig, Regression
 
+from .model_actor import burst_size
+
 MODEL = "tests.profiling.model_actor:Model"
 WINDOW = 3.0
 # Austin 3.7 here samples evenly at 1 kHz: between windows a function's count then varies no more than
 # binomially (measured over-dispersion 0.4-0.6). Faster, its samples come in runs (at 800 us: 2.0,
 # at 400 us: 2.7, with the target alone on its core), and fewer effective samples remain than at 1 kHz.
-INTERVAL_US = int(os.environ.get("TICKBUS_TEST_INTERVAL_US", "1000"))
+INTERVAL_US = 1000
 # Austin 3's CPU mode counts a runnable thread as running: when other processes preempt the target,
 # every sample of the wait goes to the function it was preempted in, in runs of tens of samples, and
 # on two busy cores that noise is as large as a 10 % regression. A raised priority keeps the target
@@ -49,14 +51,14 @@ def _pin(pid: int, cpus: set[int]) -> None:
 async def drive(hub: actors.RemoteHub, rates: list[int], stop: asyncio.Event) -> None:
     """Publish ``('tick', 'x')`` at ``rates[-1]`` messages per second until stopped.
 
-    Bursts of ticks (a burst per ~2 ms: the loop cannot sleep much less than a millisecond) at random
-    gaps (exponential): regular bursts would make the work periodic, and a periodic workload beats
-    with the sampler's fixed interval.
+    Bursts of ticks (:func:`~tests.profiling.model_actor.burst_size`) at random gaps (exponential):
+    regular bursts would make the work periodic, and a periodic workload beats with the sampler's
+    fixed interval.
     """
     rng = random.Random(7)
     i = 0
     while not stop.is_set():
-        burst = max(2, round(rates[-1] / 500))
+        burst = burst_size(rates[-1])
         for _ in range(burst):
             hub.publish(actors.Key("tick", "x"), i)
             i += 1
@@ -115,29 +117,49 @@ async def live_model(  # noqa: PLR0917
     detection: DetectionConfig | None = None,
     window: float = WINDOW,
     self_driven: bool = False,
-    interval_us: int = INTERVAL_US,
 ) -> AsyncIterator[LiveRun]:
     """Start the model actor, the driver at ``rate`` and the collector; stop them all on exit.
 
     ``self_driven``: the model ticks itself at ``rate`` instead (no driver traffic through the broker).
     """
-    own_nice = os.getpriority(os.PRIO_PROCESS, 0)
+    async with contextlib.AsyncExitStack() as cleanup:  # every step runs, even after one failed
+        yield await _start(cleanup, broker, data_dir, rate, detection, window, self_driven)
+
+
+async def _start(  # noqa: PLR0917
+    cleanup: contextlib.AsyncExitStack,
+    broker: BrokerProcess,
+    data_dir: Path,
+    rate: int,
+    detection: DetectionConfig | None,
+    window: float,
+    self_driven: bool,
+) -> LiveRun:
+    """:func:`live_model`'s start; each part registers its own stop on ``cleanup``."""
+    own_nice, own_cpus = os.getpriority(os.PRIO_PROCESS, 0), os.sched_getaffinity(0)
+
+    def restore() -> None:
+        with contextlib.suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, 0, own_nice)
+        _pin(0, set(own_cpus))
+
+    cleanup.callback(restore)
     with contextlib.suppress(PermissionError):  # the collector runs here: it must keep up with Austin
         os.setpriority(os.PRIO_PROCESS, 0, TARGET_NICE)
-    own_cpus = os.sched_getaffinity(0)
     model = ActorProcess.launch(broker, MODEL, name="model")
+    cleanup.callback(model.close)
     with contextlib.suppress(PermissionError):  # as root: see TARGET_NICE
         os.setpriority(os.PRIO_PROCESS, model.proc.pid, TARGET_NICE)
-    if os.environ.get("TICKBUS_TEST_PIN", "1") != "0":
-        _pin(model.proc.pid, TARGET_CPUS)
-        _pin(broker.proc.pid, OTHER_CPUS)
-        _pin(0, OTHER_CPUS)
+    _pin(model.proc.pid, TARGET_CPUS)
+    _pin(broker.proc.pid, OTHER_CPUS)
+    _pin(0, OTHER_CPUS)
     hub = await actors.connect(broker.frontend, broker.backend, name="driver")
+    cleanup.push_async_callback(hub.close)
     config = ProfilerConfig(
         broker.frontend,
         broker.backend,
         window=window,
-        interval_us=interval_us,
+        interval_us=INTERVAL_US,
         data_dir=data_dir,
         detection=detection or DetectionConfig(),
     )
@@ -155,26 +177,22 @@ async def live_model(  # noqa: PLR0917
     stop, stop_driving = asyncio.Event(), asyncio.Event()
     collecting = asyncio.create_task(profiler.run(stop))
     renice = asyncio.create_task(_raise_austin_priority(profiler, model.proc.pid))
+
+    async def stop_collecting() -> None:
+        renice.cancel()
+        stop.set()
+        await asyncio.wait_for(collecting, 30)
+
+    cleanup.push_async_callback(stop_collecting)
     if self_driven:
         await hub.sync()
         run.control("drive", {"rate": rate})
-        driving = asyncio.create_task(stop_driving.wait())
-    else:
-        driving = asyncio.create_task(drive(hub, run.rates, stop_driving))
-    try:
-        yield run
-    finally:
-        try:  # each step even when one before it failed (a test timed out, the collector hung)
-            stop_driving.set()
-            await asyncio.gather(driving, return_exceptions=True)
-            renice.cancel()
-            stop.set()
-            await asyncio.wait_for(collecting, 30)
-        finally:
-            try:
-                await hub.close()
-            finally:
-                model.close()
-                with contextlib.suppress(PermissionError):
-                    os.setpriority(os.PRIO_PROCESS, 0, own_nice)
-                _pin(0, set(own_cpus))
+        return run
+    driving = asyncio.create_task(drive(hub, run.rates, stop_driving))
+
+    async def stop_driver() -> None:
+        stop_driving.set()
+        await asyncio.gather(driving, return_exceptions=True)
+
+    cleanup.push_async_callback(stop_driver)
+    return run

@@ -26,6 +26,12 @@ SCORE_ITERATIONS = 6_000
 LIMITS_ITERATIONS = 1_000  # a small function: ~6 % of the samples
 
 
+def burst_size(rate: float) -> int:
+    """Ticks per wake-up at ``rate`` a second: a burst per ~2 ms, as the event loop cannot sleep much
+    less than a millisecond (one tick per wake-up would cap the rate well below what the work allows)."""
+    return max(2, round(rate / 500))
+
+
 class Model(Actor):
     """Three costly functions per tick; any can be slowed down, the first can be refactored."""
 
@@ -44,13 +50,9 @@ class Model(Actor):
             self.driver.cancel()
 
     async def _drive(self) -> None:
-        """Tick itself at ``drive_rate`` per second, in bursts at random gaps (no bus in the way).
-
-        A burst every ~2 ms on average: the event loop cannot sleep much less than a millisecond, so
-        one tick per wake-up would cap the rate well below what the work allows.
-        """
+        """Tick itself at ``drive_rate`` per second, in bursts (:func:`burst_size`) at random gaps."""
         i = 0
-        burst = max(2, round(self.drive_rate / 500))
+        burst = burst_size(self.drive_rate)
         while True:
             await asyncio.sleep(self.rng.expovariate(self.drive_rate / burst))
             for _ in range(burst):
