@@ -43,8 +43,9 @@ soak: $(STAMP)
 	$(PY) -m bench.soak --minutes $(SOAK_MINUTES)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check actors broker observability tests bench examples
-	$(VENV)/bin/ruff format --check actors broker observability
+	$(VENV)/bin/ruff check tickbus actors broker observability tests bench examples
+	$(VENV)/bin/ruff format --check tickbus actors broker observability
+	$(VENV)/bin/lint-imports
 
 check: $(STAMP)
 	$(VENV)/bin/mypy

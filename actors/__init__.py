@@ -2,24 +2,29 @@
 
 The aiopubsub API (``Hub``, ``Key``, ``Publisher``, ``Subscriber``) works in one process with
 ``Hub()`` and across processes and hosts with ``hub = await actors.connect()``, which routes through
-a ``tickbus broker``. Keys and pattern semantics: :mod:`actors._keys`.
+a ``tickbus broker``. Keys, pattern semantics and the envelope are the wire contract of :mod:`broker`;
+``actors`` re-exports what applications use (``Key``, ``register_type``, the codec) and the whole
+exception tree.
 """
 
-from ._actor import Actor, ActorStatistics, every, handler
-from ._ask import answers, ask, ask_statistics
-from ._config import ActorSpec, GroupConfig, load_group_config
-from ._connect import DEFAULT_BACKEND, DEFAULT_FRONTEND, connect
-from ._curve import ClientCurve
-from ._envelope import (
+from broker import (
     FORMAT_VERSION,
+    ClientCurve,
     Header,
+    Key,
+    PossibleKey,
     decode_header,
+    decode_key,
     decode_payload,
     encode_header,
+    encode_key,
     encode_payload,
+    is_reserved,
+    matches,
     register_type,
+    subscription_prefix,
 )
-from ._errors import (
+from observability import (
     ActorError,
     AnswerError,
     AskError,
@@ -33,14 +38,17 @@ from ._errors import (
     SnapshotError,
     TickbusError,
 )
+
+from ._actor import Actor, ActorStatistics, every, handler
+from ._ask import answers, ask, ask_statistics
+from ._config import ActorSpec, GroupConfig, group_from_flags, load_group_config
+from ._connect import DEFAULT_BACKEND, DEFAULT_FRONTEND, connect
 from ._hub import Hub, HubStatistics, Message, Publisher, Subscriber, SubscriberStatistics
-from ._keys import Key, PossibleKey, decode_key, encode_key, is_reserved, matches, subscription_prefix
 from ._mailbox import Mailbox
 from ._remote import RemoteHub
 from ._request import AskStatistics
-from ._runner import load_actor_class, run_group, version
+from ._runner import load_actor_class, run_group, serve_group, version
 from ._sequence import Observation, SequenceTracker
-from ._systemd import SystemdNotifier
 
 __all__ = [
     "Actor",
@@ -76,7 +84,6 @@ __all__ = [
     "SnapshotError",
     "Subscriber",
     "SubscriberStatistics",
-    "SystemdNotifier",
     "TickbusError",
     "answers",
     "ask",
@@ -89,6 +96,7 @@ __all__ = [
     "encode_key",
     "encode_payload",
     "every",
+    "group_from_flags",
     "handler",
     "is_reserved",
     "load_actor_class",
@@ -96,6 +104,7 @@ __all__ = [
     "matches",
     "register_type",
     "run_group",
+    "serve_group",
     "subscription_prefix",
     "version",
 ]

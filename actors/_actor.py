@@ -22,14 +22,12 @@ from typing import Any, ClassVar, TypeVar
 
 from loguru import logger
 
-from observability import Histogram, tracing
+from broker import Header, Key, PossibleKey, parse_publisher_id
+from observability import Histogram, RateLimitedLog, set_task_labeller, tracing
 
 from ._ask import ANSWERS_ATTR, DEFAULT_TIMEOUT, answering, ask
-from ._envelope import Header
 from ._hub import Hub, Message, Route
-from ._keys import Key, PossibleKey
 from ._mailbox import Mailbox, Overflow
-from ._ratelimit import RateLimitedLog
 from ._request import request_pattern
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,6 +54,9 @@ def handler_running_in(task: asyncio.Task[Any]) -> str | None:
     code = getattr(getattr(fn, "__wrapped__", fn), "__code__", None)  # an @answers wrapper: its method
     where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
     return f"{actor.name}.{getattr(fn, '__name__', fn)}{where}"
+
+
+set_task_labeller(handler_running_in)
 
 
 def handler(*patterns: PossibleKey, snapshot: bool = False) -> Callable[[F], F]:
@@ -378,8 +379,8 @@ class Actor:
     def _same_host(self, publisher: str) -> bool:
         same = self._hosts.get(publisher)
         if same is None:
-            # publisher ids are "name@host:pid:random" (see RemoteHub.publisher_id)
-            same = self._hosts[publisher] = publisher.rpartition("@")[2].rsplit(":", 2)[0] == _HOST
+            parsed = parse_publisher_id(publisher)
+            same = self._hosts[publisher] = parsed is not None and parsed.host == _HOST
         return same
 
     def _failed(self, where: str, key: Key | None, exc: Exception) -> None:

@@ -69,13 +69,18 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from ._errors import AnswerError, AskTimeoutError, ConnectError, InvalidKeyError, NoAnswererError
+from broker import ASK, REPLY, WILDCARD, Key, PossibleKey, validate
+from observability import (
+    AnswerError,
+    AskTimeoutError,
+    ConnectError,
+    InvalidKeyError,
+    NoAnswererError,
+    RateLimitedLog,
+)
+
 from ._hub import Hub
-from ._keys import WILDCARD, Key, PossibleKey, validate
-from ._ratelimit import RateLimitedLog
 from ._request import (
-    ASK,
-    REPLY,
     AskStatistics,
     PendingTable,
     Reply,

@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._errors import ConfigError
-from ._service_config import read_toml
+from observability import ConfigError, read_toml
 
 _GROUP_KEYS = {"name", "frontend", "backend", "drain_timeout", "on_actor_failure"}
 _ACTOR_KEYS = {"class", "name", "config"}
@@ -110,7 +109,7 @@ def _check_target(target: str, source: str, key: str) -> str:
 def load_group_config(path: str | Path) -> GroupConfig:
     """Read and validate a group TOML file; :class:`ConfigError` names the file, key and allowed values."""
     source = str(path)
-    data = read_toml(path)  # [broker] and [profiler] may share the file (actors._service_config)
+    data = read_toml(path)  # [broker] and [profiler] may share the file (observability._config)
     group = data.get("group", {})
     if not isinstance(group, dict):
         raise ConfigError(f"{source}: group must be a table [group]")

@@ -6,7 +6,8 @@ import os
 
 import zmq
 
-from ._curve import ClientCurve
+from broker import ClientCurve
+
 from ._remote import RemoteHub
 
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5550"
@@ -46,7 +47,7 @@ async def connect(
 
     Security: ``curve`` (e.g. ``ClientCurve.from_files(broker_key, my_secret)``) makes both
     connections CURVE-encrypted and authenticated; without it, ``$TICKBUS_CURVE_SERVERKEY`` and
-    ``$TICKBUS_CURVE_SECRET`` name the key files, if set (see ``actors._curve``).
+    ``$TICKBUS_CURVE_SECRET`` name the key files, if set (see ``broker._curve``).
     """
     hub = RemoteHub(
         frontend or os.environ.get("TICKBUS_FRONTEND") or DEFAULT_FRONTEND,

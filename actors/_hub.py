@@ -22,12 +22,10 @@ from typing import Any, NamedTuple
 
 from loguru import logger
 
-from ._envelope import FORMAT_VERSION, Header
-from ._errors import ConsumeQueueNotFoundError
-from ._index import SubscriptionIndex
-from ._keys import Key, PossibleKey
+from broker import FORMAT_VERSION, Header, Key, PossibleKey, SubscriptionIndex
+from observability import ConsumeQueueNotFoundError, RateLimitedLog
+
 from ._mailbox import Mailbox, Overflow
-from ._ratelimit import RateLimitedLog
 
 Route = Callable[[Key, Any, "Header | None"], None]
 ListenerSyncCallback = Callable[[Key, Any], None]

@@ -15,13 +15,11 @@ from typing import Any
 
 from msgpack import unpackb
 
-from ._envelope import FORMAT_VERSION, Header, decode_header, ext_hook
-from ._errors import EnvelopeError, InvalidKeyError
+from broker import Header, Key, SubscriptionIndex, decode_header, decode_key, ext_hook
+from observability import EnvelopeError, InvalidKeyError, RateLimitedLog
+
 from ._hub import Route
-from ._index import SubscriptionIndex
-from ._keys import Key, decode_key
 from ._liveness import HEARTBEAT_PREFIX, parse_heartbeat
-from ._ratelimit import RateLimitedLog
 from ._sequence import Observation, SequenceTracker
 
 _CACHE_LIMIT = 100_000
@@ -79,30 +77,11 @@ class Inbound:
             if len(self._keys) >= _CACHE_LIMIT:
                 self._keys.clear()
             self._keys[kb] = key
-        # Fast path of decode_header (same checks, ~3x cheaper); anything odd goes the slow way,
-        # which either accepts it (trace context present) or says precisely what is wrong.
         try:
-            fields = unpackb(hb, use_list=False)
-        except Exception:  # msgpack raises several unrelated types on bad input
-            fields = None
-        if (
-            type(fields) is tuple
-            and len(fields) == 6
-            and fields[0] == FORMAT_VERSION
-            and type(fields[1]) is str
-            and type(fields[2]) is int
-            and fields[2] > 0
-            and type(fields[3]) is int
-            and type(fields[4]) is int
-            and fields[5] is None
-        ):
-            header = Header(*fields)
-        else:
-            try:
-                header = decode_header(bytes(hb))
-            except EnvelopeError as exc:
-                self._drop("header", "dropped a message on {} with a bad header: {}", key, exc)
-                return
+            header = decode_header(hb)
+        except EnvelopeError as exc:
+            self._drop("header", "dropped a message on {} with a bad header: {}", key, exc)
+            return
         if self.oldest_header is None:
             self.oldest_header = header
         # SequenceTracker.observe's fast path, inlined (one tuple, one dict get, one dict set).
@@ -134,7 +113,7 @@ class Inbound:
 
     def _heartbeat(self, hb: bytes | memoryview, pb: bytes | memoryview) -> None:
         try:
-            header = decode_header(bytes(hb))
+            header = decode_header(hb)
             interval, entries = parse_heartbeat(unpackb(pb, strict_map_key=False))
         except EnvelopeError as exc:
             self._drop("heartbeat", "dropped a heartbeat with a bad header: {}", exc)

@@ -38,13 +38,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ._keys import encode_key
-from ._ratelimit import RateLimitedLog
+from broker import HEARTBEAT, encode_key, parse_publisher_id
+from observability import RateLimitedLog
+
 from ._sequence import SequenceTracker
 
-HEARTBEAT = ("$bus", "hb")
 HEARTBEAT_PREFIX = encode_key(HEARTBEAT)
-SLOW = ("$bus", "slow")
 _REPEATS = 3  # heartbeats that repeat a report of sequence numbers
 _MAX_ENTRIES = 20_000  # sequence reports per heartbeat; the rest go in the next one
 _HOST = socket.gethostname()
@@ -177,19 +176,6 @@ class PublisherLiveness:
         return sum(1 for p in self._peers.values() if p.gone)
 
 
-def publisher_identity(publisher: str) -> str:
-    """``name@host`` of a publisher id ``name@host:pid:token``: the same across its restarts."""
-    return publisher.rsplit(":", 2)[0]
-
-
-def publisher_host_pid(publisher: str) -> tuple[str, int]:
-    """``(host, pid)`` of a publisher id ``name@host:pid:token`` (``("", 0)`` if not of that form)."""
-    parts = publisher.rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
-        return "", 0
-    return parts[0].rpartition("@")[2], int(parts[1])
-
-
 class LagMonitor:
     """Flags a hub slow when the messages it processes are older than ``slow_after`` seconds."""
 
@@ -209,7 +195,8 @@ class LagMonitor:
         if header is None:
             self.lag = 0.0  # nothing new processed: idle (a stopped hub does not get here)
         else:
-            same_host = publisher_host_pid(header.publisher)[0] == _HOST
+            parsed = parse_publisher_id(header.publisher)
+            same_host = parsed is not None and parsed.host == _HOST
             sent = header.mono_ns if same_host else header.wall_ns
             now = mono_ns if same_host else wall_ns
             self.lag = max(0.0, (now - sent) / 1e9)

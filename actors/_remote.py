@@ -15,27 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-import socket
 import time
 from typing import Any
 
-import msgpack
 import zmq
 import zmq.backend
 from loguru import logger
 from zmq.utils.monitor import recv_monitor_message
 
-from ._curve import ClientCurve
-from ._envelope import FORMAT_VERSION
-from ._envelope import pack_payload as _pack_payload
-from ._envelope import reset_payload_packer as _reset_payload_packer
-from ._errors import ConnectError, EnvelopeError
+from broker import HEARTBEAT, SLOW, SYNC, ClientCurve, Key, encode_key, new_publisher_id, subscription_prefix
+from broker import encode_header as _encode_header
+from broker import pack_payload as _pack_payload
+from broker import reset_payload_packer as _reset_payload_packer
+from observability import ConnectError, EnvelopeError
+
 from ._hub import Hub, HubStatistics, Message, Route
 from ._inbound import Inbound
-from ._keys import Key, encode_key, subscription_prefix
-from ._liveness import HEARTBEAT, HEARTBEAT_PREFIX, SLOW, HubWatch
+from ._liveness import HEARTBEAT_PREFIX, HubWatch
 from ._sequence import SequenceTracker
 from ._snapshot import SnapshotClient
 
@@ -80,9 +76,9 @@ class RemoteHub(Hub):
         curve: ClientCurve | None = None,
     ) -> None:
         super().__init__(name=name)
-        self._curve = curve  # CURVE keys for both sockets (actors._curve); None: plain ZMTP
+        self._curve = curve  # CURVE keys for both sockets (broker._curve); None: plain ZMTP
         self.frontend, self.backend = frontend, backend
-        self.publisher_id = f"{name}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.publisher_id = new_publisher_id(name)
         self._own_context = context is None
         self._ctx = context if context is not None else zmq.Context()
         self._max_payload = max_payload
@@ -99,7 +95,6 @@ class RemoteHub(Hub):
             except zmq.ZMQError as exc:
                 self._close_sockets()
                 raise ConnectError(f"cannot connect to broker endpoint {endpoint!r}: {exc.strerror}") from exc
-        self._pack_header = msgpack.Packer(use_bin_type=True).pack
         self._out: dict[tuple[str, ...], list[Any]] = {}  # key -> [wire key, seq, epoch, wanted]
         self._seqs: dict[bytes, int] = {}  # sequences of keys evicted from _out
         self._epoch = 0
@@ -219,9 +214,7 @@ class RemoteHub(Hub):
             )
         seq: int = out[1] + 1  # only after encoding: a refused payload must not look like a gap
         out[1] = seq
-        header = self._pack_header(
-            (FORMAT_VERSION, self.publisher_id, seq, _monotonic_ns(), _time_ns(), trace)
-        )
+        header = _encode_header(self.publisher_id, seq, _monotonic_ns(), _time_ns(), trace)
         sock = self._pub
         try:  # per-frame sends on the Cython socket: ~1.4 us cheaper than send_multipart
             _send(sock, out[0], _FIRST_PART)  # only the first part can be refused (XPUB_NODROP)
@@ -336,7 +329,7 @@ class RemoteHub(Hub):
 
     async def sync(self, timeout: float = 5.0) -> None:
         """Wait until this hub's subscriptions are active at the broker (a probe makes the round trip)."""
-        probe = Key("$sync", self.publisher_id)
+        probe = Key(*SYNC, self.publisher_id)
         arrived = asyncio.Event()
 
         def on_probe(key: Key, payload: Any, header: object) -> None:

@@ -7,10 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from ._keys import WILDCARD, Key, PossibleKey
+from broker import ASK, WILDCARD, Key, PossibleKey
 
-ASK = "$ask"
-REPLY = "$reply"
 _REMEMBER_EXPIRED = 10_000
 
 T = TypeVar("T")

@@ -24,16 +24,15 @@ from importlib import metadata
 from loguru import logger
 
 import observability
+from broker import ACTORS, Key
+from observability import ActorError, notify_service
 
 from ._actor import Actor
 from ._ask import ask_statistics
 from ._config import GroupConfig
 from ._connect import connect
-from ._errors import ActorError
 from ._hub import Hub
-from ._keys import Key
 from ._remote import RemoteHub
-from ._systemd import notify_service
 
 EXIT_OK = 0
 EXIT_ACTOR_FAILED = 1
@@ -122,8 +121,8 @@ async def run_group(
             await asyncio.gather(announcer, return_exceptions=True)
         await asyncio.gather(*(a.stop(config.drain_timeout) for a in running), return_exceptions=True)
         if running:
-            hub.publish(Key("$actors", "stats", config.name), group_statistics(config.name, hub, running))
-            hub.publish(Key("$actors", "bye", config.name), {"group": config.name, "pid": os.getpid()})
+            hub.publish(Key(ACTORS, "stats", config.name), group_statistics(config.name, hub, running))
+            hub.publish(Key(ACTORS, "bye", config.name), {"group": config.name, "pid": os.getpid()})
         if observability.metrics.enabled:  # export the drained counters before forgetting the actors
             await asyncio.to_thread(observability.metrics.flush)
         observability.metrics.remove(hub, *running)
@@ -146,8 +145,8 @@ def group_statistics(group: str, hub: Hub, running: list[Actor]) -> dict[str, ob
 async def _announce(
     hub: Hub, group: str, hello: dict[str, object], running: list[Actor], *, announce: float, stats: float
 ) -> None:
-    hello_key = Key("$actors", "hello", group)
-    stats_key = Key("$actors", "stats", group)
+    hello_key = Key(ACTORS, "hello", group)
+    stats_key = Key(ACTORS, "stats", group)
     loop = asyncio.get_running_loop()
     next_hello = loop.time()
     while True:
@@ -179,7 +178,7 @@ async def _wait_for_end(stop: asyncio.Event, running: list[Actor], policy: str) 
         stop_task.cancel()
 
 
-def run(config: GroupConfig, *, ready_line: bool = True, metrics_port: int | None = None) -> int:
+def serve_group(config: GroupConfig, *, ready_line: bool = True, metrics_port: int | None = None) -> int:
     """Run a group in a fresh event loop with SIGTERM/SIGINT handled; return the exit code.
 
     Metrics are exported while it runs (see :mod:`observability._metrics`): OTLP JSON lines under the

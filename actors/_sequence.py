@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from broker import publisher_identity
+
 
 class Observation(IntEnum):
     """What one received sequence number meant."""
@@ -121,7 +123,7 @@ class SequenceTracker:
     def _new_publisher(self, publisher: str) -> None:
         # A new id under a known name@host is that publisher restarted: a new incarnation, whose
         # streams start afresh (never a sequence error against the old one).
-        identity = publisher.rsplit(":", 2)[0]
+        identity = publisher_identity(publisher)
         previous = self._identities.get(identity)
         self._identities[identity] = publisher
         if previous is not None and previous != publisher:

@@ -21,14 +21,12 @@ from typing import Any
 
 from msgpack import unpackb
 
-from ._envelope import Header, decode_header, ext_hook
-from ._errors import ConnectError, EnvelopeError, SnapshotError
-from ._hub import Hub, Message, Route
-from ._keys import Key, decode_key
-from ._ratelimit import RateLimitedLog
+from broker import LVC_INBOX, LVC_REQUEST, Header, Key, decode_header, decode_key, ext_hook
+from observability import ConnectError, EnvelopeError, RateLimitedLog, SnapshotError
 
-REQUEST = Key("$lvc", "req")
-INBOX = ("$lvc", "snap")
+from ._hub import Hub, Message, Route
+
+REQUEST = Key(*LVC_REQUEST)
 
 
 class SnapshotMerge:
@@ -133,7 +131,7 @@ class SnapshotClient:
     def __init__(self, hub: Hub, publisher_id: str, log: RateLimitedLog) -> None:
         self._hub = hub
         self._log = log
-        self._inbox = Key(*INBOX, publisher_id)
+        self._inbox = Key(*LVC_INBOX, publisher_id)
         self._inbox_ready = False
         self._pending: dict[str, SnapshotRequest] = {}
         self.rejects = 0  # reply parts and entries dropped (malformed, or for no pending request)

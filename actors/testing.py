@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._errors import TickbusError
+from observability import TickbusError
+
 from ._hub import Hub
 
 __all__ = ["ActorProcess", "BrokerProcess", "Hub", "eventually", "free_tcp_port", "wait_for_line"]
@@ -118,7 +119,7 @@ class BrokerProcess(_Process):
             else:
                 frontends = [f"tcp://127.0.0.1:{free_tcp_port()}"]
                 backends = [f"tcp://127.0.0.1:{free_tcp_port()}"]
-        args = [sys.executable, "-m", "broker"]
+        args = [sys.executable, "-m", "tickbus", "broker"]
         for url in frontends:
             args += ["--frontend", url]
         for url in backends:
@@ -176,7 +177,7 @@ class ActorProcess(_Process):
         directory unless ``env`` sets ``TICKBUS_DATA_DIR``.
         """
         tmp = tempfile.TemporaryDirectory(prefix="tickbus-run-")
-        args = [sys.executable, "-m", "actors._cli", "run", "--name", name]
+        args = [sys.executable, "-m", "tickbus", "run", "--name", name]
         args += ["--frontend", broker.frontend, "--backend", broker.backend]
         if config_toml is not None:
             path = Path(tmp.name) / "group.toml"

@@ -156,7 +156,7 @@ async def phase(
         command = [
             sys.executable,
             "-m",
-            "actors._cli",
+            "tickbus",
             "profiler",
             "--pid",
             str(pid),

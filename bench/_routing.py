@@ -1,6 +1,6 @@
 """Routing cost: how long tickbus's subscription index takes to find the subscribers of a key.
 
-In-process, tickbus only: ``actors._index.SubscriptionIndex`` filled with 10 / 1,000 / 10,000
+In-process, tickbus only: ``broker._index.SubscriptionIndex`` filled with 10 / 1,000 / 10,000
 patterns, then ``match_uncached`` (the raw trie walk) and ``match`` (with the per-key cache, warm)
 timed over the stream of recorded production keys, in recorded order.
 
@@ -122,7 +122,7 @@ def _time_per_key(match: Any, stream: list[Pattern], min_s: float) -> float:
 
 def measure(min_s: float = 0.5, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
     """Cached and uncached ns per message for each pattern count (raises ImportError without tickbus)."""
-    from actors._index import SubscriptionIndex
+    from broker import SubscriptionIndex
 
     recorded = load_recorded()
     stream = [tuple(k) for k in recorded["stream"]]

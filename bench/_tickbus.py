@@ -2,7 +2,7 @@
 
 Wiring (each piece is one small function below, so an API change is a local edit):
 
-- :meth:`_Driver.unavailable` -- imports ``actors`` and checks that ``python -m broker`` exists;
+- :meth:`_Driver.unavailable` -- imports ``actors`` and checks that ``python -m tickbus broker`` exists;
   any ImportError or missing name makes the harness report tickbus as ``n/a`` with the reason.
 - :meth:`_Driver.start_server` -- ``sys.executable -m broker --frontend tcp://127.0.0.1:P1
   --backend tcp://127.0.0.1:P2``, ready when it prints a line starting ``tickbus broker ready``.
@@ -102,8 +102,8 @@ class _Driver:
 
             for name in ("connect", "Publisher", "Subscriber", "Key"):
                 getattr(actors, name)
-            if importlib.util.find_spec("broker.__main__") is None:
-                return "the broker package has no __main__ yet (python -m broker)"
+            if importlib.util.find_spec("tickbus.__main__") is None:
+                return "no tickbus command (python -m tickbus broker)"
         except (ImportError, AttributeError) as exc:
             return f"tickbus API not importable: {exc}"
         return None
@@ -111,7 +111,7 @@ class _Driver:
     def start_server(self, procs: ProcessGroup) -> Config:
         frontend = f"tcp://127.0.0.1:{free_port()}"
         backend = f"tcp://127.0.0.1:{free_port()}"
-        argv = [sys.executable, "-m", "broker", "--frontend", frontend, "--backend", backend]
+        argv = [sys.executable, "-m", "tickbus", "broker", "--frontend", frontend, "--backend", backend]
         broker = procs.server(argv)
         wait_line(broker, READY_LINE, 15.0)
         return {"frontend": frontend, "backend": backend}

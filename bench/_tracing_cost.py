@@ -28,7 +28,7 @@ from typing import Any
 
 import observability
 from actors import Actor, Hub, Key, handler
-from actors._envelope import FORMAT_VERSION, Header
+from broker import FORMAT_VERSION, Header
 
 PAYLOAD = {"sym": "AAPL", "px": 190.25, "size": 300, "t_ns": 0, "n": 1}
 

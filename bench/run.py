@@ -95,7 +95,7 @@ def _run_routing(quick: bool) -> dict[str, Any]:
     try:
         return {"status": "ok", **_routing.measure(min_s=0.1 if quick else 0.5)}
     except ImportError as exc:
-        return {"status": "n/a", "reason": f"actors._index not importable: {exc}"}
+        return {"status": "n/a", "reason": f"broker._index not importable: {exc}"}
     except FileNotFoundError as exc:
         reason = f"recorded keys not found ({exc.filename}); shared/ must sit beside the checkout"
         return {"status": "n/a", "reason": reason}

@@ -28,10 +28,9 @@ import zmq.auth
 from loguru import logger
 from zmq.auth.thread import ThreadAuthenticator
 
-from actors import ConfigError
-from actors._curve import load_key_pair
+from observability import BrokerConfigError, ConfigError
 
-from ._errors import BrokerConfigError
+from ._curve import load_key_pair
 
 _REMEMBERED_DENIALS = 256
 

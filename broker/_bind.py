@@ -16,8 +16,9 @@ import stat
 import zmq
 from loguru import logger
 
+from observability import BindError
+
 from ._config import BrokerConfig
-from ._errors import BindError
 
 _IPC = "ipc://"
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import secrets
 import signal
 import socket
@@ -32,13 +31,15 @@ import zmq
 from loguru import logger
 from zmq.utils.monitor import recv_monitor_message
 
+from observability import BrokerError
+
 from ._auth import CurveAuth
 from ._bind import bind_all, configure, remove_ipc_files
 from ._config import BrokerConfig
-from ._errors import BrokerError
-from ._lvc import CacheStatistics, CacheThread, LastValueCache
+from ._lvc import CacheThread, LastValueCache
 from ._peer_log import PeerLog, closing_hosts_of, peer_address
 from ._peers import MONITOR_EVENTS, PeerCounter
+from ._reserved import new_publisher_id
 from ._stats import (
     BrokerStatistics,
     ProxyCounters,
@@ -90,7 +91,7 @@ class Broker:
 
     def __init__(self, config: BrokerConfig | None = None) -> None:
         self._config = config if config is not None else BrokerConfig()
-        self.publisher_id = f"broker@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.publisher_id = new_publisher_id("broker")
         """The publisher id in the header of this broker's statistics messages."""
         self._lock = threading.Lock()  # control socket and the side thread's counters
         self._lifecycle = threading.Lock()
@@ -297,7 +298,7 @@ class Broker:
                 cache = LastValueCache(
                     max_keys=config.lvc_max_keys, max_bytes=config.lvc_max_bytes, patterns=config.lvc_patterns
                 )
-                lvc_id = "lvc" + self.publisher_id.removeprefix("broker")
+                lvc_id = new_publisher_id("lvc")
                 lvc = CacheThread(
                     ctx, frontend=inproc, backend=inproc_backend, cache=cache, publisher_id=lvc_id
                 )
@@ -340,11 +341,6 @@ class Broker:
                 )
             },
         )
-
-    def cache_statistics(self) -> CacheStatistics | None:
-        """The last-value cache's counters (``None`` when not running or configured without one)."""
-        run = self._run
-        return run.lvc.cache.statistics() if run is not None and run.lvc is not None else None
 
     def _close(self, run: _Running) -> None:
         if run.lvc is not None:

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ._errors import BrokerConfigError
+from observability import BrokerConfigError
 
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5550"
 DEFAULT_BACKEND = "tcp://127.0.0.1:5551"

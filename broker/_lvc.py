@@ -36,9 +36,10 @@ import msgpack
 import zmq
 from loguru import logger
 
-from actors._envelope import FORMAT_VERSION
-from actors._keys import decode_key, encode_key, matches, subscription_prefix
-from actors._snapshot import INBOX, REQUEST  # the protocol's keys, shared with the client half
+from ._envelope import encode_header
+from ._keys import decode_key, encode_key, matches, subscription_prefix
+from ._reserved import LVC_INBOX as INBOX
+from ._reserved import LVC_REQUEST as REQUEST
 
 _PART_ENTRIES = 512
 _PART_BYTES = 1 << 20
@@ -289,9 +290,7 @@ class CacheThread:
             self._seqs.clear()  # clients restart a stream they see from a new start without complaint
         for part in parts:
             seq = self._seqs[inbox_kb] = self._seqs.get(inbox_kb, 0) + 1
-            header = self._pack(
-                (FORMAT_VERSION, self._publisher_id, seq, time.monotonic_ns(), time.time_ns(), None)
-            )
+            header = encode_header(self._publisher_id, seq, time.monotonic_ns(), time.time_ns())
             try:
                 self._pub.send_multipart([inbox_kb, header, self._pack(part)])
             except zmq.Again:

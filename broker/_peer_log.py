@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 import zmq
 from loguru import logger
 
-from actors._ratelimit import RateLimitedLog
+from observability import RateLimitedLog
 
 _FAILED: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed (no CURVE, or the wrong broker key?)",

@@ -23,11 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from actors import encode_header, encode_key, encode_payload
+from observability import BrokerError
 
-from ._errors import BrokerError
+from ._envelope import encode_header, encode_payload
+from ._keys import encode_key
+from ._reserved import BROKER_STATS
 
-STATS_KEY = ("$broker", "stats")
+STATS_KEY = BROKER_STATS
 """The key statistics messages are published on (reserved: ``('*',)`` patterns do not match it)."""
 
 _COUNTERS = struct.Struct("<Q")

@@ -40,7 +40,7 @@ def child_environment() -> dict[str, str]:
 def tickbus_command() -> list[str]:
     """The ``tickbus`` console script of this interpreter (or its module, if it is not installed)."""
     script = Path(sys.executable).with_name("tickbus")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "actors._cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "tickbus"]
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from observability._profiler_cli import READY_PREFIX
-
 from ._processes import tickbus_command
+
+READY_PREFIX = "tickbus profiler ready"  # the line `tickbus profiler` prints once subscribed
 
 __all__ = ["READY_PREFIX", "profiler_command", "top_lines"]
 
@@ -31,10 +31,8 @@ def profiler_command(frontend: str, backend: str, data_dir: Path, seconds: float
 def top_lines(data_dir: Path, groups: list[str], since: float, limit: int = 3) -> list[str]:
     """The summary's profile lines: each group's top functions by self share over its windows of
     this run (ending after ``since``), leaving out the event loop's idle wait."""
-    from observability import ProfilerError, ProfileStore
-    from observability._profiler_cli import short_function
-    from observability._regression import IDLE_FUNCTIONS
-    from observability._windows import merge_windows
+    from observability import ProfilerError
+    from observability.profiling import IDLE_FUNCTIONS, ProfileStore, merge_windows, short_function
 
     path = data_dir / "profiles.sqlite"
     lines = [f"  profiles             Austin at 100 Hz into {path}"]

@@ -2,7 +2,7 @@
 
 ``python -m examples.demo --seconds 20 --rate 2000`` (what ``make demo`` runs):
 
-1. starts a broker (``python -m broker``) on free loopback ports;
+1. starts a broker (``python -m tickbus broker``) on free loopback ports;
 2. starts ``tickbus run --config <group>.toml`` for ui, strategy, model and feed, in that order
    (subscribers before their publishers), each waiting for its ready line;
 3. watches the bus with its own hub for ``--seconds``: every decision's latency, each group's
@@ -175,7 +175,7 @@ class Outcome:
 async def run_pipeline(args: argparse.Namespace, processes: Processes) -> Outcome:
     """Start everything, run for ``args.seconds``, stop everything in order."""
     frontend, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    broker_args = [sys.executable, "-m", "broker", "--frontend", frontend, "--backend", backend]
+    broker_args = [sys.executable, "-m", "tickbus", "broker", "--frontend", frontend, "--backend", backend]
     broker_args += ["--stats-interval", "0.5"]
     await processes.start("broker", broker_args, "tickbus broker ready")
     print(f"  broker ready: {frontend} -> {backend}")

@@ -45,7 +45,7 @@ async def run(args: argparse.Namespace, processes: Processes) -> int:
     frontend, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     await processes.start(
         "broker",
-        [sys.executable, "-m", "broker", "--frontend", frontend, "--backend", backend],
+        [sys.executable, "-m", "tickbus", "broker", "--frontend", frontend, "--backend", backend],
         "tickbus broker ready",
     )
     profiler = [*tickbus_command(), "profiler", "--frontend", frontend, "--backend", backend]

@@ -1,4 +1,10 @@
-"""tickbus observability: logging, event-loop health, metrics, and cheap local histograms.
+"""tickbus observability: what every process needs to be observable and operable, nothing about the bus.
+
+The bottom floor of tickbus (``tickbus`` → ``actors`` → ``broker`` → ``observability``): the one
+exception tree (:mod:`observability._errors`), logging, metrics, tracing, loop health, histograms,
+systemd notification, the TOML config loader, rate-limited logs, and the profiling core as the
+subpackage :mod:`observability.profiling` (Austin, windows, store, regression detection, alerts,
+views; imported on its own so that actor processes never load Austin).
 
 Only this package configures loguru sinks; the rest of tickbus calls ``logger`` lazily.
 Loop-health probes are module-level objects with one-call ``enable()`` / ``disable()``::
@@ -21,12 +27,43 @@ message starts and travels in its envelope), and read back with ``tickbus trace 
     observability.disable_tracing()             # flushes the queued spans
 """
 
-import importlib
-from typing import TYPE_CHECKING
-
+from ._alert_counters import AlertCounters, profile_alerts
+from ._config import (
+    BROKER_KEYS,
+    PROFILER_KEYS,
+    TABLES,
+    apply_service_config,
+    environment_values,
+    load_table,
+    read_toml,
+)
 from ._dilated import TimeDilatedLoop
-from ._errors import MetricsError, ObservabilityError, TracingError
+from ._errors import (
+    ActorError,
+    AnswerError,
+    AskError,
+    AskTimeoutError,
+    BindError,
+    BrokerConfigError,
+    BrokerError,
+    ConfigError,
+    ConnectError,
+    ConsumeQueueNotFoundError,
+    EnvelopeError,
+    InvalidKeyError,
+    MetricsError,
+    NoAnswererError,
+    ObservabilityError,
+    ProfilerError,
+    ProfileStoreError,
+    PtraceNotPermittedError,
+    SamplerError,
+    SnapshotError,
+    TickbusError,
+    TracingError,
+)
 from ._histogram import Histogram
+from ._histogram_export import DEFAULT_BOUNDS as HISTOGRAM_BOUNDS
 from ._logging import configure_logging
 from ._loop_health import (
     HangWatchdog,
@@ -38,118 +75,95 @@ from ._loop_health import (
     dump_stacks,
     hang_watchdog,
     loop_lag,
+    set_task_labeller,
     slow_callbacks,
 )
 from ._metrics import Metrics, MetricsStatistics, metrics
+from ._ratelimit import RateLimitedLog
 from ._resource import data_dir, process_resource, tickbus_version
-from ._trace_view import TraceSpan, TraceSummary, find_trace, list_traces, render_trace
+from ._systemd import SystemdNotifier, WatchdogFeeder, notify_service, parse_notify_address, watchdog_interval
+from ._trace_view import (
+    TraceSpan,
+    TraceSummary,
+    find_trace,
+    list_traces,
+    read_spans,
+    render_list,
+    render_trace,
+    trace_files,
+)
 from ._tracing import Tracing, TracingStatistics, disable_tracing, enable_tracing, tracing
 
-if TYPE_CHECKING:
-    from ._austin import AustinSample, AustinSampler, SamplerStatistics, StackFrame, parse_sample
-    from ._profile_store import ProfileStore, ProfileStoreStatistics, RetentionReport, WindowSummary
-    from ._profiler import Profiler, ProfilerConfig, ProfilerStatistics
-    from ._profiler_errors import ProfilerError, ProfileStoreError, PtraceNotPermittedError, SamplerError
-    from ._regression import DetectionConfig, Regression, RegressionDetector
-    from ._windows import FunctionShare, ProfileWindow, WindowFolder, WindowLabels, collapse, merge_windows
-
-# The profiling collector's names load on first use: they import actors, which imports this package
-# (a cycle at import time), and austin-python, which actor processes never need.
-_LAZY = {
-    "AustinSample": "._austin",
-    "AustinSampler": "._austin",
-    "SamplerStatistics": "._austin",
-    "StackFrame": "._austin",
-    "parse_sample": "._austin",
-    "ProfileStore": "._profile_store",
-    "ProfileStoreStatistics": "._profile_store",
-    "RetentionReport": "._profile_store",
-    "WindowSummary": "._profile_store",
-    "Profiler": "._profiler",
-    "ProfilerConfig": "._profiler",
-    "ProfilerStatistics": "._profiler",
-    "ProfileStoreError": "._profiler_errors",
-    "ProfilerError": "._profiler_errors",
-    "PtraceNotPermittedError": "._profiler_errors",
-    "SamplerError": "._profiler_errors",
-    "DetectionConfig": "._regression",
-    "Regression": "._regression",
-    "RegressionDetector": "._regression",
-    "FunctionShare": "._windows",
-    "ProfileWindow": "._windows",
-    "WindowFolder": "._windows",
-    "WindowLabels": "._windows",
-    "collapse": "._windows",
-    "merge_windows": "._windows",
-}
-
-
-def __getattr__(name: str) -> object:
-    """Import a profiling collector name (see ``_LAZY``) when it is first used."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
 __all__ = [
-    "AustinSample",
-    "AustinSampler",
-    "DetectionConfig",
-    "FunctionShare",
+    "ActorError",
+    "AlertCounters",
+    "AnswerError",
+    "AskError",
+    "AskTimeoutError",
+    "BROKER_KEYS",
+    "BindError",
+    "BrokerConfigError",
+    "BrokerError",
+    "ConfigError",
+    "ConnectError",
+    "ConsumeQueueNotFoundError",
+    "EnvelopeError",
+    "HISTOGRAM_BOUNDS",
     "HangWatchdog",
     "Histogram",
+    "InvalidKeyError",
     "LoopLagMonitor",
     "LoopLagStatistics",
     "Metrics",
     "MetricsError",
     "MetricsStatistics",
+    "NoAnswererError",
     "ObservabilityError",
-    "ProfileStore",
+    "PROFILER_KEYS",
     "ProfileStoreError",
-    "ProfileStoreStatistics",
-    "ProfileWindow",
-    "Profiler",
-    "ProfilerConfig",
     "ProfilerError",
-    "ProfilerStatistics",
     "PtraceNotPermittedError",
-    "Regression",
-    "RegressionDetector",
-    "RetentionReport",
+    "RateLimitedLog",
     "SamplerError",
-    "SamplerStatistics",
     "SlowCallbackMonitor",
     "SlowCallbackStatistics",
-    "StackFrame",
+    "SnapshotError",
+    "SystemdNotifier",
+    "TABLES",
+    "TickbusError",
     "TimeDilatedLoop",
     "TraceSpan",
     "TraceSummary",
     "Tracing",
     "TracingError",
     "TracingStatistics",
-    "WindowFolder",
-    "WindowLabels",
-    "WindowSummary",
-    "collapse",
+    "WatchdogFeeder",
+    "apply_service_config",
     "configure_logging",
     "data_dir",
     "describe_handle",
     "disable_tracing",
     "dump_stacks",
     "enable_tracing",
+    "environment_values",
     "find_trace",
     "hang_watchdog",
     "list_traces",
+    "load_table",
     "loop_lag",
-    "merge_windows",
     "metrics",
-    "parse_sample",
+    "notify_service",
+    "parse_notify_address",
     "process_resource",
+    "profile_alerts",
+    "read_spans",
+    "read_toml",
+    "render_list",
     "render_trace",
+    "set_task_labeller",
     "slow_callbacks",
     "tickbus_version",
+    "trace_files",
     "tracing",
+    "watchdog_interval",
 ]

@@ -48,12 +48,18 @@ def describe_handle(handle: asyncio.Handle) -> str:
     return f"callback {getattr(callback, '__qualname__', callback)!s}"
 
 
+_task_labeller: Callable[[asyncio.Task[Any]], str | None] | None = None
+
+
+def set_task_labeller(labeller: Callable[[asyncio.Task[Any]], str | None] | None) -> None:
+    """Name what a task runs in slow-callback reports (the actors package registers its handlers)."""
+    global _task_labeller  # noqa: PLW0603  (one hook for the process, set at import by actors)
+    _task_labeller = labeller
+
+
 def _handler_label(task: asyncio.Task[Any]) -> str | None:
-    actors_module = sys.modules.get("actors._actor")
-    if actors_module is None:
-        return None
-    finder = getattr(actors_module, "handler_running_in", None)
-    return finder(task) if finder is not None else None
+    labeller = _task_labeller
+    return labeller(task) if labeller is not None else None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 An envelope header's ``trace`` field is ``[traceparent, tracestate]`` (W3C Trace Context: the
 ``traceparent`` ``00-<trace id>-<parent span id>-<flags>`` in lowercase hex, ``tracestate`` as its
-header value, often empty). :mod:`actors._envelope` checks only that it is two strings; this module
+header value, often empty). :mod:`broker._envelope` checks only that it is two strings; this module
 parses it, for sampled messages only. The protocols describe the parts of ``actors`` that
 :mod:`._tracing` reads, so this package does not import ``actors`` (which imports it).
 """

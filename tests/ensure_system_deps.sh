@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# System packages the test suite uses as real servers: Prometheus (tests/integration/test_metrics.py),
-# systemd-nspawn, debootstrap and systemd-analyze (tests/systemd).
+# System packages the test suite uses as real servers: Prometheus (tests/system/integration/test_metrics.py),
+# systemd-nspawn, debootstrap and systemd-analyze (tests/system/systemd).
 #
 # Installs only what is missing, and only when running as root with apt-get; otherwise it says what
 # is missing and exits 0, and the tests that need it skip with that reason. Services are never
@@ -10,11 +10,11 @@ set -euo pipefail
 
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
-# the systemd tier (tests/systemd): a container booted with systemd-nspawn on a debootstrap rootfs
+# the systemd tier (tests/system/systemd): a container booted with systemd-nspawn on a debootstrap rootfs
 command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
-# the several-hosts tier (tests/netns): network namespaces, veth pairs and a bridge
+# the several-hosts tier (tests/system/netns): network namespaces, veth pairs and a bridge
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [[ ${#missing[@]} == 0 ]]; then
     exit 0

@@ -20,7 +20,7 @@ READY = "tickbus broker ready "
 
 @dataclass
 class BrokerProc:
-    """A ``python -m broker`` subprocess and the endpoints from its ready line."""
+    """A ``python -m tickbus broker`` subprocess and the endpoints from its ready line."""
 
     proc: subprocess.Popen[str]
     stderr_path: Path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import errno
 import importlib
 import inspect
@@ -12,14 +11,13 @@ import pytest
 import zmq
 
 import broker
-from actors._envelope import decode_header, decode_payload
-from actors._errors import ConfigError, ConnectError, TickbusError
-from actors._keys import decode_key
 from broker import BindError, BrokerConfig, BrokerConfigError, BrokerError, BrokerStatistics
 from broker._bind import bind_error
-from broker._cli import add_parser, config_from_args
+from broker._envelope import decode_header, decode_payload
+from broker._keys import decode_key
 from broker._peers import PeerCounter
 from broker._stats import ProxyCounters, StatsEnvelope, SubscriptionTable
+from observability import ConfigError, ConnectError, TickbusError
 
 
 def test_every_public_name_imports_has_a_docstring_and_all_is_sorted():
@@ -192,40 +190,6 @@ def test_stats_envelope_is_a_valid_tickbus_message_with_sequence_from_one():
         "backend": ["ipc:///tmp/b"],
     }
     assert payload["subscribers"] == 4 and payload["messages_forwarded"] == 6 // 3
-
-
-def test_cli_options_build_the_config_with_repeatable_endpoints():
-    parser = argparse.ArgumentParser(prog="tickbus")
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(
-        [
-            "broker",
-            "--frontend",
-            "tcp://127.0.0.1:1",
-            "--frontend",
-            "ipc:///tmp/f",
-            "--backend",
-            "tcp://127.0.0.1:2",
-            "--hwm",
-            "10",
-            "--max-msg-size",
-            "1024",
-            "--heartbeat-ivl",
-            "0.25",
-            "--heartbeat-timeout",
-            "1.5",
-            "--stats-interval",
-            "0.25",
-        ]
-    )
-    config = config_from_args(args)
-    assert config.frontend == ("tcp://127.0.0.1:1", "ipc:///tmp/f")
-    assert config.backend == ("tcp://127.0.0.1:2",)
-    assert (config.sndhwm, config.rcvhwm, config.max_msg_size) == (10, 10, 1024)
-    assert (config.heartbeat_ivl, config.heartbeat_timeout, config.heartbeat_ttl) == (0.25, 1.5, 1.5)
-    assert config.stats_interval == 0.25
-    defaults = config_from_args(parser.parse_args(["broker"]))
-    assert defaults == BrokerConfig()
 
 
 def test_public_module_docstring_explains_the_broker():

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import zmq
-from broker_helpers import eventually, recv_until, wait_for_subscription
 
-from actors._envelope import encode_header
-from actors._keys import encode_key
 from broker import BindError, Broker, BrokerConfig, BrokerError
+from broker._envelope import encode_header
+from broker._keys import encode_key
+from tests.broker.broker_helpers import eventually, recv_until, wait_for_subscription
 
 pytestmark = pytest.mark.timeout(15)
 

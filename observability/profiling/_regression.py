@@ -1,0 +1,489 @@
+"""Regression detection on profile windows: which function of which actor started to cost more.
+
+The method, per actor group (host + group; a restarted process keeps its history):
+
+1. **Measure.** For every window (:class:`~observability.profiling._windows.ProfileWindow`) and function, its
+   *self* count (samples where it is the leaf) and *inclusive* count (samples with it anywhere on the
+   stack), out of the window's samples. In CPU mode a sample is ``interval`` of CPU, so a share is
+   the fraction of the actor's CPU spent in (or below) the function. Windows with fewer than
+   ``min_window_samples`` samples are ignored, and so are functions matching ``ignore`` (by default
+   the event loop's ``selectors`` wait: its CPU samples measure how idle the actor is, not a cost).
+2. **Baseline.** The ``baseline_windows`` windows of the same version just before the latest
+   ``max_pool`` windows (so the baseline never overlaps what is tested), keeping only windows whose
+   message rate (handled per second) is within ``load_tolerance`` of the current one: a load change
+   moves every share (fixed costs spread over more messages), so windows are only compared with
+   windows at a similar load; after a load change detection resumes once ``min_baseline_windows``
+   windows at the new load exist. The current load is the latest window's, and only the latest run
+   of windows at that load is pooled (step 3): a pool across a load change would compare windows of
+   the new load with a baseline of the old one (a doubled rate moved a handler's share by 18 % in
+   the recorded test run: fixed costs spread, and the sampler's view of a busier loop changes).
+   Right after a deploy, when the new version has fewer than ``min_baseline_windows`` such windows,
+   the latest windows of the previous version at a similar load are the baseline (the alert then
+   names ``baseline_version``).
+3. **Test.** The current sample is the pool of the last ``m`` windows of the current version, for
+   every ``m`` in ``min_persist .. max_pool``. For each function whose self or inclusive share is at
+   least ``min_share`` (baseline or current), a one-sided two-proportion z-test on the pooled counts,
+   current against baseline, with the variance inflated by the function's over-dispersion ``phi``:
+   the Pearson chi-square of its per-window counts across the baseline windows over their degrees of
+   freedom (samples inside a window are not independent: a handler runs for many ticks in a row), at
+   least 1 and at least the median over all functions (a quasi-binomial test; with ``phi = 1`` it is
+   the plain test on pooled counts). The smallest p over the pool sizes and the two kinds (one for a
+   function that is a leaf wherever it appears) is multiplied by their number (Bonferroni), then the
+   Benjamini-Hochberg procedure at level ``alpha`` runs over all functions of the evaluation;
+   ``confidence`` is 1 minus the BH-adjusted p (q-value).
+4. **Effect size.** The share must rise by at least ``min_relative_change`` (relative) and
+   ``min_absolute_change`` (share points).
+5. **Transients.** Each window of the pool, and at least the last ``min_persist`` windows, must on
+   its own show the function above the baseline share by half the minimum effect: one hot window
+   cannot raise an alert, however large (``confirm`` > 1 also asks for that many evaluations in a
+   row).
+6. **Cost moved, not added** (refactors). Among the samples that do not count for the function,
+   every other function keeps its proportion when the function alone got costlier. When work moved
+   into it from a caller instead (the caller's code moved into a new callee), that caller's own part
+   drops beyond dilution. The drops significant at ``local_z``, scaled to the share they stand for,
+   are summed; at least ``refactor_fraction`` of the function's rise means a move: no alert.
+   Siblings (the callers' other callees) are not counted: tried on real samples, they cancelled true
+   regressions too, because a costlier function shifts its siblings' part of the rest as well.
+7. **Load.** Besides the load-matched baseline (step 2): inside its callers' subtree the function's
+   part ``L`` must grow too, by ``min_relative_change * L * (1 - L)`` (a part near the whole cannot
+   grow much) and significantly (z >= ``local_z``), and ``L`` must be under ``max_local_share``.
+   More messages scale a handler's whole subtree and leave its parts' proportions alone; a function
+   that is (almost) all of its callers' cost is judged through its callers, and a root frame (a
+   thread's start) through what it calls.
+8. **One alert per regression.** The best of the two kinds is kept per function, and of candidates on
+   one call path only the deepest (a costlier leaf raises the inclusive share of every caller above
+   it). An alert stays active (no repeats) until, for ``resolve_after`` evaluations in a row, the last
+   ``max_pool`` windows pooled are back below the middle between the baseline share frozen when the
+   alert was raised and the share that raised it; then one *resolved* event. The windows of a
+   regression's spell are left out of later baselines (a costlier function lowers every other share,
+   which would make the others look costlier once it is fixed), unless it lasted more than
+   ``baseline_windows`` windows: then it is the new normal.
+
+Limits: shares are relative, so a function near 100 % of its subtree cannot show a rise; Austin 3's
+CPU mode counts a runnable but preempted thread as running, so on a busy machine the samples of one
+function come in runs and ``phi`` grows (the test stays honest, it just needs more windows); the
+per-message CPU change is reported (``per_message_change``) but not tested, because the ``handled``
+counters reach the collector up to a second late and make it noisy on short windows.
+
+Sensitivity is a matter of samples. To see a function holding a share ``p`` of the samples become
+``r`` costlier (its share then ``p(1+r)/(1+rp)``) within ``k`` windows 19 times out of 20, the rise
+must stand ~6.2 standard errors out (z ~ 4.5 after the corrections at the default ``alpha``, plus
+1.65), against a baseline of ~4x as many samples; a window needs about
+``1.25 * 38 * (1+rp)^2 / (k * r^2 * p * (1-p))`` samples. For example:
+
+======  =====  ==  =========================
+share   rise   k   samples per window needed
+======  =====  ==  =========================
+40 %    20 %   2   ~2,900
+40 %    10 %   5   ~4,300
+5 %     20 %   2   ~12,700
+5 %     10 %   5   ~20,100
+======  =====  ==  =========================
+
+With half as many samples a change is still seen about half the time within ``k`` windows, and
+later for sure. At the default 100 Hz a 60 s window of a fully busy actor holds ~6,000 samples; an
+actor busy 10 % of the time holds 600, so only large shares or changes show within a few windows:
+sample it faster (``--interval-us``; Austin 3.7 here samples evenly up to ~1 kHz, ~700 CPU samples a
+second of a saturated target) or use longer windows. The live tests
+(``tests/profiling/test_detection_live.py``) sample at 1 kHz into windows sized by this table.
+
+How it relates to published detectors:
+
+- **FBDetect** (Meta, SOSP 2024) tracks per-subroutine CPU share from fleet-wide stack sampling,
+  finds change points in those series, and then removes false positives: transient spikes, *cost
+  shift* (a refactor or inlining moving cost between subroutines; they compare the parent's cost), and
+  duplicates of one root cause. Steps 5, 6 and 8 are the same filters on one host's windows; we have
+  no fleet, so the statistics are per actor with explicit over-dispersion instead.
+- **Apache Otava** (ex Hunter) finds change points with E-Divisive means and keeps those whose two
+  segments differ by a Student's t-test at a chosen p. Here the change point is the start of the
+  pooled current windows (every pool size from ``min_persist`` to ``max_pool`` is tried, paid for with
+  Bonferroni), which suits a stream that is tested as each window arrives.
+- **Mozilla Perfherder** compares the 12 points before and after each candidate with Welch's t-test
+  and alerts above a t threshold and a minimum percentage change. The over-dispersed pooled-count test
+  is the same idea on per-window shares weighted by samples; ``min_relative_change`` is its minimum
+  change. Perfherder leaves triage to people; here the refactor and load filters do the first pass.
+
+Defaults: ``alpha`` 3e-4 (300 evaluations without a false alarm need a per-evaluation error well
+under 1/300), pools of 2 to 5 windows against up to 30 at a similar load (at least 8), a 5 % and 0.4
+point minimum rise, functions of at least 2 % of the samples.
+
+Defaults suit 60 s windows at 100 Hz; tests use short windows and a faster sampler. Pure logic: no
+clock, sockets or processes; times are the windows' own.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from ._regression_stats import (
+    Kind,
+    WindowCounts,
+    benjamini_hochberg,
+    callers_of,
+    dispersion,
+    is_ancestor,
+    message_rate,
+    moved_share,
+    normal_sf,
+    rise_z,
+    subtree_counts,
+)
+from ._windows import ProfileWindow
+
+State = Literal["active", "resolved"]
+_KINDS: tuple[Kind, ...] = ("self", "inclusive")
+# waiting, not working: in CPU mode their samples are the syscalls of an idle loop, and their share
+# moves with how idle the actor is (any frame label containing one of these is not tested)
+IDLE_FUNCTIONS = ("/selectors.py:", "/threading.py:Condition.wait", "/threading.py:Event.wait", ":<idle>")
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """The detector's parameters; see the module docstring for what each does."""
+
+    baseline_windows: int = 30
+    min_baseline_windows: int = 8
+    max_pool: int = 5
+    min_persist: int = 2
+    alpha: float = 0.0003
+    min_share: float = 0.02
+    min_relative_change: float = 0.05
+    min_absolute_change: float = 0.004
+    min_window_samples: int = 20
+    refactor_fraction: float = 0.5
+    local_z: float = 2.326
+    max_local_share: float = 0.9
+    resolve_after: int = 3
+    confirm: int = 1
+    ignore: tuple[str, ...] = IDLE_FUNCTIONS
+    load_tolerance: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_persist <= self.max_pool:
+            raise ValueError(f"need 1 <= min_persist ({self.min_persist}) <= max_pool ({self.max_pool})")
+        if self.min_baseline_windows < 2 or self.baseline_windows < self.min_baseline_windows:
+            raise ValueError("need 2 <= min_baseline_windows <= baseline_windows")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+
+
+@dataclass(frozen=True, slots=True)
+class Regression:
+    """One regression (``state`` ``active``) or its end (``resolved``), for one function of one group."""
+
+    state: State
+    host: str
+    group: str
+    actors: tuple[str, ...]
+    pid: int
+    version: str
+    baseline_version: str
+    function: str  # the window's frame label, ``file:qualified.name``
+    kind: Kind
+    baseline_share: float
+    current_share: float
+    relative_change: float
+    confidence: float
+    p_value: float
+    windows: int  # current windows pooled
+    baseline_windows: int
+    since: float  # start of the first pooled window
+    at: float  # end of the latest window
+    per_message_change: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What de-duplicates alerts: host, group and function."""
+        return (self.host, self.group, self.function)
+
+
+@dataclass
+class _Active:
+    regression: Regression
+    calm: int = 0  # evaluations in a row below the resolve level
+
+
+@dataclass
+class _Group:
+    history: deque[WindowCounts]
+    active: dict[str, _Active] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)  # evaluations in a row a function was found
+    # (since, until) of regressions: their windows are no baseline (shares of the others moved too)
+    spells: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    function: str
+    kind: Kind
+    p: float
+    pool: int
+    base_share: float
+    cur_share: float
+    per_message: float | None
+
+
+class RegressionDetector:
+    """Feed windows with :meth:`observe`; get :class:`Regression` events (raised and resolved)."""
+
+    def __init__(self, config: DetectionConfig | None = None) -> None:
+        self.config = config or DetectionConfig()
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self.evaluations = 0
+
+    def active(self) -> list[Regression]:
+        """The regressions currently active, in every group."""
+        return [a.regression for g in self._groups.values() for a in g.active.values()]
+
+    def seed(self, windows: Iterable[ProfileWindow]) -> None:
+        """Fill the history (e.g. from the store after a restart) without evaluating."""
+        for window in sorted(windows, key=lambda w: w.end):
+            self._remember(window)
+
+    def observe(self, window: ProfileWindow) -> list[Regression]:
+        """Add one closed window and evaluate its group: the alerts raised and resolved by it."""
+        group = self._remember(window)
+        if group is None:
+            return []
+        return self._evaluate(group)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _remember(self, window: ProfileWindow) -> _Group | None:
+        if sum(window.stacks.values()) < self.config.min_window_samples:
+            return None
+        key = (window.labels.host, window.labels.group)
+        group = self._groups.get(key)
+        if group is None:
+            keep = 2 * (self.config.baseline_windows + self.config.max_pool)
+            group = self._groups[key] = _Group(deque(maxlen=keep))
+        group.history.append(WindowCounts.of(window))
+        return group
+
+    def _split(self, group: _Group) -> tuple[list[WindowCounts], list[WindowCounts]]:
+        """(current windows of the latest version, newest last; baseline windows at a similar load)."""
+        cfg = self.config
+        history = list(group.history)
+        version = history[-1].window.labels.version
+        same = [c for c in history if c.window.labels.version == version]
+        current = same[-cfg.max_pool :]
+        load = message_rate(current[-1].window)
+
+        def near(c: WindowCounts) -> bool:
+            rate = message_rate(c.window)
+            if rate is None or load is None:
+                return True
+            return (max(rate, load) + 1) / (min(rate, load) + 1) <= 1 + cfg.load_tolerance
+
+        # the pool is the latest run of windows at the current load: a pool across a load change
+        # would hold windows of two loads, and its shares would be compared with neither
+        run = len(current)
+        while run and near(current[run - 1]):
+            run -= 1
+        current = current[run:]
+        earlier = [c for c in same[: -cfg.max_pool] if near(c)]
+        base = [c for c in earlier if not self._in_spell(group, c, earlier)][-cfg.baseline_windows :]
+        if len(base) < cfg.min_baseline_windows:
+            older = [c for c in history if c.window.labels.version != version]
+            if older:
+                previous = older[-1].window.labels.version
+                base = [c for c in older if c.window.labels.version == previous and near(c)]
+                base = base[-cfg.baseline_windows :]
+        return current, base
+
+    def _in_spell(self, group: _Group, c: WindowCounts, windows: list[WindowCounts]) -> bool:
+        """True when ``c`` falls in a regression's spell that lasted at most ``baseline_windows``
+        windows (a longer one is the new normal)."""
+        for since, until in group.spells:
+            if since <= c.window.start < until:
+                inside = sum(1 for w in windows if since <= w.window.start < until)
+                return inside <= self.config.baseline_windows
+        return False
+
+    def _evaluate(self, group: _Group) -> list[Regression]:
+        cfg = self.config
+        current, base = self._split(group)
+        events = self._resolve(group, current)
+        if len(base) < cfg.min_baseline_windows or len(current) < cfg.min_persist:
+            return events
+        self.evaluations += 1
+        candidates, p_values = self._scan(base, current)
+        if not candidates:
+            return events
+        q_values = benjamini_hochberg(p_values)
+        found = [
+            (c, q)
+            for c, q in zip(candidates, q_values, strict=True)
+            if q <= cfg.alpha and self._holds(c, current, base)
+        ]
+        found = self._deepest(found, current)
+        latest = current[-1].window
+        group.pending = {c.function: group.pending.get(c.function, 0) + 1 for c, _ in found}
+        for candidate, q in found:
+            if candidate.function in group.active or group.pending[candidate.function] < cfg.confirm:
+                continue
+            pool = current[-candidate.pool :]
+            regression = Regression(
+                state="active",
+                host=latest.labels.host,
+                group=latest.labels.group,
+                actors=latest.labels.actors,
+                pid=latest.labels.pid,
+                version=latest.labels.version,
+                baseline_version=base[-1].window.labels.version,
+                function=candidate.function,
+                kind=candidate.kind,
+                baseline_share=candidate.base_share,
+                current_share=candidate.cur_share,
+                relative_change=candidate.cur_share / candidate.base_share - 1.0
+                if candidate.base_share
+                else math.inf,
+                confidence=1.0 - q,
+                p_value=candidate.p,
+                windows=candidate.pool,
+                baseline_windows=len(base),
+                since=pool[0].window.start,
+                at=latest.end,
+                per_message_change=candidate.per_message,
+            )
+            group.active[candidate.function] = _Active(regression)
+            group.spells.append((regression.since, math.inf))
+            events.append(regression)
+        return events
+
+    def _scan(
+        self, base: list[WindowCounts], current: list[WindowCounts]
+    ) -> tuple[list[_Candidate], list[float]]:
+        """Each tested function's best (lowest p) pool and kind, and its Bonferroni-adjusted p (step 3)."""
+        cfg = self.config
+        n_base = sum(c.total for c in base)
+        handled_base = sum(c.window.handled_total for c in base)
+        functions = {f for c in (*base[-3:], *current) for f in c.incl if not any(i in f for i in cfg.ignore)}
+        candidates: list[_Candidate] = []
+        p_values: list[float] = []
+        phis: dict[tuple[str, Kind], float] = {}
+        for kind in _KINDS:
+            for function in functions:
+                phis[(function, kind)] = dispersion(
+                    [c.count(function, kind) for c in base], [c.total for c in base]
+                )
+        floor = max(1.0, statistics.median(phis.values())) if phis else 1.0
+        window_set = (*base, *current)
+        for function in functions:
+            best: _Candidate | None = None
+            # a leaf everywhere has equal self and inclusive counts: one test, not two
+            leaf = all(c.count(function, "self") == c.count(function, "inclusive") for c in window_set)
+            kinds = _KINDS[:1] if leaf else _KINDS
+            for kind in kinds:
+                x_base = sum(c.count(function, kind) for c in base)
+                base_share = x_base / n_base
+                phi = max(floor, phis[(function, kind)])
+                for m in range(cfg.min_persist, len(current) + 1):
+                    pool = current[-m:]
+                    x_cur = sum(c.count(function, kind) for c in pool)
+                    n_cur = sum(c.total for c in pool)
+                    cur_share = x_cur / n_cur
+                    if max(cur_share, base_share) < cfg.min_share:
+                        continue
+                    p = normal_sf(rise_z(x_cur, n_cur, x_base, n_base, phi))
+                    if best is None or p < best.p:
+                        handled = sum(c.window.handled_total for c in pool)
+                        per_message = None
+                        if handled and handled_base and x_base:
+                            per_message = (x_cur / handled) / (x_base / handled_base) - 1.0
+                        best = _Candidate(function, kind, p, m, base_share, cur_share, per_message)
+            if best is None:
+                continue
+            tries = len(kinds) * (len(current) - cfg.min_persist + 1)
+            candidates.append(best)
+            p_values.append(min(1.0, best.p * tries))
+        return candidates, p_values
+
+    def _holds(self, c: _Candidate, current: list[WindowCounts], base: list[WindowCounts]) -> bool:
+        """Effect size, persistence, refactor and load checks (steps 4-7)."""
+        cfg = self.config
+        rise = c.cur_share - c.base_share
+        if rise < cfg.min_absolute_change or rise < cfg.min_relative_change * c.base_share:
+            return False
+        floor = c.base_share + max(cfg.min_absolute_change, cfg.min_relative_change * c.base_share) / 2
+        if any(
+            w.count(c.function, c.kind) / w.total < floor for w in current[-max(c.pool, cfg.min_persist) :]
+        ):
+            return False
+        pool = current[-c.pool :]
+        if moved_share(c.function, c.kind, pool, base, cfg.local_z) >= cfg.refactor_fraction * rise:
+            return False
+        return self._grew_locally(c, pool, base)
+
+    def _grew_locally(self, c: _Candidate, pool: list[WindowCounts], base: list[WindowCounts]) -> bool:
+        """The load check: inside its callers' subtree the function's part must grow too.
+
+        More messages scale a handler's whole subtree and leave its parts' proportions alone.
+        """
+        cfg = self.config
+        callers = callers_of(c.function, (w.window for w in pool))
+        if not callers:  # a root (a thread's start): its descendants are the ones to name
+            return False
+        cur = [subtree_counts(c.function, c.kind, callers, w.window) for w in pool]
+        old = [subtree_counts(c.function, c.kind, callers, w.window) for w in base]
+        s_cur, s_base = sum(t for t, _ in cur), sum(t for t, _ in old)
+        x_cur, x_base = sum(x for _, x in cur), sum(x for _, x in old)
+        if not (s_base and s_cur) or x_base / s_base >= cfg.max_local_share:
+            return False
+        local_base = x_base / s_base
+        if x_cur / s_cur - local_base < cfg.min_relative_change * local_base * (1 - local_base):
+            return False
+        phi = max(1.0, dispersion([x for _, x in old], [t for t, _ in old]))
+        return rise_z(x_cur, s_cur, x_base, s_base, phi) >= cfg.local_z
+
+    @staticmethod
+    def _deepest(
+        found: list[tuple[_Candidate, float]], current: list[WindowCounts]
+    ) -> list[tuple[_Candidate, float]]:
+        windows = [c.window for c in current]
+        names = {c.function for c, _ in found}
+        return [
+            (c, q)
+            for c, q in found
+            if not any(other != c.function and is_ancestor(c.function, other, windows) for other in names)
+        ]
+
+    def _resolve(self, group: _Group, current: list[WindowCounts]) -> list[Regression]:
+        cfg = self.config
+        if not group.active or len(current) < cfg.min_persist:
+            return []
+        recent = current[-cfg.max_pool :]
+        total = sum(c.total for c in recent)
+        events: list[Regression] = []
+        latest = recent[-1].window
+        for function, active in list(group.active.items()):
+            raised = active.regression
+            share = sum(c.count(function, raised.kind) for c in recent) / total
+            level = (raised.baseline_share + raised.current_share) / 2
+            active.calm = active.calm + 1 if share < level else 0
+            if active.calm >= cfg.resolve_after:
+                del group.active[function]
+                group.spells = [
+                    (since, latest.start if since == raised.since and until == math.inf else until)
+                    for since, until in group.spells
+                ]
+                events.append(
+                    replace(
+                        raised,
+                        state="resolved",
+                        pid=latest.labels.pid,
+                        version=latest.labels.version,
+                        current_share=share,
+                        relative_change=share / raised.baseline_share - 1.0
+                        if raised.baseline_share
+                        else math.inf,
+                        windows=len(recent),
+                        since=recent[0].window.start,
+                        at=latest.end,
+                    )
+                )
+        return events

@@ -1,0 +1,299 @@
+"""Views of stored profiles: a diff table and exports (speedscope JSON, collapsed stacks, pprof).
+
+Pure functions of :class:`~observability.profiling._windows.ProfileWindow` objects (usually one merged window
+per side); ``tickbus profile diff|export`` (:mod:`tickbus._profile_cli`) calls them.
+
+- **collapsed**: ``outer;...;leaf count`` per line, Brendan Gregg's format for ``flamegraph.pl``.
+- **speedscope**: the "sampled" profile of speedscope's file format (one stack of frame indices per
+  distinct stack, weighted by its count), openable at speedscope.app or offline.
+- **pprof**: the ``perftools.profiles.Profile`` protobuf, gzip-compressed, written by hand on the
+  protobuf wire format (only varints and length-delimited fields are needed), so no generated code
+  and no protobuf 4 (austin-python pins protobuf 3): ``go tool pprof -top profile.pb.gz`` reads it.
+  Values are ``samples/count`` and ``cpu/nanoseconds`` (samples times the sampling interval).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._store import WindowSummary
+from ._windows import FRAME_SEPARATOR, ProfileWindow
+
+SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
+
+
+def split_label(label: str) -> tuple[str, str]:
+    """``(file, function)`` of a frame label ``file:function``."""
+    file, sep, function = label.rpartition(":")
+    return (file, function) if sep else ("", label)
+
+
+# -- diff ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DiffRow:
+    """One function's shares before and after."""
+
+    function: str
+    before_self: float
+    after_self: float
+    before_inclusive: float
+    after_inclusive: float
+
+    @property
+    def change(self) -> float:
+        """Change of the self share, in share points."""
+        return self.after_self - self.before_self
+
+
+def diff(before: ProfileWindow, after: ProfileWindow) -> list[DiffRow]:
+    """Every function's self and inclusive share on both sides, largest self-share change first."""
+    total_b = sum(before.stacks.values()) or 1
+    total_a = sum(after.stacks.values()) or 1
+    own_b, own_a = before.self_counts(), after.self_counts()
+    inc_b, inc_a = before.inclusive_counts(), after.inclusive_counts()
+    rows = [
+        DiffRow(f, own_b[f] / total_b, own_a[f] / total_a, inc_b[f] / total_b, inc_a[f] / total_a)
+        for f in set(inc_b) | set(inc_a)
+    ]
+    rows.sort(key=lambda r: (-abs(r.change), -abs(r.after_inclusive - r.before_inclusive), r.function))
+    return rows
+
+
+def _relative(before: float, after: float) -> str:
+    if before == 0:
+        return "new" if after else "-"
+    return f"{after / before - 1:+.1%}"
+
+
+def format_diff(
+    before: ProfileWindow, after: ProfileWindow, *, before_name: str, after_name: str, limit: int = 20
+) -> str:
+    """The ``tickbus profile diff`` report: a head line per side and the table of changes."""
+    head = [
+        f"before: {before_name}: {before.samples} samples, {before.handled_total} handled",
+        f"after:  {after_name}: {after.samples} samples, {after.handled_total} handled",
+    ]
+    rows: list[tuple[str, ...]] = [
+        ("SELF BEFORE", "SELF AFTER", "CHANGE", "INCL BEFORE", "INCL AFTER", "FUNCTION")
+    ]
+    for r in diff(before, after)[: max(0, limit)]:
+        rows.append(
+            (
+                f"{r.before_self:.1%}",
+                f"{r.after_self:.1%}",
+                _relative(r.before_self, r.after_self),
+                f"{r.before_inclusive:.1%}",
+                f"{r.after_inclusive:.1%}",
+                short_function(r.function),
+            )
+        )
+    return "\n".join(head) + "\n" + table(rows)
+
+
+# -- exports ------------------------------------------------------------------------------------
+def to_collapsed(window: ProfileWindow) -> str:
+    """Collapsed stacks for ``flamegraph.pl``: ``a;b;c 12`` per line, most frequent first."""
+    ordered = sorted(window.stacks.items(), key=lambda item: (-item[1], item[0]))
+    return "".join(f"{stack} {count}\n" for stack, count in ordered)
+
+
+def to_speedscope(window: ProfileWindow, name: str) -> dict[str, Any]:
+    """A speedscope file (``sampled`` profile, weights in samples)."""
+    index: dict[str, int] = {}
+    frames: list[dict[str, str]] = []
+    samples: list[list[int]] = []
+    weights: list[int] = []
+    for stack, count in sorted(window.stacks.items()):
+        ids = []
+        for label in stack.split(FRAME_SEPARATOR):
+            if label not in index:
+                index[label] = len(frames)
+                file, function = split_label(label)
+                frames.append({"name": function, "file": file})
+            ids.append(index[label])
+        samples.append(ids)
+        weights.append(count)
+    total = sum(weights)
+    return {
+        "$schema": SPEEDSCOPE_SCHEMA,
+        "name": name,
+        "exporter": "tickbus profile export",
+        "activeProfileIndex": 0,
+        "shared": {"frames": frames},
+        "profiles": [
+            {
+                "type": "sampled",
+                "name": name,
+                "unit": "none",
+                "startValue": 0,
+                "endValue": total,
+                "samples": samples,
+                "weights": weights,
+            }
+        ],
+    }
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # int64 values are two's complement
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field_varint(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value)
+
+
+def _field_bytes(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _packed(number: int, values: Iterable[int]) -> bytes:
+    return _field_bytes(number, b"".join(_varint(v) for v in values))
+
+
+class _Strings:
+    def __init__(self) -> None:
+        self.table: list[str] = [""]
+        self._index: dict[str, int] = {"": 0}
+
+    def __call__(self, text: str) -> int:
+        if text not in self._index:
+            self._index[text] = len(self.table)
+            self.table.append(text)
+        return self._index[text]
+
+
+def to_pprof(window: ProfileWindow, interval_us: int = 10_000) -> bytes:
+    """The window as a gzip-compressed pprof ``Profile`` (see the module docstring)."""
+    strings = _Strings()
+    body = bytearray()
+    for kind, unit in (("samples", "count"), ("cpu", "nanoseconds")):
+        body += _field_bytes(1, _field_varint(1, strings(kind)) + _field_varint(2, strings(unit)))
+    locations: dict[str, int] = {}
+    for stack, count in sorted(window.stacks.items()):
+        ids = []
+        for label in reversed(stack.split(FRAME_SEPARATOR)):  # pprof: leaf first
+            if label not in locations:
+                locations[label] = len(locations) + 1
+            ids.append(locations[label])
+        sample = _packed(1, ids) + _packed(2, [count, count * interval_us * 1000])
+        body += _field_bytes(2, sample)
+    for ident in locations.values():  # location i has function i, one line each
+        body += _field_bytes(4, _field_varint(1, ident) + _field_bytes(4, _field_varint(1, ident)))
+    for label, ident in locations.items():
+        file, function = split_label(label)
+        fn = _field_varint(1, ident) + _field_varint(2, strings(function))
+        fn += _field_varint(3, strings(function)) + _field_varint(4, strings(file))
+        body += _field_bytes(5, fn)
+    tail = _field_varint(9, int(window.start * 1e9)) + _field_varint(
+        10, int((window.end - window.start) * 1e9)
+    )
+    tail += _field_bytes(11, _field_varint(1, strings("cpu")) + _field_varint(2, strings("nanoseconds")))
+    tail += _field_varint(12, interval_us * 1000)
+    table = b"".join(_field_bytes(6, s.encode()) for s in strings.table)  # after the last strings() call
+    return gzip.compress(bytes(body) + table + tail)
+
+
+def export(window: ProfileWindow, fmt: str, *, name: str, interval_us: int = 10_000) -> bytes:
+    """``window`` in ``fmt`` (``speedscope``, ``collapsed`` or ``pprof``) as bytes to write."""
+    if fmt == "collapsed":
+        return to_collapsed(window).encode()
+    if fmt == "speedscope":
+        return json.dumps(to_speedscope(window, name)).encode()
+    if fmt == "pprof":
+        return to_pprof(window, interval_us)
+    raise ValueError(f"unknown export format {fmt!r}; use speedscope, collapsed or pprof")
+
+
+def short_function(label: str) -> str:
+    """``file:function`` with the file shortened: below site-packages, the cwd, or its last two parts."""
+    file, sep, function = label.rpartition(":")
+    if not sep:
+        return label
+    if "site-packages/" in file:
+        file = file.rpartition("site-packages/")[2]
+    else:
+        path = Path(file)
+        try:
+            file = str(path.relative_to(Path.cwd()))
+        except ValueError:
+            file = "/".join(path.parts[-2:]) if path.is_absolute() else file
+    return f"{function} ({file})"
+
+
+def format_windows(summaries: list[WindowSummary], windows: list[ProfileWindow]) -> str:
+    """The ``tickbus profile windows`` table; ``windows`` are the loaded ``summaries``, same order."""
+    rows: list[tuple[str, ...]] = [
+        ("ID", "START", "SECONDS", "GROUP", "PID", "VERSION", "SAMPLES", "HANDLED", "TOP SELF")
+    ]
+    for summary, window in zip(summaries, windows, strict=True):
+        shares = window.function_shares()
+        top = f"{shares[0].self_share:6.1%} {short_function(shares[0].function)}" if shares else "-"
+        rows.append(
+            (
+                str(summary.id),
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary.start)),
+                f"{summary.end - summary.start:.1f}",
+                summary.group,
+                str(summary.pid),
+                summary.version or "-",
+                str(summary.samples),
+                str(summary.handled),
+                top,
+            )
+        )
+    return table(rows)
+
+
+def format_top(
+    window: ProfileWindow, count: int, *, groups: list[str] | None = None, limit: int = 20, by: str = "self"
+) -> str:
+    """The ``tickbus profile top`` report of a merged window of ``count`` windows of ``groups``."""
+    labels = window.labels
+    groups = groups or [labels.group]
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(window.start))
+    per_message = (
+        f", {window.cpu_us / window.handled_total:.0f} µs CPU per message" if window.handled_total else ""
+    )
+    head = (
+        f"{count} window(s) of group {', '.join(groups)} (latest pid {labels.pid}, "
+        f"version {labels.version or '-'}) "
+        f"from {started} over {window.end - window.start:.0f}s: {window.samples} samples, "
+        f"{window.cpu_us / 1e6:.2f}s CPU, {window.handled_total} messages handled{per_message}"
+    )
+    shares = window.function_shares()
+    if by == "inclusive":
+        shares.sort(key=lambda s: (-s.inclusive_samples, -s.self_samples, s.function))
+    rows: list[tuple[str, ...]] = [("SELF", "INCL", "SELF N", "INCL N", "FUNCTION")]
+    rows += [
+        (
+            f"{s.self_share:.1%}",
+            f"{s.inclusive_share:.1%}",
+            str(s.self_samples),
+            str(s.inclusive_samples),
+            short_function(s.function),
+        )
+        for s in shares[: max(0, limit)]
+    ]
+    return head + "\n" + table(rows)
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    """Rows as left-aligned columns (the first row is the heading)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""The inbound protocol step: every malformed frame set is counted and dropped, good ones routed."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors import Key, encode_header, encode_key, encode_payload
+from actors._inbound import Inbound
+from broker import SubscriptionIndex
+from observability import RateLimitedLog
+
+
+def make_inbound(max_payload: int = 1024) -> tuple[Inbound, list]:
+    index: SubscriptionIndex = SubscriptionIndex()
+    got: list = []
+    index.add(Key("t", "*"), lambda k, p, h: got.append((k, p, h.seq)))
+    return Inbound(index, max_payload=max_payload, log=RateLimitedLog(), name="test"), got
+
+
+GOOD_KEY = encode_key(("t", "x"))
+
+
+def good(seq: int) -> list[bytes]:
+    return [GOOD_KEY, encode_header("pub", seq, 1, 2), encode_payload({"n": seq})]
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [b"only-one"],
+        [GOOD_KEY, b"two"],
+        [GOOD_KEY, b"h", b"p", b"four"],
+        [b"t\x00x", encode_header("p", 1, 1, 1), b"\x80"],  # key without terminator
+        [GOOD_KEY, b"\xc1", b"\x80"],  # header not msgpack
+        [GOOD_KEY, msgpack.packb([9, "p", 1, 1, 1, None]), b"\x80"],  # wrong version
+        [GOOD_KEY, encode_header("p", 1, 1, 1), b"\xc1"],  # payload not msgpack
+        [GOOD_KEY, encode_header("p", 1, 1, 1), b"\x00" * 2000],  # oversize
+    ],
+)
+def test_each_kind_of_malformed_message_is_counted_and_dropped(frames):
+    inbound, got = make_inbound()
+    inbound.handle_frames(frames)
+    stats = inbound.statistics()
+    assert got == [] and stats.received == 1 and stats.malformed == 1
+
+
+def test_messages_nobody_wants_are_not_decoded_but_counted_unmatched():
+    inbound, _ = make_inbound()
+    inbound.handle_frames([encode_key(("u",)), encode_header("p", 1, 1, 1), b"\xc1"])
+    assert inbound.statistics().unmatched == 1 and inbound.statistics().malformed == 0
+
+
+def test_a_header_with_trace_context_takes_the_checked_path_and_is_delivered():
+    inbound, got = make_inbound()
+    inbound.handle_frames([GOOD_KEY, encode_header("p", 1, 1, 1, ["00-a-b-01", ""]), encode_payload(1)])
+    assert got == [(("t", "x"), 1, 1)]
+
+
+@given(st.lists(st.lists(st.binary(max_size=24), min_size=0, max_size=5), max_size=40))
+def test_fuzzed_frames_never_raise_and_good_traffic_alongside_all_arrives(junk):
+    inbound, got = make_inbound()
+    for seq, frames in enumerate(junk, start=1):
+        inbound.handle_frames(frames if frames else [b""])
+        inbound.handle_frames(good(seq))
+    assert [p for _, p, _ in got if isinstance(p, dict)] == [{"n": s} for s in range(1, len(junk) + 1)]
+    stats = inbound.statistics()
+    assert stats.received == 2 * len(junk)
+    assert stats.gaps == 0

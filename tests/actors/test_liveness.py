@@ -1,0 +1,80 @@
+"""Heartbeat schedule, heartbeat parsing, publisher liveness, lag flags and tail-loss accounting."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors._liveness import HeartbeatSchedule, LagMonitor, PublisherLiveness, parse_heartbeat
+from actors._sequence import SequenceTracker
+from broker import Header
+
+
+def test_busy_heartbeats_are_empty_and_the_first_idle_one_reports_changes_three_times():
+    schedule = HeartbeatSchedule(1.0)
+    assert not schedule.due(0.0, 0)  # nothing published yet: nothing to say
+    assert schedule.due(0.0, 5)
+    assert schedule.next_payload(0.0, 5, [(b"a\x00", 5)]) == {"i": 1.0, "k": []}  # busy
+    assert not schedule.due(0.5, 5)
+    payloads = [schedule.next_payload(float(t), 5, [(b"a\x00", 5)]) for t in range(1, 6)]
+    assert [p["k"] for p in payloads] == [[[b"a\x00", 5]]] * 3 + [[], []]
+    schedule.next_payload(6.0, 6, [(b"a\x00", 6)])  # busy again
+    assert schedule.next_payload(7.0, 6, [(b"a\x00", 6), (b"b\x00", 1)])["k"] == [
+        [b"a\x00", 6],
+        [b"b\x00", 1],
+    ]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [None, [], {"i": 0, "k": []}, {"i": 1.0}, {"i": 1.0, "k": [[b"a", -1]]}, {"i": 1.0, "k": [["a", 1]]}],
+)
+def test_malformed_heartbeats_are_refused(payload: object):
+    with pytest.raises(ValueError):
+        parse_heartbeat(payload)
+
+
+def test_publishers_are_gone_after_three_missed_intervals_and_back_when_heard():
+    live = PublisherLiveness()
+    live.heard("p@h:1:a", 1.0, 0.0)
+    assert live.check(2.9) == [] and live.live == 1
+    assert live.check(3.1) == [("p@h:1:a", 3.1)] and live.gone == 1
+    assert live.check(4.0) == []  # reported once
+    assert live.heard("p@h:1:a", 1.0, 5.0) is True and live.live == 1 and live.gone_events == 1
+
+
+def test_lag_flags_slow_once_and_recovers_below_half_the_bound():
+    lag = LagMonitor(1.0)
+    old = Header(1, "p@elsewhere:1:a", 1, 0, 0, None)
+    assert lag.check(old, 0, 2_000_000_000) == "slow"
+    assert lag.check(Header(1, "p@elsewhere:1:a", 2, 0, 1_000_000_000, None), 0, 2_000_000_000) is None
+    fresh = Header(1, "p@elsewhere:1:a", 3, 0, 1_900_000_000, None)
+    assert lag.check(fresh, 0, 2_000_000_000) == "recovered"
+    assert lag.check(None, 0, 9_000_000_000) is None and lag.lag == 0.0  # nothing processed: idle
+    assert lag.episodes == 1
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=200), st.integers(0, 5))
+def test_received_plus_gaps_equals_published_when_the_last_seq_comes_by_heartbeat(delivered, tail):
+    tracker = SequenceTracker()
+    published = len(delivered) + tail
+    received = 0
+    for seq, arrived in enumerate([True, *delivered], start=1):  # the first always arrives
+        if arrived:
+            tracker.observe("p@h:1:a", b"k\x00", seq)
+            received += 1
+    published += 1
+    tracker.catch_up("p@h:1:a", b"k\x00", published)
+    tracker.catch_up("p@h:1:a", b"k\x00", published)  # repeated reports count once
+    assert received + tracker.gaps == published
+
+
+def test_a_new_id_under_a_known_name_and_host_is_an_incarnation_not_a_sequence_error():
+    tracker = SequenceTracker()
+    for seq in (1, 2, 3):
+        tracker.observe("feed@h:10:a", b"k\x00", seq)
+    for seq in (1, 2):
+        tracker.observe("feed@h:11:b", b"k\x00", seq)
+    assert tracker.incarnations == 1 and tracker.last_incarnation == ("feed@h:10:a", "feed@h:11:b")
+    assert tracker.gaps == tracker.duplicates == tracker.reordered == 0

@@ -1,0 +1,175 @@
+"""``tickbus profiler`` (the collector) and ``tickbus profile windows|top`` (queries of its store).
+
+``tickbus profiler`` prints one line to stdout once it is subscribed, ``tickbus profiler ready
+host=<host> store=<path>``, and logs to stderr; SIGTERM/SIGINT store the partial windows and exit 0.
+
+This module is imported by every ``tickbus`` invocation to build the parser: it imports nothing heavy
+at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+READY_PREFIX = "tickbus profiler ready"
+
+
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``profiler`` and ``profile`` to the ``tickbus`` command."""
+    collector = subparsers.add_parser(
+        "profiler",
+        help="profile every actor process of this host continuously with Austin",
+        description="Discover the actor processes of this host from their ('$actors', 'hello', group) "
+        "announcements, sample each with Austin (ptrace access needed) and store windows of collapsed "
+        "stacks in <data-dir>/profiles.sqlite. SIGTERM/SIGINT stop it with exit code 0.",
+    )
+    collector.add_argument(
+        "--frontend", help="broker frontend URL (default $TICKBUS_FRONTEND or tcp://127.0.0.1:5550)"
+    )
+    collector.add_argument(
+        "--backend", help="broker backend URL (default $TICKBUS_BACKEND or tcp://127.0.0.1:5551)"
+    )
+    collector.add_argument(
+        "--window", type=float, default=60.0, metavar="SECONDS", help="window length (default %(default)s)"
+    )
+    collector.add_argument(
+        "--interval-us",
+        type=int,
+        default=10_000,
+        metavar="US",
+        help="Austin's sampling interval in microseconds (default %(default)s, i.e. 100 Hz)",
+    )
+    collector.add_argument(
+        "--mode", choices=("cpu", "wall"), default="cpu", help="sample CPU time or wall time (default cpu)"
+    )
+    collector.add_argument(
+        "--pid", type=int, action="append", default=[], help="also profile this process; repeatable"
+    )
+    collector.add_argument(
+        "--config", metavar="FILE", help="TOML file with a [profiler] table; flags and $TICKBUS_* override it"
+    )
+    _add_data_dir(collector)
+    collector.add_argument(
+        "--alerts-file", type=Path, help="JSON lines of regression alerts (default <data-dir>/alerts.jsonl)"
+    )
+    collector.add_argument("--webhook", metavar="URL", help="also POST each alert as JSON to this URL")
+    collector.add_argument("--no-detect", action="store_true", help="store windows only, detect nothing")
+
+    query = subparsers.add_parser("profile", help="query the profiles stored by `tickbus profiler`")
+    queries = query.add_subparsers(dest="profile_command", required=True, metavar="QUERY")
+    windows = queries.add_parser("windows", help="list stored windows, newest last")
+    top = queries.add_parser("top", help="top functions by self and inclusive share over the last windows")
+    for sub, last in ((windows, 20), (top, 10)):
+        sub.add_argument("--actor", help="only windows of this group or actor name")
+        sub.add_argument(
+            "--last", type=int, default=last, metavar="N", help="last N windows (default %(default)s)"
+        )
+        sub.add_argument(
+            "--hourly", action="store_true", help="use the hourly roll-ups instead of raw windows"
+        )
+        _add_data_dir(sub)
+    top.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="functions to show (default %(default)s)"
+    )
+    top.add_argument(
+        "--by", choices=("self", "inclusive"), default="self", help="order by this share (default self)"
+    )
+    from ._profile_cli import add_view_parsers
+
+    add_view_parsers(queries, _add_data_dir)
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="directory of profiles.sqlite (default $TICKBUS_DATA_DIR, else $XDG_STATE_HOME/tickbus)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``tickbus profiler`` or ``tickbus profile ...``; the exit code."""
+    if args.command == "profiler":
+        return _run_collector(args)
+    if args.profile_command not in ("windows", "top"):
+        from ._profile_cli import run_view
+
+        return run_view(args)
+    from observability.profiling import ProfileStore, default_store_path
+
+    with ProfileStore(default_store_path(args.data_dir), create=False) as store:
+        summaries = store.summaries(
+            actor=args.actor, resolution="hour" if args.hourly else "raw", last=max(1, args.last)
+        )
+        if not summaries:
+            who = f" of {args.actor!r}" if args.actor else ""
+            print(f"no windows{who} in {store.path}", file=sys.stderr)
+            return 1
+        windows = store.load([s.id for s in summaries])
+    from observability.profiling import format_top, format_windows
+
+    if args.profile_command == "windows":
+        print(format_windows(summaries, windows))
+    else:
+        from observability.profiling import merge_windows
+
+        groups = sorted({s.group for s in summaries})
+        print(format_top(merge_windows(windows), len(windows), groups=groups, limit=args.limit, by=args.by))
+    return 0
+
+
+def _run_collector(args: argparse.Namespace) -> int:
+    from observability import configure_logging
+    from observability.profiling import ProfileStore, default_store_path
+
+    from ._service_config import apply_command_config
+    from .collector import Profiler, ProfilerConfig
+
+    args = apply_command_config(args, "profiler", add_parsers)  # --config FILE's [profiler], then $TICKBUS_*
+    config = ProfilerConfig(
+        frontend=args.frontend,
+        backend=args.backend,
+        window=args.window,
+        interval_us=args.interval_us,
+        mode=args.mode,
+        pids=tuple(args.pid),
+        data_dir=args.data_dir,
+        detect=not getattr(args, "no_detect", False),
+        alerts_file=getattr(args, "alerts_file", None),
+        webhook=getattr(args, "webhook", None),
+    )
+    if config.window <= 0 or config.interval_us <= 0:
+        from observability import ProfilerError
+
+        raise ProfilerError(
+            f"--window {config.window} and --interval-us {config.interval_us} must both be positive"
+        )
+    configure_logging("profiler")
+    store = ProfileStore(default_store_path(config.data_dir))
+
+    async def main() -> None:
+        from observability import notify_service
+
+        stop = asyncio.Event()
+        # SIGTERM/SIGINT: STOPPING=1, then stop; WATCHDOG=1 from this loop (no-ops outside systemd)
+        notifier, feeder = notify_service(asyncio.get_running_loop(), stop)
+
+        def ready() -> None:
+            print(f"{READY_PREFIX} host={config.host} store={store.path}", flush=True)
+            notifier.ready(f"{READY_PREFIX} host={config.host} store={store.path}")
+
+        from observability import metrics
+
+        metrics_dir = config.data_dir / "metrics" / "profiler.jsonl" if config.data_dir else None
+        metrics.enable("profiler", otlp_file=metrics_dir)  # alerts raised/active, process CPU
+        try:
+            await Profiler(config, store=store).run(stop, on_ready=ready)
+        finally:
+            feeder.cancel()
+            metrics.disable()
+
+    asyncio.run(main())
+    return 0

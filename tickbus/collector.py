@@ -1,0 +1,371 @@
+"""The continuous profiling collector (``tickbus profiler``): Austin on every actor process of a host.
+
+It subscribes to ``('$actors', '*')`` on the broker, attaches one :class:`AustinSampler` to each
+``tickbus run`` process that announces itself from this host (plus ``--pid`` targets), folds the
+samples into windows (:mod:`observability.profiling._windows`) labelled with the announcement and the actors'
+``handled`` counters, and stores them in ``profiles.sqlite`` (:mod:`observability.profiling._store`).
+
+Targets come and go on their own: a sampler that ends because its process exited retires the target
+(a restarted group announces a new pid and gets a new sampler); a sampler that dies while its process
+still runs is restarted after 1, 2, 4 ... 60 s. Austin only reads the targets' memory: they are never
+stopped or signalled. Each of these events is one log line.
+
+Each stored window also goes to the regression detector (:mod:`observability.profiling._regression`), seeded
+from the store with a group's recent windows the first time the group is seen; what it finds goes to
+the alerts file, the log, the bus (``('$alerts', 'profile', <actor>)``), the webhook and the metrics
+(:mod:`observability.profiling._alerts`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+import actors
+from broker import ACTORS, ALERTS_PROFILE
+from observability import ProfileStoreError, PtraceNotPermittedError, SamplerError
+from observability.profiling import (
+    DEFAULT_INTERVAL_US,
+    DEFAULT_WINDOW,
+    AlertDispatcher,
+    AustinSample,
+    AustinSampler,
+    DetectionConfig,
+    Mode,
+    ProfileStore,
+    ProfileWindow,
+    Regression,
+    RegressionDetector,
+    Target,
+    TargetTable,
+    austin_binary,
+    backoff_delay,
+    default_store_path,
+)
+
+__all__ = ["Profiler", "ProfilerConfig", "ProfilerStatistics", "pid_alive"]
+
+_HEALTHY_RUN = 60.0  # a sampler that ran this long starts its backoff afresh after dying
+
+
+@dataclass(frozen=True)
+class ProfilerConfig:
+    """Options of ``tickbus profiler``; ``None`` endpoints mean ``$TICKBUS_FRONTEND`` / the defaults."""
+
+    frontend: str | None = None
+    backend: str | None = None
+    window: float = DEFAULT_WINDOW
+    interval_us: int = DEFAULT_INTERVAL_US
+    mode: Mode = "cpu"
+    pids: tuple[int, ...] = ()
+    data_dir: Path | None = None
+    host: str = field(default_factory=socket.gethostname)
+    retention_every: float = 600.0
+    backoff_cap: float = 60.0
+    detect: bool = True
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    alerts_file: Path | None = None  # None: <data dir>/alerts.jsonl
+    webhook: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProfilerStatistics:
+    """Counters of a :class:`Profiler`."""
+
+    targets: int
+    samplers_running: int
+    samples: int
+    windows_stored: int
+    sampler_starts: int
+    sampler_failures: int
+    evaluations: int
+    alerts_active: int
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rpartition(b")")[2].split()[0]
+        return state not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+class Profiler:
+    """The collector: ``await Profiler(config).run(stop)`` until ``stop`` is set."""
+
+    def __init__(self, config: ProfilerConfig, *, store: ProfileStore | None = None) -> None:
+        self.config = config
+        self.store = store or ProfileStore(default_store_path(config.data_dir))
+        self.targets = TargetTable(config.host, window=config.window)
+        self._samplers: dict[int, AustinSampler] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+        self._ptrace_reported = False
+        self._samples = 0
+        self._stored = 0
+        self._starts = 0
+        self._failures = 0
+        self.detector = RegressionDetector(config.detection)
+        self._seeded: set[tuple[str, str]] = set()
+        alerts_file = config.alerts_file or self.store.path.with_name("alerts.jsonl")
+        self.alerts = AlertDispatcher(alerts_file, webhook=config.webhook)
+        self.on_alert: Callable[[Regression], None] | None = None  # tests watch alerts here
+
+    async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
+        """Connect, discover, sample and store until ``stop`` is set; then store the partial windows."""
+        try:
+            austin_binary()  # no Austin at all is a setup error, not something to retry
+            hub = await actors.connect(self.config.frontend, self.config.backend, name="profiler")
+        except BaseException:
+            self.store.close()
+            raise
+        ticker: asyncio.Task[None] | None = None
+        try:
+
+            def publish(record: dict[str, Any]) -> None:
+                hub.publish(actors.Key(*ALERTS_PROFILE, record["actor"]), record)
+
+            self.alerts.publish = publish
+            subscriber = actors.Subscriber(hub, "profiler")
+            subscriber.add_sync_listener(actors.Key(ACTORS, "*"), self._on_announcement)
+            await hub.sync()
+            now = time.time()
+            for pid in self.config.pids:
+                target = self.targets.add_pid(pid, now)
+                logger.info("profiling pid {} by hand (--pid)", pid)
+                self._start(target)
+            ticker = asyncio.get_running_loop().create_task(self._tick(), name="profiler-ticker")
+            logger.info(
+                "profiler on host {} storing {}s windows in {} (Austin every {} µs, {} mode)",
+                self.config.host,
+                self.config.window,
+                self.store.path,
+                self.config.interval_us,
+                self.config.mode,
+            )
+            if on_ready is not None:
+                on_ready()
+            await stop.wait()
+        finally:
+            self._stopping.set()
+            for sampler in self._samplers.values():
+                sampler.stop()
+            if ticker is not None:
+                ticker.cancel()
+            await asyncio.gather(*self._tasks.values(), *([ticker] if ticker else []), return_exceptions=True)
+            self._save(self.targets.flush_all(time.time()))
+            await self.alerts.drain()
+            await hub.close()
+            self.store.close()
+
+    def statistics(self) -> ProfilerStatistics:
+        """A snapshot of the collector's counters."""
+        return ProfilerStatistics(
+            targets=len(self.targets),
+            samplers_running=sum(1 for s in self._samplers.values() if s.statistics().running),
+            samples=self._samples,
+            windows_stored=self._stored,
+            sampler_starts=self._starts,
+            sampler_failures=self._failures,
+            evaluations=self.detector.evaluations,
+            alerts_active=len(self.detector.active()),
+        )
+
+    def sampler(self, pid: int) -> AustinSampler | None:
+        """The current sampler of ``pid``, if one runs (tests kill its Austin to check restarts)."""
+        return self._samplers.get(pid)
+
+    def _on_announcement(self, key: actors.Key, payload: Any) -> None:
+        kind, now = key[1] if len(key) > 1 else "", time.time()
+        if kind == "stats":
+            self._save(self.targets.stats(payload, now))
+        elif kind == "hello":
+            found = self.targets.hello(payload, now)
+            if found is not None and not self._stopping.is_set():
+                target = found.target
+                if found.previous_pid is not None:
+                    logger.info(
+                        "group {} restarted: pid {} -> {}",
+                        target.labels.group,
+                        found.previous_pid,
+                        target.pid,
+                    )
+                else:
+                    logger.info("discovered {} actors {}", target.describe(), list(target.labels.actors))
+                self._start(target)
+        elif kind == "bye":
+            leaving = self.targets.bye(payload)
+            if leaving is not None:
+                logger.info("{} said bye", leaving.describe())
+
+    def _start(self, target: Target) -> None:
+        pid = target.pid
+        self._tasks[pid] = asyncio.get_running_loop().create_task(
+            self._sample(target), name=f"profiler-pid-{pid}"
+        )
+
+    async def _sample(self, target: Target) -> None:
+        pid = target.pid
+        reason = "stopped"
+        try:
+            while not self._stopping.is_set():
+                if not pid_alive(pid):
+                    reason = "said bye and exited" if target.said_bye else "exited"
+                    break
+                sampler = AustinSampler(pid, interval_us=self.config.interval_us, mode=self.config.mode)
+                self._samplers[pid] = sampler
+                self._starts += 1
+                started = time.monotonic()
+                ready = asyncio.get_running_loop().create_task(self._report_attach(target, sampler))
+                failure: str
+                try:
+                    await sampler.run(self._on_sample(target))
+                    failure = "Austin exited while the process still runs"
+                except PtraceNotPermittedError as exc:
+                    failure = str(exc)
+                    if not self._ptrace_reported:
+                        self._ptrace_reported = True
+                        logger.error("cannot profile {}: {}", target.describe(), exc)
+                except SamplerError as exc:
+                    failure = str(exc)
+                finally:
+                    ready.cancel()
+                    self._samplers.pop(pid, None)
+                if self._stopping.is_set():
+                    break
+                if not pid_alive(pid):
+                    reason = "said bye and exited" if target.said_bye else "exited"
+                    break
+                self._failures += 1
+                if time.monotonic() - started >= _HEALTHY_RUN:
+                    target.failures = 0
+                target.failures += 1
+                delay = backoff_delay(target.failures, cap=self.config.backoff_cap)
+                logger.warning(
+                    "sampler of {} failed ({} in a row): {}; restarting in {:.0f}s",
+                    target.describe(),
+                    target.failures,
+                    failure,
+                    delay,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+        except Exception:  # a bug here must not take the other targets down
+            logger.exception("profiling {} failed unexpectedly; dropping it", target.describe())
+            reason = "dropped after an internal error"
+        finally:
+            self._tasks.pop(pid, None)
+        if reason != "stopped":
+            self._save(self.targets.remove(pid, time.time()))
+            logger.info("{} {}; stopped profiling it", target.describe(), reason)
+
+    async def _report_attach(self, target: Target, sampler: AustinSampler) -> None:
+        await sampler.wait_ready()
+        stats = sampler.statistics()
+        logger.info(
+            "attached Austin {} (pid {}) to {} running Python {}",
+            stats.austin_version,
+            stats.austin_pid,
+            target.describe(),
+            stats.python_version,
+        )
+
+    def _on_sample(self, target: Target) -> Callable[[AustinSample], None]:
+        folder = target.folder
+
+        def on_sample(sample: AustinSample) -> None:
+            self._samples += 1
+            closed = folder.add(sample, time.time())
+            if closed:
+                self._save(closed)
+
+        return on_sample
+
+    async def _tick(self) -> None:
+        period = min(1.0, self.config.window / 4)
+        next_retention = time.monotonic()
+        while True:
+            self._save(self.targets.tick(time.time()))
+            if time.monotonic() >= next_retention:
+                next_retention += self.config.retention_every
+                try:
+                    report = self.store.apply_retention(time.time())
+                except ProfileStoreError as exc:
+                    logger.error("{}", exc)
+                else:
+                    if report.rolled_up or report.expired_rollups or report.dropped_for_size:
+                        logger.info("profile store retention: {}", report)
+            await asyncio.sleep(period)
+
+    def _save(self, windows: list[ProfileWindow]) -> None:
+        for window in windows:
+            try:
+                self.store.add(window)
+            except ProfileStoreError as exc:
+                logger.error("{}; window of group {} lost", exc, window.labels.group)
+                continue
+            self._stored += 1
+            if self.config.detect:
+                self._detect(window)
+            logger.debug(
+                "stored window of group {} pid {}: {} samples, {} handled",
+                window.labels.group,
+                window.labels.pid,
+                window.samples,
+                window.handled_total,
+            )
+
+    def _detect(self, window: ProfileWindow) -> None:
+        key = (window.labels.host, window.labels.group)
+        try:
+            if key not in self._seeded:
+                self._seeded.add(key)
+                self.detector.seed(self._recent(window))
+            events = self.detector.observe(window)
+        except Exception:  # a detector bug must not stop the collection
+            logger.exception("regression detection failed on a window of group {}", window.labels.group)
+            return
+        self.alerts.handle(events)
+        if self.on_alert is not None:
+            for event in events:
+                self.on_alert(event)
+
+    def _recent(self, window: ProfileWindow) -> list[ProfileWindow]:
+        """The group's stored windows before ``window`` (a restarted collector keeps its baselines)."""
+        cfg = self.config.detection
+        try:
+            summaries = self.store.summaries(
+                actor=window.labels.group, last=2 * (cfg.baseline_windows + cfg.max_pool) + 1
+            )
+        except ProfileStoreError as exc:
+            logger.error("{}; detection starts without history", exc)
+            return []
+        ids = [
+            s.id
+            for s in summaries
+            if s.host == window.labels.host and s.group == window.labels.group and s.end < window.end
+        ]
+        try:
+            return self.store.load(ids)
+        except ProfileStoreError as exc:
+            logger.error("{}; detection starts without history", exc)
+            return []
