@@ -2,7 +2,7 @@
 
 ``make soak`` or ``.venv/bin/python -m bench.soak [--minutes 60] [--rate 10000] [--actors 4]``
 
-Real processes, as in the chaos tier (``tests/chaos``): a ``tickbus broker``, a publisher process
+Real processes, as in the chaos tier (``tests/system/chaos``): a ``tickbus broker``, a publisher process
 pacing ``--rate`` messages a second, and ``--actors`` ``tickbus run`` processes each running one
 counting actor. Prints a progress line a minute, then per actor the gaps (expected 0) and the exact
 accounting (received + gaps + mailbox drops = published), and per process the resident set size
@@ -17,9 +17,10 @@ import asyncio
 import os
 import time
 
-from actors.testing import ActorProcess, BrokerProcess
 from tests.chaos.chaos_actors import rss_kib
 from tests.chaos.harness import LoadGen, Observer, account, counting, wait_accounted
+
+from actors.testing import ActorProcess, BrokerProcess
 
 MAX_GROWTH = 0.05
 PROGRESS = 60.0  # seconds between progress lines

@@ -85,7 +85,7 @@ later for sure. At the default 100 Hz a 60 s window of a fully busy actor holds 
 actor busy 10 % of the time holds 600, so only large shares or changes show within a few windows:
 sample it faster (``--interval-us``; Austin 3.7 here samples evenly up to ~1 kHz, ~700 CPU samples a
 second of a saturated target) or use longer windows. The live tests
-(``tests/profiling/test_detection_live.py``) sample at 1 kHz into windows sized by this table.
+(``tests/system/profiling/test_detection_live.py``) sample at 1 kHz into windows sized by this table.
 
 How it relates to published detectors:
 

@@ -57,7 +57,7 @@ def test_unknown_payload_type_is_named_in_the_error():
     [
         (b"\xc1", "not valid msgpack"),
         (msgpack.packb([1, "p", 1, 1]), "6-field array"),
-        (msgpack.packb([2, "p", 1, 1, 1, None]), "format version 2"),
+        (msgpack.packb([2, "p", 1, 1, 1, None]), "format version 2 is not this receiver's version 1"),
         (msgpack.packb([1, 5, 1, 1, 1, None]), "wrong types"),
         (msgpack.packb([1, "p", 0, 1, 1, None]), "wrong types"),
         (msgpack.packb([1, "p", 1, 1, 1, ["only-one"]]), "trace context"),
@@ -81,3 +81,43 @@ def test_arbitrary_bytes_never_raise_anything_but_envelope_error(data):
             decode(data)
         except EnvelopeError:
             pass
+
+
+_FIELD = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+    st.binary(max_size=8),
+    st.lists(st.text(max_size=4), max_size=3),
+)
+
+
+@given(
+    st.lists(_FIELD, min_size=0, max_size=8).map(
+        lambda fields: fields if len(fields) != 6 or not isinstance(fields[0], int) else [1, *fields[1:]]
+    )
+)
+def test_every_header_shape_decodes_to_its_fields_or_is_refused(fields):
+    """The one decoder checks the common shape in one expression and the rest slowly: on every shape,
+    well-formed or not, it returns exactly the fields of a valid header or raises EnvelopeError."""
+    frame = msgpack.packb(fields)
+    valid = (
+        len(fields) == 6
+        and fields[0] == 1
+        and type(fields[1]) is str
+        and type(fields[2]) is int
+        and fields[2] > 0
+        and type(fields[3]) is int
+        and type(fields[4]) is int
+        and (fields[5] is None or (isinstance(fields[5], list) and len(fields[5]) == 2))
+    )
+    try:
+        header = decode_header(frame)
+    except EnvelopeError:
+        assert not valid
+    else:
+        assert valid
+        assert tuple(header)[:5] == tuple(fields[:5])
+        assert header.trace == fields[5]
