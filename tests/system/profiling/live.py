@@ -4,15 +4,18 @@ collector sampling fast (1 kHz) into short windows, so that a regression shows w
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import os
 import random
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import actors
 from actors.testing import ActorProcess, BrokerProcess
+from broker import ACTORS
 from observability.profiling import DetectionConfig, ProfileStore, ProfileWindow, Regression
 from tests.system.profiling.model_actor import burst_size
 from tickbus.collector import Profiler, ProfilerConfig
@@ -76,6 +79,8 @@ class LiveRun:
     alerts: list[Regression] = field(default_factory=list)
     windows: list[ProfileWindow] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # (arrival time, messages the model actor handled so far) from its group's statistics, ~1 a second
+    handled_log: list[tuple[float, int]] = field(default_factory=list)
 
     def control(self, what: str, payload: object) -> None:
         """Send ``('control', what)`` to the model actor."""
@@ -89,10 +94,47 @@ class LiveRun:
                 self.changed.clear()
                 await self.changed.wait()
 
+    async def wait_until(self, done: Callable[[], bool], timeout: float, reached: Callable[[], str]) -> None:
+        """Wait until ``done()`` holds, checked as windows and statistics arrive; after ``timeout``
+        seconds raise :class:`TimeoutError` with ``reached()``, which says what was reached instead."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not done():
+                    self.changed.clear()
+                    await self.changed.wait()
+        except TimeoutError:
+            raise TimeoutError(reached()) from None
+
+    async def sync(self, timeout: float) -> dict[str, object]:
+        """Wait until the model handled everything sent before (an ask waits in its mailbox behind
+        them): a switch sent by :meth:`control` has taken effect. The model's state then."""
+        return await actors.ask(self.hub, actors.Key("control", "sync"), None, timeout=timeout)
+
+    def handled_between(self, start: float, end: float) -> int | None:
+        """Messages the model handled from ``start`` to ``end``, interpolated between its statistics;
+        ``None`` unless statistics arrived before ``start`` and after ``end``."""
+        log = self.handled_log
+        if not log or not log[0][0] <= start <= end <= log[-1][0]:
+            return None
+        return round(_interpolate(log, end) - _interpolate(log, start))
+
+    def _on_stats(self, key: actors.Key, payload: object) -> None:
+        model = payload.get("actors", {}).get("model") if isinstance(payload, dict) else None
+        if isinstance(model, dict) and isinstance(model.get("handled"), int):
+            self.handled_log.append((time.time(), model["handled"]))
+            self.changed.set()
+
     def stored(self) -> list[ProfileWindow]:
         """The model's windows in the store."""
         with ProfileStore(self.data_dir / "profiles.sqlite", create=False) as store:
             return store.windows(actor="model")
+
+
+def _interpolate(log: list[tuple[float, int]], t: float) -> float:
+    """The cumulative count of ``log`` (sorted by time) at ``t``, linear between its points."""
+    i = min(max(bisect.bisect_left(log, (t,)), 1), len(log) - 1)
+    (t0, n0), (t1, n1) = log[i - 1], log[i]
+    return n0 if t1 <= t0 else n0 + (n1 - n0) * (t - t0) / (t1 - t0)
 
 
 async def _raise_austin_priority(profiler: Profiler, pid: int) -> None:
@@ -165,6 +207,7 @@ async def _start(  # noqa: PLR0917
     profiler = Profiler(config)
     run = LiveRun(broker, data_dir, hub, profiler, [rate])
     profiler.on_alert = run.alerts.append
+    actors.Subscriber(hub, "handled").add_sync_listener(actors.Key(ACTORS, "stats", "model"), run._on_stats)
     save = profiler._save
 
     def saved(windows: list[ProfileWindow]) -> None:

@@ -6,7 +6,10 @@ iterations (work, not time: CPU mode measures CPU, and a loaded machine must not
 ``('control', 'slow')`` with ``{"function": name, "factor": 1.2}`` makes one of them costlier;
 ``('control', 'refactor')`` moves ``compute_features``'s work into a new callee, ``features_kernel``
 (``{"on": false}`` moves it back). ``('control', 'drive')`` with ``{"rate": r}`` makes it tick itself r
-times a second (no driver process, no broker traffic: the least contention for the sampler).
+times a second (no driver process, no broker traffic: the least contention for the sampler). An ask of
+``('control', 'sync')`` is answered once everything queued before it was handled (asks wait in the
+same mailbox as messages), with the model's state: a test knows a switch took effect, whatever backlog
+a slow machine built up.
 
 The work per call varies at random (uniformly within +-30 %): a strictly periodic workload beats with
 the sampler's fixed interval and shifts samples between the two functions for many windows in a row,
@@ -19,7 +22,7 @@ import asyncio
 import random
 from typing import Any
 
-from actors import Actor, Key, handler
+from actors import Actor, Key, answers, handler
 
 FEATURES_ITERATIONS = 9_000
 SCORE_ITERATIONS = 6_000
@@ -93,6 +96,11 @@ class Model(Actor):
         for i in range(self.iterations(LIMITS_ITERATIONS, "check_limits")):
             total += i * i
         return total
+
+    @answers(("control", "sync"))
+    def sync(self, key: Key, payload: Any) -> dict[str, Any]:
+        """The state once every message queued before this ask was handled."""
+        return {"refactored": self.refactored, "factors": dict(self.factors), "drive_rate": self.drive_rate}
 
     @handler(("control", "*"))
     def on_control(self, key: Key, payload: Any) -> None:

@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import shutil
-import subprocess
+import signal
 import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from observability import PtraceNotPermittedError, SamplerError
-from observability.profiling import AustinSampler, StackFrame, parse_sample
+from observability.profiling import AustinSampler, StackFrame, austin_binary, parse_sample
 from tests.system.profiling.conftest import BUSY_CHILD, start_child, stop_child
-
-ROOT = Path(__file__).parents[3]
 
 
 def test_parse_sample_reads_pid_thread_frames_and_cpu_time():
@@ -92,34 +95,75 @@ async def test_attaching_to_a_process_that_is_not_python_says_so(sleeper):
             await AustinSampler(sleeper.pid).run(lambda sample: None)
 
 
-_AS_NOBODY = """
-import asyncio, sys
-from observability import AustinSampler, PtraceNotPermittedError
-try:
-    asyncio.run(AustinSampler(int(sys.argv[1])).run(lambda sample: None))
-except PtraceNotPermittedError as exc:
-    print("PtraceNotPermittedError:", exc)
-"""
+NOBODY = 65534
 
 
-@pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to drop to user nobody"
-)
+def _as_nobody(job: Callable[[], str], timeout: float) -> str:
+    """What ``job()`` returns (or the traceback it raised) in a child forked from this process that
+    dropped to user nobody.
+
+    Forked, not started: a new unprivileged interpreter would need to read Python, the virtualenv and
+    the project, wherever they are (a clone under /root: none of them); the fork has what it runs in
+    memory already, and a ``job`` that runs a program must pass one nobody can read.
+    """
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: it never returns into pytest
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            os.chdir("/")
+            result = job()
+        except BaseException:
+            result = traceback.format_exc()
+        with contextlib.suppress(BaseException), os.fdopen(write_end, "wb") as pipe:
+            pipe.write(result.encode())
+        os._exit(0)
+    os.close(write_end)
+    out = bytearray()
+    try:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            deadline = time.monotonic() + timeout
+            while True:
+                if not select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                    os.kill(child, signal.SIGKILL)
+                    raise AssertionError(f"the child as nobody did not finish within {timeout} s: {out!r}")
+                chunk = pipe.read(65536)
+                if not chunk:
+                    break
+                out += chunk
+    finally:
+        os.waitpid(child, 0)
+    return out.decode()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to user nobody")
 def test_without_ptrace_permission_the_error_says_how_to_allow_it(busy_child):
     # Austin run as nobody against a root process: the kernel refuses, Austin blames "not a Python
-    # process"; the adapter must tell the real reason and the fix.
-    result = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        + [sys.executable, "-c", _AS_NOBODY, str(busy_child.pid)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        env={**os.environ, "HOME": "/tmp", "PYTHONPATH": str(ROOT)},
-        check=False,
-    )
-    assert "PtraceNotPermittedError:" in result.stdout, result.stderr[-2000:]
-    assert f"memory of process {busy_child.pid}" in result.stdout
-    assert "CAP_SYS_PTRACE" in result.stdout
-    assert "kernel.yama.ptrace_scope" in result.stdout
+    # process"; the adapter must tell the real reason and the fix. Nobody needs only the austin
+    # binary (the rest is in the forked child's memory): a copy in a directory it can read.
+    with tempfile.TemporaryDirectory(prefix="tickbus-austin-") as directory:
+        os.chmod(directory, 0o755)
+        austin = Path(directory) / "austin"
+        shutil.copy(austin_binary(), austin)
+        os.chmod(austin, 0o755)
+
+        def sample() -> str:
+            try:
+                asyncio.run(
+                    asyncio.wait_for(
+                        AustinSampler(busy_child.pid, binary=austin).run(lambda sample: None), 15
+                    )
+                )
+            except PtraceNotPermittedError as exc:
+                return f"PtraceNotPermittedError: {exc}"
+            return "Austin sampled the process"
+
+        result = _as_nobody(sample, 30)
+    assert result.startswith("PtraceNotPermittedError:"), result[-2000:]
+    assert f"memory of process {busy_child.pid}" in result
+    assert "CAP_SYS_PTRACE" in result
+    assert "kernel.yama.ptrace_scope" in result
     assert issubclass(PtraceNotPermittedError, PermissionError)
