@@ -36,8 +36,10 @@ import msgpack
 import zmq
 from loguru import logger
 
+from observability import InvalidKeyError, RateLimitedLog
+
 from ._envelope import encode_header
-from ._keys import decode_key, encode_key, matches, subscription_prefix
+from ._keys import decode_key, encode_key, matches, subscription_prefix, validate
 from ._reserved import LVC_INBOX as INBOX
 from ._reserved import LVC_REQUEST as REQUEST
 
@@ -56,6 +58,7 @@ class CacheStatistics:
     evicted: int
     snapshots: int
     refused: int
+    malformed: int = 0  # messages and requests dropped because they did not decode (never fatal)
 
 
 class LastValueCache:
@@ -70,7 +73,7 @@ class LastValueCache:
             p == ("*",) or ("*" not in p[:-1] and p[-1] == "*") for p in self._patterns
         )
         self._bytes = 0
-        self.updates = self.evicted = self.snapshots = self.refused = 0
+        self.updates = self.evicted = self.snapshots = self.refused = self.malformed = 0
 
     def prefixes(self) -> list[bytes]:
         """Wire prefixes to subscribe to: the patterns', a leading ``*`` as every first byte but ``$``.
@@ -95,7 +98,8 @@ class LastValueCache:
         if self._exact_prefixes:  # subscribed more widely than the patterns: check each key
             try:
                 key = decode_key(kb)
-            except Exception:
+            except InvalidKeyError:
+                self.malformed += 1
                 return
             if not any(matches(key, p) for p in self._patterns):
                 return
@@ -119,8 +123,15 @@ class LastValueCache:
         for kb, (header, payload) in self._entries.items():
             if not kb.startswith(prefix):
                 continue
-            if exact or matches(decode_key(kb), pattern):
-                out.append([kb, header, payload])
+            if not exact:
+                try:
+                    key = decode_key(kb)
+                except InvalidKeyError:  # cached under a wider prefix without decoding: drop it now
+                    self.malformed += 1
+                    continue
+                if not matches(key, pattern):
+                    continue
+            out.append([kb, header, payload])
         return out
 
     def parts(self, request_id: str, pattern: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -155,6 +166,7 @@ class LastValueCache:
             evicted=self.evicted,
             snapshots=self.snapshots,
             refused=self.refused,
+            malformed=self.malformed,
         )
 
 
@@ -165,13 +177,14 @@ def parse_request(payload: Any) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     rid, pattern, inbox = payload.get("id"), payload.get("pattern"), payload.get("inbox")
     if not isinstance(rid, str) or not rid:
         raise ValueError("snapshot request lacks a string 'id'")
+    checked = []
     for name, value in (("pattern", pattern), ("inbox", inbox)):
         if not isinstance(value, list) or not value or not all(isinstance(s, str) and s for s in value):
             raise ValueError(f"snapshot request's {name!r} is not a non-empty list of strings")
-    assert isinstance(pattern, list) and isinstance(inbox, list)
-    if tuple(inbox[:2]) != INBOX:
-        raise ValueError(f"snapshot inbox {inbox!r} is not under {INBOX}")
-    return rid, tuple(pattern), tuple(inbox)
+        checked.append(tuple(validate(value, what=f"snapshot request's {name}")))  # no NUL inside
+    if checked[1][:2] != INBOX:
+        raise ValueError(f"snapshot inbox {inbox!r:.80} is not under {INBOX}")
+    return rid, checked[0], checked[1]
 
 
 class CacheThread:
@@ -203,6 +216,7 @@ class CacheThread:
         self._wanted: set[bytes] = set()
         self._seqs: dict[bytes, int] = {}  # per inbox: sequences are per (publisher, key)
         self._pack = msgpack.Packer(use_bin_type=True).pack
+        self._log = RateLimitedLog(interval=10.0)  # topics are kinds of event, never peer strings
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="tickbus-broker-lvc", daemon=True)
 
@@ -241,10 +255,20 @@ class CacheThread:
                         break
                     if len(frames) != 3:
                         continue  # the subscribers' own hubs count malformed traffic
-                    if frames[0] == request:
-                        self._answer(frames[2])
-                    else:
-                        store(frames[0], frames[1], frames[2])
+                    try:
+                        if frames[0] == request:
+                            self._answer(frames[2])
+                        else:
+                            store(frames[0], frames[1], frames[2])
+                    except Exception as exc:  # one message must never end the cache: count, go on
+                        self.cache.malformed += 1
+                        self._log.log(
+                            "ERROR",
+                            "lvc-failure",
+                            "broker last-value cache dropped a message it could not handle: {}",
+                            type(exc).__name__,
+                            exception=exc,
+                        )
         except Exception:
             logger.exception("broker last-value cache thread failed; snapshots are unavailable")
         finally:
@@ -267,7 +291,10 @@ class CacheThread:
             rid, pattern, inbox = parse_request(msgpack.unpackb(raw, raw=False))
         except Exception as exc:
             self.cache.refused += 1
-            logger.warning("broker last-value cache: refused a snapshot request: {}", exc)
+            self.cache.malformed += 1
+            self._log.warning(
+                "lvc-bad-request", "broker last-value cache: refused a snapshot request: {}", exc
+            )
             return
         inbox_kb = encode_key(inbox)
         parts: list[dict[str, Any]]
@@ -284,7 +311,11 @@ class CacheThread:
                 self._read_subscriptions()
         if inbox_kb not in self._wanted:
             self.cache.refused += 1
-            logger.warning("broker last-value cache: nobody subscribes to inbox {}; snapshot not sent", inbox)
+            self._log.warning(
+                "lvc-inbox-unsubscribed",
+                "broker last-value cache: nobody subscribes to inbox {!r:.80}; snapshot not sent",
+                inbox,
+            )
             return
         if len(self._seqs) > 100_000:
             self._seqs.clear()  # clients restart a stream they see from a new start without complaint
@@ -295,5 +326,9 @@ class CacheThread:
                 self._pub.send_multipart([inbox_kb, header, self._pack(part)])
             except zmq.Again:
                 self.cache.refused += 1
-                logger.warning("broker last-value cache: inbox {} is not reading; snapshot abandoned", inbox)
+                self._log.warning(
+                    "lvc-inbox-full",
+                    "broker last-value cache: inbox {!r:.80} is not reading; snapshot abandoned",
+                    inbox,
+                )
                 return

@@ -1,0 +1,35 @@
+"""The last-value cache survives what a peer sends it (socket-free part)."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker._keys import encode_key
+from broker._lvc import LastValueCache, parse_request
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"id": "r", "pattern": ["px", "*"], "inbox": ["$lvc", "snap", "a\x00b"]},
+        {"id": "r", "pattern": ["p\x00x", "*"], "inbox": ["$lvc", "snap", "h"]},
+        {"id": "r", "pattern": ["px"], "inbox": ["$other", "snap", "h"]},
+        {"id": 5, "pattern": ["px"], "inbox": ["$lvc", "snap", "h"]},
+        [1, 2, 3],
+    ],
+)
+def test_a_malformed_snapshot_request_is_refused_with_a_value_error(payload):
+    with pytest.raises(ValueError, match="snapshot"):
+        parse_request(payload)
+
+
+def test_a_cached_key_that_does_not_decode_is_dropped_and_counted_not_raised():
+    cache = LastValueCache(max_keys=10, max_bytes=1 << 20, patterns=[("px", "*")])
+    good = encode_key(("px", "a"))
+    cache.store(good, b"h", b"p")
+    cache.store(b"px\x00\xff\xfe\x00", b"h", b"p")  # not UTF-8: the prefix alone decides what is cached
+    assert [entry[0] for entry in cache.matching(("px", "*"))] == [good]
+    assert cache.statistics().malformed == 1
+    narrow = LastValueCache(max_keys=10, max_bytes=1 << 20, patterns=[("px", "*", "bid")])
+    narrow.store(b"px\x00\xff\xfe\x00bid\x00", b"h", b"p")  # decoded to check the pattern: refused
+    assert narrow.statistics().keys == 0 and narrow.statistics().malformed == 1

@@ -1,0 +1,62 @@
+"""A real broker's last-value cache keeps answering after hostile requests and keys (issue 11)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgpack
+import zmq
+import zmq.asyncio
+
+import actors
+from actors.testing import BrokerProcess
+from broker import encode_header, encode_key
+
+REQUEST = encode_key(("$lvc", "req"))
+
+
+def _frames(key: bytes, payload: object) -> list[bytes]:
+    return [key, encode_header("rogue@h:1:t", 1, 1, 1), msgpack.packb(payload)]
+
+
+async def test_the_cache_survives_nul_inboxes_undecodable_keys_and_nul_patterns():
+    with BrokerProcess.start(extra_args=["--lvc", "*"]) as broker:
+        hub = await actors.connect(broker.frontend, broker.backend, name="legit")
+        ctx = zmq.asyncio.Context()
+        rogue = ctx.socket(zmq.PUB)
+        rogue.setsockopt(zmq.LINGER, 0)
+        rogue.connect(broker.frontend)
+        try:
+            await hub.sync()
+            hub.publish(actors.Key("px", "a"), {"v": 1})
+            for _ in range(200):  # cached: the cache is up
+                if await hub.snapshot(("px", "*")):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # the rogue's connection is up (no subscription to wait for)
+            hostile = [
+                _frames(REQUEST, {"id": "1", "pattern": ["px", "*"], "inbox": ["$lvc", "snap", "x\x00y"]}),
+                _frames(REQUEST, {"id": "2", "pattern": ["p\x00x", "*"], "inbox": ["$lvc", "snap", "z"]}),
+                _frames(REQUEST, {"id": "3", "pattern": ["*"], "inbox": ["$lvc", "snap"] + ["w"] * 50}),
+                _frames(b"px\x00\xff\xfe\x00", {"v": "not utf-8"}),
+                _frames(REQUEST, b"\xc1"),
+                [REQUEST, b"h", b"\xc1\xc1"],
+            ]
+            for _ in range(20):
+                for frames in hostile:
+                    await rogue.send_multipart(frames)
+            hub.publish(actors.Key("px", "b"), {"v": 2})
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                snapshot = await hub.snapshot(("px", "*"))
+                keys = sorted(tuple(m.key) for m in snapshot)
+                if ("px", "b") in keys or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            assert keys == [("px", "a"), ("px", "b")], broker.log()[-2000:]
+            assert broker.proc.poll() is None
+            assert "last-value cache thread failed" not in broker.log()
+        finally:
+            rogue.close()
+            ctx.term()
+            await hub.close()
