@@ -54,6 +54,7 @@ class Inbound:
         self.tracker = SequenceTracker()
         self._last = self.tracker.last  # the tracker's table, for the inlined fast path
         self.received = self.delivered = self.unmatched = self.malformed = self.oversize = 0
+        self.route_errors = 0  # routes that raised (counted with the hub's listener errors)
         self.heartbeats = 0
         self.malformed_by_reason: dict[str, int] = {}  # frames, key, header, payload, oversize, heartbeat
         # the first message processed since the lag check last took it: the oldest, so a backlog
@@ -108,7 +109,13 @@ class Inbound:
             self._drop("payload", "dropped a message on {}: payload is not valid msgpack: {}", key, exc)
             return
         for route in routes:
-            route(key, payload, header)
+            try:
+                route(key, payload, header)
+            except Exception as exc:  # one route's failure must never leave the receive path
+                self.route_errors += 1
+                self._log.log(
+                    "ERROR", "route-failure", "hub {}: a route failed on {}: {!r:.200}", self._name, key, exc
+                )
         self.delivered += len(routes)
 
     def _heartbeat(self, hb: bytes | memoryview, pb: bytes | memoryview) -> None:
@@ -127,7 +134,7 @@ class Inbound:
             lost = catch_up(header.publisher, kb, seq)
             if lost:
                 self._log.warning(
-                    "gap:" + header.publisher,
+                    "gap",  # a kind of event: never a string a peer chose
                     "gap of {} at the end of {!r} from {} (its heartbeat reports seq {})",
                     lost,
                     kb,
@@ -174,7 +181,7 @@ class Inbound:
     def _log_sequence(self, seen: Observation, key: Key, publisher: str, seq: int) -> None:
         if seen is Observation.GAP:
             self._log.warning(
-                "gap:" + publisher,
+                "gap",
                 "gap of {} on {} from {} (now at seq {})",
                 self.tracker.last_gap,
                 key,
@@ -182,6 +189,4 @@ class Inbound:
                 seq,
             )
         else:
-            self._log.warning(
-                "seq:" + publisher, "{} seq {} on {} from {}", seen.name.lower(), seq, key, publisher
-            )
+            self._log.warning("sequence", "{} seq {} on {} from {}", seen.name.lower(), seq, key, publisher)

@@ -228,13 +228,13 @@ class HubWatch:
     def heard(self, publisher: str, interval: float) -> None:
         """A heartbeat arrived (``Inbound.on_heartbeat``)."""
         if self.liveness.heard(publisher, interval, time.monotonic()):
-            self._log.log("INFO", "back:" + publisher, "hub {}: publisher {} is back", self.name, publisher)
+            self._log.log("INFO", "publisher-back", "hub {}: publisher {} is back", self.name, publisher)
 
     def check_liveness(self, now: float, tracker: SequenceTracker) -> None:
         """Log publishers newly gone, and publishers that restarted."""
         for publisher, silent in self.liveness.check(now):
             self._log.warning(
-                "gone:" + publisher,
+                "publisher-gone",
                 "hub {}: publisher {} gone: no heartbeat for {:.1f} s",
                 self.name,
                 publisher,

@@ -132,14 +132,15 @@ class RemoteHub(Hub):
         # periodic drain of every socket bounds how long such an event can wait unseen.
         if self._closed:
             return
-        self._on_pub_readable()
-        self._on_sub_readable()
-        for index in range(len(self._monitors)):
-            self._on_monitor(index)
+        # rescheduled first: nothing below may stop the heartbeats and the safety drains
         self._housekeeping = self._loop.call_later(_HOUSEKEEPING, self._sweep)
         self._sweeps += 1
         now = time.monotonic()
         try:
+            self._on_pub_readable()
+            self._on_sub_readable()
+            for index in range(len(self._monitors)):
+                self._on_monitor(index)
             if self._watch.schedule.due(now, self._published + self._publish_skipped):
                 self._send_heartbeat(now)
             inbound = self._inbound
@@ -449,7 +450,7 @@ class RemoteHub(Hub):
         return HubStatistics(
             published=self._published,
             delivered=inbound.delivered,
-            listener_errors=self._listener_errors,
+            listener_errors=self._listener_errors + self._inbound.route_errors,
             patterns=len(self._index.patterns()),
             received=inbound.received,
             unmatched=inbound.unmatched,

@@ -193,7 +193,8 @@ class SnapshotClient:
         return merge.route
 
     def _on_part(self, key: Key, payload: Any, header: object) -> None:
-        request = self._pending.get(payload.get("id") if isinstance(payload, dict) else None)  # type: ignore[arg-type]
+        request_id = payload.get("id") if isinstance(payload, dict) else None
+        request = self._pending.get(request_id) if isinstance(request_id, str) else None
         if request is None:
             self.rejects += 1
             self._log.warning(
