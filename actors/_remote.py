@@ -27,7 +27,7 @@ from broker import HEARTBEAT, SLOW, SYNC, ClientCurve, Key, encode_key, new_publ
 from broker import encode_header as _encode_header
 from broker import pack_payload as _pack_payload
 from broker import reset_payload_packer as _reset_payload_packer
-from observability import ConnectError, EnvelopeError
+from observability import ConnectError, EnvelopeError, InvalidKeyError
 
 from ._hub import Hub, HubStatistics, Message, Route
 from ._inbound import Inbound
@@ -37,6 +37,7 @@ from ._snapshot import SnapshotClient
 
 _DRAIN_BUDGET = 2_000  # messages per reader callback before yielding to other callbacks
 _CACHE_LIMIT = 100_000
+_MAX_SUBSCRIPTION = 4096  # bytes: the broker's default max_subscription
 _FIRST_PART = zmq.SNDMORE | zmq.DONTWAIT
 _MORE = zmq.SNDMORE
 _send = zmq.backend.Socket.send  # the Cython method: pyzmq's Python wrapper costs ~130 ns a call
@@ -290,6 +291,11 @@ class RemoteHub(Hub):
     def add_subscriber(self, key: tuple[str, ...], callback: Route) -> None:
         """Register a pattern locally and, on first use of its wire prefix, at the broker."""
         prefix = subscription_prefix(key)
+        if len(prefix) > _MAX_SUBSCRIPTION:
+            raise InvalidKeyError(
+                f"pattern {key!r:.80} is {len(prefix)} bytes on the wire; brokers refuse subscriptions "
+                f"over {_MAX_SUBSCRIPTION} bytes (libzmq's subscription trie cannot hold much longer ones)"
+            )
         super().add_subscriber(key, callback)
         refs = self._prefix_refs.get(prefix, 0)
         if refs == 0:

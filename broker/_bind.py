@@ -23,12 +23,19 @@ from ._config import BrokerConfig
 _IPC = "ipc://"
 
 
-def configure(sock: zmq.Socket[bytes], config: BrokerConfig) -> None:
-    """Apply ``config``'s options to a frontend or backend socket (before it binds)."""
+def configure(sock: zmq.Socket[bytes], config: BrokerConfig, *, subscribers: bool = False) -> None:
+    """Apply ``config``'s options to a frontend or backend (``subscribers``) socket before it binds.
+
+    Subscribers send only subscriptions, so the backend's inbound limit is ``max_subscription`` (plus
+    the (un)subscribe flag byte): a longer one disconnects the peer before libzmq's trie stores it.
+    """
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, config.sndhwm)
     sock.setsockopt(zmq.RCVHWM, config.rcvhwm)
-    sock.setsockopt(zmq.MAXMSGSIZE, config.max_msg_size)
+    limit = config.max_msg_size
+    if subscribers and (limit == -1 or config.max_subscription + 1 < limit):
+        limit = config.max_subscription + 1
+    sock.setsockopt(zmq.MAXMSGSIZE, limit)
     sock.setsockopt(zmq.TCP_KEEPALIVE, 1 if config.tcp_keepalive else 0)
     if config.tcp_keepalive:
         sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, config.tcp_keepalive_idle)

@@ -270,7 +270,7 @@ class Broker:
         try:
             frontend, backend = new(zmq.XSUB), new(zmq.XPUB)
             configure(frontend, config)
-            configure(backend, config)
+            configure(backend, config, subscribers=True)
             if auth is not None:
                 auth.start(ctx)  # the ZAP handler must exist before a CURVE socket binds
                 auth.apply(frontend)

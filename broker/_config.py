@@ -74,6 +74,10 @@ def _check_security(config: BrokerConfig) -> None:
                 )
 
 
+_MAX_SUBSCRIPTION = 65536  # bytes; 96 KiB still survived, 128 KiB overflowed libzmq's stack (measured)
+_MIN_STATS_INTERVAL = 0.01  # seconds
+
+
 def is_loopback(endpoint: str) -> bool:
     """True when the tcp ``endpoint``'s host is a loopback address (127.0.0.0/8, ::1, localhost, lo)."""
     host = endpoint.removeprefix("tcp://").rpartition(":")[0].strip("[]")
@@ -105,6 +109,10 @@ class BrokerConfig:
     """ZMQ_RCVHWM of both sockets (0 = unlimited)."""
     max_msg_size: int = 16 * 1024 * 1024
     """ZMQ_MAXMSGSIZE in bytes: a peer sending a larger frame is disconnected (-1 = no limit)."""
+    max_subscription: int = 4096
+    """Bytes of one subscription (a key prefix) a subscriber may send; a peer sending a longer one (or
+    any larger message upstream) is disconnected before libzmq stores it. libzmq's subscription trie
+    recurses per byte: a 128 KiB prefix overflowed its stack and killed the broker (SIGSEGV)."""
     tcp_keepalive: bool = True
     """Enable TCP keepalive, so dead peers behind NAT or firewalls are eventually noticed."""
     tcp_keepalive_idle: int = 60
@@ -168,6 +176,20 @@ class BrokerConfig:
             raise BrokerConfigError(
                 f"broker option max_msg_size={self.max_msg_size!r} is not a byte count > 0 "
                 "(or -1 for no limit)"
+            )
+        if type(self.max_subscription) is not int or not 1 <= self.max_subscription <= _MAX_SUBSCRIPTION:
+            raise BrokerConfigError(
+                f"broker option max_subscription={self.max_subscription!r} is not a byte count in "
+                f"1..{_MAX_SUBSCRIPTION} (longer prefixes can overflow libzmq's stack)"
+            )
+        if (
+            self.stats_interval != 0
+            and isinstance(self.stats_interval, int | float)
+            and (0 < self.stats_interval < _MIN_STATS_INTERVAL)
+        ):
+            raise BrokerConfigError(
+                f"broker option stats_interval={self.stats_interval!r} is below {_MIN_STATS_INTERVAL} s "
+                "(it would burn a core); use 0 to publish no statistics"
             )
         for name in ("heartbeat_ivl", "heartbeat_timeout", "heartbeat_ttl", "stats_interval"):
             value = getattr(self, name)

@@ -8,6 +8,7 @@ One file format serves every service (see :mod:`actors._config` for ``[group]`` 
     backend = ["tcp://0.0.0.0:5551"]
     hwm = 100000                # messages queued per peer
     max_msg_size = 16777216     # bytes; -1 for no limit
+    max_subscription = 4096     # bytes of one subscription; a longer one disconnects the subscriber
     heartbeat_ivl = 0.5         # seconds; 0 disables ZMTP heartbeats
     heartbeat_timeout = 2.0     # seconds
     stats_interval = 1.0        # seconds; 0 publishes no statistics
@@ -171,6 +172,7 @@ BROKER_KEYS: dict[str, Key] = {
     "backend": Key(_endpoints, "TICKBUS_BROKER_BACKEND", "backend"),
     "hwm": Key(_integer(0), "TICKBUS_BROKER_HWM", "hwm"),
     "max_msg_size": Key(_integer(1, also=-1), "TICKBUS_BROKER_MAX_MSG_SIZE", "max_msg_size"),
+    "max_subscription": Key(_integer(1, 65536), "TICKBUS_BROKER_MAX_SUBSCRIPTION", "max_subscription"),
     "heartbeat_ivl": Key(_seconds(False), "TICKBUS_BROKER_HEARTBEAT_IVL", "heartbeat_ivl"),
     "heartbeat_timeout": Key(_seconds(False), "TICKBUS_BROKER_HEARTBEAT_TIMEOUT", "heartbeat_timeout"),
     "stats_interval": Key(_seconds(False), "TICKBUS_BROKER_STATS_INTERVAL", "stats_interval"),

@@ -63,6 +63,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="disconnect a peer that sends a larger frame; -1 for no limit (default %(default)s)",
     )
     parser.add_argument(
+        "--max-subscription",
+        type=int,
+        metavar="BYTES",
+        default=defaults.max_subscription,
+        help="disconnect a subscriber that sends a longer subscription (default %(default)s)",
+    )
+    parser.add_argument(
         "--heartbeat-ivl",
         type=float,
         metavar="SECONDS",
@@ -134,6 +141,7 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
         sndhwm=args.hwm,
         rcvhwm=args.hwm,
         max_msg_size=args.max_msg_size,
+        max_subscription=args.max_subscription,
         heartbeat_ivl=args.heartbeat_ivl,
         heartbeat_timeout=args.heartbeat_timeout,
         heartbeat_ttl=args.heartbeat_timeout,
