@@ -66,7 +66,7 @@ def test_config_stores_endpoint_lists_as_tuples_mixing_tcp_and_ipc():
         ({"heartbeat_ivl": float("nan")}, "broker option heartbeat_ivl=nan is not a number of seconds"),
         ({"stats_interval": -1}, "broker option stats_interval=-1 is not a number of seconds"),
         ({"heartbeat_ttl": 7000.0}, "exceeds ZeroMQ's limit"),
-        ({"stats_interval": 1e-6}, "is below 0.01 s (it would burn a core)"),
+        ({"stats_interval": 1e-6}, "stats_interval=1e-06 is below 0.01 s"),
         ({"max_subscription": 0}, "broker option max_subscription=0 is not a byte count in 1..65536"),
         ({"max_subscription": 1 << 20}, "is not a byte count in 1..65536"),
     ],
