@@ -171,6 +171,7 @@ class RemoteHub(Hub):
 
     def _socket(self, kind: int, hwm: int, ivl: float, timeout: float, linger: float) -> zmq.Socket[bytes]:
         sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.IPV6, 1)  # a broker at tcp://[::1]:P or an IPv6 host
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.RCVHWM, hwm)
         sock.setsockopt(zmq.LINGER, int(linger * 1000))

@@ -18,6 +18,7 @@ Nothing here runs per message: ZAP is asked once per connection attempt.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -35,6 +36,9 @@ from ._curve import load_key_pair
 _REMEMBERED_DENIALS = 256
 
 
+_MAX_KEY_FILE = 64 * 1024  # bytes: a certificate file is ~300
+
+
 def load_allow_list(directory: str | Path) -> set[bytes]:
     """The Z85 public keys of the ``*.key`` files in ``directory``; raises :class:`BrokerConfigError`."""
     folder = Path(directory)
@@ -43,8 +47,16 @@ def load_allow_list(directory: str | Path) -> set[bytes]:
             f"broker allow-list directory {str(folder)!r} does not exist; create it and copy the clients' "
             "NAME.key files (from `tickbus keys generate`) into it"
         )
+    keys: set[bytes] = set()
     try:
-        return {key for key, ok in zmq.auth.load_certificates(folder).items() if ok}
+        for path in sorted(folder.glob("*.key")):
+            # only regular files: opening a FIFO named x.key would block the broker forever
+            if not stat.S_ISREG(path.stat().st_mode) or path.stat().st_size > _MAX_KEY_FILE:
+                logger.warning("broker allow-list: ignored {} (not a regular key file)", path)
+                continue
+            public, _ = zmq.auth.load_certificate(path)
+            keys.add(public)
+        return keys
     except (OSError, ValueError, IndexError) as exc:
         raise BrokerConfigError(
             f"broker allow-list directory {str(folder)!r} holds a file that is not a pyzmq certificate "

@@ -15,6 +15,7 @@ import time
 import pytest
 
 import actors
+import actors.testing
 from actors.testing import BrokerProcess
 
 
@@ -102,5 +103,19 @@ async def test_a_hub_refuses_to_subscribe_a_pattern_longer_than_brokers_accept()
         try:
             with pytest.raises(actors.InvalidKeyError, match="4096 bytes"):
                 hub.add_subscriber(actors.Key("x" * 5000), lambda key, payload, header: None)
+        finally:
+            await hub.close()
+
+
+async def test_a_broker_on_ipv6_loopback_serves_hubs():
+    port = actors.testing.free_tcp_port()
+    with BrokerProcess.start([f"tcp://[::1]:{port}"], [f"tcp://[::1]:{actors.testing.free_tcp_port()}"]) as broker:
+        hub = await actors.connect(broker.frontend, broker.backend, name="v6")
+        got = asyncio.Event()
+        try:
+            actors.Subscriber(hub, "app").add_sync_listener(actors.Key("px", "*"), lambda k, p: got.set())
+            await hub.sync()
+            hub.publish(actors.Key("px", "a"), 1)
+            await asyncio.wait_for(got.wait(), 10)
         finally:
             await hub.close()
