@@ -171,7 +171,8 @@ class RemoteHub(Hub):
 
     def _socket(self, kind: int, hwm: int, ivl: float, timeout: float, linger: float) -> zmq.Socket[bytes]:
         sock = self._ctx.socket(kind)
-        sock.setsockopt(zmq.IPV6, 1)  # a broker at tcp://[::1]:P or an IPv6 host
+        if self.frontend.startswith("tcp://[") or self.backend.startswith("tcp://["):
+            sock.setsockopt(zmq.IPV6, 1)  # a broker at tcp://[::1]:P (IPv6 is off by default)
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.RCVHWM, hwm)
         sock.setsockopt(zmq.LINGER, int(linger * 1000))

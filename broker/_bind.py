@@ -30,7 +30,9 @@ def configure(sock: zmq.Socket[bytes], config: BrokerConfig, *, subscribers: boo
     the (un)subscribe flag byte): a longer one disconnects the peer before libzmq's trie stores it.
     """
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:P and IPv6 hosts bind; IPv4 endpoints are unaffected
+    endpoints = config.backend if subscribers else config.frontend
+    if any(e.startswith("tcp://[") for e in endpoints):  # tcp://[::1]:P needs IPv6 on (off by default)
+        sock.setsockopt(zmq.IPV6, 1)
     sock.setsockopt(zmq.SNDHWM, config.sndhwm)
     sock.setsockopt(zmq.RCVHWM, config.rcvhwm)
     limit = config.max_msg_size
