@@ -23,7 +23,17 @@ import zmq.backend
 from loguru import logger
 from zmq.utils.monitor import recv_monitor_message
 
-from broker import HEARTBEAT, SLOW, SYNC, ClientCurve, Key, encode_key, new_publisher_id, subscription_prefix
+from broker import (
+    DEFAULT_MAX_SUBSCRIPTION,
+    HEARTBEAT,
+    SLOW,
+    SYNC,
+    ClientCurve,
+    Key,
+    encode_key,
+    new_publisher_id,
+    subscription_prefix,
+)
 from broker import encode_header as _encode_header
 from broker import pack_payload as _pack_payload
 from broker import reset_payload_packer as _reset_payload_packer
@@ -37,7 +47,6 @@ from ._snapshot import SnapshotClient
 
 _DRAIN_BUDGET = 2_000  # messages per reader callback before yielding to other callbacks
 _CACHE_LIMIT = 100_000
-_MAX_SUBSCRIPTION = 4096  # bytes: the broker's default max_subscription
 _FIRST_PART = zmq.SNDMORE | zmq.DONTWAIT
 _MORE = zmq.SNDMORE
 _send = zmq.backend.Socket.send  # the Cython method: pyzmq's Python wrapper costs ~130 ns a call
@@ -293,10 +302,10 @@ class RemoteHub(Hub):
     def add_subscriber(self, key: tuple[str, ...], callback: Route) -> None:
         """Register a pattern locally and, on first use of its wire prefix, at the broker."""
         prefix = subscription_prefix(key)
-        if len(prefix) > _MAX_SUBSCRIPTION:
+        if len(prefix) > DEFAULT_MAX_SUBSCRIPTION:
             raise InvalidKeyError(
                 f"pattern {key!r:.80} is {len(prefix)} bytes on the wire; brokers refuse subscriptions "
-                f"over {_MAX_SUBSCRIPTION} bytes (libzmq's subscription trie cannot hold much longer ones)"
+                f"over {DEFAULT_MAX_SUBSCRIPTION} bytes (libzmq's trie cannot hold much longer ones)"
             )
         super().add_subscriber(key, callback)
         refs = self._prefix_refs.get(prefix, 0)

@@ -29,7 +29,7 @@ Run it with ``tickbus broker`` (see ``tickbus broker --help``), or embed it:
 from observability import BindError, BrokerConfigError, BrokerError
 
 from ._broker import Broker
-from ._config import DEFAULT_BACKEND, DEFAULT_FRONTEND, BrokerConfig
+from ._config import DEFAULT_BACKEND, DEFAULT_FRONTEND, DEFAULT_MAX_SUBSCRIPTION, BrokerConfig
 from ._curve import ENV_SECRET, ENV_SERVER_KEY, ClientCurve, generate_keys, load_key_pair, load_public_key
 from ._envelope import (
     FORMAT_VERSION,
@@ -91,6 +91,7 @@ __all__ = [
     "ClientCurve",
     "DEFAULT_BACKEND",
     "DEFAULT_FRONTEND",
+    "DEFAULT_MAX_SUBSCRIPTION",
     "ENV_SECRET",
     "ENV_SERVER_KEY",
     "FORMAT_VERSION",

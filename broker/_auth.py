@@ -51,7 +51,8 @@ def load_allow_list(directory: str | Path) -> set[bytes]:
     try:
         for path in sorted(folder.glob("*.key")):
             # only regular files: opening a FIFO named x.key would block the broker forever
-            if not stat.S_ISREG(path.stat().st_mode) or path.stat().st_size > _MAX_KEY_FILE:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_KEY_FILE:
                 logger.warning("broker allow-list: ignored {} (not a regular key file)", path)
                 continue
             public, _ = zmq.auth.load_certificate(path)

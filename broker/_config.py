@@ -74,6 +74,8 @@ def _check_security(config: BrokerConfig) -> None:
                 )
 
 
+DEFAULT_MAX_SUBSCRIPTION = 4096
+"""Bytes of one subscription a broker accepts by default; hubs refuse to subscribe longer patterns."""
 _MAX_SUBSCRIPTION = 65536  # bytes; 96 KiB still survived, 128 KiB overflowed libzmq's stack (measured)
 _MIN_STATS_INTERVAL = 0.01  # seconds
 
@@ -109,7 +111,7 @@ class BrokerConfig:
     """ZMQ_RCVHWM of both sockets (0 = unlimited)."""
     max_msg_size: int = 16 * 1024 * 1024
     """ZMQ_MAXMSGSIZE in bytes: a peer sending a larger frame is disconnected (-1 = no limit)."""
-    max_subscription: int = 4096
+    max_subscription: int = DEFAULT_MAX_SUBSCRIPTION
     """Bytes of one subscription (a key prefix) a subscriber may send; a peer sending a longer one (or
     any larger message upstream) is disconnected before libzmq stores it. libzmq's subscription trie
     recurses per byte: a 128 KiB prefix overflowed its stack and killed the broker (SIGSEGV)."""
@@ -182,11 +184,7 @@ class BrokerConfig:
                 f"broker option max_subscription={self.max_subscription!r} is not a byte count in "
                 f"1..{_MAX_SUBSCRIPTION} (longer prefixes can overflow libzmq's stack)"
             )
-        if (
-            self.stats_interval != 0
-            and isinstance(self.stats_interval, int | float)
-            and (0 < self.stats_interval < _MIN_STATS_INTERVAL)
-        ):
+        if isinstance(self.stats_interval, int | float) and 0 < self.stats_interval < _MIN_STATS_INTERVAL:
             raise BrokerConfigError(
                 f"broker option stats_interval={self.stats_interval!r} is below {_MIN_STATS_INTERVAL} s "
                 "(it would burn a core); use 0 to publish no statistics"

@@ -2,10 +2,11 @@
 
 - ``key``: the key's wire form (see :mod:`broker._keys`), first so ZeroMQ's prefix filter sees it.
 - ``header``: a msgpack array ``[version, publisher, seq, mono_ns, wall_ns, trace]``:
-  ``version`` is :data:`FORMAT_VERSION`; ``publisher`` a string naming the publishing hub's
-  incarnation (``host:pid:name:random``) so a restarted publisher is a new publisher, never a
-  sequence error; ``seq`` counts from 1 per (publisher, key); ``mono_ns`` is ``time.monotonic_ns()``
-  (comparable between processes of one host) and ``wall_ns`` ``time.time_ns()`` (between hosts);
+  ``version`` is :data:`FORMAT_VERSION`; ``publisher`` the publishing hub's id, one per
+  incarnation (``name@host:pid:token``, see :mod:`broker._reserved`) so a restarted publisher is a
+  new publisher, never a sequence error; ``seq`` counts from 1 per (publisher, key); ``mono_ns``
+  is ``time.monotonic_ns()`` (comparable between processes of one host) and ``wall_ns``
+  ``time.time_ns()`` (between hosts);
   ``trace`` is ``None`` or a ``[traceparent, tracestate]`` pair for sampled messages.
 - ``payload``: msgpack. Extra types go through :func:`register_type`; ``Decimal``, ``datetime``
   and ``date`` are registered by default. Arrays decode as lists, maps as dicts.
