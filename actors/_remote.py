@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from typing import Any
 
@@ -29,6 +30,7 @@ from broker import (
     SLOW,
     SYNC,
     ClientCurve,
+    DecodeLimits,
     Key,
     encode_key,
     new_publisher_id,
@@ -84,6 +86,7 @@ class RemoteHub(Hub):
         idle_heartbeat: float = 1.0,
         slow_after: float = 1.0,
         curve: ClientCurve | None = None,
+        decode_limits: DecodeLimits | None = None,
     ) -> None:
         super().__init__(name=name)
         self._curve = curve  # CURVE keys for both sockets (broker._curve); None: plain ZMTP
@@ -110,7 +113,8 @@ class RemoteHub(Hub):
         self._epoch = 0
         self._prefix_refs: dict[bytes, int] = {}
         self._remote_prefixes: set[bytes] = set()
-        self._inbound = Inbound(self._index, max_payload=max_payload, log=self._log, name=name)
+        limits = dataclasses.replace(decode_limits or DecodeLimits(), max_bytes=max_payload)
+        self._inbound = Inbound(self._index, max_payload=max_payload, log=self._log, name=name, limits=limits)
         self._watch = HubWatch(
             name, self.publisher_id, idle_heartbeat=idle_heartbeat, slow_after=slow_after, log=self._log
         )
