@@ -78,6 +78,10 @@ class HubStatistics:
     """Age of the oldest message processed between the last two checks (0 when idle)."""
     malformed_by_reason: dict[str, int] = field(default_factory=dict)
     """``malformed`` by reason: frames, key, header, payload, oversize, heartbeat."""
+    implausible: int = 0
+    """Sequence jumps taken back: the stream went on from before them (forged or replayed ids)."""
+    streams_evicted: int = 0
+    """Streams forgotten to stay within the tracker's bounds (``actors.SequenceTracker``)."""
 
 
 class Hub:

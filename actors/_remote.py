@@ -494,6 +494,8 @@ class RemoteHub(Hub):
             slow_episodes=self._watch.lag.episodes,
             lag_seconds=self._watch.lag.lag,
             malformed_by_reason=dict(self._inbound.malformed_by_reason),
+            implausible=self._inbound.tracker.implausible,
+            streams_evicted=self._inbound.tracker.evicted,
         )
 
     def sequence_tracker(self) -> SequenceTracker:
