@@ -80,6 +80,8 @@ class HubStatistics:
     """``malformed`` by reason: frames, key, header, payload, oversize, heartbeat."""
     implausible: int = 0
     """Sequence jumps taken back: the stream went on from before them (forged or replayed ids)."""
+    subscriptions_refused: int = 0
+    """Subscriptions from the bus this hub's publisher socket did not store (too long, or too many)."""
     streams_evicted: int = 0
     """Streams forgotten to stay within the tracker's bounds (``actors.SequenceTracker``)."""
 
