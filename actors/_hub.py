@@ -25,6 +25,7 @@ from loguru import logger
 from broker import FORMAT_VERSION, Header, Key, PossibleKey, SubscriptionIndex
 from observability import ConsumeQueueNotFoundError, RateLimitedLog
 
+from ._limits import ClockSkew, HubLimits
 from ._mailbox import Mailbox, Overflow
 
 Route = Callable[[Key, Any, "Header | None"], None]
@@ -78,6 +79,10 @@ class HubStatistics:
     """Age of the oldest message processed between the last two checks (0 when idle)."""
     malformed_by_reason: dict[str, int] = field(default_factory=dict)
     """``malformed`` by reason: frames, key, header, payload, oversize, heartbeat."""
+    skewed: int = 0
+    """Send times outside the clock-skew bounds, ignored for lag and latency (:class:`HubLimits`)."""
+    snapshot_rejects: int = 0
+    """Snapshot reply parts and entries dropped: malformed, for no pending request, over the bounds."""
 
 
 class Hub:
@@ -91,6 +96,15 @@ class Hub:
         self._delivered = 0
         self._listener_errors = 0
         self._subscribed = asyncio.Event()
+        self.limits = HubLimits()
+        """What this hub holds at most on its peers' behalf; change with :meth:`set_limits`."""
+        self.clock_skew = ClockSkew(self.limits.max_clock_skew, self.limits.max_message_age)
+        """The filter every received send time goes through before it counts for lag or latency."""
+
+    def set_limits(self, limits: HubLimits) -> None:
+        """Apply ``limits`` (``actors.connect`` does, before the hub receives anything)."""
+        self.limits = limits
+        self.clock_skew.configure(limits.max_clock_skew, limits.max_message_age)
 
     # -- publishing ---------------------------------------------------------------------------
     def publish(self, key: tuple[str, ...], message: Any, trace: list[str] | None = None) -> int:
@@ -166,6 +180,7 @@ class Hub:
             delivered=self._delivered,
             listener_errors=self._listener_errors,
             patterns=len(self._index.patterns()),
+            skewed=self.clock_skew.skewed,
         )
 
     async def close(self) -> None:
