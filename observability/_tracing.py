@@ -176,7 +176,7 @@ class Tracing:
                 f"max_forced_spans_per_second={rate!r} is not a number of spans per second >= 0"
             )
         self._max_forced = float(rate)
-        self._forced = TokenBucket(self._max_forced, max(1.0, self._max_forced))
+        self._forced = TokenBucket(self._max_forced, max(1.0, self._max_forced) if rate else 0.0)
 
     def _exporter(self, service: str, kind: str) -> SpanExporter:
         if kind == "console":
