@@ -10,6 +10,7 @@ exception tree.
 from broker import (
     FORMAT_VERSION,
     ClientCurve,
+    DecodeLimits,
     Header,
     Key,
     PossibleKey,
@@ -66,6 +67,7 @@ __all__ = [
     "ConsumeQueueNotFoundError",
     "DEFAULT_BACKEND",
     "DEFAULT_FRONTEND",
+    "DecodeLimits",
     "EnvelopeError",
     "FORMAT_VERSION",
     "GroupConfig",

@@ -6,7 +6,7 @@ import os
 
 import zmq
 
-from broker import ClientCurve
+from broker import ClientCurve, DecodeLimits
 
 from ._limits import (
     DEFAULT_MAX_CLOCK_SKEW,
@@ -30,7 +30,9 @@ async def connect(
     hwm: int = 100_000,
     heartbeat_ivl: float = 0.5,
     heartbeat_timeout: float = 2.0,
-    max_payload: int = 16 * 1024 * 1024,
+    max_payload: int = 1024 * 1024,
+    decode_limits: DecodeLimits | None = None,
+    max_remote_subscriptions: int = 100_000,
     linger: float = 1.0,
     context: zmq.Context[zmq.Socket[bytes]] | None = None,
     idle_heartbeat: float = 1.0,
@@ -56,6 +58,12 @@ async def connect(
     A hub processing messages older than ``slow_after`` seconds flags itself slow (0 disables).
     See ``actors._liveness``.
 
+    Untrusted input: ``max_payload`` bounds the bytes of one payload either way (larger ones are
+    refused on publish and dropped, counted, on receipt); ``decode_limits`` bounds what decoding a
+    received one may build (``broker.DecodeLimits``; its ``max_bytes`` is ``max_payload``);
+    ``max_remote_subscriptions`` bounds the subscriptions of the rest of the bus this hub stores to
+    know who listens (further ones are refused and counted: keep it above what the bus really uses).
+
     Security: ``curve`` (e.g. ``ClientCurve.from_files(broker_key, my_secret)``) makes both
     connections CURVE-encrypted and authenticated; without it, ``$TICKBUS_CURVE_SERVERKEY`` and
     ``$TICKBUS_CURVE_SECRET`` name the key files, if set (see ``broker._curve``).
@@ -80,6 +88,8 @@ async def connect(
         heartbeat_ivl=heartbeat_ivl,
         heartbeat_timeout=heartbeat_timeout,
         max_payload=max_payload,
+        decode_limits=decode_limits,
+        max_remote_subscriptions=max_remote_subscriptions,
         linger=linger,
         context=context,
         idle_heartbeat=idle_heartbeat,

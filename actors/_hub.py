@@ -79,6 +79,12 @@ class HubStatistics:
     """Age of the oldest message processed between the last two checks (0 when idle)."""
     malformed_by_reason: dict[str, int] = field(default_factory=dict)
     """``malformed`` by reason: frames, key, header, payload, oversize, heartbeat."""
+    implausible: int = 0
+    """Sequence jumps taken back: the stream went on from before them (forged or replayed ids)."""
+    subscriptions_refused: int = 0
+    """Subscriptions from the bus this hub's publisher socket did not store (too long, or too many)."""
+    streams_evicted: int = 0
+    """Streams forgotten to stay within the tracker's bounds (``actors.SequenceTracker``)."""
     skewed: int = 0
     """Send times outside the clock-skew bounds, ignored for lag and latency (:class:`HubLimits`)."""
     snapshot_rejects: int = 0

@@ -15,7 +15,16 @@ from typing import Any
 
 from msgpack import unpackb
 
-from broker import Header, Key, SubscriptionIndex, decode_header, decode_key, ext_hook
+from broker import (
+    DecodeLimits,
+    Header,
+    Key,
+    SubscriptionIndex,
+    decode_header,
+    decode_key,
+    decode_large_payload,
+    ext_hook,
+)
 from observability import EnvelopeError, InvalidKeyError, RateLimitedLog
 
 from ._hub import Route
@@ -23,6 +32,7 @@ from ._liveness import HEARTBEAT_PREFIX, parse_heartbeat
 from ._sequence import Observation, SequenceTracker
 
 _CACHE_LIMIT = 100_000
+_DROPPED: Any = object()  # what _payload returns for a payload it counted and dropped
 
 
 @dataclass(frozen=True)
@@ -44,10 +54,18 @@ class Inbound:
     """Decode, check, sequence-track and route received frame sets."""
 
     def __init__(
-        self, index: SubscriptionIndex[Route], *, max_payload: int, log: RateLimitedLog, name: str
+        self,
+        index: SubscriptionIndex[Route],
+        *,
+        max_payload: int,
+        log: RateLimitedLog,
+        name: str,
+        limits: DecodeLimits | None = None,
     ) -> None:
         self._index = index
         self._max_payload = max_payload
+        self._limits = limits if limits is not None else DecodeLimits(max_bytes=max_payload)
+        self._counted_above = self._limits.counted_above
         self._log = log
         self._name = name
         self._keys: dict[bytes, Key] = {}
@@ -99,14 +117,8 @@ class Inbound:
         if not routes:
             self.unmatched += 1
             return
-        if len(pb) > self._max_payload:
-            self.oversize += 1
-            self._drop("oversize", "dropped a {}-byte payload on {} (max_payload)", len(pb), key)
-            return
-        try:
-            payload = unpackb(pb, ext_hook=ext_hook, strict_map_key=False)
-        except Exception as exc:  # msgpack raises several unrelated types, and so can ext hooks
-            self._drop("payload", "dropped a message on {}: payload is not valid msgpack: {}", key, exc)
+        payload = self._payload(key, pb)
+        if payload is _DROPPED:
             return
         for route in routes:
             try:
@@ -117,6 +129,22 @@ class Inbound:
                     "ERROR", "route-failure", "hub {}: a route failed on {}: {!r:.200}", self._name, key, exc
                 )
         self.delivered += len(routes)
+
+    def _payload(self, key: Key, pb: bytes | memoryview) -> Any:
+        """The decoded payload, or ``_DROPPED`` after counting why it was dropped."""
+        if len(pb) > self._max_payload:
+            self.oversize += 1
+            self._drop("oversize", "dropped a {}-byte payload on {} (max_payload)", len(pb), key)
+            return _DROPPED
+        try:
+            if len(pb) > self._counted_above:  # large: every array and map counted (DecodeLimits)
+                return decode_large_payload(pb, self._limits)
+            return unpackb(pb, ext_hook=ext_hook, strict_map_key=False)
+        except EnvelopeError as exc:
+            self._drop("payload", "dropped a message on {}: {}", key, exc)
+        except Exception as exc:  # msgpack raises several unrelated types, and so can ext hooks
+            self._drop("payload", "dropped a message on {}: payload is not valid msgpack: {}", key, exc)
+        return _DROPPED
 
     def _heartbeat(self, hb: bytes | memoryview, pb: bytes | memoryview) -> None:
         try:

@@ -10,10 +10,14 @@ Approach:
   message per ``interval`` on ``('$bus', 'hb', <hub name>)``. Every remote hub subscribes to that
   prefix and handles heartbeats before sequence tracking (they are control traffic, not a stream).
   Once a publisher has been idle for a whole interval, its heartbeats carry ``[wire key, seq]`` of
-  every key whose sequence moved since it last reported, for three heartbeats in a row (one lost
-  heartbeat does not hide a tail loss); a subscriber tracking such a stream counts the numbers it
-  never saw as gaps (:meth:`actors._sequence.SequenceTracker.catch_up`). A busy publisher's
-  heartbeats are empty: they only say "alive".
+  every key whose sequence moved while it was busy, in three heartbeats in a row; the heartbeats 4, 8
+  and 16 intervals into the idle spell, then every 16th for as long as it stays idle, carry the latest
+  sequence of every key it ever published (the 20,000 that moved last). A subscriber tracking such a
+  stream counts the numbers it never saw as gaps (:meth:`actors._sequence.SequenceTracker.catch_up`).
+  The report keeps coming because the heartbeats that carry it queue behind the data: behind a full
+  queue to a slow subscriber they are dropped with it, and only a report sent after the backlog
+  drained reaches it (at most 16 intervals later). A busy publisher's heartbeats are empty: they
+  only say "alive".
 - **Gone** (:class:`PublisherLiveness`, subscriber side): a publisher whose heartbeats stopped for
   ``misses`` of its own intervals is reported gone once (log, statistics), and back when heard again.
   Connection-level silence (a dead broker or a cut link) is ZeroMQ's ZMTP heartbeat: see ``connect``.
@@ -32,6 +36,7 @@ on regardless. Tail losses are counted only for streams the subscriber had alrea
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from collections.abc import Iterable
@@ -45,32 +50,25 @@ from ._limits import ClockSkew
 from ._sequence import SequenceTracker
 
 HEARTBEAT_PREFIX = encode_key(HEARTBEAT)
-_REPEATS = 3  # heartbeats that repeat a report of sequence numbers
-_MAX_ENTRIES = 20_000  # sequence reports per heartbeat; the rest go in the next one
+_IN_A_ROW = 3  # idle heartbeats that carry the report one after another
+_SPACING = 16  # ... then every 16th, for as long as the publisher stays idle
+_MAX_ENTRIES = 20_000  # keys in one idle report (the ones that moved longest ago go first)
 _HOST = socket.gethostname()
 
 
 class HeartbeatSchedule:
     """When to send a heartbeat and what it says (publisher side)."""
 
-    __slots__ = (
-        "_due",
-        "_idle_reported",
-        "_last_published",
-        "_repeat",
-        "_repeats_left",
-        "_reported",
-        "interval",
-    )
+    __slots__ = ("_due", "_fresh", "_idle_beats", "_last_published", "_pending", "_report", "interval")
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._due = 0.0
         self._last_published = 0
-        self._idle_reported = True  # nothing published since the last report
-        self._reported: dict[bytes, int] = {}
-        self._repeat: list[list[Any]] = []
-        self._repeats_left = 0
+        self._pending = False  # published since the report was last rebuilt
+        self._report: dict[bytes, int] = {}  # latest seq of every key that moved (bounded)
+        self._fresh: list[list[Any]] = []  # the keys that moved during the last busy spell
+        self._idle_beats = 0  # idle heartbeats since the report was rebuilt
 
     def due(self, now: float, published: int) -> bool:
         """True when a heartbeat should go now; ``published`` counts data messages sent so far."""
@@ -84,22 +82,26 @@ class HeartbeatSchedule:
         busy = published != self._last_published
         self._last_published = published
         if busy:
-            self._idle_reported = False
-            self._repeats_left = 0
+            self._pending = True
             return {"i": self.interval, "k": []}
-        if not self._idle_reported:
-            reported = self._reported
-            fresh: list[list[Any]] = [[kb, seq] for kb, seq in streams if reported.get(kb) != seq]
-            if len(fresh) > _MAX_ENTRIES:  # report the rest in the next heartbeat
-                fresh = fresh[:_MAX_ENTRIES]
-            else:
-                self._idle_reported = True
-            for entry in fresh:
-                reported[entry[0]] = entry[1]
-            self._repeat, self._repeats_left = fresh, _REPEATS
-        if self._repeats_left > 0:
-            self._repeats_left -= 1
-            return {"i": self.interval, "k": self._repeat}
+        if self._pending:  # first idle heartbeat after traffic: what moved joins the report
+            self._pending = False
+            report = self._report
+            moved = [(kb, seq) for kb, seq in streams if report.get(kb) != seq]
+            for kb, seq in moved:
+                report.pop(kb, None)  # re-inserted last: the newest movers lead the report
+                report[kb] = seq
+            if len(report) > _MAX_ENTRIES:  # bounded: the keys that moved longest ago go
+                for kb in list(itertools.islice(report, len(report) - _MAX_ENTRIES)):
+                    del report[kb]
+            self._fresh = [[kb, seq] for kb, seq in moved[-_MAX_ENTRIES:]]
+            self._idle_beats = 0
+        beat = self._idle_beats
+        self._idle_beats += 1
+        if beat < _IN_A_ROW:  # what just moved, three times
+            return {"i": self.interval, "k": self._fresh}
+        if beat & (beat - 1) == 0 or beat % _SPACING == 0:  # everything, 4, 8, 16, 32, 48... beats in
+            return {"i": self.interval, "k": [[kb, seq] for kb, seq in self._report.items()]}
         return {"i": self.interval, "k": []}
 
 

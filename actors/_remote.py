@@ -2,7 +2,10 @@
 
 Sockets: an XPUB connected to the broker's frontend (publishing; being an XPUB it also learns which
 key prefixes anyone subscribes to, so a key nobody wants is never serialised, and with XPUB_NODROP a
-full send queue is counted instead of silently dropped) and a SUB connected to the backend.
+full send queue is counted instead of silently dropped) and a SUB connected to the backend. The XPUB
+is in manual mode: a subscription reaches its table only once this hub accepts it, so what the rest
+of the bus subscribes costs at most ``max_remote_subscriptions`` prefixes of at most
+``max_subscription`` bytes (longer and further ones are refused, counted and logged).
 Everything is delivered through the broker, including to subscribers in this same process, so
 there is one order per publisher and one code path.
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from typing import Any
 
@@ -29,6 +33,7 @@ from broker import (
     SLOW,
     SYNC,
     ClientCurve,
+    DecodeLimits,
     Key,
     encode_key,
     new_publisher_id,
@@ -84,6 +89,9 @@ class RemoteHub(Hub):
         idle_heartbeat: float = 1.0,
         slow_after: float = 1.0,
         curve: ClientCurve | None = None,
+        decode_limits: DecodeLimits | None = None,
+        max_remote_subscriptions: int = 100_000,
+        max_subscription: int = DEFAULT_MAX_SUBSCRIPTION,
     ) -> None:
         super().__init__(name=name)
         self._curve = curve  # CURVE keys for both sockets (broker._curve); None: plain ZMTP
@@ -94,6 +102,7 @@ class RemoteHub(Hub):
         self._max_payload = max_payload
         self._pub = self._socket(zmq.XPUB, hwm, heartbeat_ivl, heartbeat_timeout, linger)
         self._pub.setsockopt(zmq.XPUB_NODROP, 1)
+        self._pub.setsockopt(zmq.XPUB_MANUAL, 1)  # subscriptions are stored only once accepted
         self._sub = self._socket(zmq.SUB, hwm, heartbeat_ivl, heartbeat_timeout, linger)
         self._monitors = [
             self._pub.get_monitor_socket(_MONITOR_EVENTS),
@@ -110,7 +119,11 @@ class RemoteHub(Hub):
         self._epoch = 0
         self._prefix_refs: dict[bytes, int] = {}
         self._remote_prefixes: set[bytes] = set()
-        self._inbound = Inbound(self._index, max_payload=max_payload, log=self._log, name=name)
+        self._max_remote_subscriptions = max_remote_subscriptions
+        self._max_subscription = max_subscription
+        self._subscriptions_refused = 0
+        limits = dataclasses.replace(decode_limits or DecodeLimits(), max_bytes=max_payload)
+        self._inbound = Inbound(self._index, max_payload=max_payload, log=self._log, name=name, limits=limits)
         self._watch = HubWatch(
             name, self.publisher_id, idle_heartbeat=idle_heartbeat, slow_after=slow_after, log=self._log
         )
@@ -274,6 +287,7 @@ class RemoteHub(Hub):
 
     def _on_pub_readable(self) -> None:
         changed = False
+        prefixes = self._remote_prefixes
         while True:
             try:
                 msg = self._pub.recv(zmq.NOBLOCK)
@@ -281,12 +295,21 @@ class RemoteHub(Hub):
                 break
             except zmq.ZMQError:
                 return
-            if msg[:1] == b"\x01":
-                self._remote_prefixes.add(msg[1:])
+            flag, prefix = msg[:1], msg[1:]
+            if flag == b"\x01":
+                if prefix not in prefixes and (
+                    len(prefixes) >= self._max_remote_subscriptions or len(prefix) > self._max_subscription
+                ):
+                    self._refuse_subscription(prefix)
+                    continue
+                self._pub.setsockopt(zmq.SUBSCRIBE, prefix)  # manual mode: for the pipe it came from
+                prefixes.add(prefix)
                 changed = True
-            elif msg[:1] == b"\x00":
-                self._remote_prefixes.discard(msg[1:])
-                changed = True
+            elif flag == b"\x00":
+                if prefix in prefixes:
+                    self._pub.setsockopt(zmq.UNSUBSCRIBE, prefix)
+                    prefixes.discard(prefix)
+                    changed = True
             else:  # a subscriber-side peer sent something that is not a (un)subscription
                 self._malformed_upstream += 1
                 self._log.warning(
@@ -298,6 +321,20 @@ class RemoteHub(Hub):
         if changed:
             self._epoch += 1
             self._prefixes_changed.set()
+
+    def _refuse_subscription(self, prefix: bytes) -> None:
+        self._subscriptions_refused += 1
+        if len(prefix) > self._max_subscription:
+            why = f"a {len(prefix)}-byte prefix is over max_subscription={self._max_subscription}"
+        else:
+            why = f"{len(self._remote_prefixes)} prefixes are stored (max_remote_subscriptions)"
+        self._log.warning(
+            "subscription-refused",
+            "hub {}: refused a subscription from the bus ({}); {} refused so far",
+            self.name,
+            why,
+            self._subscriptions_refused,
+        )
 
     # -- subscribing --------------------------------------------------------------------------
     def add_subscriber(self, key: tuple[str, ...], callback: Route) -> None:
@@ -491,6 +528,9 @@ class RemoteHub(Hub):
             slow_episodes=self._watch.lag.episodes,
             lag_seconds=self._watch.lag.lag,
             malformed_by_reason=dict(self._inbound.malformed_by_reason),
+            implausible=self._inbound.tracker.implausible,
+            subscriptions_refused=self._subscriptions_refused,
+            streams_evicted=self._inbound.tracker.evicted,
             skewed=self.clock_skew.skewed,
             snapshot_rejects=self._snapshots.rejects,
         )

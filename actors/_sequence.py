@@ -10,17 +10,34 @@ stream). A jump of n counts n gaps; a late arrival of a skipped number turns one
 reordered message; anything else at or below the highest is a duplicate. The first message of a
 stream is accepted whatever its number (a subscriber that joins late has not lost anything).
 
-Limits: a stream's first messages lost before any arrives are not counted (nothing tells us they
-existed); skipped numbers beyond ``max_missing`` per stream are assumed lost for good, so a later
-arrival of one counts as a duplicate. Streams of publishers not heard from for ``idle_seconds``
-are forgotten when the table passes ``max_streams``.
+Untrusted numbers (without per-identity permissions, any peer can send a header under any
+publisher id, see the README's "Limits and permissions"):
+
+- **Memory is bounded by configuration**: at most ``max_streams`` streams (idle publishers go first,
+  then the oldest streams; ``evicted`` counts them), ``max_publishers`` publisher ids, ``max_missing``
+  skipped numbers per stream and ``max_missing_total`` in all (the oldest sets go first). A stream
+  evicted and seen again starts afresh, as a late joiner does.
+- **A forged jump cannot deafen a stream**: every jump remembers where it started for
+  ``rollback_window`` seconds. If the stream then goes on above that point with a number the jump
+  skipped and the tracker did not hold as missing (the jump was longer than ``max_missing``), the jump
+  was not the publisher's: its gaps are taken back, the stream follows the genuine numbers (counting
+  what they skipped), and ``implausible`` counts it; a heartbeat reporting a latest number below the
+  jump does the same. A real loss is never followed by one of its own numbers, so however long it is,
+  it is counted exactly. A forged number within ``max_missing`` of the head turns the genuine numbers
+  below it into reorderings and costs at most the one genuine message it collides with (a duplicate).
+
+Other limits: a stream's first messages lost before any arrives are not counted (nothing tells us
+they existed); skipped numbers beyond ``max_missing`` per stream are assumed lost for good, so a later
+arrival of one counts as a duplicate.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from broker import publisher_identity
 
@@ -33,6 +50,7 @@ class Observation(IntEnum):
     GAP = 2
     DUPLICATE = 3
     REORDERED = 4
+    ROLLED_BACK = 5  # the stream went on from before a jump: the jump's gaps were taken back
 
 
 @dataclass(frozen=True)
@@ -50,22 +68,42 @@ class _Anomalies:
     gaps: int = 0
     duplicates: int = 0
     reordered: int = 0
-    missing: dict[bytes, set[int]] = field(default_factory=dict)
+
+
+Stream = tuple[str, bytes]
+_MAX_SEGMENTS = 8  # jumps soon after one another that one record takes back together
 
 
 class SequenceTracker:
     """Per (publisher, key) sequence bookkeeping; the fast path is one dict lookup."""
 
-    def __init__(self, *, max_missing: int = 1024, max_streams: int = 1_000_000) -> None:
-        self.last: dict[tuple[str, bytes], int] = {}
+    def __init__(
+        self,
+        *,
+        max_missing: int = 1024,
+        max_streams: int = 100_000,
+        max_missing_total: int = 65_536,
+        max_publishers: int = 10_000,
+        rollback_window: float = 60.0,
+    ) -> None:
+        self.last: dict[Stream, int] = {}
+        self._missing: dict[Stream, set[int]] = {}  # skipped numbers, in order of the jumps
+        self._missing_total = 0
+        self._jumps: dict[Stream, list[Any]] = {}  # [origin, gaps since, time, reorders, head, runs received]
         self._anomalies: dict[str, _Anomalies] = {}
         self._seen: dict[str, float] = {}
         self._max_missing = max_missing
         self._max_streams = max_streams
+        self._max_missing_total = max_missing_total
+        self._max_publishers = max_publishers
+        self._rollback_window = rollback_window
         self._identities: dict[str, str] = {}  # name@host -> its latest publisher id
         self.gaps = 0
         self.duplicates = 0
         self.reordered = 0
+        self.implausible = 0  # jumps taken back because the stream went on from before them
+        self.evicted = 0  # streams forgotten to stay within max_streams / max_publishers
+        self.missing_dropped = 0  # skipped numbers forgotten to stay within max_missing(_total)
         self.last_gap = 0
         self.incarnations = 0
         self.last_incarnation: tuple[str, str] | None = None  # (previous id, new id)
@@ -82,49 +120,125 @@ class SequenceTracker:
             return Observation.IN_ORDER
         return self._slow(stream, last, seq)
 
-    def _slow(self, stream: tuple[str, bytes], last: int | None, seq: int) -> Observation:
-        publisher, key = stream
+    def _slow(self, stream: Stream, last: int | None, seq: int) -> Observation:
+        publisher = stream[0]
+        now = time.monotonic()
         if last is None:
-            if publisher not in self._seen:
-                self._new_publisher(publisher)
-                if len(self.last) >= self._max_streams:
-                    self._forget_idle()
-            self._seen[publisher] = time.monotonic()
+            self._admit(stream, now)
             self.last[stream] = seq
             return Observation.FIRST
+        self._seen[publisher] = now
         anomalies = self._anomalies.get(publisher)
         if anomalies is None:
+            if len(self._anomalies) >= self._max_publishers:  # the oldest tenth of the statistics go
+                for old in list(itertools.islice(self._anomalies, max(1, self._max_publishers // 10))):
+                    del self._anomalies[old]
             anomalies = self._anomalies[publisher] = _Anomalies()
-        self._seen[publisher] = time.monotonic()
         if seq > last:
-            skipped = seq - last - 1
-            self.last[stream] = seq
-            anomalies.gaps += skipped
-            self.gaps += skipped
-            self.last_gap = skipped
-            missing = anomalies.missing.setdefault(key, set())
-            missing.update(range(max(last + 1, seq - self._max_missing), seq))
-            if len(missing) > self._max_missing:
-                for old in sorted(missing)[: len(missing) - self._max_missing]:
-                    missing.discard(old)
-            return Observation.GAP
-        missing_for_key = anomalies.missing.get(key)
-        if missing_for_key is not None and seq in missing_for_key:
-            missing_for_key.discard(seq)
+            return self._jump(stream, anomalies, last, seq, now)
+        missing = self._missing.get(stream)
+        if missing is not None and seq in missing:
+            missing.discard(seq)
+            self._missing_total -= 1
             anomalies.gaps -= 1
             anomalies.reordered += 1
             self.gaps -= 1
             self.reordered += 1
+            jump = self._jumps.get(stream)
+            if jump is not None:
+                jump[1] -= 1
+                jump[3] += 1
+                if seq == jump[0] + 1:  # the jump's first number came after all: nothing to take back
+                    del self._jumps[stream]
             return Observation.REORDERED
+        jump = self._jumps.get(stream)
+        if (
+            jump is not None
+            and jump[0] < seq < jump[4]
+            and not jump[3]
+            and now - jump[2] <= self._rollback_window
+            and not any(lo <= seq <= hi for lo, hi in jump[5])
+        ):
+            # the stream goes on from below the jump, with numbers the jump skipped and nothing
+            # held: the jump was not this publisher's. Take it back; count what this one skipped.
+            self._take_back(stream, jump, seq - 1)
+            self.last[stream] = seq
+            return Observation.ROLLED_BACK
         anomalies.duplicates += 1
         self.duplicates += 1
         return Observation.DUPLICATE
+
+    def _jump(self, stream: Stream, anomalies: _Anomalies, last: int, seq: int, now: float) -> Observation:
+        self.last[stream] = seq
+        skipped = seq - last - 1
+        if skipped == 0:
+            return Observation.IN_ORDER
+        anomalies.gaps += skipped
+        self.gaps += skipped
+        self.last_gap = skipped
+        jump = self._jumps.get(stream)
+        if jump is None or now - jump[2] > self._rollback_window or len(jump[5]) >= _MAX_SEGMENTS:
+            if jump is None and len(self._jumps) >= self._max_streams:
+                del self._jumps[next(iter(self._jumps))]
+            self._jumps[stream] = [last, skipped, now, 0, seq, []]
+        else:  # another jump soon after: one record, with the run received in between
+            jump[1] += skipped
+            jump[5].append((jump[4], last))
+            jump[4] = seq
+        missing = self._missing.pop(stream, None)  # re-inserted last: dict order is jump order
+        if missing is None:
+            missing = set()
+        before = len(missing)
+        missing.update(range(max(last + 1, seq - self._max_missing), seq))
+        if len(missing) > self._max_missing:
+            for old in sorted(missing)[: len(missing) - self._max_missing]:
+                missing.discard(old)
+            self.missing_dropped += before + min(skipped, self._max_missing) - len(missing)
+        self._missing_total += len(missing) - before
+        self._missing[stream] = missing
+        while self._missing_total > self._max_missing_total and len(self._missing) > 1:
+            oldest = next(iter(self._missing))
+            gone = self._missing.pop(oldest)
+            self._missing_total -= len(gone)
+            self.missing_dropped += len(gone)
+        return Observation.GAP
+
+    def _admit(self, stream: Stream, now: float) -> None:
+        """A stream seen for the first time: make room for it within the configured bounds."""
+        publisher = stream[0]
+        if publisher not in self._seen:
+            if len(self._seen) >= self._max_publishers:
+                self._evict_publishers(now)
+            self._new_publisher(publisher)
+        self._seen[publisher] = now
+        if len(self.last) >= self._max_streams:
+            self._forget_idle(now)
+            if len(self.last) >= self._max_streams:  # still full: the oldest tenth goes
+                for old in list(itertools.islice(self.last, max(1, self._max_streams // 10))):
+                    self._drop_stream(old)
+                    self.evicted += 1
+
+    def _evict_publishers(self, now: float) -> None:
+        self._forget_idle(now)
+        if len(self._seen) >= self._max_publishers:
+            for publisher in list(itertools.islice(self._seen, max(1, self._max_publishers // 10))):
+                self.evicted += self.forget(publisher)
+        if len(self._identities) >= self._max_publishers:
+            for identity in list(itertools.islice(self._identities, max(1, self._max_publishers // 10))):
+                del self._identities[identity]
+
+    def _drop_stream(self, stream: Stream) -> None:
+        del self.last[stream]
+        self._jumps.pop(stream, None)
+        missing = self._missing.pop(stream, None)
+        if missing:
+            self._missing_total -= len(missing)
 
     def _new_publisher(self, publisher: str) -> None:
         # A new id under a known name@host is that publisher restarted: a new incarnation, whose
         # streams start afresh (never a sequence error against the old one).
         identity = publisher_identity(publisher)
-        previous = self._identities.get(identity)
+        previous = self._identities.pop(identity, None)  # re-inserted last: dict order is recency
         self._identities[identity] = publisher
         if previous is not None and previous != publisher:
             self.incarnations += 1
@@ -133,16 +247,50 @@ class SequenceTracker:
     def catch_up(self, publisher: str, key: bytes, seq: int) -> int:
         """A publisher reported ``seq`` as its latest on ``key`` (a heartbeat): count what never came.
 
-        Only streams already seen are checked (see the module's limits). Returns the gaps added.
+        Only streams already seen are checked (see the module's limits). A report below the head
+        of a stream that jumped since (nothing arrived below the jump) takes the jump back: the
+        publisher never sent it. Returns the gaps added.
         """
         stream = (publisher, key)
         last = self.last.get(stream)
-        if last is None or seq <= last:
+        if last is None or seq == last:
             return 0
+        if seq < last:
+            jump = self._jumps.get(stream)
+            if (
+                jump is None
+                or jump[3]
+                or not jump[0] <= seq
+                or time.monotonic() - jump[2] > self._rollback_window
+            ):
+                return 0
+            self._take_back(stream, jump, seq)  # the publisher's own report is below the jump
+            self.last[stream] = seq
+            return self.last_gap
         # the same bookkeeping as a message numbered seq + 1 arriving, minus that message
         self._slow(stream, last, seq + 1)  # marks last+1 .. seq missing
         self.last[stream] = seq
         return self.last_gap
+
+    def _take_back(self, stream: Stream, jump: list[Any], upto: int) -> None:
+        """Undo a jump: the stream went on from before it, so the publisher never sent it.
+
+        The numbers after the jump's origin up to ``upto`` that were not received (outside the runs
+        received between jumps) are counted as gaps instead.
+        """
+        del self._jumps[stream]
+        origin = jump[0]
+        received = sum(max(0, min(hi, upto) - max(lo, origin + 1) + 1) for lo, hi in jump[5])
+        lost = max(0, upto - origin - received)
+        anomalies = self._anomalies.get(stream[0])
+        if anomalies is not None:
+            anomalies.gaps += lost - jump[1]
+        self.gaps += lost - jump[1]
+        self.last_gap = lost
+        self.implausible += 1
+        dropped = self._missing.pop(stream, None)
+        if dropped:
+            self._missing_total -= len(dropped)
 
     def publishers(self) -> list[PublisherStatistics]:
         """Anomaly counts per publisher that had any."""
@@ -152,11 +300,17 @@ class SequenceTracker:
         """Number of (publisher, key) streams tracked."""
         return len(self.last)
 
-    def forget(self, publisher: str) -> None:
-        """Drop every stream of one publisher (e.g. after it announced its exit)."""
-        for stream in [s for s in self.last if s[0] == publisher]:
-            del self.last[stream]
+    def missing(self) -> int:
+        """Skipped numbers remembered (they turn into reorderings if they arrive late)."""
+        return self._missing_total
+
+    def forget(self, publisher: str) -> int:
+        """Drop every stream of one publisher (e.g. after it announced its exit); returns how many."""
+        doomed = [s for s in self.last if s[0] == publisher]
+        for stream in doomed:
+            self._drop_stream(stream)
         self._seen.pop(publisher, None)
+        return len(doomed)
 
     def forget_prefix(self, prefix: bytes, still_wanted: tuple[bytes, ...] = ()) -> int:
         """Forget every stream whose wire key starts with ``prefix`` and no ``still_wanted`` prefix.
@@ -170,13 +324,10 @@ class SequenceTracker:
             if stream[1].startswith(prefix) and not any(stream[1].startswith(p) for p in still_wanted)
         ]
         for stream in doomed:
-            del self.last[stream]
-            anomalies = self._anomalies.get(stream[0])
-            if anomalies is not None:
-                anomalies.missing.pop(stream[1], None)
+            self._drop_stream(stream)
         return len(doomed)
 
-    def _forget_idle(self, idle_seconds: float = 300.0) -> None:
-        cutoff = time.monotonic() - idle_seconds
+    def _forget_idle(self, now: float, idle_seconds: float = 300.0) -> None:
+        cutoff = now - idle_seconds
         for publisher in [p for p, seen in self._seen.items() if seen < cutoff]:
             self.forget(publisher)

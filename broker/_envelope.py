@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -28,6 +29,9 @@ from observability import EnvelopeError
 FORMAT_VERSION = 1
 FRAMES = 3
 _HEADER_FIELDS = 6
+MAX_HEADER_BYTES = 1024
+"""Bytes of one header frame: a publisher id and a trace context fit easily; the bound keeps what a
+header can build to a few dozen kilobytes, so no per-field decode limits are needed."""
 
 
 class Header(NamedTuple):
@@ -114,12 +118,88 @@ def encode_payload(payload: Any) -> bytes:
         raise
 
 
-def decode_payload(data: bytes | memoryview, *, max_size: int = 64 * 1024 * 1024) -> Any:
-    """The payload of a frame; raises :class:`EnvelopeError` when it is not valid msgpack."""
-    if len(data) > max_size:
-        raise EnvelopeError(f"payload of {len(data)} bytes exceeds the {max_size}-byte limit")
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """What decoding one payload from the wire may build: every byte of it is untrusted.
+
+    msgpack turns one byte into a Python object (an empty map is one byte and ~64 bytes of dict), so
+    bytes alone do not bound memory. A payload up to ``counted_above`` bytes decodes in one C call
+    (it cannot build more than ``counted_above`` containers); a larger one decodes with every array
+    and map counted, and fails as soon as it passes ``max_containers`` or one of them passes
+    ``max_container_len`` elements. Nesting stops at msgpack's own limit of 1,024 levels.
+    """
+
+    max_bytes: int = 1024 * 1024
+    """Bytes of one payload frame; larger ones are dropped before decoding (``oversize``)."""
+    max_containers: int = 100_000
+    """Arrays and maps in one payload larger than ``counted_above``."""
+    max_container_len: int = 1_000_000
+    """Elements of one array or map (and bytes of one string or binary) in a large payload."""
+    counted_above: int = 64 * 1024
+    """Payloads up to this many bytes decode without counting (the fast path)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_containers", "max_container_len", "counted_above"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"decode limit {name}={value!r} is not an integer >= 1")
+
+
+DEFAULT_LIMITS = DecodeLimits()
+
+
+class _ContainerBudgetError(Exception):
+    pass
+
+
+def decode_large_payload(data: bytes | memoryview, limits: DecodeLimits) -> Any:
+    """Decode a payload larger than ``limits.counted_above``, counting its containers.
+
+    Raises :class:`EnvelopeError` naming the limit that bit; the caller checked ``max_bytes``.
+    """
+    left = limits.max_containers
+
+    def count(obj: Any) -> Any:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise _ContainerBudgetError
+        return obj
+
+    n = limits.max_container_len
     try:
-        return msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False)
+        return _unpackb(
+            data,
+            ext_hook=ext_hook,
+            strict_map_key=False,
+            list_hook=count,
+            object_hook=count,
+            max_array_len=n,
+            max_map_len=n,
+            max_str_len=n,
+            max_bin_len=n,
+            max_ext_len=n,
+        )
+    except _ContainerBudgetError:
+        raise EnvelopeError(
+            f"payload of {len(data)} bytes holds more than {limits.max_containers} arrays and maps "
+            "(max_containers)"
+        ) from None
+    except Exception as exc:  # msgpack raises several unrelated types, and so can ext hooks
+        raise EnvelopeError(f"payload is not valid msgpack: {exc}") from exc
+
+
+def decode_payload(data: bytes | memoryview, limits: DecodeLimits = DEFAULT_LIMITS) -> Any:
+    """The payload of a frame; raises :class:`EnvelopeError` when it is not valid msgpack or too big.
+
+    ``limits`` bounds what a payload may build (see :class:`DecodeLimits`).
+    """
+    if len(data) > limits.max_bytes:
+        raise EnvelopeError(f"payload of {len(data)} bytes exceeds the {limits.max_bytes}-byte limit")
+    if len(data) > limits.counted_above:
+        return decode_large_payload(data, limits)
+    try:
+        return _unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types, and so can ext hooks
         raise EnvelopeError(f"payload is not valid msgpack: {exc}") from exc
 
@@ -137,8 +217,10 @@ def decode_header(data: bytes | memoryview) -> Header:
     The receive path calls this for every message: the common shape (no trace context) is checked
     in one expression, anything else goes to :func:`_decode_unusual_header`.
     """
+    if len(data) > MAX_HEADER_BYTES:
+        raise EnvelopeError(f"header of {len(data)} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")
     try:
-        fields = _unpackb(data, use_list=False)
+        fields = _unpackb(data, use_list=False)  # <= 1 KiB: at most ~1,000 small objects
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise EnvelopeError(f"header is not valid msgpack: {exc}") from exc
     if (

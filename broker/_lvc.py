@@ -43,7 +43,7 @@ from ._lvc_requests import ReplyPlan, split
 from ._reserved import LVC_INBOX as INBOX
 
 _PART_ENTRIES = 512
-_PART_BYTES = 1 << 20
+_PART_BYTES = 512 * 1024  # under a hub's default max_payload (1 MiB) with room for the envelope
 _ENTRY_OVERHEAD = 120  # bytes of Python objects per cached entry, roughly
 
 

@@ -89,6 +89,12 @@ _HUB_SPECS = (
     _Spec("tickbus.hub.gaps", "{message}", "Messages lost: sequence numbers skipped", _one("gaps")),
     _Spec("tickbus.hub.duplicates", "{message}", "Messages received more than once", _one("duplicates")),
     _Spec("tickbus.hub.reordered", "{message}", "Messages received after a later one", _one("reordered")),
+    _Spec(
+        "tickbus.hub.implausible",
+        "{jump}",
+        "Sequence jumps taken back: the stream went on from before them",
+        _one("implausible"),
+    ),
     _Spec("tickbus.hub.malformed", "{message}", "Received messages dropped as malformed", _one("malformed")),
     _Spec("tickbus.hub.oversize", "{message}", "Received messages dropped as too large", _one("oversize")),
     _Spec(

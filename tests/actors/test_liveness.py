@@ -18,12 +18,27 @@ def test_busy_heartbeats_are_empty_and_the_first_idle_one_reports_changes_three_
     assert schedule.next_payload(0.0, 5, [(b"a\x00", 5)]) == {"i": 1.0, "k": []}  # busy
     assert not schedule.due(0.5, 5)
     payloads = [schedule.next_payload(float(t), 5, [(b"a\x00", 5)]) for t in range(1, 6)]
-    assert [p["k"] for p in payloads] == [[[b"a\x00", 5]]] * 3 + [[], []]
+    assert [p["k"] for p in payloads] == [[[b"a\x00", 5]]] * 3 + [[], [[b"a\x00", 5]]]  # then 4 intervals on
     schedule.next_payload(6.0, 6, [(b"a\x00", 6)])  # busy again
     assert schedule.next_payload(7.0, 6, [(b"a\x00", 6), (b"b\x00", 1)])["k"] == [
         [b"a\x00", 6],
         [b"b\x00", 1],
     ]
+
+
+def test_an_idle_publisher_keeps_reporting_every_key_so_a_tail_behind_a_full_queue_is_counted():
+    schedule = HeartbeatSchedule(1.0)
+    schedule.next_payload(0.0, 10, [(b"a\x00", 10)])  # busy with a
+    schedule.next_payload(1.0, 10, [(b"a\x00", 10)])  # idle: reports a
+    schedule.next_payload(2.0, 11, [(b"a\x00", 10), (b"b\x00", 1)])  # busy with b
+    reports = [
+        schedule.next_payload(float(t), 11, [(b"a\x00", 10), (b"b\x00", 1)])["k"] for t in range(3, 103)
+    ]
+    assert reports[:3] == [[[b"b\x00", 1]]] * 3  # what just moved, three in a row
+    full = [[b"a\x00", 10], [b"b\x00", 1]]
+    spaced = [beat for beat, report in enumerate(reports) if report]
+    assert spaced == [0, 1, 2, 4, 8, 16, 32, 48, 64, 80, 96]
+    assert all(reports[beat] == full for beat in spaced[3:])  # every key the publisher ever moved
 
 
 @pytest.mark.parametrize(

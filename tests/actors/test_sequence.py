@@ -78,3 +78,68 @@ def test_unsubscribing_forgets_streams_so_resubscribing_is_not_a_gap():
     assert tracker.observe("p", b"a\x00x\x00", 50) is Observation.FIRST
     assert tracker.observe("p", b"a\x00y\x00", 3) is Observation.GAP
     assert tracker.gaps == 1
+
+
+FORGED = 1_000_000  # far above any genuine number: beyond max_missing
+
+
+def test_a_forged_jump_is_taken_back_when_the_genuine_stream_goes_on():
+    tracker = SequenceTracker()
+    for seq in range(1, 11):
+        tracker.observe("p@h:1:a", b"k", seq)
+    assert tracker.observe("p@h:1:a", b"k", 10 + FORGED) is Observation.GAP  # forged under p's id
+    assert tracker.gaps == FORGED - 1
+    assert tracker.observe("p@h:1:a", b"k", 11) is Observation.ROLLED_BACK  # the real publisher goes on
+    assert [tracker.observe("p@h:1:a", b"k", s) for s in range(12, 20)] == [Observation.IN_ORDER] * 8
+    assert (tracker.gaps, tracker.duplicates, tracker.implausible) == (0, 0, 1)
+    assert tracker.missing() == 0
+
+
+def test_a_forged_heartbeat_report_is_taken_back_by_the_genuine_one():
+    tracker = SequenceTracker()
+    for seq in range(1, 6):
+        tracker.observe("p@h:1:a", b"k", seq)
+    assert tracker.catch_up("p@h:1:a", b"k", FORGED) == FORGED - 5
+    assert tracker.catch_up("p@h:1:a", b"k", 7) == 2  # the genuine report: 6 and 7 never came
+    assert (tracker.gaps, tracker.implausible) == (2, 1)
+    assert tracker.observe("p@h:1:a", b"k", 8) is Observation.IN_ORDER
+
+
+@given(
+    st.lists(st.booleans(), min_size=1, max_size=300),
+    st.lists(st.integers(0, 299), max_size=5),
+    st.integers(0, 3000),
+)
+def test_a_real_loss_of_any_length_is_counted_exactly_despite_forged_numbers(arrived, forged_at, long_loss):
+    """received + gaps = published for the genuine stream; no genuine message is ever a duplicate."""
+    tracker = SequenceTracker(max_missing=64)
+    publisher, key = "p@h:1:a", b"k"
+    plan = [True, *arrived[: len(arrived) // 2], *([False] * long_loss), *arrived[len(arrived) // 2 :]]
+    received = 0
+    forged_positions = set(forged_at)
+    for i, (seq, gets_through) in enumerate(enumerate(plan, start=1)):
+        if gets_through:
+            seen = tracker.observe(publisher, key, seq)
+            assert seen is not Observation.DUPLICATE, f"genuine seq {seq} dropped as a duplicate"
+            received += 1
+        if i in forged_positions:
+            tracker.observe(publisher, key, seq + FORGED + i)
+    published = len(plan)
+    tracker.catch_up(publisher, key, published)  # the genuine publisher's heartbeat reports its tail
+    assert received + tracker.gaps == published
+
+
+def test_made_up_publishers_with_jumps_stay_within_the_configured_bounds():
+    tracker = SequenceTracker(max_streams=1_000, max_missing_total=10_000, max_publishers=500)
+    for n in range(5_000):
+        publisher = f"forged{n}@h:1:{n:x}"
+        tracker.observe(publisher, b"k", 1)
+        tracker.observe(publisher, b"k", 1 + FORGED)
+    assert tracker.streams() <= 1_000
+    assert tracker.missing() <= 10_000
+    assert len(tracker.publishers()) <= 500
+    assert tracker.evicted > 0 and tracker.missing_dropped > 0
+    # a genuine stream still counts exactly afterwards
+    tracker.observe("real@h:2:b", b"k", 1)
+    tracker.observe("real@h:2:b", b"k", 4)
+    assert tracker.publishers()[-1].gaps == 2

@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors import EnvelopeError, decode_header, decode_payload, encode_header, encode_payload, register_type
+from actors import (
+    DecodeLimits,
+    EnvelopeError,
+    decode_header,
+    decode_payload,
+    encode_header,
+    encode_payload,
+    register_type,
+)
 
 
 def test_header_round_trips_with_and_without_trace_context():
@@ -71,7 +79,7 @@ def test_malformed_headers_raise_envelope_error_with_the_reason(frame, reason):
 
 def test_oversize_payload_is_refused_before_decoding():
     with pytest.raises(EnvelopeError, match="exceeds"):
-        decode_payload(b"\x00" * 11, max_size=10)
+        decode_payload(b"\x00" * 11, DecodeLimits(max_bytes=10))
 
 
 @given(st.binary(max_size=64))
@@ -121,3 +129,39 @@ def test_every_header_shape_decodes_to_its_fields_or_is_refused(fields):
         assert valid
         assert tuple(header)[:5] == tuple(fields[:5])
         assert header.trace == fields[5]
+
+
+def test_a_large_payload_of_empty_maps_is_refused_at_the_container_budget():
+    # 900 KB of empty maps would build 900,000 dicts (~58 MB); the budget stops it at 100,000
+    n = 900_000
+    data = b"\xdd" + n.to_bytes(4, "big") + b"\x80" * n
+    with pytest.raises(EnvelopeError, match="max_containers"):
+        decode_payload(data)
+    limits = DecodeLimits(max_containers=10, counted_above=8)
+    assert decode_payload(encode_payload([{}] * 9), limits) == [{}] * 9
+    with pytest.raises(EnvelopeError, match="more than 10 arrays and maps"):
+        decode_payload(encode_payload([{}] * 10), limits)
+
+
+def test_a_large_payload_with_one_overlong_container_is_refused():
+    limits = DecodeLimits(max_container_len=100, counted_above=8)
+    assert len(decode_payload(encode_payload(list(range(100))), limits)) == 100
+    with pytest.raises(EnvelopeError, match="not valid msgpack"):
+        decode_payload(encode_payload(list(range(101))), limits)
+
+
+def test_nesting_stops_at_msgpacks_own_depth_limit():
+    with pytest.raises(EnvelopeError):
+        decode_payload(b"\x91" * 2000 + b"\xc0")
+
+
+def test_an_overlong_header_is_refused_before_decoding():
+    with pytest.raises(EnvelopeError, match="exceeds the 1024-byte limit"):
+        decode_header(encode_header("p" * 2000, 1, 1, 1))
+    assert decode_header(encode_header("p@h:1:ab", 1, 1, 1)).publisher == "p@h:1:ab"
+
+
+@pytest.mark.parametrize("name", ["max_bytes", "max_containers", "max_container_len", "counted_above"])
+def test_decode_limits_refuse_nonsense(name):
+    with pytest.raises(ValueError, match=name):
+        DecodeLimits(**{name: 0})
