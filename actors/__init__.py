@@ -45,6 +45,7 @@ from ._ask import answers, ask, ask_statistics
 from ._config import ActorSpec, GroupConfig, group_from_flags, load_group_config
 from ._connect import DEFAULT_BACKEND, DEFAULT_FRONTEND, connect
 from ._hub import Hub, HubStatistics, Message, Publisher, Subscriber, SubscriberStatistics
+from ._limits import HubLimits
 from ._mailbox import Mailbox
 from ._remote import RemoteHub
 from ._request import AskStatistics
@@ -72,6 +73,7 @@ __all__ = [
     "GroupConfig",
     "Header",
     "Hub",
+    "HubLimits",
     "HubStatistics",
     "InvalidKeyError",
     "Key",

@@ -305,6 +305,7 @@ class Actor:
 
     async def _consume(self) -> None:
         mailbox = self._mailbox
+        skew = self.hub.clock_skew
         in_a_row = 0
         while True:
             if not mailbox:
@@ -320,9 +321,11 @@ class Actor:
             header = message.header
             if header is not None:  # end-to-end latency: publisher's send to this handler's start
                 if self._same_host(header.publisher):
-                    self.latency_ns.record(_mono_ns() - header.mono_ns)
+                    age = skew.age_ns(_mono_ns(), header.mono_ns)
                 else:
-                    self.latency_ns.record(_wall_ns() - header.wall_ns)
+                    age = skew.age_ns(_wall_ns(), header.wall_ns)
+                if age is not None:  # an implausible send time is counted in the hub's `skewed`
+                    self.latency_ns.record(age)
                 if header.trace is not None and tracing.enabled:  # sampled upstream: run in a consumer span
                     fn = tracing.handler(self, fn, is_async, message)
             prefix = message.key[0] if message.key else ""

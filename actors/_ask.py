@@ -55,8 +55,13 @@ Failure modes:
 Limits: asks are not traced (replies carry no trace context); an actor asking *itself* from inside a
 handler waits for its own mailbox and times out; nothing is retried (at most once, like every
 message here). A broker-connected answerer holds a reply to an inbox it does not yet know to be
-subscribed (the first ask of a hub races its inbox subscription) until the ask's deadline; a reply
-still unroutable then is counted (``replies_unrouted``).
+subscribed (the first ask of a hub races its inbox subscription) until the ask's deadline or 5 s,
+whichever comes first; a reply still unroutable then is counted (``replies_unrouted``).
+
+Bounds (``max_pending_asks`` of :class:`HubLimits`, default 10,000): an ask beyond that many waiting
+raises :class:`AskError` at once (``refused``); an answerer holds at most that many replies for
+inboxes not yet routed, and drops further ones (``replies_dropped``): 20,000 asks naming inboxes
+nobody reads used to pin a task each (61 MB).
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ from typing import Any, TypeVar
 from broker import ASK, REPLY, WILDCARD, Key, PossibleKey, validate
 from observability import (
     AnswerError,
+    AskError,
     AskTimeoutError,
     ConnectError,
     InvalidKeyError,
@@ -96,6 +102,7 @@ ANSWERS_ATTR = "__tickbus_answers__"
 DEFAULT_TIMEOUT = 1.0
 _KEY_CACHE = 10_000
 _SYNC_TIMEOUT = 10.0  # the shared inbox set-up; each ask waits at most its own timeout for it
+_ROUTE_WAIT = 5.0  # seconds a reply waits at most for its inbox's subscription to reach this hub
 _time_ns = time.time_ns
 
 
@@ -146,6 +153,7 @@ class _AskState:
         self._sending: set[asyncio.Task[None]] = set()  # replies waiting for their route
         self.asked = self.answered = self.failed = self.timeouts = self.no_answerer = 0
         self.malformed = self.requests_handled = self.answer_errors = self.expired = self.unrouted = 0
+        self.refused = self.replies_dropped = 0
 
     @property
     def _hub(self) -> Hub:
@@ -169,8 +177,15 @@ class _AskState:
                 f"is subscribed; start the answering actor first, or wait for it with "
                 f"`await hub.wait_for_subscribers({tuple(wire_key)})`"
             )
-        future: asyncio.Future[Reply] = loop.create_future()
         table = self._table
+        if len(table) >= hub.limits.max_pending_asks:
+            self.refused += 1
+            raise AskError(
+                f"hub {hub.name!r} has {len(table)} asks waiting for replies already (max_pending_asks); "
+                "the answerers are slow or gone: wait for some asks to finish or raise the limit in "
+                "actors.connect"
+            )
+        future: asyncio.Future[Reply] = loop.create_future()
         id_ = table.add(future)  # before publishing: an in-process answer can arrive during publish
         left = max(0.0, timeout - (loop.time() - started))
         try:
@@ -347,7 +362,20 @@ class _AskState:
         hub = self._hub
         if not hub.has_subscribers(key):
             # The asker's inbox subscription may still be on its way to this hub (it reaches the
-            # broker, then every publisher): wait for it until the ask's deadline, then give up.
+            # broker, then every publisher): wait for it until the ask's deadline (at most
+            # _ROUTE_WAIT s: the deadline comes from the wire), then give up. At most
+            # max_pending_asks replies wait so: a flood of asks from inboxes nobody reads is dropped.
+            if len(self._sending) >= hub.limits.max_pending_asks:
+                self.replies_dropped += 1
+                self._log.warning(
+                    "ask-replies-held",
+                    "hub {}: dropped a reply to an inbox not yet routed: {} replies wait already "
+                    "({} dropped so far)",
+                    hub.name,
+                    len(self._sending),
+                    self.replies_dropped,
+                )
+                return
             task = asyncio.get_running_loop().create_task(self._send_when_routed(hub, key, request, reply))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
@@ -357,7 +385,8 @@ class _AskState:
 
     async def _send_when_routed(self, hub: Hub, key: Key, request: Request, reply: dict[str, Any]) -> None:
         try:
-            await hub.wait_for_subscribers(key, max(0.0, (request.deadline_ns - time.time_ns()) / 1e9))
+            wait = min(_ROUTE_WAIT, (request.deadline_ns - time.time_ns()) / 1e9)
+            await hub.wait_for_subscribers(key, max(0.0, wait))
         except TimeoutError:
             self.unrouted += 1  # the asker is gone, or gave up
             return
@@ -381,6 +410,9 @@ class _AskState:
             answer_errors=self.answer_errors,
             expired=self.expired,
             replies_unrouted=self.unrouted,
+            refused=self.refused,
+            replies_waiting=len(self._sending),
+            replies_dropped=self.replies_dropped,
         )
 
 

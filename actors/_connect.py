@@ -8,6 +8,13 @@ import zmq
 
 from broker import ClientCurve, DecodeLimits
 
+from ._limits import (
+    DEFAULT_MAX_CLOCK_SKEW,
+    DEFAULT_MAX_MESSAGE_AGE,
+    DEFAULT_MAX_PENDING_ASKS,
+    DEFAULT_MAX_SNAPSHOT_ENTRIES,
+    HubLimits,
+)
 from ._remote import RemoteHub
 
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5550"
@@ -31,6 +38,10 @@ async def connect(
     idle_heartbeat: float = 1.0,
     slow_after: float = 1.0,
     curve: ClientCurve | None = None,
+    max_pending_asks: int = DEFAULT_MAX_PENDING_ASKS,
+    max_snapshot_entries: int = DEFAULT_MAX_SNAPSHOT_ENTRIES,
+    max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
+    max_message_age: float = DEFAULT_MAX_MESSAGE_AGE,
 ) -> RemoteHub:
     """Connect to a tickbus broker and return a hub with the aiopubsub API.
 
@@ -56,7 +67,19 @@ async def connect(
     Security: ``curve`` (e.g. ``ClientCurve.from_files(broker_key, my_secret)``) makes both
     connections CURVE-encrypted and authenticated; without it, ``$TICKBUS_CURVE_SERVERKEY`` and
     ``$TICKBUS_CURVE_SECRET`` name the key files, if set (see ``broker._curve``).
+
+    Bounds on what peers can make the hub hold or believe (:class:`HubLimits`, each counted when it
+    bites): ``max_pending_asks`` (asks waiting for a reply, and replies held for an inbox not yet
+    routed), ``max_snapshot_entries`` (entries of one snapshot reply), ``max_clock_skew`` and
+    ``max_message_age`` (seconds a sender's timestamp may be ahead or behind and still count for
+    lag and latency; outside: ``skewed``).
     """
+    limits = HubLimits(
+        max_pending_asks=max_pending_asks,
+        max_snapshot_entries=max_snapshot_entries,
+        max_clock_skew=max_clock_skew,
+        max_message_age=max_message_age,
+    )
     hub = RemoteHub(
         frontend or os.environ.get("TICKBUS_FRONTEND") or DEFAULT_FRONTEND,
         backend or os.environ.get("TICKBUS_BACKEND") or DEFAULT_BACKEND,
@@ -73,6 +96,7 @@ async def connect(
         slow_after=slow_after,
         curve=curve if curve is not None else ClientCurve.from_env(),
     )
+    hub.set_limits(limits)
     if wait is not None:
         try:
             await hub.wait_connected(wait)

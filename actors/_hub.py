@@ -25,6 +25,7 @@ from loguru import logger
 from broker import FORMAT_VERSION, Header, Key, PossibleKey, SubscriptionIndex
 from observability import ConsumeQueueNotFoundError, RateLimitedLog
 
+from ._limits import ClockSkew, HubLimits
 from ._mailbox import Mailbox, Overflow
 
 Route = Callable[[Key, Any, "Header | None"], None]
@@ -84,6 +85,10 @@ class HubStatistics:
     """Subscriptions from the bus this hub's publisher socket did not store (too long, or too many)."""
     streams_evicted: int = 0
     """Streams forgotten to stay within the tracker's bounds (``actors.SequenceTracker``)."""
+    skewed: int = 0
+    """Send times outside the clock-skew bounds, ignored for lag and latency (:class:`HubLimits`)."""
+    snapshot_rejects: int = 0
+    """Snapshot reply parts and entries dropped: malformed, for no pending request, over the bounds."""
 
 
 class Hub:
@@ -97,6 +102,15 @@ class Hub:
         self._delivered = 0
         self._listener_errors = 0
         self._subscribed = asyncio.Event()
+        self.limits = HubLimits()
+        """What this hub holds at most on its peers' behalf; change with :meth:`set_limits`."""
+        self.clock_skew = ClockSkew(self.limits.max_clock_skew, self.limits.max_message_age)
+        """The filter every received send time goes through before it counts for lag or latency."""
+
+    def set_limits(self, limits: HubLimits) -> None:
+        """Apply ``limits`` (``actors.connect`` does, before the hub receives anything)."""
+        self.limits = limits
+        self.clock_skew.configure(limits.max_clock_skew, limits.max_message_age)
 
     # -- publishing ---------------------------------------------------------------------------
     def publish(self, key: tuple[str, ...], message: Any, trace: list[str] | None = None) -> int:
@@ -172,6 +186,7 @@ class Hub:
             delivered=self._delivered,
             listener_errors=self._listener_errors,
             patterns=len(self._index.patterns()),
+            skewed=self.clock_skew.skewed,
         )
 
     async def close(self) -> None:

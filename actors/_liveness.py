@@ -46,6 +46,7 @@ from typing import Any
 from broker import HEARTBEAT, encode_key, parse_publisher_id
 from observability import RateLimitedLog
 
+from ._limits import ClockSkew
 from ._sequence import SequenceTracker
 
 HEARTBEAT_PREFIX = encode_key(HEARTBEAT)
@@ -181,13 +182,14 @@ class PublisherLiveness:
 class LagMonitor:
     """Flags a hub slow when the messages it processes are older than ``slow_after`` seconds."""
 
-    __slots__ = ("episodes", "lag", "slow", "slow_after")
+    __slots__ = ("episodes", "lag", "skew", "slow", "slow_after")
 
-    def __init__(self, slow_after: float) -> None:
+    def __init__(self, slow_after: float, skew: ClockSkew | None = None) -> None:
         self.slow_after = slow_after
         self.slow = False
         self.episodes = 0
         self.lag = 0.0
+        self.skew = skew if skew is not None else ClockSkew()  # the hub's, so that it counts `skewed`
 
     def check(self, header: Any, mono_ns: int, wall_ns: int) -> str | None:
         """Update from the oldest header processed since the last check (``None``: nothing processed).
@@ -201,7 +203,10 @@ class LagMonitor:
             same_host = parsed is not None and parsed.host == _HOST
             sent = header.mono_ns if same_host else header.wall_ns
             now = mono_ns if same_host else wall_ns
-            self.lag = max(0.0, (now - sent) / 1e9)
+            age = self.skew.age_ns(now, sent)
+            if age is None:  # an implausible send time (0, far future or past) says nothing of us
+                return None
+            self.lag = max(0.0, age / 1e9)
         if self.slow_after <= 0:
             return None
         if not self.slow and self.lag > self.slow_after:

@@ -128,6 +128,7 @@ class RemoteHub(Hub):
             name, self.publisher_id, idle_heartbeat=idle_heartbeat, slow_after=slow_after, log=self._log
         )
         self._inbound.on_heartbeat = self._watch.heard
+        self._watch.lag.skew = self.clock_skew  # one clock-skew bound and counter per hub (actors._limits)
         self._sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_PREFIX)  # every hub hears every heartbeat
         self._heartbeat_key = Key(*HEARTBEAT, name)
         self._heartbeat_kb = encode_key(self._heartbeat_key)
@@ -530,6 +531,8 @@ class RemoteHub(Hub):
             implausible=self._inbound.tracker.implausible,
             subscriptions_refused=self._subscriptions_refused,
             streams_evicted=self._inbound.tracker.evicted,
+            skewed=self.clock_skew.skewed,
+            snapshot_rejects=self._snapshots.rejects,
         )
 
     def sequence_tracker(self) -> SequenceTracker:

@@ -162,3 +162,9 @@ class AskStatistics:
     """Requests dropped unhandled because their deadline had passed when dequeued."""
     replies_unrouted: int
     """Replies a broker-connected hub skipped because nobody subscribes to the inbox any more."""
+    refused: int = 0
+    """Asks refused at once with :class:`AskError`: ``max_pending_asks`` were waiting already."""
+    replies_waiting: int = 0
+    """Replies held now until their asker's inbox is routed to this hub."""
+    replies_dropped: int = 0
+    """Replies dropped because ``max_pending_asks`` replies were held already for unrouted inboxes."""

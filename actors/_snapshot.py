@@ -25,8 +25,11 @@ from broker import LVC_INBOX, LVC_REQUEST, Header, Key, decode_header, decode_ke
 from observability import ConnectError, EnvelopeError, RateLimitedLog, SnapshotError
 
 from ._hub import Hub, Message, Route
+from ._limits import DEFAULT_MAX_SNAPSHOT_ENTRIES
 
 REQUEST = Key(*LVC_REQUEST)
+MAX_PARTS = 65_536
+"""Parts one snapshot reply may have (the broker's cache sends ~2,000 for a million small keys)."""
 
 
 class SnapshotMerge:
@@ -77,21 +80,31 @@ class SnapshotMerge:
 
 
 class SnapshotRequest:
-    """Collects the parts of one snapshot reply and decodes its entries."""
+    """Collects the parts of one snapshot reply and decodes its entries.
 
-    def __init__(self, request_id: str) -> None:
+    The reply comes from the wire, so from anyone who can publish on this hub's inbox: parts are
+    checked against each other, and a reply announcing or bringing more than ``max_entries``
+    entries (or :data:`MAX_PARTS` parts) fails the snapshot instead of filling memory.
+    """
+
+    def __init__(self, request_id: str, max_entries: int = DEFAULT_MAX_SNAPSHOT_ENTRIES) -> None:
         self.id = request_id
         self.done: asyncio.Future[list[Message]] = asyncio.get_running_loop().create_future()
         self._parts: dict[int, list[Any]] = {}
+        self._count: int | None = None  # parts announced by the first part
+        self._entries = 0
+        self._max_entries = max_entries
         self.rejected = 0  # entries that did not decode (counted, never delivered)
 
     def add_part(self, part: Any) -> None:
         """Take one reply part (``{"id", "part", "parts", "entries"}``); ``ValueError`` if malformed."""
         if not isinstance(part, dict):
             raise ValueError("snapshot part is not a map")
-        if isinstance(part.get("error"), str):  # the cache does not cover the pattern
-            if not self.done.done():
-                self.done.set_exception(SnapshotError(f"no snapshot: {part['error']}"))
+        if self.done.done():
+            raise ValueError("snapshot part after the reply was complete")
+        error = part.get("error")
+        if isinstance(error, str):  # the cache does not cover the pattern, or refused the request
+            self.done.set_exception(SnapshotError(f"no snapshot: {error[:300]}"))
             return
         index, count, entries = part.get("part"), part.get("parts"), part.get("entries")
         if (
@@ -101,8 +114,22 @@ class SnapshotRequest:
             or not isinstance(entries, list)
         ):
             raise ValueError("snapshot part lacks a valid 'part'/'parts'/'entries'")
+        if self._count is not None and count != self._count:
+            raise ValueError(f"snapshot part says {count} parts, an earlier one {self._count}")
+        if index in self._parts:
+            raise ValueError(f"snapshot part {index} arrived twice")
+        if count > min(MAX_PARTS, self._max_entries + 1) or self._entries + len(entries) > self._max_entries:
+            self.done.set_exception(
+                SnapshotError(
+                    f"snapshot reply too large: {count} parts, over {self._max_entries} entries or "
+                    f"{MAX_PARTS} parts (raise max_snapshot_entries in actors.connect if it is genuine)"
+                )
+            )
+            raise ValueError("snapshot reply over the bounds on parts or entries")
+        self._count = count
+        self._entries += len(entries)
         self._parts[index] = entries
-        if len(self._parts) == count and not self.done.done():
+        if len(self._parts) == count:
             self.done.set_result(self._decode(count))
 
     def _decode(self, count: int) -> list[Message]:
@@ -122,6 +149,7 @@ class SnapshotRequest:
                     )
                 except Exception:  # EnvelopeError, InvalidKeyError, and msgpack's several error types
                     self.rejected += 1
+        self._parts.clear()
         return out
 
 
@@ -150,7 +178,7 @@ class SnapshotClient:
             await hub.wait_for_subscribers(REQUEST, max(0.0, deadline - loop.time()))
         except TimeoutError:
             raise no_cache_error(pattern, timeout) from None
-        request = SnapshotRequest(secrets.token_hex(8))
+        request = SnapshotRequest(secrets.token_hex(8), hub.limits.max_snapshot_entries)
         self._pending[request.id] = request
         try:
             hub.publish(REQUEST, request_payload(request.id, pattern, self._inbox))
@@ -193,20 +221,28 @@ class SnapshotClient:
         return merge.route
 
     def _on_part(self, key: Key, payload: Any, header: object) -> None:
-        request_id = payload.get("id") if isinstance(payload, dict) else None
-        request = self._pending.get(request_id) if isinstance(request_id, str) else None
-        if request is None:
-            self.rejects += 1
-            self._log.warning(
-                "snapshot", "hub {}: dropped a snapshot part for no pending request", self._hub.name
-            )
-            return
+        # on the hub's receive path, with whatever anyone published on this inbox: never raises
         try:
+            request_id = payload.get("id") if isinstance(payload, dict) else None
+            request = self._pending.get(request_id) if isinstance(request_id, str) else None
+            if request is None:
+                self.rejects += 1
+                self._log.warning(
+                    "snapshot-unknown",
+                    "hub {}: dropped snapshot parts for no pending request ({} dropped so far)",
+                    self._hub.name,
+                    self.rejects,
+                )
+                return
             request.add_part(payload)
-        except ValueError as exc:
+        except Exception as exc:  # ValueError from add_part; anything else is a bug, still not fatal
             self.rejects += 1
             self._log.warning(
-                "snapshot", "hub {}: dropped a malformed snapshot part: {}", self._hub.name, exc
+                "snapshot-malformed",
+                "hub {}: dropped a snapshot part: {} ({} dropped so far)",
+                self._hub.name,
+                exc,
+                self.rejects,
             )
 
 

@@ -60,7 +60,7 @@ from ._keys import (
     subscription_prefix,
     validate,
 )
-from ._lvc import LastValueCache
+from ._lvc import CacheStatistics, LastValueCache
 from ._lvc import parse_request as parse_snapshot_request
 from ._reserved import (
     ACTORS,
@@ -91,6 +91,7 @@ __all__ = [
     "BrokerConfigError",
     "BrokerError",
     "BrokerStatistics",
+    "CacheStatistics",
     "ClientCurve",
     "DEFAULT_BACKEND",
     "DEFAULT_FRONTEND",

@@ -36,7 +36,7 @@ from observability import BrokerError
 from ._auth import CurveAuth
 from ._bind import bind_all, configure, remove_ipc_files
 from ._config import BrokerConfig
-from ._lvc import CacheThread, LastValueCache
+from ._lvc_thread import CacheThread, cache_thread
 from ._peer_log import PeerLog, closing_hosts_of, peer_address
 from ._peers import MONITOR_EVENTS, PeerCounter
 from ._reserved import new_publisher_id
@@ -244,6 +244,7 @@ class Broker:
                 publishers=run.publishers.count,
                 subscriptions=len(run.subscriptions),
                 refused=sum(log.refused for log in run.peer_logs.values()),
+                lvc=run.lvc.statistics().as_dict() if run.lvc is not None else None,
             )
 
     # -- internals ------------------------------------------------------------------------------
@@ -293,15 +294,7 @@ class Broker:
             subs.connect(inproc)
             inproc_backend = f"inproc://tickbus-broker-backend-{tag}"
             backend.bind(inproc_backend)
-            lvc = None
-            if config.lvc_patterns:
-                cache = LastValueCache(
-                    max_keys=config.lvc_max_keys, max_bytes=config.lvc_max_bytes, patterns=config.lvc_patterns
-                )
-                lvc_id = new_publisher_id("lvc")
-                lvc = CacheThread(
-                    ctx, frontend=inproc, backend=inproc_backend, cache=cache, publisher_id=lvc_id
-                )
+            lvc = cache_thread(ctx, config, frontend=inproc, backend=inproc_backend)
         except BaseException:
             for sock in opened:
                 sock.close(linger=0)

@@ -138,6 +138,24 @@ class BrokerConfig:
     """Keys the last-value cache holds at most; the least recently updated go first."""
     lvc_max_bytes: int = 512 * 1024 * 1024
     """Bytes the last-value cache holds at most, roughly (keys, headers, payloads and overhead)."""
+    lvc_max_pending: int = 64
+    """Snapshot requests that may wait for their inbox's subscription (or a sending slot) at once;
+    more are refused (``pending_full``)."""
+    lvc_inbox_wait: float = 1.0
+    """Seconds a snapshot request waits for its inbox's subscription before it is dropped (``expired``)."""
+    lvc_request_rate: float = 10.0
+    """Snapshot requests a second one requester (``name@host``) may make, after a burst of
+    ``lvc_request_burst``; over it they are refused (``rate_limited``)."""
+    lvc_request_burst: int = 50
+    """Snapshot requests one requester may make at once before ``lvc_request_rate`` applies."""
+    lvc_total_request_rate: float = 200.0
+    """Snapshot requests a second from all requesters together (also the burst): made-up requester
+    ids cannot get around the per-requester rate."""
+    lvc_max_requesters: int = 10_000
+    """Requesters whose rate the cache tracks; the least recently asking is forgotten first."""
+    lvc_send_hwm: int = 64
+    """Reply parts (each about 1 MiB at most, or one entry) the cache queues towards the broker;
+    when the queue stays full for a second the reply is abandoned (``abandoned``)."""
     curve_secret: str | None = None
     """The broker's secret certificate file (``tickbus keys generate``): every tcp and ipc connection
     is CURVE-encrypted and only clients in :attr:`allow_dir` are admitted (see ``broker._auth``)."""
@@ -165,7 +183,14 @@ class BrokerConfig:
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise BrokerConfigError(f"broker option {name}={value!r} is not an integer >= 0")
-        for name in ("lvc_max_keys", "lvc_max_bytes"):
+        for name in (
+            "lvc_max_keys",
+            "lvc_max_bytes",
+            "lvc_max_pending",
+            "lvc_request_burst",
+            "lvc_max_requesters",
+            "lvc_send_hwm",
+        ):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise BrokerConfigError(f"broker option {name}={value!r} is not an integer >= 1")
@@ -189,7 +214,15 @@ class BrokerConfig:
                 f"broker option stats_interval={self.stats_interval!r} is below {_MIN_STATS_INTERVAL} s "
                 "(it would burn a core); use 0 to publish no statistics"
             )
-        for name in ("heartbeat_ivl", "heartbeat_timeout", "heartbeat_ttl", "stats_interval"):
+        for name in (
+            "heartbeat_ivl",
+            "heartbeat_timeout",
+            "heartbeat_ttl",
+            "stats_interval",
+            "lvc_inbox_wait",
+            "lvc_request_rate",
+            "lvc_total_request_rate",
+        ):
             value = getattr(self, name)
             if (
                 not isinstance(value, int | float)

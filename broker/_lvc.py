@@ -19,6 +19,12 @@ received, so the client checks and decodes them like live messages and drops liv
 by sequence. A request for a pattern the cache does not cover gets ``{"id", "error"}`` instead.
 Requests and replies ride the broker like everything else (same sockets, same CURVE).
 
+Hostile requests cannot stall it (``broker._lvc_requests``): requests are admitted per requester
+and in total by token buckets, a request whose inbox is not subscribed yet waits (bounded in number,
+each until ``lvc_inbox_wait``) while everything else goes on, and replies leave part by part with
+non-blocking sends into a queue of at most ``lvc_send_hwm`` parts; a reply that cannot make progress
+for a second is abandoned. Every refusal is counted in :class:`CacheStatistics`.
+
 If this thread falls behind, its queue overflows and the cache holds older values for a while: the
 gap is counted in ``dropped`` (from the sequence numbers it sees), and a snapshot is never older
 than what the cache acknowledged.
@@ -26,25 +32,18 @@ than what the cache acknowledged.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-import zmq
-from loguru import logger
+from observability import InvalidKeyError
 
-from observability import InvalidKeyError, RateLimitedLog
-
-from ._envelope import encode_header
-from ._keys import decode_key, encode_key, matches, subscription_prefix, validate
+from ._keys import decode_key, matches, subscription_prefix, validate
+from ._lvc_requests import ReplyPlan, split
 from ._reserved import LVC_INBOX as INBOX
-from ._reserved import LVC_REQUEST as REQUEST
 
 _PART_ENTRIES = 512
-_PART_BYTES = 1 << 20
+_PART_BYTES = 512 * 1024  # under a hub's default max_payload (1 MiB) with room for the envelope
 _ENTRY_OVERHEAD = 120  # bytes of Python objects per cached entry, roughly
 
 
@@ -59,6 +58,17 @@ class CacheStatistics:
     snapshots: int
     refused: int
     malformed: int = 0  # messages and requests dropped because they did not decode (never fatal)
+    pending: int = 0  # requests waiting now for their inbox's subscription (at most lvc_max_pending)
+    expired: int = 0  # requests dropped because their inbox was not subscribed within lvc_inbox_wait
+    pending_full: int = 0  # requests refused because lvc_max_pending requests were waiting already
+    rate_limited: int = 0  # requests refused by the per-requester or the total rate limit
+    abandoned: int = 0  # replies given up because the send queue stayed full (or an inbox vanished)
+    sending: int = 0  # replies on their way now
+    requesters: int = 0  # requesters with a rate bucket now (at most lvc_max_requesters)
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dict (in the broker's statistics message, under ``lvc``)."""
+        return {f: getattr(self, f) for f in self.__slots__}
 
 
 class LastValueCache:
@@ -134,23 +144,20 @@ class LastValueCache:
             out.append([kb, header, payload])
         return out
 
-    def parts(self, request_id: str, pattern: tuple[str, ...]) -> list[dict[str, Any]]:
+    def plan(self, request_id: str, pattern: tuple[str, ...], inbox: bytes, now: float) -> ReplyPlan:
         """The reply to one snapshot request, split into parts of bounded size (at least one)."""
         self.snapshots += 1
         entries = self.matching(pattern)
-        chunks: list[list[list[bytes]]] = [[]]
-        size = 0
-        for entry in entries:
-            length = len(entry[0]) + len(entry[1]) + len(entry[2])
-            if chunks[-1] and (len(chunks[-1]) >= _PART_ENTRIES or size + length > _PART_BYTES):
-                chunks.append([])
-                size = 0
-            chunks[-1].append(entry)
-            size += length
-        return [
-            {"id": request_id, "part": i, "parts": len(chunks), "entries": chunk}
-            for i, chunk in enumerate(chunks)
-        ]
+        return ReplyPlan(request_id, inbox, entries, split(entries, _PART_ENTRIES, _PART_BYTES), now)
+
+    def parts(self, request_id: str, pattern: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Every part of the reply to one snapshot request at once (see :meth:`plan`)."""
+        plan = self.plan(request_id, pattern, b"", 0.0)
+        out = []
+        while not plan.finished:
+            out.append(plan.part())
+            plan.sent(0.0)
+        return out
 
     @property
     def patterns(self) -> tuple[tuple[str, ...], ...]:
@@ -185,150 +192,3 @@ def parse_request(payload: Any) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     if checked[1][:2] != INBOX:
         raise ValueError(f"snapshot inbox {inbox!r:.80} is not under {INBOX}")
     return rid, checked[0], checked[1]
-
-
-class CacheThread:
-    """Runs a :class:`LastValueCache` on its own thread and sockets inside the broker's context."""
-
-    def __init__(
-        self,
-        ctx: zmq.Context[zmq.Socket[bytes]],
-        *,
-        frontend: str,
-        backend: str,
-        cache: LastValueCache,
-        publisher_id: str,
-    ) -> None:
-        self.cache = cache
-        self._publisher_id = publisher_id
-        self._sub = ctx.socket(zmq.SUB)
-        self._sub.setsockopt(zmq.LINGER, 0)
-        self._sub.setsockopt(zmq.RCVHWM, 1_000_000)
-        self._pub = ctx.socket(zmq.XPUB)  # an XPUB, to know that an inbox is subscribed before replying
-        self._pub.setsockopt(zmq.LINGER, 0)
-        self._pub.setsockopt(zmq.SNDHWM, 100_000)
-        self._pub.setsockopt(zmq.SNDTIMEO, 1000)
-        self._pub.setsockopt(zmq.XPUB_NODROP, 1)
-        for prefix in {*cache.prefixes(), encode_key(REQUEST)}:
-            self._sub.setsockopt(zmq.SUBSCRIBE, prefix)
-        self._sub.connect(backend)
-        self._pub.connect(frontend)
-        self._wanted: set[bytes] = set()
-        self._seqs: dict[bytes, int] = {}  # per inbox: sequences are per (publisher, key)
-        self._pack = msgpack.Packer(use_bin_type=True).pack
-        self._log = RateLimitedLog(interval=10.0)  # topics are kinds of event, never peer strings
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="tickbus-broker-lvc", daemon=True)
-
-    def start(self) -> None:
-        """Start caching and answering."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread; it closes its sockets (call before the context is terminated)."""
-        self._stop.set()
-        if self._thread.ident is None:  # never started: close here
-            self._sub.close(linger=0)
-            self._pub.close(linger=0)
-            return
-        self._thread.join(5.0)
-        if self._thread.is_alive():
-            logger.error("broker last-value cache thread did not stop; abandoning its sockets")
-
-    def _main(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._sub, zmq.POLLIN)
-        poller.register(self._pub, zmq.POLLIN)
-        request = encode_key(REQUEST)
-        store = self.cache.store
-        try:
-            while not self._stop.is_set():
-                ready = dict(poller.poll(100))
-                if self._pub in ready:
-                    self._read_subscriptions()
-                if self._sub not in ready:
-                    continue
-                for _ in range(10_000):
-                    try:
-                        frames = self._sub.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    if len(frames) != 3:
-                        continue  # the subscribers' own hubs count malformed traffic
-                    try:
-                        if frames[0] == request:
-                            self._answer(frames[2])
-                        else:
-                            store(frames[0], frames[1], frames[2])
-                    except Exception as exc:  # one message must never end the cache: count, go on
-                        self.cache.malformed += 1
-                        self._log.log(
-                            "ERROR",
-                            "lvc-failure",
-                            "broker last-value cache dropped a message it could not handle: {}",
-                            type(exc).__name__,
-                            exception=exc,
-                        )
-        except Exception:
-            logger.exception("broker last-value cache thread failed; snapshots are unavailable")
-        finally:
-            self._sub.close(linger=0)
-            self._pub.close(linger=0)
-
-    def _read_subscriptions(self) -> None:
-        while True:
-            try:
-                msg = self._pub.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if msg[:1] == b"\x01":
-                self._wanted.add(msg[1:])
-            elif msg[:1] == b"\x00":
-                self._wanted.discard(msg[1:])
-
-    def _answer(self, raw: bytes) -> None:
-        try:
-            rid, pattern, inbox = parse_request(msgpack.unpackb(raw, raw=False))
-        except Exception as exc:
-            self.cache.refused += 1
-            self.cache.malformed += 1
-            self._log.warning(
-                "lvc-bad-request", "broker last-value cache: refused a snapshot request: {}", exc
-            )
-            return
-        inbox_kb = encode_key(inbox)
-        parts: list[dict[str, Any]]
-        if self.cache.covers(pattern):
-            parts = self.cache.parts(rid, pattern)
-        else:
-            self.cache.refused += 1
-            parts = [
-                {"id": rid, "error": f"the broker caches {list(self.cache.patterns)}, not all of {pattern}"}
-            ]
-        deadline = time.monotonic() + 1.0  # the inbox subscription travels beside the request
-        while inbox_kb not in self._wanted and time.monotonic() < deadline:
-            if self._pub.poll(50):
-                self._read_subscriptions()
-        if inbox_kb not in self._wanted:
-            self.cache.refused += 1
-            self._log.warning(
-                "lvc-inbox-unsubscribed",
-                "broker last-value cache: nobody subscribes to inbox {!r:.80}; snapshot not sent",
-                inbox,
-            )
-            return
-        if len(self._seqs) > 100_000:
-            self._seqs.clear()  # clients restart a stream they see from a new start without complaint
-        for part in parts:
-            seq = self._seqs[inbox_kb] = self._seqs.get(inbox_kb, 0) + 1
-            header = encode_header(self._publisher_id, seq, time.monotonic_ns(), time.time_ns())
-            try:
-                self._pub.send_multipart([inbox_kb, header, self._pack(part)])
-            except zmq.Again:
-                self.cache.refused += 1
-                self._log.warning(
-                    "lvc-inbox-full",
-                    "broker last-value cache: inbox {!r:.80} is not reading; snapshot abandoned",
-                    inbox,
-                )
-                return

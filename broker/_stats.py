@@ -120,6 +120,8 @@ class BrokerStatistics:
     subscriptions: int
     refused: int = 0
     """Connections refused at the handshake (CURVE: no key, a wrong key, a key not allow-listed)."""
+    lvc: dict[str, int] | None = None
+    """The last-value cache's counters (``broker.CacheStatistics`` as a dict); None without a cache."""
 
     @classmethod
     def build(
@@ -131,6 +133,7 @@ class BrokerStatistics:
         publishers: int,
         subscriptions: int,
         refused: int = 0,
+        lvc: dict[str, int] | None = None,
     ) -> BrokerStatistics:
         """Combine the proxy counters with the connection and subscription counts."""
         return cls(
@@ -146,6 +149,7 @@ class BrokerStatistics:
             publishers=publishers,
             subscriptions=subscriptions,
             refused=refused,
+            lvc=lvc,
         )
 
     def as_dict(self) -> dict[str, Any]:

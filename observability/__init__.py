@@ -79,7 +79,7 @@ from ._loop_health import (
     slow_callbacks,
 )
 from ._metrics import Metrics, MetricsStatistics, metrics
-from ._ratelimit import RateLimitedLog
+from ._ratelimit import RateLimitedLog, TokenBucket
 from ._resource import data_dir, process_resource, tickbus_version
 from ._systemd import SystemdNotifier, WatchdogFeeder, notify_service, parse_notify_address, watchdog_interval
 from ._trace_view import (
@@ -132,6 +132,7 @@ __all__ = [
     "TABLES",
     "TickbusError",
     "TimeDilatedLoop",
+    "TokenBucket",
     "TraceSpan",
     "TraceSummary",
     "Tracing",

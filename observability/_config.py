@@ -13,6 +13,13 @@ One file format serves every service (see :mod:`actors._config` for ``[group]`` 
     heartbeat_timeout = 2.0     # seconds
     stats_interval = 1.0        # seconds; 0 publishes no statistics
     lvc = ["price.*"]           # last-value cache for late joiners' snapshots ("*": every key)
+    lvc_max_pending = 64        # snapshot requests waiting for their inbox at once; more are refused
+    lvc_inbox_wait = 1.0        # seconds a request waits for its inbox's subscription
+    lvc_request_rate = 10.0     # snapshot requests a second per requester (name@host) ...
+    lvc_request_burst = 50      # ... after a burst of this many
+    lvc_total_request_rate = 200.0   # snapshot requests a second from everyone together
+    lvc_max_requesters = 10000  # requesters whose rate is tracked (least recent forgotten)
+    lvc_send_hwm = 64           # reply parts queued towards the broker; stuck for 1 s: abandoned
     curve_secret = "/etc/tickbus/keys/broker.key_secret"   # CURVE: see `tickbus keys`
     allow_dir = "/etc/tickbus/keys/allowed"                 # public keys of admitted clients
     insecure = false            # true: serve other hosts without CURVE (trusted networks only)
@@ -112,6 +119,18 @@ def _seconds(positive: bool) -> Callable[[object, str], float]:
     return check
 
 
+def _rate(value: object, where: str) -> float:
+    try:
+        number = (
+            float(value) if isinstance(value, int | float | str) and not isinstance(value, bool) else None
+        )
+    except ValueError:
+        number = None
+    if number is None or not math.isfinite(number) or number < 0:
+        raise ConfigError(f"{where} = {value!r} must be a number per second >= 0, e.g. 10.0")
+    return number
+
+
 def _choice(*allowed: str) -> Callable[[object, str], str]:
     def check(value: object, where: str) -> str:
         if value not in allowed:
@@ -177,6 +196,14 @@ BROKER_KEYS: dict[str, Key] = {
     "heartbeat_timeout": Key(_seconds(False), "TICKBUS_BROKER_HEARTBEAT_TIMEOUT", "heartbeat_timeout"),
     "stats_interval": Key(_seconds(False), "TICKBUS_BROKER_STATS_INTERVAL", "stats_interval"),
     "lvc": Key(_patterns, "TICKBUS_BROKER_LVC", "lvc"),
+    # the last-value cache's bounds on snapshot requests (broker._lvc_requests)
+    "lvc_max_pending": Key(_integer(1), "TICKBUS_BROKER_LVC_MAX_PENDING", "lvc_max_pending"),
+    "lvc_inbox_wait": Key(_seconds(False), "TICKBUS_BROKER_LVC_INBOX_WAIT", "lvc_inbox_wait"),
+    "lvc_request_rate": Key(_rate, "TICKBUS_BROKER_LVC_REQUEST_RATE", "lvc_request_rate"),
+    "lvc_request_burst": Key(_integer(1), "TICKBUS_BROKER_LVC_REQUEST_BURST", "lvc_request_burst"),
+    "lvc_total_request_rate": Key(_rate, "TICKBUS_BROKER_LVC_TOTAL_REQUEST_RATE", "lvc_total_request_rate"),
+    "lvc_max_requesters": Key(_integer(1), "TICKBUS_BROKER_LVC_MAX_REQUESTERS", "lvc_max_requesters"),
+    "lvc_send_hwm": Key(_integer(1), "TICKBUS_BROKER_LVC_SEND_HWM", "lvc_send_hwm"),
     # CURVE (broker._auth): the broker's secret key file, the directory of admitted public keys
     "curve_secret": Key(_file, "TICKBUS_BROKER_CURVE_SECRET", "curve_secret"),
     "allow_dir": Key(_file, "TICKBUS_BROKER_ALLOW_DIR", "allow_dir"),

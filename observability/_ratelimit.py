@@ -39,3 +39,32 @@ class RateLimitedLog:
             message += " ({} similar suppressed in the last {}s)"
             args = (*args, suppressed, self._interval)
         self._logger.opt(depth=2, exception=exception).log(level, message, *args)
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up: :meth:`take` says whether one is left.
+
+    Plain Python, no lock and no clock of its own (the caller passes ``now``, monotonic seconds), so
+    a receive path can decide per message for a few hundred nanoseconds. ``rate`` may be ``inf``
+    (never refuses) or 0 (refuses once the burst is spent).
+    """
+
+    __slots__ = ("_stamp", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float, now: float = 0.0) -> None:
+        self.rate, self.burst = rate, burst
+        self._tokens = float(burst)
+        self._stamp = now
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one (True), else False; ``now`` in monotonic seconds."""
+        elapsed = now - self._stamp
+        tokens = self._tokens
+        if elapsed > 0:
+            self._stamp = now
+            tokens = min(self.burst, tokens + elapsed * self.rate)
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            return True
+        self._tokens = tokens
+        return False

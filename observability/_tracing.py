@@ -43,6 +43,7 @@ import functools
 import os
 import random
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from ._errors import TracingError
+from ._ratelimit import TokenBucket
 from ._resource import data_dir, process_resource, tickbus_version
 from ._sampling import SYSTEM, SamplingPolicy, sampling_policy, sdk_sampler
 from ._trace_context import (
@@ -62,6 +64,10 @@ from ._trace_context import (
     in_trace,
     remote_context,
 )
+
+DEFAULT_MAX_FORCED_SPANS = 100.0
+"""Consumer spans a second that received sampled trace contexts may make a process create."""
+_monotonic = time.monotonic
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -84,6 +90,9 @@ class TracingStatistics:
     invalid_contexts: int
     file: str | None
     otlp_endpoint: str | None
+    forced_ignored: int = 0
+    """Received sampled contexts not honoured: over ``max_forced_spans_per_second``."""
+    max_forced_spans_per_second: float = DEFAULT_MAX_FORCED_SPANS
 
 
 class Tracing:
@@ -98,7 +107,9 @@ class Tracing:
         self._random = random.random
         self._file: str | None = None
         self._endpoint: str | None = None
-        self._produced = self._consumed = self._invalid = 0
+        self._produced = self._consumed = self._invalid = self._ignored = 0
+        self._max_forced = DEFAULT_MAX_FORCED_SPANS
+        self._forced = TokenBucket(self._max_forced, max(1.0, self._max_forced))
 
     # -- switching ------------------------------------------------------------------------------
     def enable(
@@ -109,15 +120,20 @@ class Tracing:
         sampler: str | None = None,
         ratio: float | None = None,
         exporter: SpanExporter | None = None,
+        max_forced_spans_per_second: float | None = None,
     ) -> None:
         """Start tracing this process as ``service`` (``$OTEL_SERVICE_NAME`` wins).
 
         ``sampler`` / ``ratio`` default to ``$OTEL_TRACES_SAMPLER`` / ``_ARG``, else
         ``parentbased_traceidratio`` at 0.01. ``exporter`` replaces the exporter the environment
-        would choose. Enabling again first disables (and flushes) the running setup.
+        would choose. ``max_forced_spans_per_second`` (default ``$TICKBUS_MAX_FORCED_SPANS``, else
+        100) bounds the consumer spans that received sampled contexts make this process create;
+        the rest run untraced, counted in ``forced_ignored``. Enabling again first disables (and
+        flushes) the running setup.
         """
         if self.enabled:
             self.disable()
+        self._set_forced_rate(max_forced_spans_per_second)
         if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
             return
         kind = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
@@ -136,7 +152,7 @@ class Tracing:
         provider.add_span_processor(BatchSpanProcessor(exporter))
         self._provider, self._policy, self._ratio = provider, policy, policy.ratio
         self.tracer = provider.get_tracer("tickbus", tickbus_version())
-        self._produced = self._consumed = self._invalid = 0
+        self._produced = self._consumed = self._invalid = self._ignored = 0
         self.enabled = True
         logger.info(
             "tracing {} with {} (origin ratio {}) to {}",
@@ -145,6 +161,22 @@ class Tracing:
             policy.ratio,
             self._endpoint or self._file or type(exporter).__name__,
         )
+
+    def _set_forced_rate(self, rate: float | None) -> None:
+        if rate is None:
+            text = os.environ.get("TICKBUS_MAX_FORCED_SPANS", "").strip()
+            try:
+                rate = float(text) if text else DEFAULT_MAX_FORCED_SPANS
+            except ValueError:
+                raise TracingError(
+                    f"TICKBUS_MAX_FORCED_SPANS={text!r} is not a number of spans per second >= 0"
+                ) from None
+        if not isinstance(rate, int | float) or isinstance(rate, bool) or not rate >= 0:
+            raise TracingError(
+                f"max_forced_spans_per_second={rate!r} is not a number of spans per second >= 0"
+            )
+        self._max_forced = float(rate)
+        self._forced = TokenBucket(self._max_forced, max(1.0, self._max_forced) if rate else 0.0)
 
     def _exporter(self, service: str, kind: str) -> SpanExporter:
         if kind == "console":
@@ -202,6 +234,8 @@ class Tracing:
             invalid_contexts=self._invalid,
             file=self._file if self.enabled else None,
             otlp_endpoint=self._endpoint if self.enabled else None,
+            forced_ignored=self._ignored,
+            max_forced_spans_per_second=self._max_forced,
         )
 
     # -- the hooks ------------------------------------------------------------------------------
@@ -234,8 +268,13 @@ class Tracing:
     def handler(self, actor: TracedActor, fn: Handler, is_async: bool, message: TracedMessage) -> Handler:
         """``fn`` wrapped in a consumer span for ``message``, which arrived with a trace context.
 
-        A malformed context is counted and the handler runs untraced.
+        A malformed context is counted and the handler runs untraced. So is a context beyond
+        ``max_forced_spans_per_second``: a sender decides that a message is sampled, so without a
+        bound any peer could make this process export a span per message (``forced_ignored``).
         """
+        if not self._forced.take(_monotonic()):  # decided before any OpenTelemetry object exists
+            self._ignored += 1
+            return fn
         remote = remote_context(message.header.trace if message.header is not None else None)
         tracer = self.tracer
         if remote is None or tracer is None:
@@ -358,9 +397,17 @@ def enable_tracing(
     sampler: str | None = None,
     ratio: float | None = None,
     exporter: SpanExporter | None = None,
+    max_forced_spans_per_second: float | None = None,
 ) -> None:
     """Trace this process's actor messages: ``observability.tracing.enable(...)`` (see :class:`Tracing`)."""
-    tracing.enable(service, actors=actors, sampler=sampler, ratio=ratio, exporter=exporter)
+    tracing.enable(
+        service,
+        actors=actors,
+        sampler=sampler,
+        ratio=ratio,
+        exporter=exporter,
+        max_forced_spans_per_second=max_forced_spans_per_second,
+    )
 
 
 def disable_tracing() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from actors import ConfigError
 from broker import DEFAULT_BACKEND, DEFAULT_FRONTEND, Broker, BrokerConfig
@@ -31,6 +32,20 @@ _DESCRIPTION = (
     "libzmq's proxy forwards between them. Statistics are published on ('$broker', 'stats'). "
     "SIGTERM/SIGINT stop it with exit code 0."
 )
+
+_LVC_LIMITS: tuple[tuple[str, type, str, str], ...] = (  # flag, type, metavar, help; BrokerConfig.lvc_*
+    ("--lvc-max-pending", int, "N", "snapshot requests that may wait for their inbox at once"),
+    ("--lvc-inbox-wait", float, "SECONDS", "drop a snapshot request whose inbox is not subscribed by then"),
+    ("--lvc-request-rate", float, "PER_S", "snapshot requests a second per requester (name@host)"),
+    ("--lvc-request-burst", int, "N", "snapshot requests one requester may make at once"),
+    ("--lvc-total-request-rate", float, "PER_S", "snapshot requests a second from all requesters"),
+    ("--lvc-max-requesters", int, "N", "requesters whose request rate the cache tracks"),
+    ("--lvc-send-hwm", int, "PARTS", "snapshot reply parts queued towards the broker"),
+)
+
+
+def _lvc_limits(args: argparse.Namespace) -> dict[str, Any]:
+    return {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag, *_ in _LVC_LIMITS}
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +105,14 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="keep the latest message of keys matching this dotted pattern for late joiners' snapshots, "
         "e.g. 'price.*' ('*': every key); repeatable (default: no cache)",
     )
+    for flag, kind, metavar, help_ in _LVC_LIMITS:
+        parser.add_argument(
+            flag,
+            type=kind,
+            metavar=metavar,
+            default=getattr(defaults, flag[2:].replace("-", "_")),
+            help=help_ + " (default %(default)s)",
+        )
     parser.add_argument(
         "--stats-interval",
         type=float,
@@ -147,6 +170,7 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
         heartbeat_ttl=args.heartbeat_timeout,
         stats_interval=args.stats_interval,
         lvc_patterns=[tuple(p.split(".")) for p in args.lvc or ()],
+        **_lvc_limits(args),
         curve_secret=str(args.curve_secret) if args.curve_secret else None,
         allow_dir=str(args.allow_dir) if args.allow_dir else None,
         insecure=bool(args.insecure),

@@ -40,3 +40,25 @@ def test_cli_options_build_the_config_with_repeatable_endpoints():
     assert config.stats_interval == 0.25
     defaults = config_from_args(parser.parse_args(["broker"]))
     assert defaults == BrokerConfig()
+
+
+def test_the_snapshot_request_limits_come_from_flags_the_config_file_and_the_environment(
+    tmp_path, monkeypatch
+):
+    from tickbus._service_config import apply_command_config
+
+    parser = argparse.ArgumentParser(prog="tickbus")
+    add_parser(parser.add_subparsers(dest="command"))
+    defaults = config_from_args(parser.parse_args(["broker"]))
+    assert (defaults.lvc_max_pending, defaults.lvc_inbox_wait, defaults.lvc_request_rate) == (64, 1.0, 10.0)
+    assert (defaults.lvc_request_burst, defaults.lvc_total_request_rate) == (50, 200.0)
+    assert (defaults.lvc_max_requesters, defaults.lvc_send_hwm) == (10_000, 64)
+    path = tmp_path / "broker.toml"
+    path.write_text("[broker]\nlvc_max_pending = 8\nlvc_request_rate = 2.5\nlvc_send_hwm = 4\n")
+    monkeypatch.setenv("TICKBUS_BROKER_LVC_TOTAL_REQUEST_RATE", "30")
+    args = parser.parse_args(
+        ["broker", "--config", str(path), "--lvc-send-hwm", "16", "--lvc-inbox-wait", "0.5"]
+    )
+    config = config_from_args(apply_command_config(args, "broker", add_parser))
+    assert (config.lvc_max_pending, config.lvc_request_rate, config.lvc_total_request_rate) == (8, 2.5, 30.0)
+    assert (config.lvc_send_hwm, config.lvc_inbox_wait) == (16, 0.5)

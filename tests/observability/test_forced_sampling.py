@@ -1,0 +1,93 @@
+"""Received sampled trace contexts are honoured only up to max_forced_spans_per_second (issue 11).
+
+A sender decides that a message is sampled; without a bound any peer could make a receiver export a
+span per message. Spans go to the SDK's real in-memory exporter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+import observability
+from actors import Actor, Hub, Key, handler
+from actors.testing import eventually
+from observability import TokenBucket
+
+SAMPLED = ["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", ""]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch):
+    for name in (
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_SDK_DISABLED",
+        "OTEL_TRACES_EXPORTER",
+        "TICKBUS_MAX_FORCED_SPANS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    observability.disable_tracing()
+
+
+class Counter(Actor):
+    name = "counter"
+
+    async def on_start(self) -> None:
+        self.handled = 0
+
+    @handler(("in", "*"))
+    def on_in(self, key: Key, payload: Any) -> None:
+        self.handled += 1
+
+
+async def _flood(count: int) -> Counter:
+    hub = Hub(name="memory")
+    actor = Counter(hub)
+    await actor.start()
+    try:
+        for n in range(count):
+            hub.publish(Key("in", "x"), n, SAMPLED)  # as a peer would: every message 'sampled'
+        await eventually(lambda: actor.handled == count, 10, "every message handled")
+    finally:
+        await actor.stop(drain_timeout=2)
+    return actor
+
+
+def test_a_token_bucket_gives_its_burst_then_its_rate():
+    bucket = TokenBucket(10.0, 3, now=0.0)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.take(0.05) is False  # half a token
+    assert bucket.take(0.1) is True
+    assert TokenBucket(0.0, 0.0).take(100.0) is False
+
+
+async def test_forced_spans_beyond_the_rate_are_ignored_counted_and_the_handler_still_runs():
+    exporter = InMemorySpanExporter()
+    observability.enable_tracing("unit", exporter=exporter, max_forced_spans_per_second=5)
+    actor = await _flood(1000)
+    assert observability.tracing.flush(5)
+    consumers = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+    stats = observability.tracing.statistics()
+    assert actor.handled == 1000  # every message handled, traced or not
+    assert 5 <= len(consumers) <= 5 + 5 * 10  # the burst, plus the rate over at most 10 s
+    assert stats.consumer_spans == len(consumers)
+    assert stats.forced_ignored == 1000 - len(consumers)
+    assert stats.max_forced_spans_per_second == 5.0
+
+
+async def test_the_bound_defaults_to_100_a_second_and_reads_the_environment(monkeypatch):
+    observability.enable_tracing("unit", exporter=InMemorySpanExporter())
+    assert observability.tracing.statistics().max_forced_spans_per_second == 100.0
+    monkeypatch.setenv("TICKBUS_MAX_FORCED_SPANS", "0")
+    observability.enable_tracing("unit", exporter=InMemorySpanExporter())
+    actor = await _flood(50)
+    assert actor.handled == 50
+    assert observability.tracing.statistics().consumer_spans == 0  # 0: never honour a peer's sampling
+    assert observability.tracing.statistics().forced_ignored == 50
+    monkeypatch.setenv("TICKBUS_MAX_FORCED_SPANS", "lots")
+    with pytest.raises(observability.TracingError, match="TICKBUS_MAX_FORCED_SPANS='lots'"):
+        observability.enable_tracing("unit", exporter=InMemorySpanExporter())

@@ -1,0 +1,91 @@
+"""Senders with broken or hostile clocks, through a real broker (issue 11).
+
+A raw pyzmq publisher sends messages whose headers say ``wall_ns = 0`` / ``mono_ns = 0`` (claiming
+this host and another one) and times an hour in the future, beside a legitimate hub. The receiving
+hub must not flag itself slow, must keep them out of its latency histogram, count them
+(``skewed``), and deliver everything, the legitimate messages with their latencies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+import msgpack
+import zmq
+import zmq.asyncio
+
+import actors
+from actors import Actor, Key, handler
+from actors.testing import BrokerProcess, eventually
+from broker import encode_header, encode_key
+
+HOUR_NS = 3600 * 1_000_000_000
+ROUNDS = 500
+
+
+class Sink(Actor):
+    name = "sink"
+
+    async def on_start(self) -> None:
+        self.seen = 0
+
+    @handler(("feed", "*"))
+    def on_feed(self, key: Key, payload: Any) -> None:
+        self.seen += 1
+
+
+async def test_implausible_send_times_do_not_flag_the_hub_slow_and_are_counted():
+    with BrokerProcess.start() as broker:
+        hub = await actors.connect(broker.frontend, broker.backend, name="clocks", slow_after=0.5)
+        legit = await actors.connect(broker.frontend, broker.backend, name="legit")
+        sink = Sink(hub)
+        await sink.start()
+        ctx = zmq.asyncio.Context()
+        rogue = ctx.socket(zmq.PUB)
+        rogue.setsockopt(zmq.LINGER, 0)
+        rogue.setsockopt(zmq.SNDHWM, 0)
+        rogue.connect(broker.frontend)
+        key = encode_key(Key("feed", "x"))
+        here = f"rogue@{socket.gethostname()}:1:t"  # same host: lag from mono_ns
+        try:
+            await legit.wait_for_subscribers(Key("feed", "legit"))
+            seqs: dict[str, int] = {}
+
+            def frames(publisher: str, mono: int, wall: int) -> list[bytes]:
+                seq = seqs[publisher] = seqs.get(publisher, 0) + 1  # each its own stream: no gaps
+                return [key, encode_header(publisher, seq, mono, wall), msgpack.packb(seq)]
+
+            async with asyncio.timeout(10):
+                while sink.seen == 0:  # until the rogue's PUB heard the subscription
+                    await rogue.send_multipart(frames("elsewhere@far:1:t", 0, 0))
+                    await asyncio.sleep(0.01)  # resend until it arrives: a PUB drops what nobody wants yet
+            for _ in range(ROUNDS):
+                now_wall, now_mono = time.time_ns(), time.monotonic_ns()
+                for publisher, mono, wall in (
+                    ("elsewhere@far:1:t", 0, 0),  # wall_ns = 0
+                    (here, 0, now_wall),  # mono_ns = 0 on this host
+                    ("future@far:1:t", 0, now_wall + HOUR_NS),  # an hour ahead
+                    (here.replace("rogue", "ahead"), now_mono + HOUR_NS, 0),
+                ):
+                    await rogue.send_multipart(frames(publisher, mono, wall))
+                legit.publish(Key("feed", "legit"), "on time")  # alongside: a plausible latency each
+                await asyncio.sleep(0.002)  # spread over several lag checks (every 100 ms)
+            await eventually(lambda: sink.seen >= 5 * ROUNDS, 20, "every message delivered")
+            await eventually(lambda: hub.statistics().skewed >= 4 * ROUNDS, 5, "skewed counted")
+            stats = hub.statistics()
+            print(
+                f"\nclock skew: {sum(seqs.values())} messages with implausible times; delivered {sink.seen}; skewed "
+                f"{stats.skewed}; slow={stats.slow} slow_episodes={stats.slow_episodes} lag={stats.lag_seconds}; "
+                f"latency samples {sink.latency_ns.count}"
+            )
+            assert not stats.slow and stats.slow_episodes == 0
+            assert sink.latency_ns.count == ROUNDS  # the legitimate messages' latencies, and only those
+        finally:
+            rogue.close()
+            ctx.term()
+            await sink.stop(2)
+            await legit.close()
+            await hub.close()
