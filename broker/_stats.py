@@ -120,6 +120,11 @@ class BrokerStatistics:
     subscriptions: int
     refused: int = 0
     """Connections refused at the handshake (CURVE: no key, a wrong key, a key not allow-listed)."""
+    checked: bool = False
+    """True when per-identity permissions are on (the Python forwarder checks every message)."""
+    denied: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    """Messages and subscriptions dropped by the permissions, identity -> kind -> count (see
+    ``broker._checked.KINDS``); empty without permissions."""
 
     @classmethod
     def build(
@@ -131,6 +136,8 @@ class BrokerStatistics:
         publishers: int,
         subscriptions: int,
         refused: int = 0,
+        checked: bool = False,
+        denied: dict[str, dict[str, int]] | None = None,
     ) -> BrokerStatistics:
         """Combine the proxy counters with the connection and subscription counts."""
         return cls(
@@ -146,6 +153,8 @@ class BrokerStatistics:
             publishers=publishers,
             subscriptions=subscriptions,
             refused=refused,
+            checked=checked,
+            denied=denied if denied is not None else {},
         )
 
     def as_dict(self) -> dict[str, Any]:
