@@ -272,3 +272,75 @@ def test_an_allowed_identity_cannot_do_what_its_permissions_do_not_grant(
             assert after_kb - before_kb < RSS_GROWTH_LIMIT_KB, (kind, before_kb, after_kb)
     finally:
         c.ctx.destroy(linger=0)
+
+
+HUBS_PERMISSIONS = """
+[identities.pricing]            # `tickbus run --name pricing` answering svc.price
+publishers = ["pricing@*"]
+answers = ["svc.*"]
+publish = ["$actors.*"]
+reserved = true
+
+[identities.asker]              # this test's hub: asks, publishes and snapshots md, reads broker stats
+publishers = ["asker@*"]
+ask = ["svc.price"]
+publish = ["md.*"]
+subscribe = ["md.*", "$broker.*"]
+reserved = true
+"""
+
+
+async def test_hubs_ask_answer_snapshot_and_sync_through_a_checked_broker_without_a_drop(
+    tmp_path: Path,
+) -> None:
+    import actors
+    from actors import Subscriber, ask
+    from actors.testing import ActorProcess, eventually
+
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    allowed.mkdir()
+    for name in ("broker", "pricing", "asker"):
+        made = subprocess.run(
+            [sys.executable, "-m", "tickbus", "keys", "generate", name, "--dir", str(keys)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if name != "broker":
+            shutil.copy(made.stdout.split()[0], allowed)
+    (tmp_path / "permissions.toml").write_text(HUBS_PERMISSIONS)
+    args = ["--curve-secret", str(keys / "broker.key_secret"), "--allow-dir", str(allowed)]
+    args += ["--permissions", str(tmp_path / "permissions.toml"), "--lvc", "md.*", "--stats-interval", "0.1"]
+    env = {
+        "TICKBUS_CURVE_SERVERKEY": str(keys / "broker.key"),
+        "TICKBUS_CURVE_SECRET": str(keys / "pricing.key_secret"),
+    }
+    with BrokerProcess.start(extra_args=args) as broker:
+        pricer = ActorProcess.launch(
+            broker, "tests.system.integration.ask_actors:Pricer", name="pricing", env=env
+        )
+        curve = ClientCurve.from_files(keys / "broker.key", keys / "asker.key_secret")
+        hub = await actors.connect(broker.frontend, broker.backend, name="asker", curve=curve)
+        try:
+            stats: list[dict[str, Any]] = []
+            Subscriber(hub, "stats").add_sync_listener(("$broker", "stats"), lambda k, p: stats.append(p))
+            await hub.sync()
+            await hub.wait_for_subscribers(("$ask", "svc", "price"))
+            answers = [await ask(hub, ("svc", "price"), {"qty": n, "n": n}, timeout=10) for n in range(20)]
+            assert [a["n"] for a in answers] == list(range(20))
+            hub.publish(("md", "AAPL"), 101.5)
+            await eventually(lambda: bool(stats) and stats[-1]["subscriptions"] > 0, 10, "statistics")
+            snapshot = []
+            for _ in range(100):  # the cache receives the publish asynchronously
+                snapshot = await hub.snapshot(("md", "*"))
+                if snapshot:
+                    break
+            assert [m.payload for m in snapshot] == [101.5], snapshot
+            n_stats = len(stats)
+            await eventually(lambda: len(stats) > n_stats + 2, 10, "fresh statistics")
+            assert stats[-1]["checked"] is True
+            assert stats[-1]["denied"] == {}, stats[-1]["denied"]
+        finally:
+            await hub.close()
+            assert pricer.close() == 0, pricer.log()[-2000:]
