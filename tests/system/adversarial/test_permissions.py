@@ -21,7 +21,9 @@ import msgpack
 import pytest
 import zmq
 
-from actors.testing import BrokerProcess
+import actors
+from actors import Subscriber, ask
+from actors.testing import ActorProcess, BrokerProcess, eventually
 from broker import ClientCurve, encode_header, encode_key, encode_payload
 
 PERMISSIONS = """
@@ -67,11 +69,11 @@ def rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-@pytest.fixture
-def checked_broker(tmp_path: Path) -> Iterator[tuple[BrokerProcess, dict[str, ClientCurve]]]:
+def make_keys(tmp_path: Path, names: tuple[str, ...]) -> tuple[Path, Path]:
+    """``tickbus keys generate`` for the broker and ``names``; the clients' public keys allow-listed."""
     keys, allowed = tmp_path / "keys", tmp_path / "allowed"
     allowed.mkdir()
-    for name in ("broker", *NAMES):
+    for name in ("broker", *names):
         result = subprocess.run(
             [sys.executable, "-m", "tickbus", "keys", "generate", name, "--dir", str(keys)],
             check=True,
@@ -81,6 +83,12 @@ def checked_broker(tmp_path: Path) -> Iterator[tuple[BrokerProcess, dict[str, Cl
         )
         if name != "broker":
             shutil.copy(result.stdout.split()[0], allowed)
+    return keys, allowed
+
+
+@pytest.fixture
+def checked_broker(tmp_path: Path) -> Iterator[tuple[BrokerProcess, dict[str, ClientCurve]]]:
+    keys, allowed = make_keys(tmp_path, NAMES)
     permissions = allowed / "permissions.toml"  # beside the keys: the allow-list reads only *.key
     permissions.write_text(PERMISSIONS)
     args = [
@@ -293,22 +301,7 @@ reserved = true
 async def test_hubs_ask_answer_snapshot_and_sync_through_a_checked_broker_without_a_drop(
     tmp_path: Path,
 ) -> None:
-    import actors
-    from actors import Subscriber, ask
-    from actors.testing import ActorProcess, eventually
-
-    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
-    allowed.mkdir()
-    for name in ("broker", "pricing", "asker"):
-        made = subprocess.run(
-            [sys.executable, "-m", "tickbus", "keys", "generate", name, "--dir", str(keys)],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if name != "broker":
-            shutil.copy(made.stdout.split()[0], allowed)
+    keys, allowed = make_keys(tmp_path, ("pricing", "asker"))
     (tmp_path / "permissions.toml").write_text(HUBS_PERMISSIONS)
     args = ["--curve-secret", str(keys / "broker.key_secret"), "--allow-dir", str(allowed)]
     args += ["--permissions", str(tmp_path / "permissions.toml"), "--lvc", "md.*", "--stats-interval", "0.1"]
