@@ -131,8 +131,10 @@ class Gate:
         return kind
 
     def statistics(self) -> dict[str, dict[str, int]]:
-        """A copy of the drop counters, identity -> kind -> count."""
-        return {identity: dict(counts) for identity, counts in self.denied.items()}
+        """A copy of the drop counters, identity -> kind -> count; safe from another thread (each
+        ``dict()`` copy runs under the GIL in one step, while iterating the live dict would not)."""
+        outer = dict(self.denied)
+        return {identity: dict(counts) for identity, counts in outer.items()}
 
     @property
     def subscriptions(self) -> int:
