@@ -120,6 +120,15 @@ class Gate:
         self._refused_full = False
         self._log = RateLimitedLog(interval=5.0, broker_role="checked")
 
+    def set_permissions(self, permissions: Permissions) -> None:
+        """Check with ``permissions`` from now on (a reloaded file); cached verdicts are dropped.
+
+        Subscriptions applied under the old rules stay until their connection unsubscribes or closes.
+        """
+        self.permissions = permissions
+        self._keys.clear()
+        self._publishers.clear()
+
     # -- counters -----------------------------------------------------------------------------
     def deny(self, identity: str, kind: str, detail: object = "") -> str:
         """Count a drop of ``kind`` for ``identity`` (and log it, at most once per 5 s per kind)."""

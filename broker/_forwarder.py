@@ -8,18 +8,28 @@ connection's ``User-Id`` (the identity ZAP gave it, ``broker._auth``) and the fr
 each subscription frame read from it carries its connection's metadata, and is applied
 (``setsockopt(SUBSCRIBE)``, to the connection it came from) and sent upstream only as
 :meth:`Gate.subscription` says. Everything here runs in one thread; the sockets are used by no other.
+
+The permissions file is re-read when its mtime changes (checked once a second); a file that no longer
+validates is logged and the previous rules stay.
 """
 
 from __future__ import annotations
 
+import os
 import struct
+import time
 
 import zmq
+from loguru import logger
+
+from observability import BrokerConfigError
 
 from ._checked import Gate
+from ._permissions import Permissions
 
 _BATCH = 256  # messages per socket per poll round, so neither direction starves the other
 _U64 = struct.Struct("<Q")
+_RELOAD_CHECK_S = 1.0
 
 
 class CheckedForwarder:
@@ -36,6 +46,8 @@ class CheckedForwarder:
         self.gate = gate
         # frontend in/out, backend in/out: frames and bytes, as zmq_proxy_steerable's STATISTICS
         self.counters = [0] * 8
+        self._mtime = _mtime(gate.permissions.path)
+        self.reloads = 0
 
     def run(self) -> None:
         """Forward until ``TERMINATE`` arrives on the control socket; ZMQError propagates."""
@@ -43,14 +55,33 @@ class CheckedForwarder:
         poller.register(self._frontend, zmq.POLLIN)
         poller.register(self._backend, zmq.POLLIN)
         poller.register(self._control, zmq.POLLIN)
+        next_check = time.monotonic() + _RELOAD_CHECK_S
         while True:
-            ready = dict(poller.poll())
+            ready = dict(poller.poll(round(_RELOAD_CHECK_S * 1000)))
             if self._control in ready and not self._on_control():
                 return
             if self._backend in ready:
                 self._subscriptions()
             if self._frontend in ready:
                 self._messages()
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + _RELOAD_CHECK_S
+                self._reload_if_changed()
+
+    def _reload_if_changed(self) -> None:
+        path = self.gate.permissions.path
+        mtime = _mtime(path)
+        if mtime == self._mtime:
+            return
+        self._mtime = mtime
+        try:
+            permissions = Permissions.load(path)
+        except BrokerConfigError as exc:
+            logger.error("broker permissions not reloaded, keeping the previous ones: {}", exc)
+            return
+        self.gate.set_permissions(permissions)
+        self.reloads += 1
+        logger.info("broker permissions {} reloaded: {} identities", path, len(permissions.identities))
 
     def _on_control(self) -> bool:
         command = self._control.recv()
@@ -118,3 +149,10 @@ class CheckedForwarder:
                 frontend.send(upstream)
                 counters[2] += 1
                 counters[3] += len(upstream)
+
+
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return -1
