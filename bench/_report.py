@@ -51,11 +51,13 @@ def _value(system: dict[str, Any], measurement: str, field: str) -> float | None
 
 def ratios(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     """``{"tickbus/nats": {"throughput.rate": x, ...}, ...}`` for every figure both systems have,
-    plus ``"obs-on/off"``: the actor path with observability fully on over the same path off."""
+    plus ``"obs-on/off"``: the actor path with observability fully on over the same path off, and
+    ``"checked/C"``: the checked broker (permissions on) over libzmq's proxy, both with CURVE."""
     out: dict[str, dict[str, float]] = {}
     for label, mine_name, base in [
         *((f"tickbus/{b}", "tickbus", b) for b in _RATIO_BASES),
         ("obs-on/off", "actors+obs", "actors"),
+        ("checked/C", "tickbus+perm", "tickbus+curve"),
     ]:
         tickbus = systems.get(mine_name, {})
         other = systems.get(base, {})
@@ -86,7 +88,7 @@ def table(document: dict[str, Any]) -> str:
     systems: dict[str, dict[str, Any]] = document["systems"]
     ratio_map = document.get("ratios", {})
     ratio_cols = [f"tickbus/{b}" for b in _RATIO_BASES if f"tickbus/{b}" in ratio_map]
-    ratio_cols += ["obs-on/off"] if "obs-on/off" in ratio_map else []
+    ratio_cols += [c for c in ("obs-on/off", "checked/C") if c in ratio_map]
     out = _system_lines(document, ratio_cols) if systems else []
     out.extend(_routing_lines(document.get("routing")))
     for name, system in systems.items():

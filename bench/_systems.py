@@ -26,6 +26,8 @@ SYSTEMS: dict[str, str] = {
     "redis": "bench._redis",
     "actors": "bench._tickbus_actors",
     "actors+obs": "bench._tickbus_obs",
+    "tickbus+curve": "bench._tickbus_curve",
+    "tickbus+perm": "bench._tickbus_perm",
 }
 """Benchmarked systems in report order: name -> module holding ``DRIVER``."""
 

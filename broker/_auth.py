@@ -12,6 +12,11 @@ as final for that connecting socket.
 Refusals are counted and logged by :mod:`broker._peer_log` from the socket monitors; this module
 remembers the IP and key of each ZAP denial so that log line can name the key.
 
+A connection admitted by ZAP gets the *identity* of its key as its ZMQ ``User-Id`` (every message
+and subscription it sends carries it as metadata): the key file's name without ``.key``
+(``allowed/feed.key`` -> ``feed``; of two files with one key, the first in name order). The checked
+forwarder (``broker._forwarder``) looks its permissions up by that name.
+
 Nothing here runs per message: ZAP is asked once per connection attempt.
 """
 
@@ -26,6 +31,7 @@ from typing import Any
 
 import zmq
 import zmq.auth
+import zmq.utils.z85
 from loguru import logger
 from zmq.auth.thread import ThreadAuthenticator
 
@@ -41,13 +47,18 @@ _MAX_KEY_FILE = 64 * 1024  # bytes: a certificate file is ~300
 
 def load_allow_list(directory: str | Path) -> set[bytes]:
     """The Z85 public keys of the ``*.key`` files in ``directory``; raises :class:`BrokerConfigError`."""
+    return set(load_identities(directory))
+
+
+def load_identities(directory: str | Path) -> dict[bytes, str]:
+    """Z85 public key -> identity (the file's stem) of the ``*.key`` files in ``directory``."""
     folder = Path(directory)
     if not folder.is_dir():
         raise BrokerConfigError(
             f"broker allow-list directory {str(folder)!r} does not exist; create it and copy the clients' "
             "NAME.key files (from `tickbus keys generate`) into it"
         )
-    keys: set[bytes] = set()
+    keys: dict[bytes, str] = {}
     try:
         for path in sorted(folder.glob("*.key")):
             # only regular files: opening a FIFO named x.key would block the broker forever
@@ -56,7 +67,7 @@ def load_allow_list(directory: str | Path) -> set[bytes]:
                 logger.warning("broker allow-list: ignored {} (not a regular key file)", path)
                 continue
             public, _ = zmq.auth.load_certificate(path)
-            keys.add(public)
+            keys.setdefault(public, path.stem)
         return keys
     except (OSError, ValueError, IndexError) as exc:
         raise BrokerConfigError(
@@ -82,6 +93,10 @@ class _Authenticator(ThreadAuthenticator):
         """The credentials-provider hook of :meth:`configure_curve_callback` (``key`` is Z85)."""
         return self._auth.admits(self._address, key)
 
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        """The ``User-Id`` of an admitted connection: its key's identity (the key file's stem)."""
+        return self._auth.identity(zmq.utils.z85.encode(client_public_key))
+
 
 class CurveAuth:
     """The broker's CURVE keys and ZAP allow-list, for one broker context."""
@@ -92,7 +107,7 @@ class CurveAuth:
         except ConfigError as exc:
             raise BrokerConfigError(str(exc)) from exc
         self.allow_dir = Path(allow_dir)
-        self._allowed = load_allow_list(self.allow_dir)
+        self._allowed = load_identities(self.allow_dir)
         self._mtime = self._dir_mtime()
         if not self._allowed:
             logger.warning(
@@ -139,6 +154,15 @@ class CurveAuth:
                 self._denials.popitem(last=False)
         return False
 
+    def identity(self, key: bytes) -> str:
+        """The identity of the admitted Z85 ``key`` (the key itself if it has just been removed)."""
+        return self._allowed.get(key) or key.decode(errors="replace")
+
+    @property
+    def identities(self) -> frozenset[str]:
+        """The identities of the allow-listed keys now."""
+        return frozenset(self._allowed.values())
+
     def denied_key(self, host: str | None) -> tuple[str, str] | None:
         """``(host, key)`` of the last ZAP denial for ``host`` (of any host if None), if any."""
         with self._lock:
@@ -159,7 +183,7 @@ class CurveAuth:
             return
         self._mtime = mtime
         try:
-            allowed = load_allow_list(self.allow_dir)
+            allowed = load_identities(self.allow_dir)
         except BrokerConfigError as exc:
             logger.error("broker allow-list not reloaded, keeping the previous one: {}", exc)
             return

@@ -30,6 +30,8 @@ def configure(sock: zmq.Socket[bytes], config: BrokerConfig, *, subscribers: boo
     the (un)subscribe flag byte): a longer one disconnects the peer before libzmq's trie stores it.
     """
     sock.setsockopt(zmq.LINGER, 0)
+    if subscribers and config.permissions is not None:
+        sock.setsockopt(zmq.XPUB_MANUAL, 1)  # the checked forwarder decides which subscriptions apply
     endpoints = config.backend if subscribers else config.frontend
     if any(e.startswith("tcp://[") for e in endpoints):  # tcp://[::1]:P needs IPv6 on (off by default)
         sock.setsockopt(zmq.IPV6, 1)

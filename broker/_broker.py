@@ -3,7 +3,9 @@
 Threads:
 
 - the *proxy* thread runs ``zmq.proxy_steerable(frontend, backend, None, control)``. Every message is
-  forwarded in C; Python never touches one.
+  forwarded in C; Python never touches one. With per-identity permissions (``BrokerConfig.permissions``)
+  it runs the checked forwarder instead (``broker._forwarder``), which checks every message and
+  subscription in Python and answers the same control commands.
 - the *side* thread polls what hangs off the proxy: the two sockets' monitors (peer counts), an
   internal XPUB connected to the frontend over inproc (it receives every distinct subscription the
   XSUB passes upstream, and publishes the ``('$broker', 'stats')`` messages), and a wake-up pipe.
@@ -35,10 +37,13 @@ from observability import BrokerError
 
 from ._auth import CurveAuth
 from ._bind import bind_all, configure, remove_ipc_files
+from ._checked import Gate
 from ._config import BrokerConfig
+from ._forwarder import CheckedForwarder
 from ._lvc_thread import CacheThread, cache_thread
 from ._peer_log import PeerLog, closing_hosts_of, peer_address
 from ._peers import MONITOR_EVENTS, PeerCounter
+from ._permissions import Permissions
 from ._reserved import new_publisher_id
 from ._stats import (
     BrokerStatistics,
@@ -75,6 +80,7 @@ class _Running:
     failure: str | None = None
     auth: CurveAuth | None = None  # CURVE keys and the ZAP allow-list (broker._auth)
     peer_logs: dict[zmq.Socket[bytes], PeerLog] = field(default_factory=dict)  # per monitor
+    forwarder: CheckedForwarder | None = None  # with permissions: the Python forwarder, else libzmq's
 
 
 class Broker:
@@ -245,6 +251,8 @@ class Broker:
                 subscriptions=len(run.subscriptions),
                 refused=sum(log.refused for log in run.peer_logs.values()),
                 lvc=run.lvc.statistics().as_dict() if run.lvc is not None else None,
+                checked=run.forwarder is not None,
+                denied=run.forwarder.gate.statistics() if run.forwarder is not None else {},
             )
 
     # -- internals ------------------------------------------------------------------------------
@@ -255,9 +263,12 @@ class Broker:
 
     def _open(self) -> _Running:
         config = self._config
-        auth = None
-        if config.curve_secret is not None and config.allow_dir is not None:
-            auth = CurveAuth(config.curve_secret, config.allow_dir)  # reads the key files, or raises
+        auth = (  # reads the key files, or raises
+            CurveAuth(config.curve_secret, config.allow_dir)
+            if config.curve_secret is not None and config.allow_dir is not None
+            else None
+        )
+        permissions = _load_permissions(config, auth)
         # one I/O thread: broker._peers relies on monitor events arriving in engine order
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
         opened: list[zmq.Socket[bytes]] = []
@@ -321,6 +332,7 @@ class Broker:
             subscribers=subscribers,
             lvc=lvc,
             auth=auth,
+            forwarder=_forwarder(config, permissions, frontend, backend, control_proxy),
             peer_logs={
                 monitor: PeerLog(
                     role,
@@ -353,9 +365,12 @@ class Broker:
 
     def _proxy_main(self, run: _Running) -> None:
         try:
-            zmq.proxy_steerable(run.frontend, run.backend, None, run.control_proxy)
-        except zmq.ZMQError as exc:
-            run.failure = f"proxy: {exc}"
+            if run.forwarder is not None:
+                run.forwarder.run()
+            else:
+                zmq.proxy_steerable(run.frontend, run.backend, None, run.control_proxy)
+        except Exception as exc:  # ZMQError, or a bug in the checked forwarder: stop, do not hang
+            run.failure = f"proxy: {exc!r}"
             logger.error("broker proxy stopped unexpectedly: {}", exc)
             self.request_stop()
 
@@ -421,6 +436,38 @@ class Broker:
             run.subscriptions_socket.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             logger.debug("broker statistics message {} dropped: internal queue full", run.envelope.seq)
+
+
+def _load_permissions(config: BrokerConfig, auth: CurveAuth | None) -> Permissions | None:
+    if config.permissions is None:
+        return None
+    permissions = Permissions.load(config.permissions)  # or BrokerConfigError naming file and field
+    strangers = sorted(auth.identities - set(permissions.identities)) if auth is not None else []
+    if strangers:
+        logger.warning(
+            "broker permissions {}: no table for allow-listed key(s) {}; they may connect but neither "
+            "publish nor subscribe",
+            permissions.path,
+            ", ".join(strangers),
+        )
+    return permissions
+
+
+def _forwarder(
+    config: BrokerConfig,
+    permissions: Permissions | None,
+    frontend: zmq.Socket[bytes],
+    backend: zmq.Socket[bytes],
+    control: zmq.Socket[bytes],
+) -> CheckedForwarder | None:
+    if permissions is None:
+        return None
+    gate = Gate(
+        permissions,
+        max_per_identity=config.max_subscriptions_per_identity,
+        max_total=config.max_subscriptions_total,
+    )
+    return CheckedForwarder(frontend, backend, control, gate)
 
 
 def _no_denial(host: str | None) -> None:

@@ -62,6 +62,11 @@ def _check_security(config: BrokerConfig) -> None:
             f"broker option {given} is set but {missing} is not; CURVE needs both the broker's secret "
             "key file (--curve-secret) and the allow-list directory (--allow-dir)"
         )
+    if config.permissions is not None and config.curve_secret is None:
+        raise BrokerConfigError(
+            f"broker option permissions={config.permissions!r} needs CURVE: identities are the clients' "
+            "keys; give --curve-secret FILE --allow-dir DIR too (without CURVE nothing is checked)"
+        )
     if config.curve_secret is not None or config.insecure:
         return
     for name, endpoints in (("frontend", config.frontend), ("backend", config.backend)):
@@ -163,6 +168,15 @@ class BrokerConfig:
     """Directory of the admitted clients' public certificate files (``NAME.key``); needs curve_secret."""
     insecure: bool = False
     """Allow a non-loopback tcp endpoint without CURVE (anyone who reaches it can read and publish)."""
+    permissions: str | None = None
+    """A ``permissions.toml`` file (``broker._permissions``): what each allow-listed key may publish,
+    subscribe, ask and answer. Needs CURVE. The broker then forwards in Python (``broker._forwarder``),
+    checking every message and subscription; without it libzmq's proxy forwards, unchecked."""
+    max_subscriptions_per_identity: int = 10_000
+    """With permissions: distinct prefixes one identity's connections may hold together; more are
+    refused (counted as ``subscription_limit``)."""
+    max_subscriptions_total: int = 100_000
+    """With permissions: distinct prefixes the broker holds in total; more are refused (counted)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "frontend", _endpoints("frontend", self.frontend))
@@ -190,6 +204,8 @@ class BrokerConfig:
             "lvc_request_burst",
             "lvc_max_requesters",
             "lvc_send_hwm",
+            "max_subscriptions_per_identity",
+            "max_subscriptions_total",
         ):
             value = getattr(self, name)
             if type(value) is not int or value < 1:

@@ -122,6 +122,11 @@ class BrokerStatistics:
     """Connections refused at the handshake (CURVE: no key, a wrong key, a key not allow-listed)."""
     lvc: dict[str, int] | None = None
     """The last-value cache's counters (``broker.CacheStatistics`` as a dict); None without a cache."""
+    checked: bool = False
+    """True when per-identity permissions are on (the Python forwarder checks every message)."""
+    denied: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    """Messages and subscriptions dropped by the permissions, identity -> kind -> count (see
+    ``broker._checked.KINDS``); empty without permissions."""
 
     @classmethod
     def build(
@@ -134,6 +139,8 @@ class BrokerStatistics:
         subscriptions: int,
         refused: int = 0,
         lvc: dict[str, int] | None = None,
+        checked: bool = False,
+        denied: dict[str, dict[str, int]] | None = None,
     ) -> BrokerStatistics:
         """Combine the proxy counters with the connection and subscription counts."""
         return cls(
@@ -150,6 +157,8 @@ class BrokerStatistics:
             subscriptions=subscriptions,
             refused=refused,
             lvc=lvc,
+            checked=checked,
+            denied=denied if denied is not None else {},
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -23,6 +23,9 @@ One file format serves every service (see :mod:`actors._config` for ``[group]`` 
     curve_secret = "/etc/tickbus/keys/broker.key_secret"   # CURVE: see `tickbus keys`
     allow_dir = "/etc/tickbus/keys/allowed"                 # public keys of admitted clients
     insecure = false            # true: serve other hosts without CURVE (trusted networks only)
+    permissions = "/etc/tickbus/keys/permissions.toml"     # per-identity permissions (needs CURVE)
+    max_subscriptions_per_identity = 10000   # with permissions: distinct prefixes per identity
+    max_subscriptions_total = 100000         # with permissions: distinct prefixes in total
     metrics_port = 9464         # Prometheus on 127.0.0.1:PORT; 0: off
 
     # /etc/tickbus/profiler.toml                (read by `tickbus profiler --config FILE`)
@@ -208,6 +211,14 @@ BROKER_KEYS: dict[str, Key] = {
     "curve_secret": Key(_file, "TICKBUS_BROKER_CURVE_SECRET", "curve_secret"),
     "allow_dir": Key(_file, "TICKBUS_BROKER_ALLOW_DIR", "allow_dir"),
     "insecure": Key(_boolean, "TICKBUS_BROKER_INSECURE", "insecure"),
+    # per-identity permissions (broker._permissions) and the subscription limits they enforce
+    "permissions": Key(_file, "TICKBUS_BROKER_PERMISSIONS", "permissions"),
+    "max_subscriptions_per_identity": Key(
+        _integer(1), "TICKBUS_BROKER_MAX_SUBSCRIPTIONS_PER_IDENTITY", "max_subscriptions_per_identity"
+    ),
+    "max_subscriptions_total": Key(
+        _integer(1), "TICKBUS_BROKER_MAX_SUBSCRIPTIONS_TOTAL", "max_subscriptions_total"
+    ),
     "metrics_port": Key(_integer(0, 65535), None, "metrics_port"),  # $TICKBUS_METRICS_PORT: metrics
 }
 """The ``[broker]`` table: key → validator, overriding environment variable, ``tickbus broker`` dest."""

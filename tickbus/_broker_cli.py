@@ -138,6 +138,26 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="admit only clients whose public key file (NAME.key) is in DIR; re-read when DIR changes",
     )
     parser.add_argument(
+        "--permissions",
+        metavar="FILE",
+        help="per-identity permissions (permissions.toml: what each allow-listed key may publish, "
+        "subscribe, ask and answer); needs CURVE; forwards in Python, checked (default: off)",
+    )
+    parser.add_argument(
+        "--max-subscriptions-per-identity",
+        type=int,
+        metavar="N",
+        default=defaults.max_subscriptions_per_identity,
+        help="with --permissions: distinct prefixes one identity may subscribe (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-subscriptions-total",
+        type=int,
+        metavar="N",
+        default=defaults.max_subscriptions_total,
+        help="with --permissions: distinct prefixes the broker holds in total (default %(default)s)",
+    )
+    parser.add_argument(
         "--insecure",
         action="store_true",
         help="allow a non-loopback tcp endpoint without CURVE (unauthenticated, unencrypted)",
@@ -174,6 +194,9 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
         curve_secret=str(args.curve_secret) if args.curve_secret else None,
         allow_dir=str(args.allow_dir) if args.allow_dir else None,
         insecure=bool(args.insecure),
+        permissions=str(args.permissions) if args.permissions else None,
+        max_subscriptions_per_identity=args.max_subscriptions_per_identity,
+        max_subscriptions_total=args.max_subscriptions_total,
     )
 
 

@@ -1,8 +1,10 @@
 """The units in a real systemd: Debian bookworm booted as PID 1 in systemd-nspawn (see nspawn.py).
 
 The fixture follows deploy/README.md: a virtualenv from a wheelhouse built on the host, `tickbus
-deploy install --prefix /`, `systemd-sysusers`, a broker config, two groups (feed, sink) and the
-collector's env file, `systemctl enable`, then a reboot: everything checked here started at boot.
+deploy install --prefix /`, `systemd-sysusers`, a broker config with CURVE and the permissions file
+of step 2b (the block of deploy/README.md itself), two groups (feed, and model running the tick
+sink) and the collector's env file, all clients with server B's key, `systemctl enable`, then a
+reboot: everything checked here started at boot.
 """
 
 from __future__ import annotations
@@ -28,12 +30,23 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[3]
 CACHE = Path(os.environ.get("TICKBUS_ROOTFS_CACHE", "/var/cache/tickbus-test-rootfs"))
-UNITS = ("tickbus-broker", "tickbus-actors@feed", "tickbus-actors@sink", "tickbus-profiler")
-GROUPS = {
+UNITS = ("tickbus-broker", "tickbus-actors@feed", "tickbus-actors@model", "tickbus-profiler")
+GROUPS = {  # the group names of deploy/README.md's server B, which its permissions file grants
     "feed": '[group]\nname = "feed"\n\n[[actor]]\nclass = "service_actors:Ticker"\n',
-    "sink": '[group]\nname = "sink"\n\n[[actor]]\nclass = "service_actors:Sink"\n'
+    "model": '[group]\nname = "model"\n\n[[actor]]\nclass = "service_actors:Sink"\n'
     '[actor.config]\nblock_file = "/var/lib/tickbus/block-sink"\n',
 }
+PERMISSIONS = "/etc/tickbus/keys/permissions.toml"
+
+
+def readme_block(first_line: str) -> str:
+    """The fenced block of deploy/README.md whose first line starts with ``first_line``."""
+    blocks = (REPO / "deploy/README.md").read_text().split("```")[1::2]  # the insides of the fences
+    for block in blocks:
+        body = block.split("\n", 1)[1]  # drop the info string (toml, sh)
+        if body.startswith(first_line):
+            return body
+    raise AssertionError(f"deploy/README.md has no block starting {first_line!r}")
 
 
 def _skip_unless_nspawn_can_run() -> None:
@@ -113,20 +126,25 @@ def _install_like_an_operator(c: Container) -> None:
     # step 1b: CURVE keys, the client's public key on the broker's allow-list, the clients' env
     tickbus = "/opt/tickbus/bin/tickbus"
     c.run("install", "-d", "-m", "750", "-g", "tickbus", "/etc/tickbus/keys", "/etc/tickbus/keys/allowed")
-    for name in ("broker", "trading"):
+    for name in ("broker", "host-b"):  # this one server plays server B's part too
         c.run(tickbus, "keys", "generate", name, "--dir", "/etc/tickbus/keys")
-    c.run("cp", "/etc/tickbus/keys/trading.key", "/etc/tickbus/keys/allowed/")
+    c.run("cp", "/etc/tickbus/keys/host-b.key", "/etc/tickbus/keys/allowed/")
+    # step 2b: the permissions file exactly as deploy/README.md prints it
+    c.host_path(PERMISSIONS).write_text(readme_block(f"# {PERMISSIONS}"))
     c.run("sh", "-c", "chgrp -R tickbus /etc/tickbus/keys && chmod 640 /etc/tickbus/keys/*.key_secret")
     broker_toml = c.host_path("/etc/tickbus/broker.toml")  # step 2: CURVE on
     broker_toml.write_text(
-        broker_toml.read_text().replace("#curve_secret", "curve_secret").replace("#allow_dir", "allow_dir")
+        broker_toml.read_text()
+        .replace("#curve_secret", "curve_secret")
+        .replace("#allow_dir", "allow_dir")
+        .replace("#permissions", "permissions")
     )
     env = c.host_path("/etc/tickbus/tickbus.env")
     env.write_text(
         env.read_text()
         + "PYTHONPATH=/opt/trading/lib\n"
         + "TICKBUS_CURVE_SERVERKEY=/etc/tickbus/keys/broker.key\n"
-        + "TICKBUS_CURVE_SECRET=/etc/tickbus/keys/trading.key_secret\n"
+        + "TICKBUS_CURVE_SECRET=/etc/tickbus/keys/host-b.key_secret\n"
     )
     for name, text in GROUPS.items():
         c.host_path(f"/etc/tickbus/groups/{name}.toml").write_text(text)
@@ -204,7 +222,7 @@ def test_every_unit_starts_at_boot_and_reports_ready(container):
         "tickbus broker ready frontend=tcp://127.0.0.1:5550"
     )
     assert status["tickbus-actors@feed"]["StatusText"] == "group feed running actors ticker"
-    assert status["tickbus-actors@sink"]["StatusText"] == "group sink running actors sink"
+    assert status["tickbus-actors@model"]["StatusText"] == "group model running actors sink"
     assert status["tickbus-profiler"]["StatusText"].startswith("tickbus profiler ready host=")
     boots = container.run("journalctl", "--list-boots", "--no-pager").stdout.strip().splitlines()
     assert len(boots) >= 2, "the units were enabled in the first boot and started by the second"
@@ -236,6 +254,37 @@ def test_with_curve_on_a_client_without_keys_is_refused_and_logged(container):
     assert "127.0.0.1" in logged[-1]
 
 
+_FORGER = """
+import asyncio, actors
+async def main():
+    hub = await actors.connect(wait=5, name="model")  # CURVE from the environment: server B's key
+    tick = asyncio.Event()
+    actors.Subscriber(hub, "probe").add_sync_listener(actors.Key("tick", "*"), lambda k, p: tick.set())
+    await asyncio.wait_for(tick.wait(), 10)
+    print("tick received")
+    hub.publish(actors.Key("$bus", "hb", "feed"), {})  # the feed group's heartbeat: not its own
+    await hub.close()
+asyncio.run(main())
+"""
+
+
+def test_with_the_readmes_permissions_the_groups_drop_nothing_and_a_forgery_is_dropped(container):
+    wait_all_active(container)
+    broker_log = lambda: list(map(message, journal(container, "tickbus-broker")))  # noqa: E731
+    assert any("broker CURVE on" in m for m in broker_log())
+    assert not [m for m in broker_log() if "broker dropped" in m or "no table for" in m]
+    env = ["TICKBUS_CURVE_SERVERKEY=/etc/tickbus/keys/broker.key"]
+    env += ["TICKBUS_CURVE_SECRET=/etc/tickbus/keys/host-b.key_secret"]
+    done = container.run("env", *env, "/opt/tickbus/bin/python", "-c", _FORGER, timeout=60)
+    assert done.stdout.startswith("tick received"), (done.stdout, done.stderr)
+    dropped = until(
+        lambda: [m for m in broker_log() if "broker dropped" in m],
+        10,
+        "the broker's log line about the forged heartbeat",
+    )
+    assert "identity 'host-b': reserved" in dropped[0], dropped
+
+
 def test_installed_units_pass_systemd_analyze_verify_inside(container):
     units = [
         f"/etc/systemd/system/{u}"
@@ -258,15 +307,15 @@ def test_the_running_units_are_hardened(container):
 
 def test_logs_reach_the_journal_as_json_lines(container):
     wait_all_active(container)
-    entries = journal(container, "tickbus-actors@sink")
+    entries = journal(container, "tickbus-actors@model")
     records = []
     for entry in entries:
         text = message(entry)
         if text.startswith("{"):
             records.append(json.loads(text))
-    running = [r for r in records if r["message"].startswith("group sink running actors")]
-    assert running, f"no JSON 'group sink running' line in {[message(e) for e in entries][-20:]}"
-    assert running[0]["service"] == "sink"
+    running = [r for r in records if r["message"].startswith("group model running actors")]
+    assert running, f"no JSON 'group model running' line in {[message(e) for e in entries][-20:]}"
+    assert running[0]["service"] == "model"
     assert running[0]["level"] == "INFO"
     assert isinstance(running[0]["pid"], int)
 
@@ -281,7 +330,7 @@ def test_the_collector_attaches_to_both_groups_and_stores_windows(container):
         # a window with samples: ID START(2) SECONDS GROUP PID VERSION SAMPLES ...
         return done.stdout if done.returncode == 0 and any(int(r[7]) > 0 for r in rows) else ""
 
-    for group in ("feed", "sink"):
+    for group in ("feed", "model"):
         table = until(lambda g=group: windows(g), 90, f"a stored window with samples of group {group}")
         assert f" {group} " in table
         print(f"\ncollector windows of {group}:\n{table}")
@@ -310,7 +359,7 @@ def test_kill_9_of_an_actor_group_restarts_it(container):
 
 
 def test_an_actor_whose_loop_blocks_is_killed_by_the_watchdog_and_restarted_in_time(container):
-    unit = "tickbus-actors@sink"
+    unit = "tickbus-actors@model"
     wait_all_active(container)
     before = show(container, unit, "MainPID", "NRestarts", "WatchdogUSec", "RestartUSec")
     watchdog_s = _seconds(before["WatchdogUSec"])
@@ -349,7 +398,7 @@ def test_an_actor_whose_loop_blocks_is_killed_by_the_watchdog_and_restarted_in_t
     assert any("check_block" in t for t in texts), texts[-30:]
     assert not block.exists()
     until(
-        lambda: show(container, unit, "StatusText")["StatusText"] == "group sink running actors sink",
+        lambda: show(container, unit, "StatusText")["StatusText"] == "group model running actors sink",
         30,
         "ready",
     )

@@ -1,0 +1,7 @@
+"""The ``tickbus+curve`` system: see :mod:`bench._tickbus_checked`."""
+
+from __future__ import annotations
+
+from ._tickbus_checked import CURVE_DRIVER as DRIVER
+
+__all__ = ["DRIVER"]
