@@ -33,6 +33,7 @@ async def connect(
     max_payload: int = 1024 * 1024,
     decode_limits: DecodeLimits | None = None,
     max_remote_subscriptions: int = 100_000,
+    max_streams: int = 100_000,
     linger: float = 1.0,
     context: zmq.Context[zmq.Socket[bytes]] | None = None,
     idle_heartbeat: float = 1.0,
@@ -62,7 +63,8 @@ async def connect(
     refused on publish and dropped, counted, on receipt); ``decode_limits`` bounds what decoding a
     received one may build (``broker.DecodeLimits``; its ``max_bytes`` is ``max_payload``);
     ``max_remote_subscriptions`` bounds the subscriptions of the rest of the bus this hub stores to
-    know who listens (further ones are refused and counted: keep it above what the bus really uses).
+    know who listens (further ones are refused and counted: keep it above what the bus really uses);
+    ``max_streams`` bounds the (publisher, key) sequences it tracks (``actors.SequenceTracker``).
 
     Security: ``curve`` (e.g. ``ClientCurve.from_files(broker_key, my_secret)``) makes both
     connections CURVE-encrypted and authenticated; without it, ``$TICKBUS_CURVE_SERVERKEY`` and
@@ -90,6 +92,7 @@ async def connect(
         max_payload=max_payload,
         decode_limits=decode_limits,
         max_remote_subscriptions=max_remote_subscriptions,
+        max_streams=max_streams,
         linger=linger,
         context=context,
         idle_heartbeat=idle_heartbeat,

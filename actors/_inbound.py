@@ -61,6 +61,7 @@ class Inbound:
         log: RateLimitedLog,
         name: str,
         limits: DecodeLimits | None = None,
+        tracker: SequenceTracker | None = None,
     ) -> None:
         self._index = index
         self._max_payload = max_payload
@@ -69,7 +70,7 @@ class Inbound:
         self._log = log
         self._name = name
         self._keys: dict[bytes, Key] = {}
-        self.tracker = SequenceTracker()
+        self.tracker = tracker if tracker is not None else SequenceTracker()
         self._last = self.tracker.last  # the tracker's table, for the inlined fast path
         self.received = self.delivered = self.unmatched = self.malformed = self.oversize = 0
         self.route_errors = 0  # routes that raised (counted with the hub's listener errors)

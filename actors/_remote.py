@@ -92,6 +92,7 @@ class RemoteHub(Hub):
         decode_limits: DecodeLimits | None = None,
         max_remote_subscriptions: int = 100_000,
         max_subscription: int = DEFAULT_MAX_SUBSCRIPTION,
+        max_streams: int = 100_000,
     ) -> None:
         super().__init__(name=name)
         self._curve = curve  # CURVE keys for both sockets (broker._curve); None: plain ZMTP
@@ -123,7 +124,14 @@ class RemoteHub(Hub):
         self._max_subscription = max_subscription
         self._subscriptions_refused = 0
         limits = dataclasses.replace(decode_limits or DecodeLimits(), max_bytes=max_payload)
-        self._inbound = Inbound(self._index, max_payload=max_payload, log=self._log, name=name, limits=limits)
+        self._inbound = Inbound(
+            self._index,
+            max_payload=max_payload,
+            log=self._log,
+            name=name,
+            limits=limits,
+            tracker=SequenceTracker(max_streams=max_streams),
+        )
         self._watch = HubWatch(
             name, self.publisher_id, idle_heartbeat=idle_heartbeat, slow_after=slow_after, log=self._log
         )

@@ -114,7 +114,7 @@ class BrokerConfig:
     """ZMQ_SNDHWM of both sockets: frames queued per peer before the XPUB drops (0 = unlimited)."""
     rcvhwm: int = 100_000
     """ZMQ_RCVHWM of both sockets (0 = unlimited)."""
-    max_msg_size: int = 16 * 1024 * 1024
+    max_msg_size: int = 2 * 1024 * 1024
     """ZMQ_MAXMSGSIZE in bytes: a peer sending a larger frame is disconnected (-1 = no limit)."""
     max_subscription: int = DEFAULT_MAX_SUBSCRIPTION
     """Bytes of one subscription (a key prefix) a subscriber may send; a peer sending a longer one (or

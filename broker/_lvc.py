@@ -65,6 +65,7 @@ class CacheStatistics:
     abandoned: int = 0  # replies given up because the send queue stayed full (or an inbox vanished)
     sending: int = 0  # replies on their way now
     requesters: int = 0  # requesters with a rate bucket now (at most lvc_max_requesters)
+    restarts: int = 0  # turns of the cache thread that failed on a bug (logged; the thread goes on)
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict (in the broker's statistics message, under ``lvc``)."""

@@ -86,6 +86,7 @@ class CacheThread:
         self._sending: deque[ReplyPlan] = deque()
         self._blocked = False  # the last send found the queue full: wait for POLLOUT
         self.abandoned = 0
+        self.restarts = 0  # turns that failed on a bug; the loop goes on after each
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self._log = RateLimitedLog(interval=10.0)  # topics are kinds of event, never peer strings
         self._stop = threading.Event()
@@ -115,6 +116,7 @@ class CacheThread:
             pending_full=self._pending.full,
             rate_limited=self._gate.limited,
             abandoned=self.abandoned,
+            restarts=self.restarts,
             sending=len(self._sending),
             requesters=len(self._gate),
         )
@@ -123,9 +125,19 @@ class CacheThread:
     def _main(self) -> None:
         try:
             while not self._stop.is_set():
-                self._turn()
-        except Exception:
-            logger.exception("broker last-value cache thread failed; snapshots are unavailable")
+                try:
+                    self._turn()
+                except Exception as exc:  # a bug: never a dead cache. Count, log, go on
+                    self.restarts += 1
+                    self._log.log(
+                        "ERROR",
+                        "lvc-restart",
+                        "broker last-value cache: a turn failed ({}); carrying on ({} so far)",
+                        type(exc).__name__,
+                        self.restarts,
+                        exception=exc,
+                    )
+                    self._stop.wait(0.1)  # a failure that repeats must not spin a core
         finally:
             self._sub.close(linger=0)
             self._pub.close(linger=0)

@@ -7,7 +7,7 @@ One file format serves every service (see :mod:`actors._config` for ``[group]`` 
     frontend = ["tcp://0.0.0.0:5550", "ipc:///run/tickbus/frontend"]   # or one string
     backend = ["tcp://0.0.0.0:5551"]
     hwm = 100000                # messages queued per peer
-    max_msg_size = 16777216     # bytes; -1 for no limit
+    max_msg_size = 2097152      # bytes; -1 for no limit
     max_subscription = 4096     # bytes of one subscription; a longer one disconnects the subscriber
     heartbeat_ivl = 0.5         # seconds; 0 disables ZMTP heartbeats
     heartbeat_timeout = 2.0     # seconds

@@ -40,7 +40,7 @@ def test_default_config_binds_loopback_5550_and_5551_with_documented_options():
     config = BrokerConfig()
     assert config.frontend == ("tcp://127.0.0.1:5550",)
     assert config.backend == ("tcp://127.0.0.1:5551",)
-    assert (config.sndhwm, config.rcvhwm, config.max_msg_size) == (100_000, 100_000, 16 * 1024 * 1024)
+    assert (config.sndhwm, config.rcvhwm, config.max_msg_size) == (100_000, 100_000, 2 * 1024 * 1024)
     assert (config.heartbeat_ivl, config.heartbeat_timeout, config.stats_interval) == (0.5, 2.0, 1.0)
     assert config.tcp_keepalive is True
 

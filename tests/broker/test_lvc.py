@@ -33,3 +33,42 @@ def test_a_cached_key_that_does_not_decode_is_dropped_and_counted_not_raised():
     narrow = LastValueCache(max_keys=10, max_bytes=1 << 20, patterns=[("px", "*", "bid")])
     narrow.store(b"px\x00\xff\xfe\x00bid\x00", b"h", b"p")  # decoded to check the pattern: refused
     assert narrow.statistics().keys == 0 and narrow.statistics().malformed == 1
+
+
+def test_the_cache_thread_carries_on_after_a_failing_turn():
+    """A bug in one turn is counted and logged; the thread goes on (never a silently dead cache)."""
+    import threading
+
+    import zmq
+
+    from broker._lvc import LastValueCache as Cache
+    from broker._lvc_thread import CacheThread
+
+    ctx = zmq.Context()
+    thread = CacheThread(
+        ctx,
+        frontend="inproc://lvc-test-front",
+        backend="inproc://lvc-test-back",
+        cache=Cache(max_keys=10, max_bytes=10_000, patterns=[("*",)]),
+        publisher_id="lvc@h:1:t",
+    )
+    turns = threading.Semaphore(0)
+    real_turn = thread._turn
+    failures = iter([RuntimeError("a bug"), RuntimeError("another")])
+
+    def flaky_turn() -> None:
+        turns.release()
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        real_turn()
+
+    thread._turn = flaky_turn  # type: ignore[method-assign]
+    thread.start()
+    try:
+        for _ in range(4):  # two failing turns and two good ones after them
+            assert turns.acquire(timeout=10), "the cache thread stopped turning"
+        assert thread.statistics().restarts == 2
+    finally:
+        thread.stop()
+        ctx.term()

@@ -70,11 +70,13 @@ async def test_payload_bombs_are_refused_before_they_cost_memory(broker_process,
     victim = await victim_factory()
     await wait_for_subscription(rogue, b"t\x00")
     before = await victim.stats()
-    four_mib = 4 * 1024 * 1024 - 5  # 4 MiB of empty maps: ~270 MB of dicts if decoded
+    # 1.5 MiB of empty maps: ~100 MB of dicts if decoded; under the broker's 2 MiB frame limit, over
+    # the hub's 1 MiB max_payload (the 4 MiB frames no longer pass the broker at all)
+    too_big = 3 * 512 * 1024 - 5
     under_limit = 900_000  # under max_payload, but 900,000 maps: over the container budget
     for seq in range(1, 7):
         await rogue.send_multipart(
-            frames("rogue@h:1:a", seq, b"\xdd" + four_mib.to_bytes(4, "big") + b"\x80" * four_mib)
+            frames("rogue@h:1:a", seq, b"\xdd" + too_big.to_bytes(4, "big") + b"\x80" * too_big)
         )
     for seq in range(7, 27):
         await rogue.send_multipart(
