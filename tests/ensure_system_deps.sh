@@ -10,6 +10,8 @@ set -euo pipefail
 
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# promtool (deploy/prometheus checks, tests/system/integration/test_operator_assets.py) ships in the same package
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # the systemd tier (tests/system/systemd): a container booted with systemd-nspawn on a debootstrap rootfs
 command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
