@@ -53,7 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="SECONDS",
         help=f"with --once: seconds to collect statistics (default 3, at least {MIN_WAIT})",
     )
-    top.add_argument("--sort", choices=SORT_KEYS, default=SORT_KEYS[0], help="initial sort column of the actors")
+    top.add_argument(
+        "--sort", choices=SORT_KEYS, default=SORT_KEYS[0], help="initial sort column of the actors"
+    )
     top.add_argument(
         "--connect-timeout",
         type=float,

@@ -267,17 +267,18 @@ class BusModel:
         row.lag_seconds = _float(hub, "lag_seconds")
         counters: dict[str, dict[str, int]] = {}
         timings: dict[str, dict[str, dict[int, int]]] = {}
-        for name, stats in actors.items():
+        for raw_name, stats in actors.items():
             if not isinstance(stats, Mapping):
                 continue
-            name = str(name)
+            name = str(raw_name)
             counters[name] = {k: _int(stats, k) for k in ("handled", "published")}
             was = before.actors.get(name) if before else None
             times = timing.get(name) if isinstance(timing.get(name), Mapping) else {}
             assert isinstance(times, Mapping)
             timings[name] = {kind: _buckets(times.get(kind)) for kind in ("handler_ns", "latency_ns")}
-            handler = _window(timings[name]["handler_ns"], before.timing[name]["handler_ns"] if was else None)
-            latency = _window(timings[name]["latency_ns"], before.timing[name]["latency_ns"] if was else None)
+            earlier = before.timing.get(name, {}) if before is not None else {}
+            handler = _window(timings[name]["handler_ns"], earlier.get("handler_ns"))
+            latency = _window(timings[name]["latency_ns"], earlier.get("latency_ns"))
             self.actors[(group, name)] = ActorRow(
                 group=group,
                 actor=name,
@@ -328,7 +329,9 @@ class BusModel:
             actor.stale = group is not None and group.state != "up"
             if actor.stale:
                 actor.in_rate = actor.out_rate = None
-            actor.alerts = sum(1 for g, a, _ in self.alerts if a in (actor.actor, actor.group) and g == actor.group)
+            actor.alerts = sum(
+                1 for g, a, _ in self.alerts if a in (actor.actor, actor.group) and g == actor.group
+            )
 
     def actor_rows(self, sort: str = "group") -> list[ActorRow]:
         """Every actor, sorted by one of :data:`SORT_KEYS` (numbers highest first, then by name)."""

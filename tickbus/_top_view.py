@@ -58,8 +58,12 @@ def _broker(model: BusModel) -> RenderableType:
 
 def _groups(model: BusModel) -> Table:
     table = Table(title="groups", title_justify="left", expand=False, box=None, header_style="bold")
+    widest = max((len(g.group) for g in model.group_rows()), default=5)
     for name in ("group", "state", "host", "pid", "in/s", "out/s", "gaps", "drops", "pubs", "gone", "lag"):
-        table.add_column(name, justify="left" if name in ("group", "state", "host") else "right")
+        if name == "group":
+            table.add_column(name, no_wrap=True, min_width=widest)
+        else:
+            table.add_column(name, justify="left" if name in ("state", "host") else "right")
     for g in model.group_rows():
         state = "slow" if g.slow and g.state == "up" else g.state
         table.add_row(
@@ -85,12 +89,22 @@ def _actors(model: BusModel, sort: str) -> Table:
         box=None,
         header_style="bold",
     )
-    columns = ("group", "actor", "in/s", "out/s", "handled", "queued", "dropped", "failures")
-    columns += ("handler p50", "handler p99", "latency p50", "latency p99", "alerts")
+    columns = (
+        *("group", "actor", "in/s", "out/s", "handled", "queued", "dropped", "failures"),
+        *("handler p50", "handler p99", "latency p50", "latency p99", "alerts"),
+    )
+    rows = model.actor_rows(sort)
+    widest = {  # names stay whole on a narrow terminal; the numbers give way first
+        "group": max((len(a.group) for a in rows), default=5),
+        "actor": max((len(a.actor) for a in rows), default=5),
+    }
     for name in columns:
         label = f"{name}*" if name == sort else name
-        table.add_column(label, justify="left" if name in ("group", "actor") else "right")
-    for a in model.actor_rows(sort):
+        if name in widest:
+            table.add_column(label, justify="left", no_wrap=True, min_width=widest[name])
+        else:
+            table.add_column(label, justify="right")
+    for a in rows:
         table.add_row(
             a.group,
             a.actor + ("" if a.running else " (stopped)") + (" (stale)" if a.stale else ""),
@@ -134,7 +148,9 @@ def _notices(model: BusModel) -> list[RenderableType]:
 
 def render(model: BusModel, sort: str) -> RenderableType:
     """The whole frame: broker totals, groups, actors, slow consumers and profile alerts."""
-    return Group(_broker(model), Text(""), _groups(model), Text(""), _actors(model, sort), Text(""), *_notices(model))
+    return Group(
+        _broker(model), Text(""), _groups(model), Text(""), _actors(model, sort), Text(""), *_notices(model)
+    )
 
 
 def plain_text(model: BusModel, sort: str, width: int = 200) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import actors
 import broker
 from actors import ActorStatistics, Hub, HubStatistics, Key
+from actors.testing import eventually
 from observability import Histogram
 from tickbus._top_model import SORT_KEYS, STALE_AFTER, BusModel, percentile
 from tickbus._top_view import plain_text
@@ -52,7 +53,9 @@ def group_payload(
     pid: int = 100, *, hub: dict[str, Any] | None = None, **actor_rows: dict[str, Any]
 ) -> dict[str, Any]:
     """The shape of ``actors._runner.group_statistics``; ``timing`` from each row's ``_timing``."""
-    timing = {name: row.pop("_timing", {"handler_ns": [], "latency_ns": []}) for name, row in actor_rows.items()}
+    timing = {
+        name: row.pop("_timing", {"handler_ns": [], "latency_ns": []}) for name, row in actor_rows.items()
+    }
     return {
         "group": "g",
         "pid": pid,
@@ -121,7 +124,13 @@ def test_group_and_actor_rates_come_from_counter_differences_between_reports() -
     (row,) = model.actor_rows()
     assert (row.in_rate, row.out_rate, row.dropped, row.queued) == (100.0, 25.0, 7, 3)
     (group,) = model.group_rows()
-    assert (group.in_rate, group.out_rate, group.gaps, group.dropped, group.publishers_gone) == (100.0, 25.0, 4, 2, 1)
+    assert (group.in_rate, group.out_rate, group.gaps, group.dropped, group.publishers_gone) == (
+        100.0,
+        25.0,
+        4,
+        2,
+        1,
+    )
     assert (group.host, group.pid, group.state) == ("h1", 100, "up")
 
 
@@ -138,13 +147,17 @@ def test_percentiles_describe_the_last_interval_only() -> None:
     model = BusModel()
     slow = histogram(*[5_000_000] * 100)  # 100 handlers of 5 ms before
     model.on_message(
-        Key("$actors", "stats", "g"), group_payload(a={"_timing": {"handler_ns": slow, "latency_ns": []}}), now=1.0
+        Key("$actors", "stats", "g"),
+        group_payload(a={"_timing": {"handler_ns": slow, "latency_ns": []}}),
+        now=1.0,
     )
     assert model.actor_rows()[0].handler_p50 is not None and model.actor_rows()[0].handler_p50 >= 5_000_000
     both = histogram(*[5_000_000] * 100, *[2_000] * 100)  # then 100 of 2 µs
     lat = histogram(*[40_000] * 99, 9_000_000)
     model.on_message(
-        Key("$actors", "stats", "g"), group_payload(a={"_timing": {"handler_ns": both, "latency_ns": lat}}), now=2.0
+        Key("$actors", "stats", "g"),
+        group_payload(a={"_timing": {"handler_ns": both, "latency_ns": lat}}),
+        now=2.0,
     )
     row = model.actor_rows()[0]
     assert row.handler_p50 is not None and 2_000 <= row.handler_p50 < 2_300
@@ -171,7 +184,9 @@ def test_actor_rows_sort_by_each_column_highest_first() -> None:
 
 def test_groups_go_stale_without_reports_and_stopped_after_bye() -> None:
     model = BusModel()
-    model.on_message(Key("$actors", "hello", "g"), {"group": "g", "pid": 1, "host": "h", "actors": ["a"]}, now=1.0)
+    model.on_message(
+        Key("$actors", "hello", "g"), {"group": "g", "pid": 1, "host": "h", "actors": ["a"]}, now=1.0
+    )
     model.on_message(Key("$actors", "stats", "g"), group_payload(1, a={}), now=1.0)
     model.on_message(Key("$actors", "stats", "g"), group_payload(1, a={"handled": 10}), now=2.0)
     model.refresh(2.0 + STALE_AFTER + 0.1)
@@ -179,7 +194,9 @@ def test_groups_go_stale_without_reports_and_stopped_after_bye() -> None:
     assert model.actor_rows()[0].stale and model.actor_rows()[0].in_rate is None
     model.on_message(Key("$actors", "bye", "g"), {"group": "g", "pid": 1}, now=9.0)
     assert model.group_rows()[0].state == "stopped"
-    model.on_message(Key("$actors", "hello", "g"), {"group": "g", "pid": 2, "host": "h", "actors": ["a"]}, now=10.0)
+    model.on_message(
+        Key("$actors", "hello", "g"), {"group": "g", "pid": 2, "host": "h", "actors": ["a"]}, now=10.0
+    )
     assert model.group_rows()[0].state == "up"
 
 
@@ -210,7 +227,9 @@ def test_slow_notices_and_profile_alerts_stay_until_recovered_or_resolved() -> N
 def test_malformed_payloads_are_ignored_not_fatal() -> None:
     model = BusModel()
     model.on_message(Key("$actors", "stats", "g"), [1, 2], now=1.0)
-    model.on_message(Key("$actors", "stats", "g"), {"hub": 3, "actors": {"a": "x"}, "timing": {"a": [[1]]}}, now=1.0)
+    model.on_message(
+        Key("$actors", "stats", "g"), {"hub": 3, "actors": {"a": "x"}, "timing": {"a": [[1]]}}, now=1.0
+    )
     model.on_message(Key("$broker", "stats"), {"uptime_s": "x", "denied": {}}, now=1.0)
     assert model.ignored == 1 and model.actor_rows() == []
 
@@ -235,14 +254,14 @@ async def test_model_reads_the_statistics_a_real_group_publishes() -> None:
     stop = asyncio.Event()
     task = loop.create_task(actors.run_group(config, hub=hub, stop=stop, stats_interval=0.2))
 
-    async def busy() -> bool:
+    def busy() -> bool:
         rows = {r.actor: r for r in model.actor_rows()}
-        return bool(rows.get("feed") and rows["feed"].out_rate and rows["zsink"].in_rate and rows["zsink"].handler_p99)
+        return bool(
+            rows.get("feed") and rows["feed"].out_rate and rows["zsink"].in_rate and rows["zsink"].handler_p99
+        )
 
     try:
-        async with asyncio.timeout(10):
-            while not await busy():
-                await asyncio.sleep(0.05)
+        await eventually(busy, 10, "rates and handler times of both actors")
     finally:
         stop.set()
         assert await asyncio.wait_for(task, 10) == 0
