@@ -132,13 +132,23 @@ async def run_group(
 
 
 def group_statistics(group: str, hub: Hub, running: list[Actor]) -> dict[str, object]:
-    """The payload of ``('$actors', 'stats', group)``: hub and actor statistics as plain dicts."""
+    """The payload of ``('$actors', 'stats', group)``: hub and actor statistics as plain dicts.
+
+    ``timing`` maps each actor to its ``handler_ns`` (handler run time) and ``latency_ns`` (send to
+    handler start) histograms since start, as ``[upper bound, count]`` of the non-empty buckets: a
+    reader (``tickbus top``) takes percentiles of the difference between two reports.
+    """
     return {
         "group": group,
         "pid": os.getpid(),
+        "host": socket.gethostname(),
         "hub": dataclasses.asdict(hub.statistics()),
         "ask": dataclasses.asdict(ask_statistics(hub)),  # request/reply counters of the hub (actors._ask)
         "actors": {a.name: dataclasses.asdict(a.statistics()) for a in running},
+        "timing": {
+            a.name: {"handler_ns": a.handler_ns.bucket_bounds(), "latency_ns": a.latency_ns.bucket_bounds()}
+            for a in running
+        },
     }
 
 

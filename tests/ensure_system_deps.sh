@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the test suite uses as real servers: Prometheus (tests/system/integration/test_metrics.py),
-# systemd-nspawn, debootstrap and systemd-analyze (tests/system/systemd).
+# systemd-nspawn, debootstrap and systemd-analyze (tests/system/systemd), and tmux as a real terminal
+# (tests/system/integration/test_top.py).
 #
 # Installs only what is missing, and only when running as root with apt-get; otherwise it says what
 # is missing and exits 0, and the tests that need it skip with that reason. Services are never
@@ -18,6 +19,8 @@ command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # the several-hosts tier (tests/system/netns): network namespaces, veth pairs and a bridge
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# a real terminal for `tickbus top` (tests/system/integration/test_top.py)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 if [[ ${#missing[@]} == 0 ]]; then
     exit 0
 fi

@@ -5,6 +5,7 @@
 - ``tickbus profiler``: profile this host's actor processes continuously with Austin;
 - ``tickbus profile windows|top``: query the stored profiles;
 - ``tickbus trace list|show``: read the traces under the data directory;
+- ``tickbus top``: a live view of the bus from the statistics it publishes (``--once``: one frame);
 - ``tickbus deploy install --prefix /``: write the systemd units, configs and env files;
 - ``tickbus version``.
 """
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ._trace_cli import add_parser as add_trace
 
     add_trace(subparsers)
+    from ._top_cli import add_parser as add_top
+
+    add_top(subparsers)
     from ._deploy import add_parser as add_deploy
 
     add_deploy(subparsers)
@@ -129,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one retur
             from ._trace_cli import run as run_trace
 
             return run_trace(args)
+        if args.command == "top":
+            from ._top_cli import run as run_top
+
+            return run_top(args)
         if args.command == "deploy":
             from ._deploy import run as run_deploy
 

@@ -1,0 +1,271 @@
+"""The model of ``tickbus top``: statistics payloads folded into rows, rates and percentiles, no sockets.
+
+Payloads come from the real code: ``run_group`` on an in-process hub publishes the group statistics,
+``broker.BrokerStatistics`` and ``observability.profiling.alert_record``-shaped dicts the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import actors
+import broker
+from actors import ActorStatistics, Hub, HubStatistics, Key
+from actors.testing import eventually
+from observability import Histogram
+from tickbus._top_model import SORT_KEYS, STALE_AFTER, BusModel, percentile
+from tickbus._top_view import plain_text
+
+TARGETS = ["tests.system.integration.top_actors:Feed", "tests.system.integration.top_actors:Sink"]
+
+
+def hub_stats(**counters: Any) -> dict[str, Any]:
+    fields = {"published": 0, "delivered": 0, "listener_errors": 0, "patterns": 0, **counters}
+    return dataclasses.asdict(HubStatistics(**fields))
+
+
+def actor_stats(name: str, **counters: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "name": name,
+        "handled": 0,
+        "failures": 0,
+        "consecutive_failures": 0,
+        "queued": 0,
+        "dropped": 0,
+        "published": 0,
+        "timer_runs": 0,
+        "timer_overruns": 0,
+        "running": True,
+    }
+    return dataclasses.asdict(ActorStatistics(**{**fields, **counters}))
+
+
+def histogram(*values: int) -> list[list[int]]:
+    h = Histogram()
+    for v in values:
+        h.record(v)
+    return [list(b) for b in h.bucket_bounds()]
+
+
+def group_payload(
+    pid: int = 100, *, hub: dict[str, Any] | None = None, **actor_rows: dict[str, Any]
+) -> dict[str, Any]:
+    """The shape of ``actors._runner.group_statistics``; ``timing`` from each row's ``_timing``."""
+    timing = {
+        name: row.pop("_timing", {"handler_ns": [], "latency_ns": []}) for name, row in actor_rows.items()
+    }
+    return {
+        "group": "g",
+        "pid": pid,
+        "host": "h1",
+        "hub": hub or hub_stats(),
+        "ask": {},
+        "actors": {name: actor_stats(name, **row) for name, row in actor_rows.items()},
+        "timing": timing,
+    }
+
+
+def broker_payload(uptime: float, forwarded: int, **more: Any) -> dict[str, Any]:
+    stats = broker.BrokerStatistics(
+        uptime_s=uptime,
+        frames_in=forwarded * 3,
+        bytes_in=forwarded * 100,
+        frames_out=forwarded * 3,
+        bytes_out=forwarded * 100,
+        messages_forwarded=forwarded,
+        subscription_frames_in=0,
+        subscription_frames_out=0,
+        subscribers=2,
+        publishers=3,
+        subscriptions=4,
+    )
+    payload = stats.as_dict() | more
+    payload.update(frontend=["tcp://127.0.0.1:5550"], backend=["tcp://127.0.0.1:5551"])
+    return payload
+
+
+def test_percentile_reports_the_upper_bound_of_the_bucket_holding_it() -> None:
+    assert percentile({}, 50) is None
+    assert percentile({10: 99, 1000: 1}, 50) == 10
+    assert percentile({10: 99, 1000: 1}, 99) == 10
+    assert percentile({10: 98, 1000: 2}, 99) == 1000
+
+
+def test_broker_rates_come_from_counter_differences_over_the_broker_uptime() -> None:
+    model = BusModel()
+    model.on_message(Key("$broker", "stats"), broker_payload(10.0, 1000), now=1.0)
+    assert model.broker is not None and model.broker.msg_rate is None
+    model.on_message(Key("$broker", "stats"), broker_payload(12.0, 3000), now=1.1)
+    b = model.broker
+    assert b.msg_rate == 1000.0 and b.byte_rate == 100_000.0
+    assert (b.publishers, b.subscribers, b.subscriptions, b.messages_forwarded) == (3, 2, 4, 3000)
+    assert b.endpoints == ["tcp://127.0.0.1:5550", "tcp://127.0.0.1:5551"]
+
+
+def test_group_and_actor_rates_come_from_counter_differences_between_reports() -> None:
+    model = BusModel()
+    model.on_message(
+        Key("$actors", "stats", "g"),
+        group_payload(hub=hub_stats(received=100, published=10), a={"handled": 100, "published": 10}),
+        now=5.0,
+    )
+    row = model.actor_rows()[0]
+    assert (row.group, row.actor, row.in_rate) == ("g", "a", None)
+    model.on_message(
+        Key("$actors", "stats", "g"),
+        group_payload(
+            hub=hub_stats(received=300, published=60, gaps=4, publishers_gone=1, publish_dropped=2),
+            a={"handled": 300, "published": 60, "dropped": 7, "queued": 3},
+        ),
+        now=7.0,
+    )
+    (row,) = model.actor_rows()
+    assert (row.in_rate, row.out_rate, row.dropped, row.queued) == (100.0, 25.0, 7, 3)
+    (group,) = model.group_rows()
+    assert (group.in_rate, group.out_rate, group.gaps, group.dropped, group.publishers_gone) == (
+        100.0,
+        25.0,
+        4,
+        2,
+        1,
+    )
+    assert (group.host, group.pid, group.state) == ("h1", 100, "up")
+
+
+def test_a_restarted_group_gets_no_rate_for_the_interval_of_the_restart() -> None:
+    model = BusModel()
+    model.on_message(Key("$actors", "stats", "g"), group_payload(100, a={"handled": 500}), now=1.0)
+    model.on_message(Key("$actors", "stats", "g"), group_payload(200, a={"handled": 5}), now=2.0)
+    assert model.actor_rows()[0].in_rate is None
+    model.on_message(Key("$actors", "stats", "g"), group_payload(200, a={"handled": 25}), now=3.0)
+    assert model.actor_rows()[0].in_rate == 20.0
+
+
+def test_percentiles_describe_the_last_interval_only() -> None:
+    model = BusModel()
+    slow = histogram(*[5_000_000] * 100)  # 100 handlers of 5 ms before
+    model.on_message(
+        Key("$actors", "stats", "g"),
+        group_payload(a={"_timing": {"handler_ns": slow, "latency_ns": []}}),
+        now=1.0,
+    )
+    assert model.actor_rows()[0].handler_p50 is not None and model.actor_rows()[0].handler_p50 >= 5_000_000
+    both = histogram(*[5_000_000] * 100, *[2_000] * 100)  # then 100 of 2 µs
+    lat = histogram(*[40_000] * 99, 9_000_000)
+    model.on_message(
+        Key("$actors", "stats", "g"),
+        group_payload(a={"_timing": {"handler_ns": both, "latency_ns": lat}}),
+        now=2.0,
+    )
+    row = model.actor_rows()[0]
+    assert row.handler_p50 is not None and 2_000 <= row.handler_p50 < 2_300
+    assert row.handler_p99 is not None and row.handler_p99 < 2_300
+    assert row.latency_p50 is not None and 40_000 <= row.latency_p50 < 45_000
+    assert row.latency_p99 is not None and row.latency_p99 < 45_000  # 99 of 100 under 45 µs
+
+
+def test_actor_rows_sort_by_each_column_highest_first() -> None:
+    model = BusModel()
+    model.on_message(Key("$actors", "stats", "g"), group_payload(feed={}, zsink={}), now=1.0)
+    model.on_message(
+        Key("$actors", "stats", "g"),
+        group_payload(feed={"published": 100, "dropped": 1}, zsink={"handled": 100, "queued": 9}),
+        now=2.0,
+    )
+    names = {sort: [r.actor for r in model.actor_rows(sort)] for sort in SORT_KEYS}
+    assert names["group"] == ["feed", "zsink"]
+    assert names["in/s"] == ["zsink", "feed"]
+    assert names["out/s"] == ["feed", "zsink"]
+    assert names["dropped"] == ["feed", "zsink"]
+    assert names["queued"] == ["zsink", "feed"]
+
+
+def test_groups_go_stale_without_reports_and_stopped_after_bye() -> None:
+    model = BusModel()
+    model.on_message(
+        Key("$actors", "hello", "g"), {"group": "g", "pid": 1, "host": "h", "actors": ["a"]}, now=1.0
+    )
+    model.on_message(Key("$actors", "stats", "g"), group_payload(1, a={}), now=1.0)
+    model.on_message(Key("$actors", "stats", "g"), group_payload(1, a={"handled": 10}), now=2.0)
+    model.refresh(2.0 + STALE_AFTER + 0.1)
+    assert model.group_rows()[0].state == "stale"
+    assert model.actor_rows()[0].stale and model.actor_rows()[0].in_rate is None
+    model.on_message(Key("$actors", "bye", "g"), {"group": "g", "pid": 1}, now=9.0)
+    assert model.group_rows()[0].state == "stopped"
+    model.on_message(
+        Key("$actors", "hello", "g"), {"group": "g", "pid": 2, "host": "h", "actors": ["a"]}, now=10.0
+    )
+    assert model.group_rows()[0].state == "up"
+
+
+def test_slow_notices_and_profile_alerts_stay_until_recovered_or_resolved() -> None:
+    model = BusModel()
+    notice = {"hub": "g", "publisher_id": "g@h:1:ab", "lag_seconds": 1.5, "gaps": 3, "state": "slow"}
+    model.on_message(Key(*broker.SLOW, "g"), notice, now=1.0)
+    alert = {
+        "state": "active",
+        "group": "g",
+        "actor": "a",
+        "function": {"name": "A.on_tick", "file": "x.py", "line": 3},
+        "share": "own",
+        "relative_change": 0.5,
+    }
+    model.on_message(Key(*broker.ALERTS_PROFILE, "a"), alert, now=1.0)
+    model.on_message(Key("$actors", "stats", "g"), group_payload(a={}), now=1.0)
+    model.refresh(1.0)
+    assert list(model.slow) == ["g"] and len(model.alerts) == 1 and model.actor_rows()[0].alerts == 1
+    text = plain_text(model, "group")
+    assert "slow consumer: g processing messages 1.50s old, 3 gaps" in text
+    assert "profile alert: A.on_tick in actor a (group g): own share +50.0%" in text
+    model.on_message(Key(*broker.SLOW, "g"), {**notice, "state": "recovered"}, now=2.0)
+    model.on_message(Key(*broker.ALERTS_PROFILE, "a"), {**alert, "state": "resolved"}, now=2.0)
+    assert not model.slow and not model.alerts
+
+
+def test_malformed_payloads_are_ignored_not_fatal() -> None:
+    model = BusModel()
+    model.on_message(Key("$actors", "stats", "g"), [1, 2], now=1.0)
+    model.on_message(
+        Key("$actors", "stats", "g"), {"hub": 3, "actors": {"a": "x"}, "timing": {"a": [[1]]}}, now=1.0
+    )
+    model.on_message(Key("$broker", "stats"), {"uptime_s": "x", "denied": {}}, now=1.0)
+    assert model.ignored == 1 and model.actor_rows() == []
+
+
+def test_plain_text_frame_has_no_terminal_control_codes() -> None:
+    model = BusModel()
+    model.on_message(Key("$broker", "stats"), broker_payload(1.0, 10), now=1.0)
+    model.on_message(Key("$actors", "stats", "g"), group_payload(a={"handled": 1}), now=1.0)
+    text = plain_text(model, "in/s")
+    assert "\x1b" not in text
+    assert "broker:" in text and "forwarded 10" in text and "sorted by in/s" in text and " a " in text
+
+
+async def test_model_reads_the_statistics_a_real_group_publishes() -> None:
+    hub = Hub(name="g")
+    model = BusModel()
+    loop = asyncio.get_running_loop()
+    actors.Subscriber(hub, "top").add_sync_listener(
+        Key("$actors", "*"), lambda key, payload: model.on_message(key, payload, loop.time())
+    )
+    config = actors.group_from_flags(TARGETS, name="g", frontend=None, backend=None, drain_timeout=1.0)
+    stop = asyncio.Event()
+    task = loop.create_task(actors.run_group(config, hub=hub, stop=stop, stats_interval=0.2))
+
+    def busy() -> bool:
+        rows = {r.actor: r for r in model.actor_rows()}
+        return bool(
+            rows.get("feed") and rows["feed"].out_rate and rows["zsink"].in_rate and rows["zsink"].handler_p99
+        )
+
+    try:
+        await eventually(busy, 10, "rates and handler times of both actors")
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 10) == 0
+    rows = {r.actor: r for r in model.actor_rows()}
+    assert set(rows) == {"feed", "zsink"}
+    assert rows["zsink"].handled > 0 and not rows["feed"].running  # the final report, after the drain
+    assert model.group_rows()[0].state == "stopped"  # the final report, then bye

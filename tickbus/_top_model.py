@@ -1,0 +1,360 @@
+"""The model behind ``tickbus top``: the bus's own statistics messages folded into rows, socket-free.
+
+Problem: every second the broker publishes its counters on ``('$broker', 'stats')`` and every
+``tickbus run`` group its hub's and actors' on ``('$actors', 'stats', GROUP)``; hubs announce slow
+episodes on ``('$bus', 'slow', HUB)``, the profiling collector regressions on ``('$alerts', 'profile',
+ACTOR)``. All counters run since their process started.
+
+Approach: :class:`BusModel` keeps the last two reports of each source and turns counter differences
+into rates over the time between them (the broker's own ``uptime_s``, else the receive times given
+as ``now``), and histogram differences (``timing`` buckets) into percentiles of that last interval.
+A counter that went down, or a new pid, is a restart: no rate for that interval.
+
+Limits: rates and percentiles describe the last reporting interval only (about a second); a group
+that stops reporting is marked stale after :data:`STALE_AFTER` seconds and its rates drop to 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+STALE_AFTER = 3.5
+"""Seconds without a group's statistics (published every second) before its rows show ``stale``."""
+
+SORT_KEYS = ("group", "in/s", "out/s", "handler p99", "latency p99", "dropped", "queued")
+"""The columns the actor rows can be sorted by, in the order ``s`` cycles through them."""
+
+
+def percentile(buckets: Mapping[int, int], q: float) -> int | None:
+    """The upper bound of the bucket holding the ``q``-th percentile of ``{upper bound: count}``."""
+    total = sum(n for n in buckets.values() if n > 0)
+    if not total:
+        return None
+    rank = max(1, -(-total * q // 100))
+    seen = 0
+    for upper in sorted(buckets):
+        seen += max(buckets[upper], 0)
+        if seen >= rank:
+            return upper
+    return max(buckets)
+
+
+def _buckets(raw: Any) -> dict[int, int]:
+    """``[[upper, count], ...]`` from a stats payload as a dict; malformed entries are skipped."""
+    out: dict[int, int] = {}
+    if isinstance(raw, Sequence):
+        for entry in raw:
+            if isinstance(entry, Sequence) and len(entry) == 2 and all(type(v) is int for v in entry):
+                out[entry[0]] = entry[1]
+    return out
+
+
+def _window(now: dict[int, int], before: dict[int, int] | None) -> dict[int, int]:
+    """The buckets recorded between two cumulative reports (all of ``now`` without an earlier one)."""
+    if before is None:
+        return now
+    diff = {upper: n - before.get(upper, 0) for upper, n in now.items()}
+    if any(n < 0 for n in diff.values()):  # the process restarted: only the new report counts
+        return now
+    return {upper: n for upper, n in diff.items() if n}
+
+
+def _int(d: Mapping[str, Any], name: str) -> int:
+    value = d.get(name, 0)
+    return value if type(value) is int else 0
+
+
+def _float(d: Mapping[str, Any], name: str) -> float:
+    value = d.get(name, 0.0)
+    return float(value) if type(value) in (int, float) else 0.0
+
+
+def _rate(now: int, before: int | None, seconds: float) -> float | None:
+    if before is None or seconds <= 0 or now < before:
+        return None
+    return (now - before) / seconds
+
+
+@dataclass
+class ActorRow:
+    """One actor as ``tickbus top`` shows it."""
+
+    group: str
+    actor: str
+    handled: int = 0
+    published: int = 0
+    in_rate: float | None = None
+    out_rate: float | None = None
+    queued: int = 0
+    dropped: int = 0
+    failures: int = 0
+    running: bool = True
+    handler_p50: int | None = None
+    handler_p99: int | None = None
+    latency_p50: int | None = None
+    latency_p99: int | None = None
+    alerts: int = 0
+    stale: bool = False
+
+
+@dataclass
+class GroupRow:
+    """One ``tickbus run`` group (one hub)."""
+
+    group: str
+    pid: int = 0
+    host: str = ""
+    version: str = ""
+    received: int = 0
+    published: int = 0
+    in_rate: float | None = None
+    out_rate: float | None = None
+    gaps: int = 0
+    dropped: int = 0
+    publishers_live: int = 0
+    publishers_gone: int = 0
+    slow: bool = False
+    lag_seconds: float = 0.0
+    state: str = "up"
+    """``up``, ``stale`` (no statistics for a while) or ``stopped`` (it said bye)."""
+    last_seen: float = 0.0
+    actors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BrokerRow:
+    """The broker's totals."""
+
+    uptime_s: float = 0.0
+    messages_forwarded: int = 0
+    bytes_out: int = 0
+    msg_rate: float | None = None
+    byte_rate: float | None = None
+    publishers: int = 0
+    subscribers: int = 0
+    subscriptions: int = 0
+    refused: int = 0
+    denied: int = 0
+    endpoints: list[str] = field(default_factory=list)
+    last_seen: float = 0.0
+
+
+@dataclass
+class _Previous:
+    at: float
+    pid: int
+    hub: dict[str, int]
+    actors: dict[str, dict[str, int]]
+    timing: dict[str, dict[str, dict[int, int]]]
+
+
+class BusModel:
+    """Folds the bus's statistics messages into broker, group, actor, slow-consumer and alert rows."""
+
+    def __init__(self) -> None:
+        self.broker: BrokerRow | None = None
+        self.groups: dict[str, GroupRow] = {}
+        self.actors: dict[tuple[str, str], ActorRow] = {}
+        self.slow: dict[str, dict[str, Any]] = {}
+        """Hubs that announced a slow episode and no recovery since: hub name -> the notice."""
+        self.alerts: dict[tuple[str, str, str], dict[str, Any]] = {}
+        """Active profile alerts: (group, actor, function) -> the alert record."""
+        self.messages = 0
+        self.ignored = 0
+        self._broker_before: tuple[float, int, int] | None = None
+        self._before: dict[str, _Previous] = {}
+
+    # -- input ------------------------------------------------------------------------------------
+    def on_message(self, key: Sequence[str], payload: Any, now: float) -> None:
+        """Take one message of a key ``tickbus top`` subscribes to; ``now`` is a monotonic time in s."""
+        self.messages += 1
+        if not isinstance(payload, Mapping):
+            self.ignored += 1
+            return
+        try:
+            self._dispatch(key, payload, now)
+        except (TypeError, ValueError, AttributeError, KeyError):  # a peer's odd payload never stops the view
+            self.ignored += 1
+
+    def _dispatch(self, key: Sequence[str], payload: Mapping[str, Any], now: float) -> None:
+        head = tuple(key[:2])
+        if head == ("$broker", "stats"):
+            self.broker_stats(payload, now)
+        elif len(key) >= 3 and key[0] == "$actors" and key[1] == "stats":
+            self.group_stats(key[2], payload, now)
+        elif len(key) >= 3 and key[0] == "$actors" and key[1] == "hello":
+            self.group_hello(key[2], payload, now)
+        elif len(key) >= 3 and key[0] == "$actors" and key[1] == "bye":
+            self.group_bye(key[2])
+        elif len(key) >= 3 and head == ("$bus", "slow"):
+            self.slow_notice(key[2], payload)
+        elif head == ("$alerts", "profile"):
+            self.alert(payload)
+        else:
+            self.ignored += 1
+
+    def broker_stats(self, p: Mapping[str, Any], now: float) -> None:
+        """A ``('$broker', 'stats')`` payload (``broker.BrokerStatistics`` plus the endpoints)."""
+        uptime = _float(p, "uptime_s")
+        forwarded, bytes_out = _int(p, "messages_forwarded"), _int(p, "bytes_out")
+        row = BrokerRow(
+            uptime_s=uptime,
+            messages_forwarded=forwarded,
+            bytes_out=bytes_out,
+            publishers=_int(p, "publishers"),
+            subscribers=_int(p, "subscribers"),
+            subscriptions=_int(p, "subscriptions"),
+            refused=_int(p, "refused"),
+            denied=sum(
+                n
+                for kinds in (p.get("denied") or {}).values()
+                if isinstance(kinds, Mapping)
+                for n in kinds.values()
+                if type(n) is int
+            ),
+            endpoints=[str(e) for e in [*(p.get("frontend") or []), *(p.get("backend") or [])]],
+            last_seen=now,
+        )
+        if self._broker_before is not None:
+            then, fwd_before, bytes_before = self._broker_before
+            row.msg_rate = _rate(forwarded, fwd_before, uptime - then)
+            row.byte_rate = _rate(bytes_out, bytes_before, uptime - then)
+        self._broker_before = (uptime, forwarded, bytes_out)
+        self.broker = row
+
+    def group_hello(self, group: str, p: Mapping[str, Any], now: float) -> None:
+        """A ``('$actors', 'hello', GROUP)`` announcement: host, pid, version, actor names."""
+        row = self._group(group)
+        row.host = str(p.get("host", row.host))
+        row.version = str(p.get("version", row.version))
+        row.pid = _int(p, "pid") or row.pid
+        row.actors = [str(a) for a in p.get("actors") or row.actors]
+        if row.state == "stopped":
+            row.state = "up"
+        row.last_seen = max(row.last_seen, now)
+
+    def group_bye(self, group: str) -> None:
+        """A ``('$actors', 'bye', GROUP)``: the group stopped cleanly."""
+        self._group(group).state = "stopped"
+
+    def group_stats(self, group: str, p: Mapping[str, Any], now: float) -> None:
+        """A ``('$actors', 'stats', GROUP)`` payload (``actors._runner.group_statistics``)."""
+        hub = p.get("hub") if isinstance(p.get("hub"), Mapping) else {}
+        actors = p.get("actors") if isinstance(p.get("actors"), Mapping) else {}
+        timing = p.get("timing") if isinstance(p.get("timing"), Mapping) else {}
+        assert isinstance(hub, Mapping) and isinstance(actors, Mapping) and isinstance(timing, Mapping)
+        pid = _int(p, "pid")
+        before = self._before.get(group)
+        if before is not None and before.pid != pid:
+            before = None  # another process under the same group name
+        seconds = now - before.at if before is not None else 0.0
+        row = self._group(group)
+        row.pid = pid
+        row.host = str(p.get("host", row.host))
+        if row.state != "stopped":  # the last report comes just before the bye
+            row.state = "up"
+        row.last_seen = now
+        row.received, row.published = _int(hub, "received"), _int(hub, "published")
+        row.in_rate = _rate(row.received, before.hub.get("received") if before else None, seconds)
+        row.out_rate = _rate(row.published, before.hub.get("published") if before else None, seconds)
+        row.gaps = _int(hub, "gaps")
+        row.dropped = _int(hub, "publish_dropped")
+        row.publishers_live = _int(hub, "publishers_live")
+        row.publishers_gone = _int(hub, "publishers_gone")
+        row.slow = bool(hub.get("slow", False))
+        row.lag_seconds = _float(hub, "lag_seconds")
+        counters: dict[str, dict[str, int]] = {}
+        timings: dict[str, dict[str, dict[int, int]]] = {}
+        for raw_name, stats in actors.items():
+            if not isinstance(stats, Mapping):
+                continue
+            name = str(raw_name)
+            counters[name] = {k: _int(stats, k) for k in ("handled", "published")}
+            was = before.actors.get(name) if before else None
+            times = timing.get(name) if isinstance(timing.get(name), Mapping) else {}
+            assert isinstance(times, Mapping)
+            timings[name] = {kind: _buckets(times.get(kind)) for kind in ("handler_ns", "latency_ns")}
+            earlier = before.timing.get(name, {}) if before is not None else {}
+            handler = _window(timings[name]["handler_ns"], earlier.get("handler_ns"))
+            latency = _window(timings[name]["latency_ns"], earlier.get("latency_ns"))
+            self.actors[(group, name)] = ActorRow(
+                group=group,
+                actor=name,
+                handled=counters[name]["handled"],
+                published=counters[name]["published"],
+                in_rate=_rate(counters[name]["handled"], was["handled"] if was else None, seconds),
+                out_rate=_rate(counters[name]["published"], was["published"] if was else None, seconds),
+                queued=_int(stats, "queued"),
+                dropped=_int(stats, "dropped"),
+                failures=_int(stats, "failures"),
+                running=bool(stats.get("running", True)),
+                handler_p50=percentile(handler, 50),
+                handler_p99=percentile(handler, 99),
+                latency_p50=percentile(latency, 50),
+                latency_p99=percentile(latency, 99),
+            )
+        for key in [k for k in self.actors if k[0] == group and k[1] not in counters]:
+            del self.actors[key]  # the group no longer runs that actor
+        row.actors = sorted(counters)
+        self._before[group] = _Previous(now, pid, {k: _int(hub, k) for k in hub}, counters, timings)
+
+    def slow_notice(self, hub: str, p: Mapping[str, Any]) -> None:
+        """A ``('$bus', 'slow', HUB)`` notice: ``state`` is ``slow`` or ``recovered``."""
+        if p.get("state") == "slow":
+            self.slow[hub] = dict(p)
+        else:
+            self.slow.pop(hub, None)
+
+    def alert(self, record: Mapping[str, Any]) -> None:
+        """A ``('$alerts', 'profile', ACTOR)`` record (``observability.profiling`` ``alert_record``)."""
+        function = record.get("function")
+        name = str(function.get("name", "?")) if isinstance(function, Mapping) else str(function)
+        key = (str(record.get("group", "")), str(record.get("actor", "")), name)
+        if record.get("state") == "active":
+            self.alerts[key] = dict(record)
+        else:
+            self.alerts.pop(key, None)
+
+    # -- output -----------------------------------------------------------------------------------
+    def refresh(self, now: float) -> None:
+        """Mark groups not heard from within :data:`STALE_AFTER` seconds stale (rates unknown)."""
+        for row in self.groups.values():
+            if row.state == "up" and now - row.last_seen > STALE_AFTER:
+                row.state = "stale"
+                row.in_rate = row.out_rate = None
+        for actor in self.actors.values():
+            group = self.groups.get(actor.group)
+            actor.stale = group is not None and group.state != "up"
+            if actor.stale:
+                actor.in_rate = actor.out_rate = None
+            actor.alerts = sum(
+                1 for g, a, _ in self.alerts if a in (actor.actor, actor.group) and g == actor.group
+            )
+
+    def actor_rows(self, sort: str = "group") -> list[ActorRow]:
+        """Every actor, sorted by one of :data:`SORT_KEYS` (numbers highest first, then by name)."""
+        rows = list(self.actors.values())
+        value = {
+            "in/s": lambda r: r.in_rate or 0.0,
+            "out/s": lambda r: r.out_rate or 0.0,
+            "handler p99": lambda r: r.handler_p99 or 0,
+            "latency p99": lambda r: r.latency_p99 or 0,
+            "dropped": lambda r: r.dropped,
+            "queued": lambda r: r.queued,
+        }.get(sort)
+        rows.sort(key=lambda r: (r.group, r.actor))
+        if value is not None:
+            rows.sort(key=value, reverse=True)  # stable: ties stay in name order
+        return rows
+
+    def group_rows(self) -> list[GroupRow]:
+        """Every group seen, by name."""
+        return [self.groups[g] for g in sorted(self.groups)]
+
+    def _group(self, group: str) -> GroupRow:
+        row = self.groups.get(group)
+        if row is None:
+            row = self.groups[group] = GroupRow(group)
+        return row
