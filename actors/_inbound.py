@@ -66,7 +66,8 @@ class Inbound:
         self._index = index
         self._max_payload = max_payload
         self._limits = limits if limits is not None else DecodeLimits(max_bytes=max_payload)
-        self._counted_above = self._limits.counted_above
+        # payloads above this go the counted way, which also checks max_payload
+        self._counted_above = min(self._limits.counted_above, max_payload)
         self._log = log
         self._name = name
         self._keys: dict[bytes, Key] = {}
@@ -118,8 +119,13 @@ class Inbound:
         if not routes:
             self.unmatched += 1
             return
-        payload = self._payload(key, pb)
-        if payload is _DROPPED:
+        if len(pb) <= self._counted_above:  # the common case, inline: one C call
+            try:
+                payload = unpackb(pb, ext_hook=ext_hook, strict_map_key=False)
+            except Exception as exc:  # msgpack raises several unrelated types, and so can ext hooks
+                self._drop("payload", "dropped a message on {}: payload is not valid msgpack: {}", key, exc)
+                return
+        elif (payload := self._large_payload(key, pb)) is _DROPPED:
             return
         for route in routes:
             try:
@@ -131,20 +137,16 @@ class Inbound:
                 )
         self.delivered += len(routes)
 
-    def _payload(self, key: Key, pb: bytes | memoryview) -> Any:
-        """The decoded payload, or ``_DROPPED`` after counting why it was dropped."""
+    def _large_payload(self, key: Key, pb: bytes | memoryview) -> Any:
+        """A payload over ``counted_above`` bytes, decoded under the limits; ``_DROPPED`` once counted."""
         if len(pb) > self._max_payload:
             self.oversize += 1
             self._drop("oversize", "dropped a {}-byte payload on {} (max_payload)", len(pb), key)
             return _DROPPED
         try:
-            if len(pb) > self._counted_above:  # large: every array and map counted (DecodeLimits)
-                return decode_large_payload(pb, self._limits)
-            return unpackb(pb, ext_hook=ext_hook, strict_map_key=False)
+            return decode_large_payload(pb, self._limits)  # every array and map counted (DecodeLimits)
         except EnvelopeError as exc:
             self._drop("payload", "dropped a message on {}: {}", key, exc)
-        except Exception as exc:  # msgpack raises several unrelated types, and so can ext hooks
-            self._drop("payload", "dropped a message on {}: payload is not valid msgpack: {}", key, exc)
         return _DROPPED
 
     def _heartbeat(self, hb: bytes | memoryview, pb: bytes | memoryview) -> None:
