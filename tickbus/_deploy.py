@@ -25,7 +25,7 @@ from pathlib import Path
 
 from observability import ConfigError
 
-__all__ = ["Installed", "add_parser", "deploy_source", "install", "run"]
+__all__ = ["Installed", "add_parser", "deploy_source", "hidden_from_units", "install", "run"]
 
 _DEFAULT_BIN = "/opt/tickbus/bin"
 UNITS = ("tickbus-broker.service", "tickbus-actors@.service", "tickbus-profiler.service")
@@ -44,6 +44,31 @@ class Installed:
 
     written: tuple[Path, ...]
     kept: tuple[Path, ...]
+    warnings: tuple[str, ...] = ()
+    """Things the units will trip on, e.g. a ``--bin-dir`` they cannot see (:func:`hidden_from_units`)."""
+
+
+# Paths the units' hardening hides from the service: ProtectHome=yes and PrivateTmp=yes.
+_HIDDEN = (
+    ("/home", "ProtectHome=yes"),
+    ("/root", "ProtectHome=yes"),
+    ("/run/user", "ProtectHome=yes"),
+    ("/tmp", "PrivateTmp=yes"),
+    ("/var/tmp", "PrivateTmp=yes"),
+)
+
+
+def hidden_from_units(path: Path) -> str | None:
+    """Why the installed units could not run a ``tickbus`` under ``path``, or None when they can."""
+    resolved = path.resolve()
+    for hidden, setting in _HIDDEN:
+        if resolved == Path(hidden) or Path(hidden) in resolved.parents:
+            return (
+                f"{resolved} is under {hidden}, which the units hide from the service ({setting}): "
+                "it would fail to start. Install tickbus in a virtualenv outside it (e.g. /opt/tickbus) "
+                "and give that --bin-dir"
+            )
+    return None
 
 
 def deploy_source() -> Path:
@@ -103,7 +128,8 @@ def install(
             f"tickbus deploy: cannot write under {prefix}: {exc.strerror} ({exc.filename}); "
             "run as root for --prefix /, or pick a writable staging directory"
         ) from exc
-    return Installed(tuple(written), tuple(kept))
+    hidden = hidden_from_units(bin_dir)
+    return Installed(tuple(written), tuple(kept), (hidden,) if hidden else ())
 
 
 def _write(path: Path, text: str, mode: int) -> None:
@@ -142,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     for path in done.kept:
         print(f"kept  {path} (exists; --force overwrites)")
+    for warning in done.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     root = "" if args.prefix.resolve() == Path("/") else f" (staged under {args.prefix})"
     print(
         f"next{root}: systemd-sysusers; systemctl daemon-reload; "

@@ -12,7 +12,8 @@ import pytest
 
 from actors import ConfigError, load_group_config
 from observability import load_table
-from tickbus._deploy import UNITS, deploy_source, install
+from tickbus._cli import main
+from tickbus._deploy import UNITS, deploy_source, hidden_from_units, install
 
 REPO = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(sys.executable).parent  # the venv's: it has a `tickbus` script
@@ -122,3 +123,37 @@ def test_tickbus_deploy_install_command_prints_the_next_steps(tmp_path):
     assert done.returncode == 0, done.stderr
     assert f"wrote {tmp_path}/etc/systemd/system/tickbus-actors@.service" in done.stdout
     assert "systemctl enable --now tickbus-broker tickbus-actors@GROUP tickbus-profiler" in done.stdout
+
+
+def test_the_units_do_not_restart_on_a_configuration_error():
+    for unit in UNITS:
+        text = (REPO / "deploy/systemd" / unit).read_text()
+        assert "Restart=on-failure" in text and "RestartPreventExitStatus=2" in text, unit
+
+
+@pytest.mark.parametrize(
+    ("path", "hidden"),
+    [
+        ("/home/alice/venv/bin", "ProtectHome=yes"),
+        ("/root/tickbus/.venv/bin", "ProtectHome=yes"),
+        ("/tmp/ci/main/.venv/bin", "PrivateTmp=yes"),
+        ("/var/tmp/venv/bin", "PrivateTmp=yes"),
+        ("/opt/tickbus/bin", None),
+        ("/homework/bin", None),
+    ],
+)
+def test_a_bin_dir_the_units_hide_is_named(path, hidden):
+    why = hidden_from_units(Path(path))
+    assert (why is None) if hidden is None else (hidden in why and "--bin-dir" in why)
+
+
+def test_install_warns_when_the_units_could_not_see_the_bin_dir(tmp_path, capsys):
+    bin_dir = tmp_path / "venv/bin"  # pytest's tmp_path is under /tmp: hidden by PrivateTmp=yes
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "tickbus").write_text("#!/bin/sh\n")
+    (bin_dir / "tickbus").chmod(0o755)
+    assert str(tmp_path).startswith("/tmp/")
+    done = install(tmp_path / "root", bin_dir=bin_dir)
+    assert len(done.warnings) == 1 and "PrivateTmp=yes" in done.warnings[0]
+    assert main(["deploy", "install", "--prefix", str(tmp_path / "root2"), "--bin-dir", str(bin_dir)]) == 0
+    assert "warning: " in capsys.readouterr().err
