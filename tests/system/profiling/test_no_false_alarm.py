@@ -24,7 +24,13 @@ import pytest
 
 from actors import AskTimeoutError
 from actors.testing import BrokerProcess
-from observability.profiling import DetectionConfig, ProfileWindow, RegressionDetector, merge_windows
+from observability.profiling import (
+    DetectionConfig,
+    ProfileWindow,
+    RegressionDetector,
+    dispersion,
+    merge_windows,
+)
 from tests.system.profiling.live import INTERVAL_US, LiveRun, live_model
 
 BASE_RATE = 1000  # messages/s asked while calibrating (35-45 % of the target's core where this was written)
@@ -206,6 +212,26 @@ def replay(recorded: dict[str, list[ProfileWindow]], seed: int) -> list[ProfileW
     return out
 
 
+MAX_PHI = 1.5  # as in test_detection_live.py
+NOISE_FUNCTIONS = ("score_signal", "compute_features")  # the two big ones: the shares that move most
+
+
+def recording_noise(phases: dict[str, list[ProfileWindow]]) -> tuple[float, str]:
+    """The largest over-dispersion of a big function's self counts across one phase's recorded
+    windows (1: binomial noise only), and which function and phase it was."""
+    worst, where = 0.0, ""
+    for phase, windows in phases.items():
+        for function in NOISE_FUNCTIONS:
+            counts = [
+                sum(n for f, n in w.self_counts().items() if f.endswith(f":Model.{function}"))
+                for w in windows
+            ]
+            phi = dispersion(counts, [sum(w.stacks.values()) for w in windows])
+            if phi > worst:
+                worst, where = phi, f"{function} ({phase} phase)"
+    return worst, where
+
+
 def evaluable(recorded: dict[str, list[ProfileWindow]], config: DetectionConfig) -> dict[str, int]:
     """Replayed windows per phase the detector can evaluate (step 2 of its method): a phase at a new
     load (the first one too) waits for ``min_baseline_windows`` windows at that load before the
@@ -255,7 +281,7 @@ def test_the_recording_has_the_three_phases(recorded):
         )
     print(
         f"base rate {recorded.base_rate:.0f}/s (busy {recorded.busy_at_calibration:.0%} at {BASE_RATE}/s); "
-        f"evaluable windows {evaluable(phases, DetectionConfig())}"
+        f"evaluable windows {evaluable(phases, DetectionConfig())}; noise {recording_noise(phases)}"
     )
     # the load doubled: the target kept up with the doubled rate (it was not saturated)
     assert handled["double"] > 1.6 * handled["base"], handled
@@ -267,6 +293,18 @@ def test_the_recording_has_the_three_phases(recorded):
 # recording varies less than binomially and no seed has raised an alert since (see CHANGELOG).
 @pytest.mark.parametrize("seed", range(5))
 def test_no_alert_over_360_replayed_windows_with_a_load_change_and_a_refactor(recorded, seed):
+    # The same gate as the live detection tests: on a machine whose other processes preempt the
+    # target, Austin's CPU mode counts the preempted time as running, the phases' shares move for
+    # reasons that are not the code's, and replaying ~12 such windows 20 times each makes that a
+    # lasting shift the detector rightly reports. Judge false alarms only on a recording whose windows
+    # vary no more than MAX_PHI times what sampling alone explains.
+    phi, where = recording_noise(recorded.phases)
+    if phi > MAX_PHI:
+        pytest.skip(
+            f"this machine's sampling noise is too high to judge false alarms: {where}'s share varies "
+            f"{phi:.1f}x more between recorded windows than sampling alone explains (at most {MAX_PHI} "
+            "assumed); other processes are preempting the target"
+        )
     detector = RegressionDetector()
     windows = replay(recorded.phases, seed)
     alerts, evaluated = [], []
