@@ -19,8 +19,7 @@ import zmq.asyncio
 import actors
 from actors import Subscriber, ask
 from actors.testing import ActorProcess, BrokerProcess
-
-from .test_lvc_requests import rss_kib
+from tests.system.chaos.chaos_actors import rss_kib
 
 PRICER = "tests.system.integration.ask_actors:Pricer"
 FLOOD, BATCH = 40_000, 2_000

@@ -25,8 +25,7 @@ import observability
 from actors import Actor, Key, handler
 from actors.testing import BrokerProcess, eventually
 from broker import encode_header, encode_key
-
-from .test_lvc_requests import rss_kib
+from tests.system.chaos.chaos_actors import rss_kib
 
 FLOOD = 20_000
 RATE = 50

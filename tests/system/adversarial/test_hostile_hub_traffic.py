@@ -16,17 +16,10 @@ import zmq.asyncio
 import actors
 from actors.testing import BrokerProcess, eventually
 from broker import encode_header, encode_key
+from tests.system.chaos.chaos_actors import rss_kib
 
 LEGIT = 2_000
 MIB = 1024
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 @pytest.fixture

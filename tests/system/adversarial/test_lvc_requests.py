@@ -18,18 +18,10 @@ import zmq.asyncio
 import actors
 from actors.testing import BrokerProcess, eventually
 from broker import encode_header, encode_key
+from tests.system.chaos.chaos_actors import rss_kib
 
 REQUEST = encode_key(("$lvc", "req"))
 ATTACK = 1000
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of ``pid`` in KiB (``VmRSS`` of /proc/PID/status)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 def request(requester: str, n: int) -> list[bytes]:

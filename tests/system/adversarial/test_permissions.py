@@ -25,6 +25,7 @@ import actors
 from actors import Subscriber, ask
 from actors.testing import ActorProcess, BrokerProcess, eventually
 from broker import ClientCurve, encode_header, encode_key, encode_payload
+from tests.system.chaos.chaos_actors import rss_kib
 
 PERMISSIONS = """
 [identities.feed]
@@ -60,13 +61,6 @@ PER_IDENTITY = 1_000  # --max-subscriptions-per-identity
 LEGIT = 10_000  # messages of the legitimate stream, sent in slices between the attacks
 RSS_GROWTH_LIMIT_KB = 64 * 1024
 pytestmark = pytest.mark.slow
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def make_keys(tmp_path: Path, names: tuple[str, ...]) -> tuple[Path, Path]:
@@ -193,14 +187,14 @@ def test_an_allowed_identity_cannot_do_what_its_permissions_do_not_grant(
         rss: dict[str, tuple[int, int]] = {}
 
         def attack(kind: str, count: int, run: Callable[[int], None], expect: int = 0) -> None:
-            before = rss_kb(pid)
+            before = rss_kib(pid)
             for n in range(count):
                 run(n)
                 if n % max(1, count // 5) == 0:
                     legit_slice()
             total = expect or count
             c.until_stats(monitor, lambda s: s["denied"].get("rogue", {}).get(kind, 0) >= total)
-            rss[f"{len(rss) + 1}. {kind} x{count}"] = (before, rss_kb(pid))
+            rss[f"{len(rss) + 1}. {kind} x{count}"] = (before, rss_kib(pid))
 
         # 1. a key outside its publish patterns (a distinct key each time: the verdict cache fills)
         attack("publish", DISTINCT, lambda n: c.send(rogue_pub, ROGUE, ("md", f"FAKE{n}"), -1))

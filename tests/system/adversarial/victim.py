@@ -20,15 +20,7 @@ import sys
 from typing import Any
 
 import actors
-
-
-def rss_kib() -> int:
-    """This process's resident set size, from /proc."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
+from tests.system.chaos.chaos_actors import rss_kib
 
 
 async def main(frontend: str, backend: str, max_remote: int) -> None:
