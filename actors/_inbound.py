@@ -1,10 +1,11 @@
 """Inbound protocol: from received frames to deliveries, with every reject counted.
 
-Socket-free: the remote hub reads frames and hands each frame list to :meth:`Inbound.handle`, which
-checks the frame count, decodes and caches the key, decodes and validates the header, records the
-sequence, matches the subscription index and only then decodes the payload (a message nobody in
-this process wants is never unpacked). A frame set that fails any step is dropped, counted under its
-reason and logged rate-limited; nothing raises out of :meth:`handle` but a subscriber's own bug.
+Socket-free: the remote hub reads frames and hands each one to :meth:`Inbound.handle`, which finds
+the key's end, decodes and caches the key, decodes and validates the header (the common shape
+inline), records the sequence, matches the subscription index and only then decodes the payload (a
+message nobody in this process wants is never unpacked). A frame that fails any step is dropped,
+counted under its reason and logged rate-limited; nothing raises out of :meth:`handle` but a
+subscriber's own bug.
 """
 
 from __future__ import annotations
@@ -16,14 +17,19 @@ from typing import Any
 from msgpack import unpackb
 
 from broker import (
+    FIXED,
+    FORMAT_VERSION,
     DecodeLimits,
     Header,
     Key,
     SubscriptionIndex,
-    decode_header,
+    decode_header_at,
     decode_key,
     decode_large_payload,
+    decode_message,
+    describe_frames,
     ext_hook,
+    header_length,
 )
 from observability import EnvelopeError, InvalidKeyError, RateLimitedLog
 
@@ -32,6 +38,10 @@ from ._liveness import HEARTBEAT_PREFIX, parse_heartbeat
 from ._sequence import Observation, SequenceTracker
 
 _CACHE_LIMIT = 100_000
+_PUBLISHER_LIMIT = 10_000
+_unpack_fixed = FIXED.unpack_from
+_FIXED_SIZE = FIXED.size
+_new_header = tuple.__new__  # Header(...) without the namedtuple's keyword handling
 _DROPPED: Any = object()  # what _payload returns for a payload it counted and dropped
 
 
@@ -81,28 +91,51 @@ class Inbound:
         # drained between two checks is still seen (see actors._liveness.LagMonitor)
         self.oldest_header: Header | None = None
         self.on_heartbeat: Callable[[str, float], None] | None = None  # (publisher id, interval)
+        # the rest of a multi-frame message whose first frame has no key end (a format-1 sender):
+        # the hub reads it so the message is counted once, naming its version
+        self.rest_of_message: Callable[[], list[bytes]] = list
+        self._publishers: dict[bytes, str] = {}
 
-    def handle(self, kb: bytes, hb: bytes | memoryview, pb: bytes | memoryview) -> None:
-        """Process one received three-frame message: key, header, payload."""
+    def handle(self, frame: bytes) -> None:  # noqa: PLR0911, PLR0915 -- the hot path, inlined on purpose
+        """Process one received frame: ``key KEY_END header payload`` (see ``broker._envelope``)."""
         self.received += 1
+        end = frame.find(b"\xff")
+        if end < 0:
+            self._no_key_end(frame)
+            return
+        kb = frame[:end]
         key = self._keys.get(kb)
         if key is None:
             if kb.startswith(HEARTBEAT_PREFIX):  # never cached, so ordinary keys pay nothing
-                self._heartbeat(hb, pb)
+                self._heartbeat(frame)
                 return
             try:
                 key = decode_key(kb)
             except InvalidKeyError as exc:
-                self._drop("key", "dropped a message with a bad key frame: {}", exc)
+                self._drop("key", "dropped a message with a bad key: {}", exc)
                 return
             if len(self._keys) >= _CACHE_LIMIT:
                 self._keys.clear()
             self._keys[kb] = key
-        try:
-            header = decode_header(hb)
-        except EnvelopeError as exc:
-            self._drop("header", "dropped a message on {} with a bad header: {}", key, exc)
-            return
+        # the header's common shape inline: no trace context, a publisher id seen before
+        start = end + 1
+        publisher = None
+        if len(frame) >= start + _FIXED_SIZE:
+            version, flags, publen, seq, mono_ns, wall_ns = _unpack_fixed(frame, start)
+            stop = start + _FIXED_SIZE + publen
+            if version == FORMAT_VERSION and not flags and seq > 0 and stop <= len(frame):
+                publisher = self._publishers.get(frame[start + _FIXED_SIZE : stop])
+        if publisher is not None:
+            header = _new_header(Header, (FORMAT_VERSION, publisher, seq, mono_ns, wall_ns, None))
+        else:
+            try:
+                stop = start + header_length(frame, start)
+                header = decode_header_at(frame, start)
+            except EnvelopeError as exc:
+                self._drop("header", "dropped a message on {} with a bad header: {}", key, exc)
+                return
+            at = start + _FIXED_SIZE
+            self._remember(frame[at : at + frame[start + 2]], header.publisher)
         if self.oldest_header is None:
             self.oldest_header = header
         # SequenceTracker.observe's fast path, inlined (one tuple, one dict get, one dict set).
@@ -119,13 +152,13 @@ class Inbound:
         if not routes:
             self.unmatched += 1
             return
-        if len(pb) <= self._counted_above:  # the common case, inline: one C call
+        if len(frame) - stop <= self._counted_above:  # the common case, inline: one C call
             try:
-                payload = unpackb(pb, ext_hook=ext_hook, strict_map_key=False)
+                payload = unpackb(frame[stop:], ext_hook=ext_hook, strict_map_key=False)
             except Exception as exc:  # msgpack raises several unrelated types, and so can ext hooks
                 self._drop("payload", "dropped a message on {}: payload is not valid msgpack: {}", key, exc)
                 return
-        elif (payload := self._large_payload(key, pb)) is _DROPPED:
+        elif (payload := self._large_payload(key, memoryview(frame)[stop:])) is _DROPPED:
             return
         for route in routes:
             try:
@@ -136,6 +169,23 @@ class Inbound:
                     "ERROR", "route-failure", "hub {}: a route failed on {}: {!r:.200}", self._name, key, exc
                 )
         self.delivered += len(routes)
+
+    def _remember(self, raw: bytes, publisher: str) -> None:
+        """Cache a publisher id's bytes once its header decoded, for the inline path (bounded)."""
+        if raw not in self._publishers:
+            if len(self._publishers) >= _PUBLISHER_LIMIT:
+                self._publishers.clear()
+            self._publishers[raw] = publisher
+
+    def _no_key_end(self, frame: bytes) -> None:
+        rest = self.rest_of_message()
+        if rest:
+            self._drop("frames", "dropped {}", describe_frames([frame, *rest]))
+            return
+        try:
+            decode_message(frame)
+        except EnvelopeError as exc:
+            self._drop("key", "dropped a message: {}", exc)
 
     def _large_payload(self, key: Key, pb: bytes | memoryview) -> Any:
         """A payload over ``counted_above`` bytes, decoded under the limits; ``_DROPPED`` once counted."""
@@ -149,12 +199,16 @@ class Inbound:
             self._drop("payload", "dropped a message on {}: {}", key, exc)
         return _DROPPED
 
-    def _heartbeat(self, hb: bytes | memoryview, pb: bytes | memoryview) -> None:
+    def _heartbeat(self, frame: bytes) -> None:
         try:
-            header = decode_header(hb)
-            interval, entries = parse_heartbeat(unpackb(pb, strict_map_key=False))
+            _, header, pb = decode_message(frame)
         except EnvelopeError as exc:
             self._drop("heartbeat", "dropped a heartbeat with a bad header: {}", exc)
+            return
+        try:
+            interval, entries = parse_heartbeat(unpackb(pb, strict_map_key=False))
+        except EnvelopeError as exc:
+            self._drop("heartbeat", "dropped a heartbeat with a bad payload: {}", exc)
             return
         except Exception as exc:  # msgpack's several error types, and ValueError from the parser
             self._drop("heartbeat", "dropped a heartbeat with a bad payload: {}", exc)
@@ -176,18 +230,12 @@ class Inbound:
             self.on_heartbeat(header.publisher, interval)
 
     def handle_frames(self, frames: list[bytes]) -> None:
-        """Process one received message given as a list of frames (any count)."""
-        if len(frames) != 3:
+        """Process one received message given as a list of frames (format 2 sends exactly one)."""
+        if len(frames) != 1:
             self.received += 1
-            self.wrong_frame_count(len(frames), counted=True)
+            self._drop("frames", "dropped {}", describe_frames(frames))
             return
-        self.handle(*frames)
-
-    def wrong_frame_count(self, count: int, *, counted: bool = False) -> None:
-        """Count and log a received message that did not have three frames."""
-        if not counted:
-            self.received += 1
-        self._drop("frames", "dropped a message of {} frames (expected 3)", count)
+        self.handle(frames[0])
 
     def statistics(self) -> InboundStatistics:
         """A snapshot of the counters."""

@@ -1,9 +1,10 @@
-"""raw-zmq: the floor. pyzmq PUB -> libzmq proxy process (XSUB/XPUB) -> pyzmq SUB, tickbus's frames.
+"""raw-zmq: the floor. pyzmq PUB -> libzmq proxy process (XSUB/XPUB) -> pyzmq SUB, tickbus's frame.
 
-The publisher sends ``[key, header, payload]`` with ``send_multipart`` (a PUB socket never blocks: at
-the high-water mark libzmq drops, which shows up as loss). High-water marks are 100,000 on every
-socket, as tickbus's defaults, so both are compared with the same buffering. The subscriber is
-asyncio: ``loop.add_reader(sock.FD)`` and ``recv_multipart(NOBLOCK)`` until EAGAIN (the descriptor is
+The publisher sends tickbus's one frame ``key 0xff header payload`` with ``send`` (a PUB socket
+never blocks: at the high-water mark libzmq drops, which shows up as loss). High-water marks are
+100,000 on every socket, as tickbus's defaults, so both are compared with the same buffering. The
+subscriber is
+asyncio: ``loop.add_reader(sock.FD)`` and ``recv(NOBLOCK)`` until EAGAIN (the descriptor is
 edge-triggered, so a callback must read until EAGAIN or reschedule itself, as tickbus's hub does).
 """
 
@@ -16,7 +17,7 @@ import zmq
 
 from ._procs import ProcessGroup, free_port, wait_line
 from ._systems import Config, OnMessage
-from ._wire import KEY_PREFIX, decode_frames, frames
+from ._wire import KEY_PREFIX, decode_frame, frame
 
 HWM = 100_000  # tickbus's default high-water mark, so both buffer the same
 _DRAIN_BUDGET = 2_000  # messages per reader callback before yielding to the loop (same as tickbus)
@@ -27,13 +28,13 @@ class _Pub:
         self._ctx, self._sock = ctx, sock
 
     async def burst(self, first_seq: int, count: int) -> None:
-        send = self._sock.send_multipart
+        send = self._sock.send
         for seq in range(first_seq, first_seq + count):
-            send(frames(seq))
+            send(frame(seq))
         await asyncio.sleep(0)
 
     async def send_one(self, seq: int) -> None:
-        self._sock.send_multipart(frames(seq))
+        self._sock.send(frame(seq))
 
     def stats(self) -> dict[str, int]:
         return {}
@@ -54,10 +55,10 @@ class _Sub:
         budget = _DRAIN_BUDGET
         while True:
             try:
-                _, head, payload = sock.recv_multipart(zmq.NOBLOCK)
+                data = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            seq, sent_ns = decode_frames(head, payload)
+            seq, sent_ns = decode_frame(data)
             on_message(seq, sent_ns)
             budget -= 1
             if not budget:  # still readable: come back after other callbacks had their turn

@@ -4,8 +4,9 @@
 
 - keys and matching: :class:`Key`, ``*`` wildcards, the wire form (:func:`encode_key`), the prefix a
   pattern subscribes (:func:`subscription_prefix`), and :class:`SubscriptionIndex` for routing;
-- the envelope codec: three frames ``[key, header, payload]``, one header encoder
-  (:func:`encode_header`) and one decoder (:func:`decode_header`), the payload codec;
+- the envelope codec: one frame ``key KEY_END header payload`` (format 2), one header encoder
+  (:func:`encode_header`) and one decoder (:func:`decode_header`), :func:`encode_message` /
+  :func:`decode_message` / :func:`split_message` for whole frames, the payload codec;
 - every reserved key and the publisher-id format (``broker._reserved``);
 - CURVE key files (:func:`generate_keys`, :class:`ClientCurve`).
 
@@ -32,20 +33,29 @@ from ._broker import Broker
 from ._config import DEFAULT_BACKEND, DEFAULT_FRONTEND, DEFAULT_MAX_SUBSCRIPTION, BrokerConfig
 from ._curve import ENV_SECRET, ENV_SERVER_KEY, ClientCurve, generate_keys, load_key_pair, load_public_key
 from ._envelope import (
+    FIXED,
+    FLAG_TRACE,
     FORMAT_VERSION,
     FRAMES,
+    KEY_END,
     MAX_HEADER_BYTES,
     DecodeLimits,
     Header,
     decode_header,
+    decode_header_at,
     decode_large_payload,
+    decode_message,
     decode_payload,
+    describe_frames,
     encode_header,
+    encode_message,
     encode_payload,
     ext_hook,
+    header_length,
     pack_payload,
     register_type,
     reset_payload_packer,
+    split_message,
 )
 from ._index import SubscriptionIndex
 from ._keys import (
@@ -99,10 +109,13 @@ __all__ = [
     "DecodeLimits",
     "ENV_SECRET",
     "ENV_SERVER_KEY",
+    "FIXED",
+    "FLAG_TRACE",
     "FORMAT_VERSION",
     "FRAMES",
     "HEARTBEAT",
     "Header",
+    "KEY_END",
     "Key",
     "LVC_INBOX",
     "LVC_REQUEST",
@@ -118,14 +131,19 @@ __all__ = [
     "SubscriptionIndex",
     "WILDCARD",
     "decode_header",
+    "decode_header_at",
     "decode_key",
     "decode_large_payload",
+    "decode_message",
     "decode_payload",
+    "describe_frames",
     "encode_header",
     "encode_key",
+    "encode_message",
     "encode_payload",
     "ext_hook",
     "generate_keys",
+    "header_length",
     "is_reserved",
     "load_key_pair",
     "load_public_key",
@@ -137,6 +155,7 @@ __all__ = [
     "publisher_identity",
     "register_type",
     "reset_payload_packer",
+    "split_message",
     "subscription_prefix",
     "validate",
 ]

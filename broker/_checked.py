@@ -40,7 +40,7 @@ from ._permissions import Permissions, Rules, plumbing_kind
 from ._reserved import parse_publisher_id
 
 KINDS = (
-    "malformed",  # not three frames, or a key or header that does not decode
+    "malformed",  # not one frame, or a key or header that does not decode
     "publisher",  # a header under a publisher id that is not the identity's own
     "publish",  # a key outside its publish patterns
     "reserved",  # a reserved key it may not publish ($broker, $lvc snapshots, others' plumbing)
@@ -154,15 +154,16 @@ class Gate:
 
     # -- publishing ---------------------------------------------------------------------------
     def publish(
-        self, identity: str, key_frame: bytes, header: bytes | memoryview, payload: Payload, frames: int = 3
+        self, identity: str, key_frame: bytes, header: bytes | memoryview, payload: Payload, frames: int = 1
     ) -> str | None:
-        """None to forward a message from ``identity`` (``frames`` frames: key, header, payload),
-        else the drop kind (counted)."""
+        """None to forward a message from ``identity`` (its one frame split into key, header and
+        payload: ``broker.split_message``; ``frames`` other than 1 is refused), else the drop kind
+        (counted)."""
         rules = self.permissions.rules(identity)
         if rules is None:
             return self.deny(identity, "publish", "no [identities] table for this key")
         try:
-            if frames != 3:
+            if frames != 1:  # a second frame would pass the subscribers' prefix filters unchecked
                 raise ValueError(frames)
             publisher = decode_header(header).publisher
         except Exception:  # EnvelopeError; anything else from a hostile header is the same to us

@@ -1,22 +1,30 @@
-"""The envelope: three ZeroMQ frames per message, ``[key, header, payload]``.
+"""The envelope: one ZeroMQ frame per message, ``key KEY_END header payload``.
 
-- ``key``: the key's wire form (see :mod:`broker._keys`), first so ZeroMQ's prefix filter sees it.
-- ``header``: a msgpack array ``[version, publisher, seq, mono_ns, wall_ns, trace]``:
+Format version 2 (version 1 sent three frames ``[key, header, payload]``; one frame costs a third
+of the receive and send calls, which was most of the bus's per-message cost):
+
+- ``key``: the key's wire form (see :mod:`broker._keys`), first so ZeroMQ's prefix filter sees it,
+  then :data:`KEY_END` (``0xff``, a byte UTF-8 never contains), so the key ends at the first ``0xff``.
+- ``header``: a fixed little-endian part ``version u8, flags u8, publisher length u8, seq u64,
+  mono_ns i64, wall_ns i64`` (27 bytes), the publisher id (UTF-8), and when ``flags & 1`` a trace
+  context: ``u16`` length and a msgpack ``[traceparent, tracestate]``.
   ``version`` is :data:`FORMAT_VERSION`; ``publisher`` the publishing hub's id, one per
   incarnation (``name@host:pid:token``, see :mod:`broker._reserved`) so a restarted publisher is a
   new publisher, never a sequence error; ``seq`` counts from 1 per (publisher, key); ``mono_ns``
   is ``time.monotonic_ns()`` (comparable between processes of one host) and ``wall_ns``
-  ``time.time_ns()`` (between hosts);
-  ``trace`` is ``None`` or a ``[traceparent, tracestate]`` pair for sampled messages.
-- ``payload``: msgpack. Extra types go through :func:`register_type`; ``Decimal``, ``datetime``
-  and ``date`` are registered by default. Arrays decode as lists, maps as dicts.
+  ``time.time_ns()`` (between hosts).
+- ``payload``: msgpack, the rest of the frame. Extra types go through :func:`register_type`;
+  ``Decimal``, ``datetime`` and ``date`` are registered by default. Arrays decode as lists, maps
+  as dicts.
 
-Decoding never raises anything but :class:`EnvelopeError`, so a receive loop can count and drop.
+Decoding never raises anything but :class:`EnvelopeError`, so a receive loop can count and drop;
+a message of another format version is refused with a reason naming both versions.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,9 +34,14 @@ import msgpack
 
 from observability import EnvelopeError
 
-FORMAT_VERSION = 1
-FRAMES = 3
-_HEADER_FIELDS = 6
+FORMAT_VERSION = 2
+FRAMES = 1
+KEY_END = b"\xff"
+"""The byte after a key's wire form: UTF-8 never contains it, so the first one ends the key."""
+FIXED = struct.Struct("<BBBQqq")
+"""The header's fixed part: version, flags, publisher id length, seq, mono_ns, wall_ns."""
+FLAG_TRACE = 1
+_TRACE_LEN = struct.Struct("<H")
 MAX_HEADER_BYTES = 1024
 """Bytes of one header frame: a publisher id and a trace context fit easily; the bound keeps what a
 header can build to a few dozen kilobytes, so no per-field decode limits are needed."""
@@ -44,8 +57,6 @@ class Header(NamedTuple):
     wall_ns: int
     trace: list[str] | None
 
-
-_make_header = Header._make
 
 _encoders: dict[type, tuple[int, Callable[[Any], bytes]]] = {}
 _decoders: dict[int, Callable[[bytes], Any]] = {}
@@ -204,58 +215,151 @@ def decode_payload(data: bytes | memoryview, limits: DecodeLimits = DEFAULT_LIMI
         raise EnvelopeError(f"payload is not valid msgpack: {exc}") from exc
 
 
+_pack_fixed = FIXED.pack
+_unpack_fixed = FIXED.unpack_from
+_FIXED_SIZE = FIXED.size
+_publishers: dict[bytes, str] = {}  # publisher id bytes -> str: a handful per bus, bounded below
+
+
 def encode_header(
     publisher: str, seq: int, mono_ns: int, wall_ns: int, trace: list[str] | None = None
 ) -> bytes:
-    """msgpack bytes of an envelope header: the only place its field order is written."""
-    return _pack_header((FORMAT_VERSION, publisher, seq, mono_ns, wall_ns, trace))
+    """The bytes of an envelope header: the only place its layout is written (see the module doc)."""
+    pub = publisher.encode()
+    if len(pub) > 255:
+        raise EnvelopeError(f"publisher id {publisher[:40]!r}... is {len(pub)} bytes, over 255")
+    if trace is None:
+        return _pack_fixed(FORMAT_VERSION, 0, len(pub), seq, mono_ns, wall_ns) + pub
+    context = _pack_header(trace)
+    return (
+        _pack_fixed(FORMAT_VERSION, FLAG_TRACE, len(pub), seq, mono_ns, wall_ns)
+        + pub
+        + _TRACE_LEN.pack(len(context))
+        + context
+    )
+
+
+def encode_message(kb: bytes, header: bytes, payload: bytes) -> bytes:
+    """The one frame of a message: wire key, :data:`KEY_END`, header bytes, payload bytes."""
+    return kb + KEY_END + header + payload
+
+
+def header_length(frame: bytes | memoryview, start: int) -> int:
+    """Bytes of the header that starts at ``frame[start]``; :class:`EnvelopeError` when it is cut short
+    or of another format version."""
+    if len(frame) < start + _FIXED_SIZE:
+        if len(frame) > start and frame[start] != FORMAT_VERSION:
+            raise _version_error(frame[start])
+        raise EnvelopeError(f"header of {len(frame) - start} bytes is shorter than {_FIXED_SIZE}")
+    version, flags, publen = frame[start], frame[start + 1], frame[start + 2]
+    if version != FORMAT_VERSION:
+        raise _version_error(version)
+    end = start + _FIXED_SIZE + publen
+    if flags & FLAG_TRACE:
+        if len(frame) < end + 2:
+            raise EnvelopeError("header's trace context is cut short")
+        end += 2 + _TRACE_LEN.unpack_from(frame, end)[0]
+    if end > len(frame):
+        raise EnvelopeError(f"header of {end - start} bytes runs past the {len(frame)}-byte frame")
+    if end - start > MAX_HEADER_BYTES:
+        raise EnvelopeError(f"header of {end - start} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")
+    return end - start
+
+
+def _version_error(version: int) -> EnvelopeError:
+    return EnvelopeError(
+        f"envelope format version {version} is not this receiver's version {FORMAT_VERSION}; "
+        "upgrade the older side (every process of a bus speaks one version)"
+    )
+
+
+def split_message(frame: bytes) -> tuple[bytes, bytes, bytes]:
+    """``(wire key, header bytes, payload bytes)`` of a frame, without decoding them.
+
+    :class:`EnvelopeError` when the frame has no key end or its header is malformed in length or
+    version (the broker's cache and forwarder use this; hubs decode with :func:`decode_message`).
+    """
+    end = frame.find(KEY_END)
+    if end < 0:
+        raise EnvelopeError(_no_key_end(frame))
+    start = end + 1
+    stop = start + header_length(frame, start)
+    return frame[:end], frame[start:stop], frame[stop:]
+
+
+def _no_key_end(frame: bytes) -> str:
+    if frame.endswith(b"\0"):
+        return (
+            f"frame {frame[:40]!r} is a bare key: a format-1 sender (three frames) or not tickbus; "
+            f"this receiver speaks format {FORMAT_VERSION} (one frame)"
+        )
+    return f"frame {frame[:40]!r} has no key end (0xff): not a format-{FORMAT_VERSION} tickbus message"
+
+
+def describe_frames(frames: list[bytes]) -> str:
+    """Why a multi-frame message is refused, naming its format version when it looks like one."""
+    if len(frames) == 3:
+        try:
+            fields = _unpackb(frames[1][:MAX_HEADER_BYTES], use_list=False)
+        except Exception:
+            fields = None
+        if type(fields) is tuple and fields and type(fields[0]) is int:
+            return (
+                f"a message of envelope format version {fields[0]} (three frames); "
+                f"this receiver speaks format {FORMAT_VERSION} (one frame)"
+            )
+    return f"a message of {len(frames)} frames (format {FORMAT_VERSION} sends one)"
 
 
 def decode_header(data: bytes | memoryview) -> Header:
-    """The header of a frame; raises :class:`EnvelopeError` when it is malformed.
-
-    The receive path calls this for every message: the common shape (no trace context) is checked
-    in one expression, anything else goes to :func:`_decode_unusual_header`.
-    """
+    """The header in ``data`` (exactly its bytes); raises :class:`EnvelopeError` when it is malformed."""
     if len(data) > MAX_HEADER_BYTES:
         raise EnvelopeError(f"header of {len(data)} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")
-    try:
-        fields = _unpackb(data, use_list=False)  # <= 1 KiB: at most ~1,000 small objects
-    except Exception as exc:  # msgpack raises several unrelated types on bad input
-        raise EnvelopeError(f"header is not valid msgpack: {exc}") from exc
-    if (
-        type(fields) is tuple
-        and len(fields) == _HEADER_FIELDS
-        and fields[0] == FORMAT_VERSION
-        and type(fields[1]) is str
-        and type(fields[2]) is int
-        and fields[2] > 0
-        and type(fields[3]) is int
-        and type(fields[4]) is int
-        and fields[5] is None
-    ):
-        return _make_header(fields)
-    return _decode_unusual_header(fields, data)
+    size = header_length(data, 0)
+    if size != len(data):
+        raise EnvelopeError(f"header is {len(data)} bytes, its fields say {size}")
+    return decode_header_at(data, 0)
 
 
-def _decode_unusual_header(fields: Any, data: bytes | memoryview) -> Header:
-    if type(fields) is not tuple or len(fields) != _HEADER_FIELDS:
-        raise EnvelopeError(f"header is not a {_HEADER_FIELDS}-field array: {bytes(data[:40])!r}")
-    version, publisher, seq, mono_ns, wall_ns, trace = fields
-    if version != FORMAT_VERSION:
-        raise EnvelopeError(
-            f"header format version {version!r} is not this receiver's version {FORMAT_VERSION}"
-        )
-    if (
-        type(publisher) is not str
-        or type(seq) is not int
-        or seq < 1
-        or type(mono_ns) is not int
-        or type(wall_ns) is not int
-    ):
-        raise EnvelopeError(f"header fields have wrong types: {fields!r:.120}")
-    if trace is not None:
-        if type(trace) is not tuple or len(trace) != 2 or not all(type(t) is str for t in trace):
-            raise EnvelopeError(f"header trace context is not [traceparent, tracestate]: {trace!r:.80}")
-        trace = list(trace)
+def decode_header_at(frame: bytes | memoryview, start: int) -> Header:
+    """The header at ``frame[start]``, whose length :func:`header_length` checked."""
+    version, flags, publen, seq, mono_ns, wall_ns = _unpack_fixed(frame, start)
+    at = start + _FIXED_SIZE
+    raw = bytes(frame[at : at + publen])
+    publisher = _publishers.get(raw)
+    if publisher is None:
+        try:
+            publisher = raw.decode()
+        except UnicodeDecodeError:
+            raise EnvelopeError(f"header's publisher id {raw[:40]!r} is not UTF-8") from None
+        if len(_publishers) >= 10_000:
+            _publishers.clear()
+        _publishers[raw] = publisher
+    if seq < 1:
+        raise EnvelopeError(f"header's seq {seq} is not >= 1")
+    trace = None
+    if flags & FLAG_TRACE:
+        at += publen
+        (size,) = _TRACE_LEN.unpack_from(frame, at)
+        trace = _decode_trace(frame[at + 2 : at + 2 + size])
     return Header(version, publisher, seq, mono_ns, wall_ns, trace)
+
+
+def _decode_trace(data: bytes | memoryview) -> list[str]:
+    try:
+        trace = _unpackb(data, use_list=False)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise EnvelopeError(f"header's trace context is not valid msgpack: {exc}") from exc
+    if type(trace) is not tuple or len(trace) != 2 or not all(type(t) is str for t in trace):
+        raise EnvelopeError(f"header trace context is not [traceparent, tracestate]: {trace!r:.80}")
+    return list(trace)
+
+
+def decode_message(frame: bytes) -> tuple[bytes, Header, bytes]:
+    """``(wire key, header, payload bytes)`` of a frame; :class:`EnvelopeError` when malformed."""
+    end = frame.find(KEY_END)
+    if end < 0:
+        raise EnvelopeError(_no_key_end(frame))
+    start = end + 1
+    stop = start + header_length(frame, start)
+    return frame[:end], decode_header_at(frame, start), frame[stop:]

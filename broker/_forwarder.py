@@ -22,9 +22,10 @@ import time
 import zmq
 from loguru import logger
 
-from observability import BrokerConfigError
+from observability import BrokerConfigError, EnvelopeError
 
 from ._checked import Gate
+from ._envelope import split_message
 from ._permissions import Permissions
 
 _BATCH = 256  # messages per socket per poll round, so neither direction starves the other
@@ -112,9 +113,11 @@ class CheckedForwarder:
             except zmq.ZMQError:  # no metadata: an inproc peer, i.e. the broker's own sockets
                 identity = ""
             if identity:
-                header = frames[1] if n > 1 else b""
-                payload = frames[2] if n > 2 else b""
-                if publish(str(identity), frames[0], header, payload, n) is not None:
+                try:
+                    kb, header, payload = split_message(frames[0]) if n == 1 else (frames[0], b"", b"")
+                except EnvelopeError:
+                    kb, header, payload, n = frames[0], b"", b"", 0  # refused as malformed
+                if publish(str(identity), kb, header, payload, n) is not None:
                     continue
             backend.send_multipart(frames)
             counters[6] += n

@@ -17,10 +17,10 @@ import msgpack
 import zmq
 from loguru import logger
 
-from observability import RateLimitedLog
+from observability import EnvelopeError, RateLimitedLog
 
 from ._config import BrokerConfig
-from ._envelope import decode_header, encode_header
+from ._envelope import decode_header, encode_header, encode_message, split_message
 from ._keys import encode_key
 from ._lvc import CacheStatistics, LastValueCache, parse_request
 from ._lvc_requests import MAX_REQUEST_BYTES, Pending, PendingRequests, ReplyPlan, RequestGate
@@ -181,13 +181,17 @@ class CacheThread:
                 frames = self._sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 3:
+            if len(frames) != 1:
                 continue  # the subscribers' own hubs count malformed traffic
             try:
-                if frames[0] == request:
-                    self._request(frames[1], frames[2])
+                kb, header, payload = split_message(frames[0])
+            except EnvelopeError:
+                continue  # counted by the subscribers' hubs too
+            try:
+                if kb == request:
+                    self._request(header, payload)
                 else:
-                    store(frames[0], frames[1], frames[2])
+                    store(kb, header, payload)
             except Exception as exc:  # one message must never end the cache: count, go on
                 self.cache.malformed += 1
                 self._log.log(
@@ -298,7 +302,7 @@ class CacheThread:
         seq = self._seqs.get(inbox, 0) + 1
         header = encode_header(self._publisher_id, seq, time.monotonic_ns(), time.time_ns())
         try:
-            self._pub.send_multipart([inbox, header, self._pack(plan.part())], zmq.DONTWAIT)
+            self._pub.send(encode_message(inbox, header, self._pack(plan.part())), zmq.DONTWAIT)
         except zmq.Again:
             self._blocked = True
             return False

@@ -5,13 +5,13 @@ channels, each decoded here by a plain class that the socket layer (:mod:`broker
 
 - :class:`ProxyCounters`: the reply to ``STATISTICS`` on the proxy's control socket, eight
   little-endian uint64 frames. libzmq counts *frames* ("messages" in its docs) and bytes per socket
-  and direction; a tickbus message is three frames, so messages are estimated as frames // 3.
+  and direction; a tickbus message is one frame (format 2), so frames are messages.
 - :class:`SubscriptionTable`: the frontend XSUB forwards each distinct subscribe (``b'\\x01' + prefix``)
   and unsubscribe (``b'\\x00' + prefix``) to every publisher, including the broker's own internal one,
   so the set of live prefixes is known exactly.
 - connected publishers and subscribers come from socket monitor events (:mod:`broker._peers`).
 
-Limits: garbage frames (not 3 per message) skew ``messages_forwarded``; frames counted as sent to the
+Limits: garbage multi-frame messages skew ``messages_forwarded``; frames counted as sent to the
 XPUB may still be dropped there for a slow subscriber (HWM) or when no subscriber wants them.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 from observability import BrokerError
 
-from ._envelope import encode_header, encode_payload
+from ._envelope import encode_header, encode_message, encode_payload
 from ._keys import encode_key
 from ._reserved import BROKER_STATS
 
@@ -102,7 +102,7 @@ class BrokerStatistics:
     Frame counters come from libzmq's proxy: ``frames_in``/``bytes_in`` were received from publishers
     on the frontend (the broker's own statistics messages included), ``frames_out``/``bytes_out``
     handed to the backend XPUB, which then sends each to every subscriber that wants it.
-    ``messages_forwarded`` is ``frames_out // 3``, exact while every publisher speaks tickbus's
+    ``messages_forwarded`` is ``frames_out``, exact while every publisher speaks tickbus's
     three-frame envelope. ``subscription_frames_in`` counts subscribe/unsubscribe frames from
     subscribers, ``subscription_frames_out`` those the frontend passed on to publishers.
     """
@@ -149,7 +149,7 @@ class BrokerStatistics:
             bytes_in=counters.frontend_bytes_in,
             frames_out=counters.backend_frames_out,
             bytes_out=counters.backend_bytes_out,
-            messages_forwarded=counters.backend_frames_out // 3,
+            messages_forwarded=counters.backend_frames_out,
             subscription_frames_in=counters.backend_frames_in,
             subscription_frames_out=counters.frontend_frames_out,
             subscribers=subscribers,
@@ -167,7 +167,7 @@ class BrokerStatistics:
 
 
 class StatsEnvelope:
-    """Builds the three frames of each statistics message, with sequence numbers from 1."""
+    """Builds the frame of each statistics message, with sequence numbers from 1."""
 
     __slots__ = ("_seq", "backend", "frontend", "key", "publisher_id")
 
@@ -183,11 +183,11 @@ class StatsEnvelope:
         return self._seq
 
     def frames(self, stats: BrokerStatistics, *, mono_ns: int, wall_ns: int) -> list[bytes]:
-        """``[key, header, payload]`` for ``stats``; the payload is :meth:`BrokerStatistics.as_dict`
+        """``[frame]`` (one frame, format 2) for ``stats``; the payload is :meth:`BrokerStatistics.as_dict`
         plus ``frontend`` and ``backend`` (the bound endpoint lists)."""
         self._seq += 1
         payload = stats.as_dict()
         payload["frontend"] = self.frontend
         payload["backend"] = self.backend
         header = encode_header(self.publisher_id, self._seq, mono_ns, wall_ns)
-        return [self.key, header, encode_payload(payload)]
+        return [encode_message(self.key, header, encode_payload(payload))]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from actors import Key, encode_header, encode_key, encode_payload
 from actors._inbound import Inbound
-from broker import SubscriptionIndex
+from broker import FIXED, SubscriptionIndex, encode_message
 from observability import RateLimitedLog
 
 
@@ -24,20 +24,21 @@ GOOD_KEY = encode_key(("t", "x"))
 
 
 def good(seq: int) -> list[bytes]:
-    return [GOOD_KEY, encode_header("pub", seq, 1, 2), encode_payload({"n": seq})]
+    return [encode_message(GOOD_KEY, encode_header("pub", seq, 1, 2), encode_payload({"n": seq}))]
 
 
 @pytest.mark.parametrize(
     "frames",
     [
-        [b"only-one"],
+        [b"only-one"],  # no key end
         [GOOD_KEY, b"two"],
         [GOOD_KEY, b"h", b"p", b"four"],
-        [b"t\x00x", encode_header("p", 1, 1, 1), b"\x80"],  # key without terminator
-        [GOOD_KEY, b"\xc1", b"\x80"],  # header not msgpack
-        [GOOD_KEY, msgpack.packb([9, "p", 1, 1, 1, None]), b"\x80"],  # wrong version
-        [GOOD_KEY, encode_header("p", 1, 1, 1), b"\xc1"],  # payload not msgpack
-        [GOOD_KEY, encode_header("p", 1, 1, 1), b"\x00" * 2000],  # oversize
+        [GOOD_KEY, msgpack.packb([1, "p", 1, 1, 1, None]), b"\x80"],  # a format-1 message
+        [encode_message(b"t\x00x", encode_header("p", 1, 1, 1), b"\x80")],  # key without terminator
+        [encode_message(GOOD_KEY, b"\xc1", b"\x80")],  # header cut short
+        [encode_message(GOOD_KEY, FIXED.pack(9, 0, 1, 1, 1, 1) + b"p", b"\x80")],  # wrong version
+        [encode_message(GOOD_KEY, encode_header("p", 1, 1, 1), b"\xc1")],  # payload not msgpack
+        [encode_message(GOOD_KEY, encode_header("p", 1, 1, 1), b"\x00" * 2000)],  # oversize
     ],
 )
 def test_each_kind_of_malformed_message_is_counted_and_dropped(frames):
@@ -49,13 +50,25 @@ def test_each_kind_of_malformed_message_is_counted_and_dropped(frames):
 
 def test_messages_nobody_wants_are_not_decoded_but_counted_unmatched():
     inbound, _ = make_inbound()
-    inbound.handle_frames([encode_key(("u",)), encode_header("p", 1, 1, 1), b"\xc1"])
+    inbound.handle_frames([encode_message(encode_key(("u",)), encode_header("p", 1, 1, 1), b"\xc1")])
     assert inbound.statistics().unmatched == 1 and inbound.statistics().malformed == 0
 
 
 def test_a_header_with_trace_context_takes_the_checked_path_and_is_delivered():
     inbound, got = make_inbound()
-    inbound.handle_frames([GOOD_KEY, encode_header("p", 1, 1, 1, ["00-a-b-01", ""]), encode_payload(1)])
+    inbound.handle_frames(
+        [encode_message(GOOD_KEY, encode_header("p", 1, 1, 1, ["00-a-b-01", ""]), encode_payload(1))]
+    )
+    inbound.handle_frames(
+        [encode_message(GOOD_KEY, encode_header("p", 2, 1, 1), encode_payload(2))]
+    )  # fast path
+    assert got == [(("t", "x"), 1, 1), (("t", "x"), 2, 2)]
+    got.clear()
+    inbound.handle_frames(
+        [encode_message(GOOD_KEY, encode_header("p", 3, 1, 1, ["00-a-b-01", ""]), encode_payload(1))]
+    )
+    assert got == [(("t", "x"), 1, 3)]
+    got[:] = [(("t", "x"), 1, 1)]
     assert got == [(("t", "x"), 1, 1)]
 
 
@@ -69,3 +82,11 @@ def test_fuzzed_frames_never_raise_and_good_traffic_alongside_all_arrives(junk):
     stats = inbound.statistics()
     assert stats.received == 2 * len(junk)
     assert stats.gaps == 0
+
+
+def test_a_format_1_message_is_counted_once_naming_both_versions():
+    inbound, got = make_inbound()
+    v1 = [GOOD_KEY, msgpack.packb([1, "p", 1, 1, 1, None]), encode_payload(1)]
+    inbound.rest_of_message = lambda: v1[1:]  # what the hub reads of the rest of the message
+    inbound.handle(v1[0])
+    assert got == [] and inbound.statistics().malformed == 1 and inbound.malformed_by_reason == {"frames": 1}

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 from actors import Key, Message
 from actors._snapshot import SnapshotMerge, SnapshotRequest
-from broker import Header, LastValueCache, encode_key
+from broker import Header, LastValueCache, encode_header, encode_key
 from broker import parse_snapshot_request as parse_request
 
 
 def _header(seq: int, publisher: str = "p@h:1:a") -> bytes:
-    return msgpack.packb([1, publisher, seq, 0, 0, None])
+    return encode_header(publisher, seq, 0, 0)
 
 
 def test_the_cache_keeps_the_latest_per_key_and_ignores_reserved_keys():

@@ -13,7 +13,7 @@ import zmq
 import broker
 from broker import BindError, BrokerConfig, BrokerConfigError, BrokerError, BrokerStatistics
 from broker._bind import bind_error
-from broker._envelope import decode_header, decode_payload
+from broker._envelope import decode_message, decode_payload
 from broker._keys import decode_key
 from broker._peers import PeerCounter
 from broker._stats import ProxyCounters, StatsEnvelope, SubscriptionTable
@@ -99,7 +99,7 @@ def test_proxy_counters_decode_eight_little_endian_uint64_frames():
     assert counters.frontend_frames_in == 30 and counters.backend_bytes_out == 300
     stats = BrokerStatistics.build(counters, uptime_s=1.5, subscribers=1, publishers=2, subscriptions=3)
     assert (stats.frames_in, stats.bytes_in, stats.frames_out, stats.bytes_out) == (30, 300, 30, 300)
-    assert stats.messages_forwarded == 10
+    assert stats.messages_forwarded == 30  # one frame per message (format 2)
     assert (stats.subscription_frames_in, stats.subscription_frames_out) == (2, 2)
 
 
@@ -180,19 +180,19 @@ def test_stats_envelope_is_a_valid_tickbus_message_with_sequence_from_one():
     stats = BrokerStatistics.build(
         ProxyCounters(*range(8)), uptime_s=2.0, subscribers=4, publishers=5, subscriptions=6
     )
-    first = envelope.frames(stats, mono_ns=10, wall_ns=20)
-    second = envelope.frames(stats, mono_ns=11, wall_ns=21)
-    assert first[0] == b"$broker\x00stats\x00" and decode_key(first[0]) == ("$broker", "stats")
-    header = decode_header(first[1])
+    (first,) = envelope.frames(stats, mono_ns=10, wall_ns=20)
+    (second,) = envelope.frames(stats, mono_ns=11, wall_ns=21)
+    kb, header, raw = decode_message(first)
+    assert kb == b"$broker\x00stats\x00" and decode_key(kb) == ("$broker", "stats")
     assert (header.publisher, header.seq, header.mono_ns, header.wall_ns) == ("broker@h:1:ab", 1, 10, 20)
-    assert decode_header(second[1]).seq == 2
-    payload = decode_payload(first[2])
+    assert decode_message(second)[1].seq == 2
+    payload = decode_payload(raw)
     assert payload == {
         **stats.as_dict(),
         "frontend": ["tcp://127.0.0.1:1"],
         "backend": ["ipc:///tmp/b"],
     }
-    assert payload["subscribers"] == 4 and payload["messages_forwarded"] == 6 // 3
+    assert payload["subscribers"] == 4 and payload["messages_forwarded"] == 6
 
 
 def test_public_module_docstring_explains_the_broker():

@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from broker import BindError, Broker, BrokerConfig, BrokerError
-from broker._envelope import encode_header
+from broker._envelope import encode_header, encode_message
 from broker._keys import encode_key
 from tests.broker.broker_helpers import eventually, recv_until, wait_for_subscription
 
@@ -37,14 +37,16 @@ def test_statistics_count_frames_bytes_peers_and_subscriptions_in_process(ctx):
         wait_for_subscription(pub, {b"quote\x00", b"trade\x00"})
         sent = []
         for i in range(10):
-            frames = [encode_key(("quote", "X")), encode_header("p", i + 1, 0, 0), b"\x91\x01"]
+            frames = [
+                encode_message(encode_key(("quote", "X")), encode_header("p", i + 1, 0, 0), b"\x91\x01")
+            ]
             pub.send_multipart(frames)
             sent.append(frames)
         got = [recv_until(sub, lambda f: True, 3.0) for _ in range(10)]
         assert got == sent
 
         stats = broker.statistics()
-        assert (stats.frames_in, stats.frames_out, stats.messages_forwarded) == (30, 30, 10)
+        assert (stats.frames_in, stats.frames_out, stats.messages_forwarded) == (10, 10, 10)
         assert stats.bytes_in == stats.bytes_out == sum(len(f) for m in sent for f in m)
         assert stats.subscription_frames_in == 2
         assert stats.uptime_s > 0

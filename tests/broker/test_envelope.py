@@ -20,12 +20,13 @@ from actors import (
     encode_payload,
     register_type,
 )
+from broker import FIXED, FORMAT_VERSION, decode_message, describe_frames, encode_message, split_message
 
 
 def test_header_round_trips_with_and_without_trace_context():
     plain = decode_header(encode_header("feed@h:1:ab", 7, 123, 456))
     assert (plain.version, plain.publisher, plain.seq, plain.mono_ns, plain.wall_ns, plain.trace) == (
-        1,
+        2,
         "feed@h:1:ab",
         7,
         123,
@@ -60,21 +61,55 @@ def test_unknown_payload_type_is_named_in_the_error():
     assert decode_payload(encode_payload({"x": 1})) == {"x": 1}  # the packer recovered
 
 
+def _fixed(version=FORMAT_VERSION, flags=0, publen=1, seq=1):
+    return FIXED.pack(version, flags, publen, seq, 1, 1)
+
+
 @pytest.mark.parametrize(
     ("frame", "reason"),
     [
-        (b"\xc1", "not valid msgpack"),
-        (msgpack.packb([1, "p", 1, 1]), "6-field array"),
-        (msgpack.packb([2, "p", 1, 1, 1, None]), "format version 2 is not this receiver's version 1"),
-        (msgpack.packb([1, 5, 1, 1, 1, None]), "wrong types"),
-        (msgpack.packb([1, "p", 0, 1, 1, None]), "wrong types"),
-        (msgpack.packb([1, "p", 1, 1, 1, ["only-one"]]), "trace context"),
-        (msgpack.packb({"v": 1}), "6-field array"),
+        (b"\x02\x00", "shorter than 27"),
+        (_fixed(version=1) + b"p", "format version 1 is not this receiver's version 2"),
+        (b"\x01\x00", "format version 1 is not this receiver's version 2"),
+        (_fixed(version=3) + b"p", "format version 3 is not this receiver's version 2"),
+        (_fixed(publen=5) + b"p", "runs past"),
+        (_fixed() + b"p" + b"extra", "its fields say 28"),
+        (_fixed(seq=0) + b"p", "seq 0 is not >= 1"),
+        (_fixed() + b"\xfe", "not UTF-8"),
+        (_fixed(flags=1) + b"p", "trace context is cut short"),
+        (_fixed(flags=1) + b"p" + b"\x02\x00\x91\xa0", "trace context is not"),
+        (_fixed(flags=1) + b"p" + b"\x01\x00\xc1", "not valid msgpack"),
     ],
 )
 def test_malformed_headers_raise_envelope_error_with_the_reason(frame, reason):
     with pytest.raises(EnvelopeError, match=reason):
         decode_header(frame)
+
+
+def test_a_message_is_one_frame_key_first_so_zeromq_prefix_filters_see_the_key():
+    header = encode_header("feed@h:1:ab", 3, 10, 20)
+    frame = encode_message(b"quote\x00AAPL\x00", header, encode_payload({"px": 1}))
+    assert frame.startswith(b"quote\x00AAPL\x00\xff")
+    assert split_message(frame) == (b"quote\x00AAPL\x00", header, encode_payload({"px": 1}))
+    kb, decoded, payload = decode_message(frame)
+    assert (kb, decoded.seq, decode_payload(payload)) == (b"quote\x00AAPL\x00", 3, {"px": 1})
+    traced = encode_message(b"k\x00", encode_header("p", 1, 1, 1, ["00-a-b-01", ""]), b"\x01")
+    assert decode_message(traced)[1].trace == ["00-a-b-01", ""] and decode_message(traced)[2] == b"\x01"
+
+
+def test_other_format_versions_are_refused_naming_both_versions():
+    v1 = [b"quote\x00AAPL\x00", msgpack.packb([1, "p", 1, 1, 1, None]), msgpack.packb({"px": 1})]
+    assert "format version 1 (three frames)" in describe_frames(v1)
+    assert "speaks format 2" in describe_frames(v1)
+    with pytest.raises(EnvelopeError, match="format-1 sender"):
+        decode_message(v1[0])  # the first frame of a format-1 message alone
+    with pytest.raises(EnvelopeError, match="format version 3 is not this receiver's version 2"):
+        decode_message(b"k\x00\xff" + _fixed(version=3) + b"p")
+
+
+def test_a_publisher_id_over_255_bytes_is_refused_at_encoding():
+    with pytest.raises(EnvelopeError, match="over 255"):
+        encode_header("p" * 300, 1, 1, 1)
 
 
 def test_oversize_payload_is_refused_before_decoding():
@@ -157,7 +192,7 @@ def test_nesting_stops_at_msgpacks_own_depth_limit():
 
 def test_an_overlong_header_is_refused_before_decoding():
     with pytest.raises(EnvelopeError, match="exceeds the 1024-byte limit"):
-        decode_header(encode_header("p" * 2000, 1, 1, 1))
+        decode_header(encode_header("p", 1, 1, 1, ["t" * 2000, ""]))
     assert decode_header(encode_header("p@h:1:ab", 1, 1, 1)).publisher == "p@h:1:ab"
 
 
