@@ -3,8 +3,7 @@
 The publisher sends tickbus's one frame ``key 0xff header payload`` with ``send`` (a PUB socket
 never blocks: at the high-water mark libzmq drops, which shows up as loss). High-water marks are
 100,000 on every socket, as tickbus's defaults, so both are compared with the same buffering. The
-subscriber is
-asyncio: ``loop.add_reader(sock.FD)`` and ``recv(NOBLOCK)`` until EAGAIN (the descriptor is
+subscriber is asyncio: ``loop.add_reader(sock.FD)`` and ``recv(NOBLOCK)`` until EAGAIN (the descriptor is
 edge-triggered, so a callback must read until EAGAIN or reschedule itself, as tickbus's hub does).
 """
 
