@@ -1,6 +1,7 @@
 """tickbus actors: asyncio components that talk only by publishing and subscribing.
 
-The aiopubsub API (``Hub``, ``Key``, ``Publisher``, ``Subscriber``) works in one process with
+The aiopubsub API (``Hub``, ``Key``, ``Publisher``, ``Subscriber``, and its helpers ``Loop``,
+``ThrottledPublisher``, ``MockHub``) works in one process with
 ``Hub()`` and across processes and hosts with ``hub = await actors.connect()``, which routes through
 a ``tickbus broker``. Keys, pattern semantics and the envelope are the wire contract of :mod:`broker`;
 ``actors`` re-exports what applications use (``Key``, ``register_type``, the codec) and the whole
@@ -44,6 +45,7 @@ from ._actor import Actor, ActorStatistics, every, handler
 from ._ask import answers, ask, ask_statistics
 from ._config import ActorSpec, GroupConfig, group_from_flags, load_group_config
 from ._connect import DEFAULT_BACKEND, DEFAULT_FRONTEND, connect
+from ._extras import Loop, MockHub, ThrottledPublisher
 from ._hub import Hub, HubStatistics, Message, Publisher, Subscriber, SubscriberStatistics
 from ._limits import HubLimits
 from ._mailbox import Mailbox
@@ -77,8 +79,10 @@ __all__ = [
     "HubStatistics",
     "InvalidKeyError",
     "Key",
+    "Loop",
     "Mailbox",
     "Message",
+    "MockHub",
     "NoAnswererError",
     "Observation",
     "PossibleKey",
@@ -88,6 +92,7 @@ __all__ = [
     "SnapshotError",
     "Subscriber",
     "SubscriberStatistics",
+    "ThrottledPublisher",
     "TickbusError",
     "answers",
     "ask",

@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 
 from loguru import logger
 
-from broker import FORMAT_VERSION, Header, Key, PossibleKey, SubscriptionIndex
-from observability import ConsumeQueueNotFoundError, RateLimitedLog
+from broker import FORMAT_VERSION, WILDCARD, Header, Key, PossibleKey, SubscriptionIndex, matches
+from observability import ConsumeQueueNotFoundError, InvalidKeyError, RateLimitedLog
 
 from ._limits import ClockSkew, HubLimits
 from ._mailbox import Mailbox, Overflow
@@ -102,6 +102,7 @@ class Hub:
         self._delivered = 0
         self._listener_errors = 0
         self._subscribed = asyncio.Event()
+        self._queues: dict[Key, dict[Route, Mailbox[Message]]] = {}  # pattern -> Subscriber queues on it
         self.limits = HubLimits()
         """What this hub holds at most on its peers' behalf; change with :meth:`set_limits`."""
         self.clock_skew = ClockSkew(self.limits.max_clock_skew, self.limits.max_message_age)
@@ -173,6 +174,26 @@ class Hub:
 
     async def sync(self, timeout: float = 5.0) -> None:
         """Wait until this hub's subscriptions are active (immediate in-process)."""
+
+    def get_subscriber_queue_sizes(self, key: PossibleKey) -> tuple[int, ...]:
+        """Messages waiting in each :class:`Subscriber` queue that receives ``key`` (aiopubsub's).
+
+        ``key`` is a concrete key (no ``'*'``); a queue subscribed by two matching patterns appears
+        twice. Only this process's queues: a broker-connected hub does not see other processes'.
+        """
+        concrete = Key.create_from(key)
+        if WILDCARD in concrete:
+            raise InvalidKeyError(f"queue sizes need a concrete key, not the pattern {concrete!r}")
+        return tuple(
+            len(box)
+            for pattern, boxes in self._queues.items()
+            if matches(concrete, pattern)
+            for box in boxes.values()
+        )
+
+    def get_all_subscriber_queue_sizes(self) -> dict[Key, tuple[int, ...]]:
+        """Every pattern with :class:`Subscriber` queues on it -> their sizes (aiopubsub's)."""
+        return {pattern: tuple(len(box) for box in boxes.values()) for pattern, boxes in self._queues.items()}
 
     def listener_failed(self, where: str, key: Key, exc: BaseException) -> None:
         """Count and log (rate-limited) an exception raised by a listener."""
@@ -272,6 +293,9 @@ class Subscriber:
         pattern = Key.create_from(key)
         self._patterns.get(subscription_id, set()).discard(pattern)
         self._hub.remove_subscriber(pattern, sub.route)
+        boxes = self._hub._queues.get(pattern)
+        if boxes is not None and boxes.pop(sub.route, None) is not None and not boxes:
+            del self._hub._queues[pattern]
 
     async def consume(self, subscription_id: str = DEFAULT_SUBSCRIPTION_ID) -> tuple[Key, Any]:
         """Wait for the next ``(key, payload)`` of ``subscription_id``."""
@@ -330,6 +354,9 @@ class Subscriber:
     def _add(self, pattern: Key, subscription_id: str, route: Route) -> None:
         self._patterns.setdefault(subscription_id, set()).add(pattern)
         self._hub.add_subscriber(pattern, route)
+        mailbox = self._subscriptions[subscription_id].mailbox
+        if mailbox is not None:  # for get_subscriber_queue_sizes
+            self._hub._queues.setdefault(pattern, {})[route] = mailbox
 
     def _mailbox(self, subscription_id: str) -> Mailbox[Message]:
         sub = self._subscriptions.get(subscription_id)

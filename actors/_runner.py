@@ -52,7 +52,13 @@ def load_actor_class(target: str) -> type[Actor]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ActorError(f"cannot import module {module_name!r} for actor {target!r}: {exc}") from exc
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError) and exc.name == module_name.partition(".")[0]:
+            hint = (
+                f"; run from the directory that holds {exc.name}/, install it into this virtualenv "
+                "(pip install -e .), or add its parent directory to PYTHONPATH"
+            )
+        raise ActorError(f"cannot import module {module_name!r} for actor {target!r}: {exc}{hint}") from exc
     cls = getattr(module, attr, None)
     if cls is None:
         raise ActorError(f"module {module_name!r} has no attribute {attr!r} (actor {target!r})")

@@ -25,9 +25,10 @@ from pathlib import Path
 
 from observability import TickbusError
 
+from ._extras import MockHub
 from ._hub import Hub
 
-__all__ = ["ActorProcess", "BrokerProcess", "Hub", "eventually", "free_tcp_port", "wait_for_line"]
+__all__ = ["ActorProcess", "BrokerProcess", "Hub", "MockHub", "eventually", "free_tcp_port", "wait_for_line"]
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -52,6 +53,10 @@ def _run(args: argparse.Namespace) -> int:
     from actors import GroupConfig, group_from_flags, load_group_config, serve_group
     from observability import configure_logging
 
+    # Like `python -m`: actor packages in the current directory import (a console script's sys.path[0]
+    # is its bin directory, not the directory it was started from).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     config: GroupConfig
     if args.config:
         config = load_group_config(args.config)

@@ -4,7 +4,8 @@
 
     tickbus keys generate broker --dir /etc/tickbus/keys     # broker.key + broker.key_secret
     tickbus keys generate host-b --dir /etc/tickbus/keys     # one pair per client host or group
-    cp /etc/tickbus/keys/host-b.key /etc/tickbus/allowed/    # the broker admits host-b
+    mkdir -p /etc/tickbus/keys/allowed                       # the broker's allow-list (--allow-dir)
+    cp /etc/tickbus/keys/host-b.key /etc/tickbus/keys/allowed/   # the broker admits host-b
     tickbus keys show /etc/tickbus/keys/host-b.key           # print the public key (Z85)
 
 ``generate`` prints the two paths, public first; it never overwrites a key (exit 2 instead).

@@ -61,7 +61,11 @@ async def test_an_actor_failing_repeatedly_makes_the_process_exit_one(broker):
     ("args", "message"),
     [
         (["tests.system.integration.sample_actors:NotAnActor"], "is not a subclass of actors.Actor"),
-        (["tests.system.integration.nowhere:Echo"], "cannot import module 'tests.system.integration.nowhere'"),
+        (
+            ["tests.system.integration.nowhere:Echo"],
+            "cannot import module 'tests.system.integration.nowhere'",
+        ),
+        (["nopkg_anywhere.model:Model"], "run from the directory that holds nopkg_anywhere/"),
         (["no_colon"], "is not 'module:Class'"),
         (["--config", "/nonexistent/group.toml"], "/nonexistent/group.toml: no such config file"),
     ],
