@@ -81,6 +81,7 @@ from ._loop_health import (
 from ._metrics import Metrics, MetricsStatistics, metrics
 from ._ratelimit import RateLimitedLog, TokenBucket
 from ._resource import data_dir, process_resource, tickbus_version
+from ._rotation import RotatingFile, Rotation
 from ._systemd import SystemdNotifier, WatchdogFeeder, notify_service, parse_notify_address, watchdog_interval
 from ._trace_view import (
     TraceSpan,
@@ -124,6 +125,8 @@ __all__ = [
     "ProfilerError",
     "PtraceNotPermittedError",
     "RateLimitedLog",
+    "RotatingFile",
+    "Rotation",
     "SamplerError",
     "SlowCallbackMonitor",
     "SlowCallbackStatistics",
