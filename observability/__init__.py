@@ -62,9 +62,10 @@ from ._errors import (
     TickbusError,
     TracingError,
 )
+from ._exception_info import describe_exception, exception_fields
 from ._histogram import Histogram
 from ._histogram_export import DEFAULT_BOUNDS as HISTOGRAM_BOUNDS
-from ._logging import configure_logging
+from ._logging import configure_logging, log_failure
 from ._loop_health import (
     HangWatchdog,
     LoopLagMonitor,
@@ -145,15 +146,18 @@ __all__ = [
     "apply_service_config",
     "configure_logging",
     "data_dir",
+    "describe_exception",
     "describe_handle",
     "disable_tracing",
     "dump_stacks",
     "enable_tracing",
     "environment_values",
+    "exception_fields",
     "find_trace",
     "hang_watchdog",
     "list_traces",
     "load_table",
+    "log_failure",
     "loop_lag",
     "metrics",
     "notify_service",
