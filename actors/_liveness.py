@@ -21,6 +21,11 @@ Approach:
 - **Gone** (:class:`PublisherLiveness`, subscriber side): a publisher whose heartbeats stopped for
   ``misses`` of its own intervals is reported gone once (log, statistics), and back when heard again.
   Connection-level silence (a dead broker or a cut link) is ZeroMQ's ZMTP heartbeat: see ``connect``.
+- **Left** (a publisher that announces its departure): a closing hub's last heartbeat carries
+  ``"bye": true`` and the latest sequence of every key (:meth:`HeartbeatSchedule.farewell`); a
+  subscriber counts the tail it missed and forgets the publisher, at INFO (:meth:`HubWatch.heard`),
+  where a publisher that stops without notice is reported gone, a WARNING. Older hubs ignore the
+  field. (Sending it on close and passing the flag from ``Inbound`` are the remote hub's part.)
 - **Slow consumers** (:class:`LagMonitor`): ten times a second the hub compares the send time of
   the oldest message it processed since the last check with the clock (the first of each interval:
   a backlog drained between two checks is still seen). Same host: monotonic clocks, exact; other hosts:
@@ -103,6 +108,18 @@ class HeartbeatSchedule:
         if beat & (beat - 1) == 0 or beat % _SPACING == 0:  # everything, 4, 8, 16, 32, 48... beats in
             return {"i": self.interval, "k": [[kb, seq] for kb, seq in self._report.items()]}
         return {"i": self.interval, "k": []}
+
+    def farewell(self, streams: Iterable[tuple[bytes, int]]) -> dict[str, Any]:
+        """The payload of the last heartbeat of a hub that closes: "bye", and every key's latest seq."""
+        report = dict(self._report)
+        report.update(streams)
+        entries = list(report.items())[-_MAX_ENTRIES:]
+        return {"i": self.interval, "k": [[kb, seq] for kb, seq in entries], "bye": True}
+
+
+def is_farewell(payload: Any) -> bool:
+    """True for the last heartbeat of a publisher that announced its departure."""
+    return isinstance(payload, dict) and payload.get("bye") is True
 
 
 def parse_heartbeat(payload: Any) -> tuple[float, list[tuple[bytes, int]]]:
@@ -232,15 +249,18 @@ class HubWatch:
         self._log = log
         self._incarnations_logged = 0
 
-    def heard(self, publisher: str, interval: float) -> None:
-        """A heartbeat arrived (``Inbound.on_heartbeat``)."""
-        if self.liveness.heard(publisher, interval, time.monotonic()):
+    def heard(self, publisher: str, interval: float, farewell: bool = False) -> None:
+        """A heartbeat arrived (``Inbound.on_heartbeat``); ``farewell``: its publisher is leaving."""
+        if farewell:
+            self.liveness.forget(publisher)
+            self._log.log("INFO", "publisher-left", "hub {}: publisher {} left", self.name, publisher)
+        elif self.liveness.heard(publisher, interval, time.monotonic()):
             self._log.log("INFO", "publisher-back", "hub {}: publisher {} is back", self.name, publisher)
 
     def check_liveness(self, now: float, tracker: SequenceTracker) -> None:
         """Log publishers newly gone, and publishers that restarted."""
         for publisher, silent in self.liveness.check(now):
-            self._log.warning(
+            self._log.warning(  # it stopped without a farewell: crashed, hung, or cut off
                 "publisher-gone",
                 "hub {}: publisher {} gone: no heartbeat for {:.1f} s",
                 self.name,

@@ -13,6 +13,13 @@ DISCONNECTED is a refusal, counted in :attr:`PeerLog.refused`. ZAP denials (``br
 the refused client's IP and key; ``denied_key`` adds the key, and the IP when the descriptor was
 gone before it could be read.
 
+Leaving is not failing: a peer that closes its connection (a clean exit, a restart, a crash too:
+the kernel closes a dead process's sockets, and its own supervisor and the hubs' "publisher gone"
+say it crashed) "left" the broker, at INFO. A connection the broker closed itself (ZMTP heartbeats
+unanswered: a host off the network, a cut link) is "gone", a WARNING. Which side closed first shows
+in the kernel's state of the connection at DISCONNECTED: the closing side passes through
+FIN_WAIT/TIME_WAIT, the other through CLOSE_WAIT/LAST_ACK (:func:`closed_by_peer`).
+
 Limits: a client refused for want of CURVE (mechanism mismatch) is dropped within microseconds; its
 descriptor is often closed before the monitor event is read (on loopback about one attempt in ten).
 Its host is then taken from the kernel's closing connections on the broker's ports
@@ -28,10 +35,9 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import zmq
-from loguru import logger
 
 from observability import RateLimitedLog
 
@@ -48,6 +54,7 @@ class PeerLog:
 
     __slots__ = (
         "_address_of",
+        "_closed_by_peer",
         "_closing_hosts",
         "_denied_key",
         "_failure",
@@ -65,6 +72,7 @@ class PeerLog:
         *,
         denied_key: Callable[[str | None], tuple[str, str] | None] = lambda host: None,
         closing_hosts: Callable[[], set[str]] = set,
+        closed_by_peer: Callable[[str], bool] = lambda address: True,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.role = role
@@ -73,6 +81,7 @@ class PeerLog:
         self._address_of = address_of
         self._denied_key = denied_key
         self._closing_hosts = closing_hosts
+        self._closed_by_peer = closed_by_peer
         self._now = now
         self._open: dict[int, tuple[str, float]] = {}
         self._failure: int | None = None
@@ -90,14 +99,29 @@ class PeerLog:
             failure, self._failure = self._failure, None
             address, since = self._open.pop(value, (UNKNOWN, self._now()))
             if failure is None:
-                logger.warning(
-                    "peer gone: {} left the broker {} after {:.1f} s",
-                    address,
-                    self.role,
-                    self._now() - since,
-                )
+                self._departed(address, self._now() - since)
             else:
                 self._refuse(failure, address)
+
+    def _departed(self, address: str, seconds: float) -> None:
+        if address == UNKNOWN or self._closed_by_peer(address):
+            self._log.log(
+                "INFO",
+                "left",
+                "peer left: {} closed its connection to the broker {} after {:.1f} s",
+                address,
+                self.role,
+                seconds,
+            )
+        else:
+            self._log.warning(
+                "gone",
+                "peer gone: {} dropped by the broker {} after {:.1f} s (no heartbeat answered, or a "
+                "protocol error)",
+                address,
+                self.role,
+                seconds,
+            )
 
     def address(self, fd: int) -> str | None:
         """The address recorded for the open connection ``fd``, if any."""
@@ -146,12 +170,10 @@ def peer_address(fd: int) -> str | None:
 
 
 _CLOSING_STATES = {"04", "05", "06", "07", "08", "09", "0B"}  # FIN_WAIT1 .. CLOSING, not LISTEN
+_CLOSED_HERE = {"01", "04", "05", "06", "0B"}  # ESTABLISHED (not closed yet), FIN_WAIT1/2, TIME_WAIT, CLOSING
 
 
-def closing_hosts(ports: frozenset[int]) -> set[str]:
-    """Remote hosts of this network namespace's tcp connections on ``ports`` that are closing or
-    closed within the last minute (TIME_WAIT): who a connection refused in microseconds came from."""
-    hosts: set[str] = set()
+def _tcp_rows() -> Iterator[tuple[list[str], int]]:
     for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
         try:
             with open(table) as handle:
@@ -160,11 +182,32 @@ def closing_hosts(ports: frozenset[int]) -> set[str]:
             continue
         for row in rows:
             fields = row.split()
-            if len(fields) < 4 or fields[3] not in _CLOSING_STATES:
-                continue
-            local_port = int(fields[1].rpartition(":")[2], 16)
-            if local_port in ports:
-                hosts.add(_kernel_address(fields[2].rpartition(":")[0], family))
+            if len(fields) >= 4:
+                yield fields, family
+
+
+def closed_by_peer(address: str) -> bool:
+    """True unless this host's tcp connection to ``address`` (``host:port`` or ``[v6]:port``) shows
+    that this side closed it (FIN_WAIT, TIME_WAIT, CLOSING) or has not seen the peer close (ESTABLISHED):
+    a peer that closes first leaves us in CLOSE_WAIT/LAST_ACK, or nothing (ipc, or already gone)."""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return True
+    host = host.strip("[]")
+    for fields, family in _tcp_rows():
+        remote_host, _, remote_port = fields[2].rpartition(":")
+        if int(remote_port, 16) == int(port) and _kernel_address(remote_host, family) == host:
+            return fields[3] not in _CLOSED_HERE
+    return True
+
+
+def closing_hosts(ports: frozenset[int]) -> set[str]:
+    """Remote hosts of this network namespace's tcp connections on ``ports`` that are closing or
+    closed within the last minute (TIME_WAIT): who a connection refused in microseconds came from."""
+    hosts: set[str] = set()
+    for fields, family in _tcp_rows():
+        if fields[3] in _CLOSING_STATES and int(fields[1].rpartition(":")[2], 16) in ports:
+            hosts.add(_kernel_address(fields[2].rpartition(":")[0], family))
     return hosts
 
 

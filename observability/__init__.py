@@ -62,9 +62,10 @@ from ._errors import (
     TickbusError,
     TracingError,
 )
+from ._exception_info import describe_exception, exception_fields
 from ._histogram import Histogram
 from ._histogram_export import DEFAULT_BOUNDS as HISTOGRAM_BOUNDS
-from ._logging import configure_logging
+from ._logging import configure_logging, log_failure
 from ._loop_health import (
     HangWatchdog,
     LoopLagMonitor,
@@ -81,6 +82,7 @@ from ._loop_health import (
 from ._metrics import Metrics, MetricsStatistics, metrics
 from ._ratelimit import RateLimitedLog, TokenBucket
 from ._resource import data_dir, process_resource, tickbus_version
+from ._rotation import RotatingFile, Rotation
 from ._systemd import SystemdNotifier, WatchdogFeeder, notify_service, parse_notify_address, watchdog_interval
 from ._trace_view import (
     TraceSpan,
@@ -124,6 +126,8 @@ __all__ = [
     "ProfilerError",
     "PtraceNotPermittedError",
     "RateLimitedLog",
+    "RotatingFile",
+    "Rotation",
     "SamplerError",
     "SlowCallbackMonitor",
     "SlowCallbackStatistics",
@@ -142,15 +146,18 @@ __all__ = [
     "apply_service_config",
     "configure_logging",
     "data_dir",
+    "describe_exception",
     "describe_handle",
     "disable_tracing",
     "dump_stacks",
     "enable_tracing",
     "environment_values",
+    "exception_fields",
     "find_trace",
     "hang_watchdog",
     "list_traces",
     "load_table",
+    "log_failure",
     "loop_lag",
     "metrics",
     "notify_service",

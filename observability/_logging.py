@@ -2,9 +2,15 @@
 
 - On a terminal, coloured human lines; otherwise JSON lines, one flat object per record: ``time``,
   ``level``, ``message``, ``service``, ``actor``, ``host``, ``pid``, ``logger``, ``function``,
-  ``line``, any other bound fields, ``exception`` (the formatted traceback) and, when the line is
-  logged while a span is current (in the handler of a sampled message: see
-  ``observability.tracing``), ``trace_id`` and ``span_id``, the ids ``tickbus trace show`` takes.
+  ``line``, any other bound fields, ``exception`` and, when the line is logged while a span is
+  current (in the handler of a sampled message: see ``observability.tracing``), ``trace_id`` and
+  ``span_id``, the ids ``tickbus trace show`` takes. ``exception`` is an object: ``type``,
+  ``message``, ``stack`` (innermost first, the user's frames before tickbus's and the libraries':
+  ``file``, ``line``, ``function``, ``user``), ``frames`` and ``cause`` (see
+  :mod:`observability._exception_info`). A terminal shows the same in a few lines, never the
+  full traceback with asyncio's frames and variables.
+- A process that cannot start (a configuration error, an actor that cannot be loaded or started)
+  says why in one line: :func:`log_failure`, with ``error`` and ``exit_status`` in the JSON record.
 - The sink enqueues: records cross a queue to loguru's writer thread, which formats and writes them,
   so a slow sink never blocks the event loop.
 - The standard library's ``logging`` (pyzmq, OpenTelemetry's SDK and exporters) is routed into
@@ -23,12 +29,16 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from loguru import logger
 
+from ._errors import ConfigError
+from ._exception_info import exception_fields, exception_text
 from ._tracing import tracing
 
 if TYPE_CHECKING:
     from loguru import Message, Record
 
 _STANDARD = ("process", "actor", "host", "pid", "trace_id", "span_id", "logger")
+_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+_state: dict[str, Any] = {"process": "tickbus", "configured": False}
 
 
 class InterceptHandler(logging.Handler):
@@ -50,20 +60,28 @@ class InterceptHandler(logging.Handler):
         )
 
 
-def _add_trace_ids(record: Record) -> None:
-    """The patcher: the current span's ids, if tracing is on and a span is current (cheap otherwise)."""
+def _patch(record: Record) -> None:
+    """The patcher, on the thread that logs: the current span's ids, if tracing is on and a span is
+    current (cheap otherwise); an exception as plain data while its traceback is still there (an
+    enqueued record loses it on the way to the writer thread)."""
     ids = tracing.current_ids()
+    extra = record["extra"]
     if ids is not None:
-        record["extra"]["trace_id"], record["extra"]["span_id"] = ids
+        extra["trace_id"], extra["span_id"] = ids
+    exception = record["exception"]
+    if exception is not None and exception.value is not None and "_exception" not in extra:
+        fields = exception_fields(exception.value, exception.traceback)
+        extra["_exception"], extra["_exception_text"] = fields, exception_text(fields)
 
 
 def _human(record: Record) -> str:
     extra = record["extra"]
     who = "{extra[process]}/{extra[actor]}" if "actor" in extra else "{extra[process]}"
     trace = " <magenta>trace={extra[trace_id]}</magenta>" if "trace_id" in extra else ""
+    exception = "\n{extra[_exception_text]}" if "_exception_text" in extra else ""
     return (
         "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> <cyan>" + who + "</cyan> "
-        "{message}" + trace + "\n{exception}"
+        "{message}" + trace + exception + "\n"
     )
 
 
@@ -85,13 +103,12 @@ def json_line(record: Record) -> str:
     if "trace_id" in extra:
         entry["trace_id"], entry["span_id"] = extra["trace_id"], extra.get("span_id")
     entry.update((k, v) for k, v in extra.items() if k not in _STANDARD and not k.startswith("_"))
-    exception = record["exception"]
-    if exception is not None:
-        import traceback
-
-        entry["exception"] = "".join(
-            traceback.format_exception(exception.type, exception.value, exception.traceback)
-        ).rstrip()
+    if "_exception" in extra:
+        entry["exception"] = extra["_exception"]
+    elif record["exception"] is not None:  # a record that did not pass the patcher
+        kind, value = record["exception"].type, record["exception"].value
+        if kind is not None:
+            entry["exception"] = {"type": kind.__name__, "message": str(value)}
     return json.dumps(entry, default=str, ensure_ascii=False) + "\n"
 
 
@@ -116,19 +133,54 @@ def configure_logging(
     """Send loguru output (and the standard library's ``logging``) to ``stream`` (default stderr).
 
     ``level`` defaults to ``$TICKBUS_LOG_LEVEL`` or INFO; ``json`` to ``$TICKBUS_LOG_JSON`` (``1``/``0``),
-    else JSON when the stream is not a terminal.
+    else JSON when the stream is not a terminal. :class:`ConfigError` names a variable that holds
+    neither (nothing is changed then).
     """
+    _state["process"] = process
     out = stream if stream is not None else sys.stderr
-    level = (level or os.environ.get("TICKBUS_LOG_LEVEL", "INFO")).upper()
+    if level is None:
+        raw = os.environ.get("TICKBUS_LOG_LEVEL", "").strip() or "INFO"
+        where = f"TICKBUS_LOG_LEVEL={raw!r}"
+    else:
+        raw, where = level, f"log level {level!r}"
+    level = raw.strip().upper()
+    if level not in _LEVELS:
+        raise ConfigError(f"{where} is not a log level; use one of {', '.join(_LEVELS)}")
     if json is None:
-        flag = os.environ.get("TICKBUS_LOG_JSON")
-        json = (flag == "1") if flag in ("0", "1") else not out.isatty()
+        flag = os.environ.get("TICKBUS_LOG_JSON", "").strip()
+        if flag not in ("", "0", "1"):
+            raise ConfigError(f"TICKBUS_LOG_JSON={flag!r} must be 1 (JSON lines) or 0 (human lines)")
+        json = (flag == "1") if flag else not out.isatty()
+    _install(process, level, json, out)
+
+
+def _install(process: str, level: str, json: bool, out: TextIO) -> None:
     logger.remove()
     logger.configure(
-        extra={"process": process, "host": socket.gethostname(), "pid": os.getpid()}, patcher=_add_trace_ids
+        extra={"process": process, "host": socket.gethostname(), "pid": os.getpid()}, patcher=_patch
     )
     if json:
         logger.add(_JsonSink(out), level=level, enqueue=True)
-    else:
-        logger.add(out, level=level, format=_human, colorize=None, enqueue=True)
+    else:  # the exception is drawn by _human from the patcher's fields: no backtrace, no variables
+        logger.add(
+            out, level=level, format=_human, colorize=None, enqueue=True, backtrace=False, diagnose=False
+        )
     logging.basicConfig(handlers=[InterceptHandler()], level=logger.level(level).no, force=True)
+    _state["configured"] = True
+
+
+def log_failure(message: str, error: BaseException | None = None, *, exit_status: int = 2) -> None:
+    """Log the one line that says why this process stops before it could run, and wait until it is
+    written: ERROR ``message``, with ``error`` (its type name), ``exit_status`` and, in JSON,
+    ``exception`` (``error`` as :func:`configure_logging` describes it, without a terminal traceback).
+
+    Before :func:`configure_logging` succeeded (a bad ``$TICKBUS_LOG_LEVEL`` itself, say), it first
+    sets up the default sink at INFO: JSON unless stderr is a terminal.
+    """
+    if not _state["configured"]:
+        _install(_state["process"], "INFO", not sys.stderr.isatty(), sys.stderr)
+    bound = logger.bind(exit_status=exit_status)
+    if error is not None:
+        bound = bound.bind(error=type(error).__name__, _exception=exception_fields(error))
+    bound.opt(depth=1).error("{}", message)
+    logger.complete()

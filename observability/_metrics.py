@@ -12,7 +12,9 @@ the exporters:
 - a Prometheus scrape endpoint at ``http://127.0.0.1:<port>/metrics`` when a port is given
   (``prometheus_port``, else ``$TICKBUS_METRICS_PORT``; 0 or unset: off; host ``$TICKBUS_METRICS_HOST``).
 
-Push exporters run every ``interval`` seconds, else ``$OTEL_METRIC_EXPORT_INTERVAL`` ms, else 10 s,
+The file rotates by size and its rotated copies are kept by count and age (:mod:`._rotation`:
+``$TICKBUS_EXPORT_MAX_BYTES``, ``_KEEP``, ``_MAX_AGE_DAYS``). Push exporters run every
+``interval`` seconds, else ``$OTEL_METRIC_EXPORT_INTERVAL`` ms, else 10 s,
 and once more on :meth:`Metrics.disable`. The meter provider is private to this object (never the
 global one), so enable/disable can repeat. ``OTEL_SDK_DISABLED=true`` turns :meth:`enable` into a no-op.
 Names, units and attributes: :mod:`._metric_catalog`; histograms: :mod:`._histogram_export`.
@@ -33,6 +35,7 @@ from loguru import logger
 from ._errors import MetricsError
 from ._metric_sources import ActorSource, BrokerSource, HubSource, Sources
 from ._resource import data_dir, process_resource, tickbus_version
+from ._rotation import RotatingFile, Rotation
 
 if TYPE_CHECKING:  # the SDK and exporters load on enable(): importing tickbus stays fast
     from opentelemetry.sdk.metrics import MeterProvider
@@ -64,6 +67,7 @@ class _Running:
     file: str | None
     otlp_endpoint: str | None
     prometheus_url: str | None
+    stream: RotatingFile | None
 
 
 class Metrics:
@@ -107,12 +111,14 @@ class Metrics:
         prometheus_host: str | None = None,
         otlp_file: str | Path | bool | None = None,
         interval: float | None = None,
+        rotation: Rotation | None = None,
     ) -> Metrics:
         """Register ``actors``/``hubs``/``brokers`` and start exporting; returns ``self``.
 
         ``otlp_file``: ``None`` writes ``<data dir>/metrics/<service>.jsonl`` unless an OTLP endpoint
         is set, ``True`` always, ``False`` never, a path writes there. Enabling again restarts the
-        exporters with the new settings. :class:`MetricsError` when the port or file is unusable.
+        exporters with the new settings. ``rotation`` bounds the file (default
+        :meth:`Rotation.from_environment`). :class:`MetricsError` when the port or file is unusable.
         """
         self.disable()
         for actor in actors:
@@ -139,13 +145,15 @@ class Metrics:
             lambda: histograms(self.sources), InstrumentationScope(_SCOPE, tickbus_version()), time.time_ns
         )
         server, prometheus_url, readers = None, None, list[MetricReader]()
+        stream: RotatingFile | None = None
+        rotation = rotation if rotation is not None else Rotation.from_environment()
         try:
             if port:
                 registry = CollectorRegistry()
                 server = _serve(port, host, registry)
                 prometheus_url = f"http://{host}:{port}/metrics"
                 readers.append(PrometheusReader(injector, registry))
-            push, file, endpoint = _push_exporters(service, otlp_file)
+            push, file, endpoint, stream = _push_exporters(service, otlp_file, rotation)
             push_readers: list[MetricReader] = [PeriodicReader(e, injector, millis) for e in push]
             readers.extend(push_readers)
             provider = MeterProvider(resource=process_resource(service), metric_readers=readers)
@@ -155,9 +163,11 @@ class Metrics:
             if server is not None:
                 server.shutdown()
                 server.server_close()
+            if stream is not None:
+                stream.close()
             raise
         create_instruments(provider.get_meter(_SCOPE, tickbus_version()), self.sources)
-        self._running = _Running(provider, push_readers, server, file, endpoint, prometheus_url)
+        self._running = _Running(provider, push_readers, server, file, endpoint, prometheus_url, stream)
         logger.info(
             "metrics of {}: file {}, OTLP endpoint {}, Prometheus {}",
             service,
@@ -173,6 +183,8 @@ class Metrics:
         if running is None:
             return
         running.provider.shutdown(timeout_millis=timeout * 1000)
+        if running.stream is not None:  # the exporter leaves a stream it was given open
+            running.stream.close()
         if running.server is not None:
             running.server.shutdown()
             running.server.server_close()
@@ -231,8 +243,8 @@ def _serve(port: int, host: str, registry: CollectorRegistry) -> Any:
 
 
 def _push_exporters(
-    service: str, otlp_file: str | Path | bool | None
-) -> tuple[list[MetricExporter], str | None, str | None]:
+    service: str, otlp_file: str | Path | bool | None, rotation: Rotation
+) -> tuple[list[MetricExporter], str | None, str | None, RotatingFile | None]:
     exporters: list[MetricExporter] = []
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or None
     if endpoint is None and os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
@@ -247,18 +259,20 @@ def _push_exporters(
         file = data_dir(create=False) / "metrics" / f"{safe}.jsonl"
     elif isinstance(otlp_file, str | Path):
         file = Path(otlp_file)
+    stream = None
     if file is not None:
         from opentelemetry.exporter.otlp.json.file import FileMetricExporter
 
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
-            exporters.append(FileMetricExporter(file))
+            stream = RotatingFile(file, rotation)
+            exporters.append(FileMetricExporter(stream=stream.as_io()))
         except OSError as exc:
             raise MetricsError(
                 f"metrics file {file} cannot be written ({exc.strerror or exc}); set TICKBUS_DATA_DIR to a "
                 "writable directory"
             ) from exc
-    return exporters, str(file) if file is not None else None, endpoint
+    return exporters, str(file) if file is not None else None, endpoint, stream
 
 
 def _interval_millis(interval: float | None) -> float | None:

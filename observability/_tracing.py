@@ -24,7 +24,9 @@ plus ``tickbus.actor`` and, on consumer spans, ``tickbus.handler``.
 
 Spans go through a BatchSpanProcessor to OTLP/HTTP JSON when ``$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
 or ``$OTEL_EXPORTER_OTLP_ENDPOINT`` is set, else to OTLP JSON lines in
-``<data dir>/traces/<service>-<pid>.jsonl`` (read by ``tickbus trace``). ``OTEL_SDK_DISABLED=true``
+``<data dir>/traces/<service>-<pid>.jsonl`` (read by ``tickbus trace``), rotated by size and kept by
+count and age with the rotated files of the same service's earlier processes (:mod:`._rotation`).
+``OTEL_SDK_DISABLED=true``
 or ``OTEL_TRACES_EXPORTER=none`` turn :meth:`Tracing.enable` into a no-op. The tracer provider is
 private to this object, so enable/disable can repeat; :attr:`Tracing.tracer` makes your own spans.
 Only actors are traced: a plain ``Hub.publish`` or ``Publisher`` carries no trace context.
@@ -53,6 +55,7 @@ from loguru import logger
 from ._errors import TracingError
 from ._ratelimit import TokenBucket
 from ._resource import data_dir, process_resource, tickbus_version
+from ._rotation import ROTATED, RotatingFile, Rotation, pid_is_live
 from ._sampling import SYSTEM, SamplingPolicy, sampling_policy, sdk_sampler
 from ._trace_context import (
     TRACEPARENT,
@@ -106,6 +109,7 @@ class Tracing:
         self._ratio = 0.0
         self._random = random.random
         self._file: str | None = None
+        self._stream: RotatingFile | None = None
         self._endpoint: str | None = None
         self._produced = self._consumed = self._invalid = self._ignored = 0
         self._max_forced = DEFAULT_MAX_FORCED_SPANS
@@ -121,6 +125,7 @@ class Tracing:
         ratio: float | None = None,
         exporter: SpanExporter | None = None,
         max_forced_spans_per_second: float | None = None,
+        rotation: Rotation | None = None,
     ) -> None:
         """Start tracing this process as ``service`` (``$OTEL_SERVICE_NAME`` wins).
 
@@ -128,8 +133,9 @@ class Tracing:
         ``parentbased_traceidratio`` at 0.01. ``exporter`` replaces the exporter the environment
         would choose. ``max_forced_spans_per_second`` (default ``$TICKBUS_MAX_FORCED_SPANS``, else
         100) bounds the consumer spans that received sampled contexts make this process create;
-        the rest run untraced, counted in ``forced_ignored``. Enabling again first disables (and
-        flushes) the running setup.
+        the rest run untraced, counted in ``forced_ignored``. ``rotation`` bounds the trace files
+        (default :meth:`Rotation.from_environment`). Enabling again first disables (and flushes)
+        the running setup.
         """
         if self.enabled:
             self.disable()
@@ -142,12 +148,14 @@ class Tracing:
         if exporter is None and kind not in ("otlp", "console"):
             raise TracingError(f"OTEL_TRACES_EXPORTER={kind!r} is not supported; use otlp, console or none")
         policy = sampling_policy(sampler, ratio)
+        rotation = rotation if rotation is not None else Rotation.from_environment()
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         self._file = self._endpoint = None
+        self._stream = None
         if exporter is None:
-            exporter = self._exporter(service, kind)
+            exporter = self._exporter(service, kind, rotation)
         provider = TracerProvider(resource=process_resource(service, actors), sampler=sdk_sampler(policy))
         provider.add_span_processor(BatchSpanProcessor(exporter))
         self._provider, self._policy, self._ratio = provider, policy, policy.ratio
@@ -178,7 +186,7 @@ class Tracing:
         self._max_forced = float(rate)
         self._forced = TokenBucket(self._max_forced, max(1.0, self._max_forced) if rate else 0.0)
 
-    def _exporter(self, service: str, kind: str) -> SpanExporter:
+    def _exporter(self, service: str, kind: str, rotation: Rotation) -> SpanExporter:
         if kind == "console":
             import sys
 
@@ -196,10 +204,14 @@ class Tracing:
         from opentelemetry.exporter.otlp.json.file import FileSpanExporter
 
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.environ.get("OTEL_SERVICE_NAME") or service).strip(".")
-        path = data_dir(create=False) / "traces" / f"{safe or 'tickbus'}-{os.getpid()}.jsonl"
+        safe = safe or "tickbus"
+        path = data_dir(create=False) / "traces" / f"{safe}-{os.getpid()}.jsonl"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            file_exporter = FileSpanExporter(path)
+            # retention spans every process of the service: each restart starts a file of its own
+            scope = re.escape(safe) + rf"-\d+(?:{ROTATED})?\.jsonl"
+            self._stream = RotatingFile(path, rotation, scope=scope, is_live=pid_is_live)
+            file_exporter = FileSpanExporter(stream=self._stream.as_io())
         except OSError as exc:
             raise TracingError(
                 f"trace file {path} cannot be written ({exc.strerror or exc}); set TICKBUS_DATA_DIR to a "
@@ -216,6 +228,9 @@ class Tracing:
         provider, self._provider, self.tracer = self._provider, None, None
         if provider is not None:
             provider.shutdown()
+        stream, self._stream = self._stream, None
+        if stream is not None:  # the exporter leaves a stream it was given open
+            stream.close()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Export the queued spans now; False if that did not finish within ``timeout`` seconds."""
@@ -398,6 +413,7 @@ def enable_tracing(
     ratio: float | None = None,
     exporter: SpanExporter | None = None,
     max_forced_spans_per_second: float | None = None,
+    rotation: Rotation | None = None,
 ) -> None:
     """Trace this process's actor messages: ``observability.tracing.enable(...)`` (see :class:`Tracing`)."""
     tracing.enable(
@@ -407,6 +423,7 @@ def enable_tracing(
         ratio=ratio,
         exporter=exporter,
         max_forced_spans_per_second=max_forced_spans_per_second,
+        rotation=rotation,
     )
 
 

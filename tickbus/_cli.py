@@ -19,6 +19,9 @@ from collections.abc import Sequence
 
 from observability import TickbusError
 
+_SERVICES = ("run", "broker", "profiler")
+"""Commands that run as services (systemd units): their startup failures are log records."""
+
 
 def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = subparsers.add_parser(
@@ -156,6 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one retur
             print(version())
             return 0
     except TickbusError as exc:  # one tree: actors', broker's and observability's errors
-        print(f"tickbus {args.command}: {exc}", file=sys.stderr)
+        if args.command in _SERVICES:  # one log line: JSON in the journal, like the service's others
+            from observability import log_failure
+
+            log_failure(f"tickbus {args.command}: {exc}", exc, exit_status=2)
+        else:
+            print(f"tickbus {args.command}: {exc}", file=sys.stderr)
         return 2
     raise AssertionError(f"unhandled command {args.command}")

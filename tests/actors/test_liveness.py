@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from loguru import logger
 
-from actors._liveness import HeartbeatSchedule, LagMonitor, PublisherLiveness, parse_heartbeat
+from actors._liveness import (
+    HeartbeatSchedule,
+    HubWatch,
+    LagMonitor,
+    PublisherLiveness,
+    is_farewell,
+    parse_heartbeat,
+)
 from actors._sequence import SequenceTracker
 from broker import Header
+from observability import RateLimitedLog
 
 
 def test_busy_heartbeats_are_empty_and_the_first_idle_one_reports_changes_three_times():
@@ -57,6 +68,28 @@ def test_publishers_are_gone_after_three_missed_intervals_and_back_when_heard():
     assert live.check(3.1) == [("p@h:1:a", 3.1)] and live.gone == 1
     assert live.check(4.0) == []  # reported once
     assert live.heard("p@h:1:a", 1.0, 5.0) is True and live.live == 1 and live.gone_events == 1
+
+
+def test_a_publisher_that_says_goodbye_left_at_info_and_one_that_stops_without_notice_is_gone():
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda m: lines.append((m.record["level"].name, m.record["message"])), level="INFO")
+    try:
+        watch = HubWatch("sub", "sub@h:1:a", idle_heartbeat=1.0, slow_after=0.0, log=RateLimitedLog(0.0))
+        schedule = HeartbeatSchedule(0.001)
+        farewell = schedule.farewell([(b"k\x00", 7)])
+        assert is_farewell(farewell) and parse_heartbeat(farewell) == (0.001, [(b"k\x00", 7)])
+        assert not is_farewell(schedule.next_payload(0.0, 1, []))
+        watch.heard("quits@h:2:b", 0.001)
+        watch.heard("dies@h:3:c", 0.001)
+        watch.heard("quits@h:2:b", 0.001, farewell=True)
+        watch.check_liveness(time.monotonic() + 1.0, SequenceTracker())  # a second without heartbeats
+    finally:
+        logger.remove(sink)
+    assert [(level, text.split(": no heartbeat")[0]) for level, text in lines] == [
+        ("INFO", "hub sub: publisher quits@h:2:b left"),
+        ("WARNING", "hub sub: publisher dies@h:3:c gone"),
+    ]
+    assert watch.liveness.gone == 1 and watch.liveness.live == 0
 
 
 def test_lag_flags_slow_once_and_recovers_below_half_the_bound():

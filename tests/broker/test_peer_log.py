@@ -7,7 +7,7 @@ import socket
 import zmq
 from loguru import logger
 
-from broker._peer_log import UNKNOWN, PeerLog, closing_hosts
+from broker._peer_log import UNKNOWN, PeerLog, closed_by_peer, closing_hosts
 
 TCP = "tcp://10.0.0.1:5550"
 
@@ -17,10 +17,16 @@ def capture() -> tuple[list[str], int]:
     return lines, logger.add(lambda m: lines.append(m.record["message"]), level="INFO")
 
 
-def test_a_peer_that_disconnects_after_its_handshake_is_reported_gone_with_its_address_and_age():
+def capture_levels() -> tuple[list[tuple[str, str]], int]:
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda m: lines.append((m.record["level"].name, m.record["message"])), level="INFO")
+    return lines, sink
+
+
+def test_a_peer_that_closes_its_connection_left_at_info_with_its_address_and_age():
     clock = [100.0]
     log = PeerLog("frontend", {7: "10.0.0.2:40000"}.get, now=lambda: clock[0])
-    lines, sink = capture()
+    lines, sink = capture_levels()
     try:
         log.on_event(zmq.EVENT_ACCEPTED, 7, TCP)
         log.on_event(zmq.EVENT_HANDSHAKE_SUCCEEDED, 0, TCP)
@@ -29,8 +35,44 @@ def test_a_peer_that_disconnects_after_its_handshake_is_reported_gone_with_its_a
         log.on_event(zmq.EVENT_DISCONNECTED, 7, TCP)
     finally:
         logger.remove(sink)
-    assert lines == ["peer gone: 10.0.0.2:40000 left the broker frontend after 12.5 s"]
+    assert lines == [
+        ("INFO", "peer left: 10.0.0.2:40000 closed its connection to the broker frontend after 12.5 s")
+    ]
     assert log.refused == 0 and log.address(7) is None
+
+
+def test_a_connection_the_broker_closed_itself_is_a_peer_gone_warning():
+    log = PeerLog("backend", {7: "10.0.0.2:40000"}.get, closed_by_peer=lambda address: False, now=lambda: 5.0)
+    lines, sink = capture_levels()
+    try:
+        log.on_event(zmq.EVENT_ACCEPTED, 7, TCP)
+        log.on_event(zmq.EVENT_DISCONNECTED, 7, TCP)
+    finally:
+        logger.remove(sink)
+    assert lines == [
+        (
+            "WARNING",
+            "peer gone: 10.0.0.2:40000 dropped by the broker backend after 0.0 s (no heartbeat answered, or "
+            "a protocol error)",
+        )
+    ]
+
+
+def test_closed_by_peer_tells_which_side_of_a_real_tcp_connection_closed_first():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, address = server.accept()
+        with accepted:
+            client.close()  # the peer closes first: our side is in CLOSE_WAIT
+            assert closed_by_peer(f"{address[0]}:{address[1]}") is True
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, address = server.accept()
+        with client:
+            assert closed_by_peer(f"{address[0]}:{address[1]}") is False  # established: nobody closed
+            accepted.close()  # we close first: FIN_WAIT2 here, then TIME_WAIT
+            assert closed_by_peer(f"{address[0]}:{address[1]}") is False
+    assert closed_by_peer("ipc pid 12 uid 0") is True
 
 
 def test_a_failed_handshake_is_a_counted_refusal_named_by_address_and_denied_key():

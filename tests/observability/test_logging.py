@@ -4,6 +4,7 @@ trace and span ids; coloured human lines; the standard library routed into logur
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import json
 import logging
@@ -110,7 +111,113 @@ def test_json_lines_carry_bound_fields_and_the_traceback(stream):
     logger.complete()
     [entry] = records(stream)
     assert entry["hub"] == "h1" and entry["message"] == "failed on AAPL"
-    assert entry["exception"].endswith("ValueError: bad tick")
+    assert entry["exception"]["type"] == "ValueError" and entry["exception"]["message"] == "bad tick"
+
+
+def lookup(payload: dict[str, Any]) -> Any:
+    return payload["px"]  # the line a failing handler's record must name
+
+
+class Pricer(Actor):
+    """Fails on every tick without 'px', in a helper called by the handler."""
+
+    name = "pricer"
+
+    async def on_start(self) -> None:
+        self.failed = asyncio.Event()
+
+    @handler(("tick", "*"))
+    def on_tick(self, key: Key, payload: Any) -> None:
+        try:
+            self.last = lookup(payload)
+        finally:
+            self.failed.set()
+
+
+def line_of(function: Any, text: str) -> int:
+    lines, first = inspect.getsourcelines(function)
+    return first + next(i for i, line in enumerate(lines) if text in line)
+
+
+HERE = os.path.relpath(__file__)
+LOOKUP_LINE = line_of(lookup, "payload[")
+HANDLER_LINE = line_of(Pricer.on_tick, "lookup(payload)")
+
+
+async def fail_once() -> None:
+    hub = Hub(name="memory")
+    pricer, source = Pricer(hub), Actor(hub, name="source")
+    await pricer.start()
+    try:
+        source.publish(("tick", "AAPL"), {"bid": 1})
+        await asyncio.wait_for(pricer.failed.wait(), 5)
+        await asyncio.sleep(0)  # the consume loop logs the failure after the handler returns
+    finally:
+        await pricer.stop()
+    await logger.complete()
+
+
+async def test_a_failing_handler_s_json_record_keeps_type_message_and_the_user_s_frames_first(stream):
+    observability.configure_logging("svc", json=True, stream=stream, level="INFO")
+    await fail_once()
+    entry = next(e for e in records(stream) if e["level"] == "ERROR" and "failed on" in e["message"])
+    exception = entry["exception"]
+    assert (exception["type"], exception["message"], entry["actor"]) == ("KeyError", "'px'", "pricer")
+    helper, handler_frame, tickbus_frame = exception["stack"][:3]
+    assert helper == {
+        "file": __file__,
+        "line": LOOKUP_LINE,
+        "function": "lookup",
+        "user": True,
+    }
+    assert handler_frame["function"] == "on_tick" and handler_frame["user"] is True
+    assert tickbus_frame["user"] is False and tickbus_frame["file"].endswith("_actor.py")
+    assert exception["frames"] >= 3
+
+
+async def test_a_failing_handler_on_a_terminal_is_a_few_lines_naming_the_user_s_frames(stream):
+    observability.configure_logging("svc", json=False, stream=stream, level="INFO")
+    await fail_once()
+    text = stream.getvalue()
+    start = text.index("failed on")
+    block = text[start:].splitlines()
+    block = block[: next((i for i, line in enumerate(block[1:], 1) if not line.startswith("  ")), len(block))]
+    here = HERE
+    assert block[1:] == [
+        "  KeyError: 'px'",
+        f"    at {here}:{LOOKUP_LINE} in lookup",
+        f"    at {here}:{HANDLER_LINE} in on_tick",
+        "    (1 frame of tickbus, asyncio and libraries not shown)",
+    ]
+    assert "Traceback" not in text and "asyncio" not in block[0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("TICKBUS_LOG_LEVEL", "LOUD", "TICKBUS_LOG_LEVEL='LOUD' is not a log level; use one of TRACE, DEBUG"),
+        ("TICKBUS_LOG_JSON", "yes", "TICKBUS_LOG_JSON='yes' must be 1 (JSON lines) or 0 (human lines)"),
+    ],
+)
+def test_a_bad_logging_variable_is_a_config_error_naming_it(stream, monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(observability.ConfigError) as raised:
+        observability.configure_logging("svc", stream=stream)
+    assert str(raised.value).startswith(message)
+
+
+def test_describe_exception_names_the_innermost_user_frame_of_the_cause():
+    try:
+        try:
+            lookup({})
+        except KeyError as exc:
+            raise observability.ActorError("actor 'pricer' failed to start") from exc
+    except observability.ActorError as exc:
+        text = observability.describe_exception(exc)
+    here = os.path.relpath(__file__)
+    assert text == (
+        f"observability._errors.ActorError: actor 'pricer' failed to start ({here}:{LOOKUP_LINE} in lookup)"
+    )
 
 
 async def test_human_lines_show_the_service_actor_and_trace_id(stream):
