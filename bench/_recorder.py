@@ -13,9 +13,15 @@ from typing import Any
 
 from ._wire import END, PRIME
 
+WARM_BASE = -(1 << 40)
+"""Warm-up messages are numbered from here up: negative, never a marker."""
+TAIL_BASE = -(1 << 41)
+"""Tail probes (overload runs) are numbered from here up, below every warm-up number."""
+
 
 class Recorder:
-    """Counts measured messages (``seq >= 0``), reports priming, finishes on ``END``."""
+    """Counts measured messages (``seq >= 0``) and warm-up ones, reports priming, finishes on ``END``
+    or on the first tail probe (``TAIL_BASE + i``, sent after an overload run's measured phase)."""
 
     def __init__(self, conn: Connection, *, latency: bool) -> None:
         self._conn = conn
@@ -28,6 +34,8 @@ class Recorder:
         self.max_seq = -1
         self.out_of_order = 0
         self.primed = False
+        self.warm_received = 0
+        self.tail_index = -1  # the number of the first tail probe received (-1: none)
         self.latencies: list[int] | None = [] if latency else None
 
     def on_message(self, seq: int, sent_ns: int) -> None:
@@ -51,9 +59,18 @@ class Recorder:
         self.other_ns = now
         if seq == END:
             self.finish("end marker")
-        elif seq == PRIME and not self.primed:
-            self.primed = True
-            self._conn.send(("primed", None))
+        elif seq == PRIME:
+            if not self.primed:
+                self.primed = True
+                self._conn.send(("primed", None))
+        elif seq < WARM_BASE:
+            # A tail probe: every message sent before it was handled or lost by now (one stream, in
+            # order), so the system's loss counters are complete; probes 0..index-1 never arrived.
+            if self.tail_index < 0:
+                self.tail_index = seq - TAIL_BASE
+            self.finish("tail probe")
+        elif seq < END:
+            self.warm_received += 1
 
     def finish(self, reason: str) -> None:
         """Stop the measurement (first reason wins)."""
@@ -75,6 +92,8 @@ class Recorder:
             "last_ns": self.last_ns,
             "max_seq": self.max_seq,
             "out_of_order": self.out_of_order,
+            "warm_received": self.warm_received,
+            "tail_index": self.tail_index,
             "finished_by": self.reason,
             "latencies_ns": self.latencies,
         }

@@ -1,4 +1,4 @@
-"""The side-by-side table printed at the end, the tickbus ratios, and the JSON document."""
+"""The side-by-side table printed at the end, the tickbus ratios, the acceptance ratios, the JSON."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ def _pct(x: float) -> str:
     return f"{x:.2f}%"
 
 
+def _x(x: float) -> str:
+    return f"{x:.2f}x"
+
+
+def _count(x: float) -> str:
+    return f"{x:,.0f}"
+
+
 ROWS: list[Row] = [
     ("throughput 1->1 (msgs/s recv)", "throughput", "rate", _rate),
     ("  loss 1->1", "throughput", "loss_pct", _pct),
@@ -32,13 +40,29 @@ ROWS: list[Row] = [
     ("fan-out 1->4 slowest sub", "fanout", "min_rate", _rate),
     ("fan-out 1->4 total delivered", "fanout", "total_rate", _rate),
     ("  loss 1->4", "fanout", "loss_pct", _pct),
-    ("latency p50 (us) @ rate", "latency", "p50_us", _us),
+    ("latency p50 (us) @ {rate}", "latency", "p50_us", _us),
     ("latency p99 (us)", "latency", "p99_us", _us),
     ("latency p99.9 (us)", "latency", "p999_us", _us),
     ("  achieved send rate", "latency", "send_rate", _rate),
     ("  loss at rate", "latency", "loss_pct", _pct),
+    ("latency p50 (us) @ {rate_high}", "latency_high", "p50_us", _us),
+    ("latency p99 (us)", "latency_high", "p99_us", _us),
+    ("latency p99.9 (us)", "latency_high", "p999_us", _us),
+    ("  achieved send rate", "latency_high", "send_rate", _rate),
+    ("  loss at rate", "latency_high", "loss_pct", _pct),
+    ("3-hop tick->decision p50 @ {pipeline_rate}", "pipeline", "p50_us", _us),
+    ("3-hop p99 (us)", "pipeline", "p99_us", _us),
+    ("3-hop p99.9 (us)", "pipeline", "p999_us", _us),
+    ("  achieved tick rate", "pipeline", "send_rate", _rate),
+    ("  loss 3-hop", "pipeline", "loss_pct", _pct),
+    ("overload: offered target ({factor} cap)", "overload", "target_rate", _rate),
+    ("  achieved offered rate", "overload", "send_rate", _rate),
+    ("overload goodput (msgs/s handled)", "overload", "goodput", _rate),
+    ("  goodput / capacity", "overload", "goodput_ratio", _x),
+    ("  undelivered (sent - recv)", "overload", "undelivered", _count),
+    ("  counted by the system", "overload", "counted", _count),
 ]
-_RATIO_FIELDS = {"rate", "min_rate", "total_rate", "p50_us", "p99_us", "p999_us"}
+_RATIO_FIELDS = {"rate", "min_rate", "total_rate", "p50_us", "p99_us", "p999_us", "goodput"}
 
 
 def _value(system: dict[str, Any], measurement: str, field: str) -> float | None:
@@ -79,8 +103,13 @@ def _cell(system: dict[str, Any], measurement: str, field: str, fmt: Callable[[f
         return "SKIPPED" if status == "skipped" else "n/a"
     if measurement in system.get("errors", {}):
         return "error"
+    if measurement in system.get("skipped_rows", {}):
+        return "skipped"
     value = _value(system, measurement, field)
-    return "-" if value is None else fmt(value)
+    if value is None:  # not part of this row: "-"; measured, but the system has no such figure: "n/a"
+        found = system.get(measurement)
+        return "n/a" if isinstance(found, dict) and field in found else "-"
+    return fmt(value)
 
 
 def table(document: dict[str, Any]) -> str:
@@ -99,6 +128,8 @@ def table(document: dict[str, Any]) -> str:
         for measurement, error in system.get("errors", {}).items():
             last = error.strip().splitlines()[-1] if error.strip() else ""
             out.append(f"ERROR {name} {measurement}: {last}")
+        for measurement, reason in system.get("skipped_rows", {}).items():
+            out.append(f"SKIPPED {name} {measurement}: {reason}")
     return "\n".join(out)
 
 
@@ -107,8 +138,16 @@ def _system_lines(document: dict[str, Any], ratio_cols: list[str]) -> list[str]:
     ratio_map = document.get("ratios", {})
     header = ["", *systems, *ratio_cols]
     lines = [header]
+    meta = document["meta"]
+    rates = {
+        key: f"{meta[key]:,.0f}/s" if isinstance(meta.get(key), int | float) else "?"
+        for key in ("rate", "rate_high", "pipeline_rate")
+    }
+    rates["factor"] = f"{meta.get('overload_factor', 2.0):g}x"
     for label, measurement, field, fmt in ROWS:
-        shown = label.replace("@ rate", f"@ {document['meta']['rate']:,.0f}/s")
+        if not any(isinstance(system.get(measurement), dict) for system in systems.values()):
+            continue  # a row no selected system ran (e.g. overload with --only redis)
+        shown = label.format(**rates)
         row = [shown, *(_cell(systems[name], measurement, field, fmt) for name in systems)]
         for col in ratio_cols:
             value = ratio_map[col].get(f"{measurement}.{field}")
@@ -122,7 +161,138 @@ def _system_lines(document: dict[str, Any], ratio_cols: list[str]) -> list[str]:
     out.insert(1, "-" * len(out[0]))
     if ratio_cols:
         out.append("ratios: throughput rows >1x = tickbus faster; latency rows <1x = tickbus faster")
+    if "overload" in {m for _, m, _, _ in ROWS if any(isinstance(s.get(m), dict) for s in systems.values())}:
+        out.append(
+            "overload: capacity = the system's throughput 1->1 in this run; undelivered and counted cover "
+            "the whole stream (warm-up, measured, end probes); n/a = the system counts no loss"
+        )
     return out
+
+
+Check = tuple[str, tuple[str, str, str], tuple[str, str, str] | None, str, float]
+"""name, (system, measurement, field) of the value, the same of the divisor (None: an absolute
+value), the comparison (``>=``, ``<=``, ``<``), the target."""
+
+
+def _checks(meta: dict[str, Any]) -> list[Check]:
+    low, high = f"{meta.get('rate', 10_000) / 1000:g}k", f"{meta.get('rate_high', 40_000) / 1000:g}k"
+    return [
+        (
+            "actors 1->1 throughput / nats",
+            ("actors", "throughput", "rate"),
+            ("nats", "throughput", "rate"),
+            ">=",
+            1.2,
+        ),
+        (
+            "tickbus (aiopubsub) 1->1 throughput / nats",
+            ("tickbus", "throughput", "rate"),
+            ("nats", "throughput", "rate"),
+            ">=",
+            1.2,
+        ),
+        (
+            "actors overload goodput / actors capacity",
+            ("actors", "overload", "goodput"),
+            ("actors", "overload", "capacity"),
+            ">=",
+            0.9,
+        ),
+        (
+            f"actors p99 @{low} / nats p99 @{low}",
+            ("actors", "latency", "p99_us"),
+            ("nats", "latency", "p99_us"),
+            "<=",
+            0.8,
+        ),
+        (f"actors p99 @{high} (us)", ("actors", "latency_high", "p99_us"), None, "<", 2_000.0),
+        (
+            "actors 3-hop p99.9 / nats 3-hop p99.9",
+            ("actors", "pipeline", "p999_us"),
+            ("nats", "pipeline", "p999_us"),
+            "<=",
+            0.8,
+        ),
+        (
+            "actors+obs 1->1 throughput / actors",
+            ("actors+obs", "throughput", "rate"),
+            ("actors", "throughput", "rate"),
+            ">=",
+            0.95,
+        ),
+    ]
+
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    "<": lambda a, b: a < b,
+}
+
+
+def acceptance(
+    systems: dict[str, dict[str, Any]], meta: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The issue-12 acceptance checks: ``{"check", "value", "target", "result", "detail"}`` each,
+    ``result`` PASS, FAIL or n/a (a figure it needs was not measured in this run)."""
+    out: list[dict[str, Any]] = []
+    for name, (system, measurement, field), divisor, op, target in _checks(meta or {}):
+        value = _value(systems.get(system, {}), measurement, field)
+        detail = ""
+        if value is not None and divisor is not None:
+            base = _value(systems.get(divisor[0], {}), divisor[1], divisor[2])
+            detail = f"{value:,.1f} / {base:,.1f}" if base else ""
+            value = value / base if base else None
+        needed = [f"{system} {measurement}"]
+        if divisor is not None and f"{divisor[0]} {divisor[1]}" not in needed:
+            needed.append(f"{divisor[0]} {divisor[1]}")
+        missing = "needs " + " and ".join(needed)
+        out.append(
+            {
+                "check": name,
+                "value": value,
+                "target": f"{op} {target:g}x" if divisor else f"{op} {target:,.0f} us",
+                "result": "n/a" if value is None else ("PASS" if _COMPARE[op](value, target) else "FAIL"),
+                "detail": detail if value is not None else f"{missing} in this run",
+            }
+        )
+    overload = systems.get("actors", {}).get("overload")
+    counted = overload.get("counted") if isinstance(overload, dict) else None
+    undelivered = overload.get("undelivered") if isinstance(overload, dict) else None
+    known = counted is not None and undelivered is not None
+    out.append(
+        {
+            "check": "actors overload: every undelivered message counted",
+            "value": counted if known else None,
+            "target": "== sent - received",
+            "result": ("PASS" if counted == undelivered else "FAIL") if known else "n/a",
+            "detail": f"counted {counted:,} of {undelivered:,}"
+            if known
+            else "needs actors overload in this run",
+        }
+    )
+    return out
+
+
+def acceptance_lines(checks: list[dict[str, Any]]) -> str:
+    """The acceptance checks as a small table."""
+    rows = [["acceptance (issue 12)", "value", "target", "result", ""]]
+    for check in checks:
+        value = check["value"]
+        if value is None:
+            shown = "-"
+        elif check["target"].endswith("x"):
+            shown = f"{value:.2f}x"
+        else:
+            shown = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
+        rows.append([check["check"], shown, check["target"], check["result"], check["detail"]])
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(
+            [r[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(r[1:4], widths[1:], strict=True)), r[4]]
+        ).rstrip()
+        for r in rows
+    )
 
 
 def _routing_lines(routing: dict[str, Any] | None) -> list[str]:

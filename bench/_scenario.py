@@ -5,6 +5,10 @@ publisher, which sends probes until every subscriber has received one (so no sys
 before its subscriptions have propagated); say ``go``; collect the publisher's result; collect
 each subscriber's result (they stop at the END marker, after 1 s of silence, or when told).
 Every wait has a timeout, and every process is ended in ``finally``.
+
+A ``pipeline`` plan also starts the model process (ticks in, signals out) before the subscriber,
+which is then the strategy, and collects the model's counters at the end; an ``overload`` plan
+tells the publisher to stop its tail probes once the subscriber's result is in.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 from . import _stats
 from ._procs import ProcessGroup
 from ._systems import driver
-from ._worker import publisher_main, subscriber_main
+from ._worker import model_main, publisher_main, subscriber_main
 
 
 class BenchError(RuntimeError):
@@ -26,8 +30,9 @@ class BenchError(RuntimeError):
 
 @dataclass(frozen=True)
 class Plan:
-    """What to measure: ``mode`` is ``throughput`` (flat out) or ``latency`` (paced at ``rate``,
-    spinning at most the last ``spin_us`` before each send)."""
+    """What to measure: ``mode`` is ``throughput`` (flat out), ``latency`` (paced at ``rate``,
+    spinning at most the last ``spin_us`` before each send), ``pipeline`` (the same, through
+    feed -> model -> strategy) or ``overload`` (paced at ``rate``, reported against ``capacity``)."""
 
     mode: str
     subscribers: int
@@ -37,6 +42,7 @@ class Plan:
     spin_us: float = 40.0
     drain_s: float = 5.0
     prime_timeout_s: float = 15.0
+    capacity: float = 0.0
 
 
 def measure(system: str, plan: Plan) -> dict[str, Any]:
@@ -45,6 +51,10 @@ def measure(system: str, plan: Plan) -> dict[str, Any]:
     params["max_s"] = plan.prime_timeout_s + plan.warm_s + plan.duration_s + plan.drain_s + 30.0
     with ProcessGroup() as procs:
         config = driver(system).start_server(procs)
+        models = []
+        if plan.mode == "pipeline":
+            models = [procs.client(model_main, system, config, params)[1]]
+            _expect(models, "ready", 30.0)
         subs = [procs.client(subscriber_main, system, config, params)[1] for _ in range(plan.subscribers)]
         _expect(subs, "ready", 30.0)
         pub = procs.client(publisher_main, system, config, params)[1]
@@ -53,6 +63,15 @@ def measure(system: str, plan: Plan) -> dict[str, Any]:
         pub.send(("go", None))
         (pub_result,) = _expect([pub], "result", plan.warm_s + plan.duration_s + 30.0)
         sub_results = _collect(subs, plan.drain_s)
+        if plan.mode == "overload":
+            pub.send(("stop", None))  # ends the tail probes
+        for model in models:
+            model.send(("stop", None))
+        model_results = _expect(models, "result", 15.0)
+    if plan.mode == "pipeline":
+        return _stats.pipeline(pub_result, sub_results, model_results)
+    if plan.mode == "overload":
+        return _stats.overload(pub_result, sub_results, plan.rate, plan.capacity)
     summarise = _stats.latency if plan.mode == "latency" else _stats.throughput
     return summarise(pub_result, sub_results)
 

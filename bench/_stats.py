@@ -69,3 +69,66 @@ def latency(pub: dict[str, Any], subs: list[dict[str, Any]]) -> dict[str, Any]:
         "publisher": pub["client"],
         "subscribers": [s["client"] for s in subs],
     }
+
+
+def counted_loss(stats: dict[str, int]) -> int | None:
+    """Messages a subscriber-side client counted as never handled, or None when it counts none.
+
+    tickbus and actors: sequence gaps seen by the hub (which include what the publisher's hub
+    dropped at its full send queue) plus what the actor's full mailbox shed; NATS: the messages
+    nats-py dropped for a slow consumer; raw ZeroMQ counts nothing.
+    """
+    if "gaps" in stats:
+        return stats["gaps"] + stats.get("actor_dropped", 0)
+    if "slow_consumer_drops" in stats:
+        return stats["slow_consumer_drops"]
+    return None
+
+
+def pipeline(pub: dict[str, Any], subs: list[dict[str, Any]], models: list[dict[str, Any]]) -> dict[str, Any]:
+    """Tick sent -> signal handled percentiles, loss, and what model and strategy counted as lost."""
+    figures = latency(pub, subs)
+    counts = [counted_loss(m["client"]) for m in models] + [counted_loss(s["client"]) for s in subs]
+    figures["models"] = [m["client"] for m in models]
+    figures["undelivered"] = pub["sent"] * len(subs) - figures["received"]
+    figures["counted"] = None if None in counts else sum(c for c in counts if c is not None)
+    return figures
+
+
+def overload(
+    pub: dict[str, Any], subs: list[dict[str, Any]], target: float, capacity: float
+) -> dict[str, Any]:
+    """Goodput against ``capacity`` at an offered load paced at ``target``, and loss accounting.
+
+    ``undelivered`` is every message of the stream the subscriber never handled: measured
+    (sent - received), warm-up, and the tail probes before the first one that arrived (the
+    system's counters cover all three). It is None when no tail probe arrived (the subscriber
+    was stopped first), because then the system's counters may still miss the stream's end.
+    """
+    (sub,) = subs
+    goodput = receive_rate(sub)
+    measured = pub["sent"] - sub["received"]
+    warm = pub["warm_sent"] - sub["warm_received"]
+    tail = sub["tail_index"]
+    undelivered = measured + warm + tail if tail >= 0 else None
+    counted = counted_loss(sub["client"])
+    return {
+        "target_rate": target,
+        "capacity": capacity,
+        "sent": pub["sent"],
+        "send_rate": pub["send_rate"],
+        "offered_ratio": pub["send_rate"] / capacity if capacity else math.nan,
+        "received": sub["received"],
+        "goodput": goodput,
+        "goodput_ratio": goodput / capacity if capacity else math.nan,
+        "loss_pct": loss_pct(pub["sent"], sub["received"]),
+        "undelivered_measured": measured,
+        "undelivered_warm": warm,
+        "undelivered_tail_probes": tail,
+        "undelivered": undelivered,
+        "counted": counted,
+        "all_counted": None if counted is None or undelivered is None else counted == undelivered,
+        "publisher": pub["client"],
+        "subscribers": [sub["client"]],
+        "finished_by": [sub["finished_by"]],
+    }

@@ -1,10 +1,12 @@
 """``python -m bench.run``: measure tickbus, raw pyzmq, NATS core and Redis pub/sub side by side.
 
 Each system runs as one publisher process -> one server process -> one (or four) subscriber
-processes on loopback: throughput 1->1, latency at a fixed rate, fan-out 1->4; then tickbus's
-in-process routing cost at 10 / 1,000 / 10,000 patterns. Prints a table; ``--json`` writes all
-figures. A system whose server or client library is missing is reported SKIPPED (peers) or n/a
-(tickbus) and the run goes on. Exit status 1 when a measurement of an available system failed.
+processes on loopback: throughput 1->1, latency at two fixed rates, fan-out 1->4, a 3-hop pipeline
+(feed -> model -> strategy, :mod:`bench._pipeline`) and an overload run at twice the system's
+1->1 capacity measured just before; then tickbus's in-process routing cost at 10 / 1,000 / 10,000
+patterns. Prints a table and the acceptance ratios; ``--json`` writes all figures. A system whose
+server or client library is missing is reported SKIPPED (peers) or n/a (tickbus) and the run goes
+on. Exit status 1 when a measurement of an available system failed (not when a ratio misses).
 """
 
 from __future__ import annotations
@@ -16,26 +18,49 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from . import _report, _routing
+from . import _pipeline, _report, _routing
 from ._scenario import Plan, measure
 from ._systems import SYSTEMS, driver
 
 ROUTING = "routing"
+OVERLOAD_SYSTEMS = ("tickbus", "actors", "nats", "raw-zmq")
+"""Systems the overload row runs for (its offered rate comes from their throughput 1->1 row)."""
 
 
 def _plans(args: argparse.Namespace) -> dict[str, Plan]:
     warm = 0.2 if args.quick else 0.5
     duration = args.duration or (1.0 if args.quick else 3.0)
+    short = args.duration or (1.0 if args.quick else 2.0)  # the rows added for issue 12
     drain = 3.0 if args.quick else 5.0
+    spin = args.spin_us
     return {
         "throughput": Plan("throughput", 1, warm, duration, drain_s=drain),
-        "latency": Plan("latency", 1, warm, duration, rate=args.rate, spin_us=args.spin_us, drain_s=drain),
+        "latency": Plan("latency", 1, warm, duration, rate=args.rate, spin_us=spin, drain_s=drain),
+        "latency_high": Plan("latency", 1, warm, short, rate=args.rate_high, spin_us=spin, drain_s=drain),
         "fanout": Plan("throughput", args.fanout, warm, duration, drain_s=drain),
+        "pipeline": Plan("pipeline", 1, warm, short, rate=args.pipeline_rate, spin_us=spin, drain_s=drain),
+        # rate and capacity are filled in per system from its throughput row (see _plan_for)
+        "overload": Plan("overload", 1, warm, short, rate=0.0, spin_us=spin, drain_s=drain + 7.0),
     }
+
+
+def _plan_for(name: str, label: str, plan: Plan, result: dict[str, Any], factor: float) -> Plan | str | None:
+    """The plan to run for ``label``, or why it is skipped (a string), or None: not part of the row."""
+    if label == "pipeline":
+        return plan if _pipeline.unavailable(name) is None else None
+    if label != "overload":
+        return plan
+    if name not in OVERLOAD_SYSTEMS:
+        return None
+    throughput = result.get("throughput")
+    capacity = throughput.get("rate") if isinstance(throughput, dict) else None
+    if not capacity:
+        return "no capacity to overload: the throughput 1->1 row failed in this run"
+    return replace(plan, rate=factor * capacity, capacity=capacity)
 
 
 def _selection(only: str | None) -> list[str]:
@@ -49,19 +74,25 @@ def _selection(only: str | None) -> list[str]:
     return chosen
 
 
-def _run_system(name: str, plans: dict[str, Plan]) -> dict[str, Any]:
+def _run_system(name: str, plans: dict[str, Plan], factor: float) -> dict[str, Any]:
     reason = driver(name).unavailable()
     if reason is not None:
         status = "n/a" if name == "tickbus" else "skipped"
         banner = "n/a" if name == "tickbus" else "SKIPPED"
         print(f"\n*** {banner} {name}: {reason} ***\n", flush=True)
         return {"status": status, "reason": reason}
-    result: dict[str, Any] = {"status": "ok", "reason": None, "errors": {}}
-    for label, plan in plans.items():
-        what = f"{plan.subscribers} subscriber(s), {plan.duration_s:g}s" + (
-            f" at {plan.rate:,.0f} msgs/s" if plan.mode == "latency" else " flat out"
-        )
-        print(f"[{name}] {label}: {what} ...", flush=True)
+    result: dict[str, Any] = {"status": "ok", "reason": None, "errors": {}, "skipped_rows": {}}
+    ran = 0
+    for label, template in plans.items():
+        plan = _plan_for(name, label, template, result, factor)
+        if plan is None:
+            continue
+        if isinstance(plan, str):
+            result["skipped_rows"][label] = plan
+            print(f"[{name}] {label}: SKIPPED: {plan}", flush=True)
+            continue
+        ran += 1
+        print(f"[{name}] {label}: {_what(plan)} ...", flush=True)
         started = time.monotonic()
         try:
             result[label] = measure(name, plan)
@@ -72,13 +103,29 @@ def _run_system(name: str, plans: dict[str, Plan]) -> dict[str, Any]:
             print(f"[{name}] {label}: FAILED: {exc}", flush=True)
             continue
         print(f"[{name}] {label}: {_brief(result[label])} ({time.monotonic() - started:.1f}s)", flush=True)
-    if len(result["errors"]) == len(plans) and name == "tickbus":
+    if len(result["errors"]) == ran and name == "tickbus":
         result["status"] = "n/a"  # the slot is wired but tickbus did not run: report, do not pretend
         result["reason"] = "every measurement failed (see errors)"
     return result
 
 
+def _what(plan: Plan) -> str:
+    what = f"{plan.subscribers} subscriber(s), {plan.duration_s:g}s"
+    if plan.mode == "overload":
+        return what + f" paced at {plan.rate:,.0f} msgs/s (capacity {plan.capacity:,.0f})"
+    if plan.mode == "pipeline":
+        return f"feed -> model -> strategy, {plan.duration_s:g}s at {plan.rate:,.0f} ticks/s"
+    return what + (f" at {plan.rate:,.0f} msgs/s" if plan.mode == "latency" else " flat out")
+
+
 def _brief(figures: dict[str, Any]) -> str:
+    if "goodput" in figures:
+        counted = figures["counted"]
+        return (
+            f"offered {figures['send_rate']:,.0f}/s, goodput {figures['goodput']:,.0f}/s "
+            f"({figures['goodput_ratio']:.2f}x capacity), undelivered {figures['undelivered']}, "
+            f"counted {'n/a' if counted is None else counted}"
+        )
     if "p50_us" in figures:
         return (
             f"p50 {figures['p50_us']:.1f} us, p99 {figures['p99_us']:.1f} us, "
@@ -110,23 +157,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="seconds per measurement (default 3, quick 1)")
     parser.add_argument("--rate", type=float, default=10_000.0, help="latency test rate, msgs/s (10000)")
     parser.add_argument(
+        "--rate-high", type=float, default=40_000.0, help="second latency test rate, msgs/s (40000)"
+    )
+    parser.add_argument(
+        "--pipeline-rate", type=float, default=5_000.0, help="3-hop pipeline tick rate, msgs/s (5000)"
+    )
+    parser.add_argument(
+        "--overload-factor",
+        type=float,
+        default=2.0,
+        help="overload row: offered rate = this x the system's 1->1 throughput in this run (2)",
+    )
+    parser.add_argument(
         "--spin-us",
         type=float,
         default=40.0,
         help="latency publisher busy-waits this long before a send (40)",
     )
     parser.add_argument("--fanout", type=int, default=4, help="subscriber processes in the fan-out test (4)")
+    parser.add_argument(
+        "--rows",
+        metavar="ROW[,ROW]",
+        help="measure only these of throughput, latency, latency_high, fanout, pipeline, overload "
+        "(overload needs throughput)",
+    )
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so every ``finally`` ends its child processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     selected = _selection(args.only)
     plans = _plans(args)
+    if args.rows:
+        wanted = [row.strip() for row in args.rows.split(",") if row.strip()]
+        unknown = [row for row in wanted if row not in plans]
+        if unknown:
+            parser.error(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(plans)}")
+        plans = {label: plan for label, plan in plans.items() if label in wanted}
     document: dict[str, Any] = {
         "meta": {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "quick": args.quick,
             "rate": args.rate,
+            "rate_high": args.rate_high,
+            "pipeline_rate": args.pipeline_rate,
+            "overload_factor": args.overload_factor,
             "plans": {label: asdict(plan) for label, plan in plans.items()},
             "python": sys.version.split()[0],
             "platform": platform.platform(),
@@ -137,13 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name in selected:
         if name != ROUTING:
-            document["systems"][name] = _run_system(name, plans)
+            document["systems"][name] = _run_system(name, plans, args.overload_factor)
     if ROUTING in selected or "tickbus" in selected:
         document["routing"] = _run_routing(args.quick)
     document["ratios"] = _report.ratios(document["systems"])
+    document["acceptance"] = _report.acceptance(document["systems"], document["meta"])
 
     print()
     print(_report.table(document))
+    print()
+    print(_report.acceptance_lines(document["acceptance"]))
     if args.json:
         _report.write_json(document, args.json)
         print(f"\nwrote {args.json}")
