@@ -18,8 +18,8 @@ Per system:
 - ``nats``: one connection per process; the model's ``subscribe("quote.>", cb=...)`` callback
   ``await``s ``publish("signal.AAPL", ...)``.
 - ``raw-zmq``: the model is the raw-zmq benchmark subscriber (SUB through the proxy, whatever frame
-  layout :mod:`bench._rawzmq` uses) plus a PUB socket connected to the same proxy; signals are
-  ``[b"signal\\x00AAPL\\x00", header, payload]`` frames.
+  layout :mod:`bench._rawzmq` uses) plus a PUB socket connected to the same proxy; signals are one
+  frame each, ``b"signal\\x00AAPL\\x00" 0xff len(header) header payload``.
 
 NATS and raw-zmq signals are ``header + payload`` shaped like tickbus's (msgpack), the payload the
 same dict as tickbus's signal. Their models decode the tick's header and payload with the harness's
@@ -235,7 +235,7 @@ class _RawModel:
 
     def on_tick(self, seq: int, sent_ns: int) -> None:
         head, payload = self._signals.encode(seq, sent_ns)
-        self._pub.send_multipart((SIGNAL_KEY, head, payload))
+        self._pub.send(SIGNAL_KEY + b"\xff" + bytes((len(head),)) + head + payload)
 
     def stats(self) -> dict[str, int]:
         return {}
@@ -260,10 +260,12 @@ class _RawStrategy:
         budget = _DRAIN_BUDGET
         while True:
             try:
-                _, head, payload = sock.recv_multipart(zmq.NOBLOCK)
+                data = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            on_message(*_decode_signal(head, payload))
+            start = data.find(b"\xff") + 2
+            end = start + data[start - 1]
+            on_message(*_decode_signal(data[start:end], data[end:]))
             budget -= 1
             if not budget:
                 self._loop.call_soon(self._drain)
