@@ -1,8 +1,17 @@
 """The :class:`Actor` base class: handlers for patterns, timers, lifecycle and failure policy.
 
-An actor owns one bounded mailbox. Every message matching one of its handlers' patterns is queued
-there (overflow drops the oldest, counted) and handled in arrival order, one at a time, so an
-actor's state needs no locks. Timers (``@every``) run beside the handlers on the same loop.
+An actor handles the messages matching its handlers' patterns in arrival order, one at a time, so
+its state needs no locks. A message for a sync handler that arrives while the actor is idle (nothing
+queued, no handler or sync timer running) is handled at once, inline in the hub's dispatch: no
+mailbox round trip, and a process that cannot keep up leaves the surplus in ZeroMQ's queues (gaps,
+counted) instead of decoding it to drop it. Everything else waits in the actor's bounded mailbox
+(overflow drops the oldest, counted); while it is full the hub stops reading until it is half empty.
+The consumer handles queued messages in slices of at most :data:`_SLICE_NS`, so other actors and
+timers get the loop in between. Timers (``@every``) run beside the handlers on the same loop.
+
+Per-message instrumentation is plain ints, and the two histograms (handler time, end-to-end
+latency) record at most one message per :data:`_SAMPLE_NS` per actor: every message at low rates,
+a time-spread sample under load, so measuring costs nothing the budget notices.
 
 Failure policy: an exception in a handler or timer is logged (rate-limited, with its traceback) and
 counted, and that message is skipped. After ``max_consecutive_failures`` failures in a row the actor
@@ -38,7 +47,9 @@ _HOST = socket.gethostname()
 _perf_ns = time.perf_counter_ns
 _mono_ns = time.monotonic_ns
 _wall_ns = time.time_ns
-_YIELD_EVERY = 64  # sync handlers in a row before giving other callbacks a turn
+_SLICE_NS = 1_000_000  # queued sync handlers run for at most this long before the loop gets a turn
+_SAMPLE_NS = 50_000  # the histograms record at most one message per this many ns (see the module doc)
+_NOTHING: Any = object()  # no message is being handled
 _CONSUMERS: dict[asyncio.Task[None], Actor] = {}  # consumer task -> actor, for loop-health reports
 
 
@@ -128,7 +139,9 @@ class Actor:
         self.name = name or type(self).name or type(self).__name__.lower()  # type: ignore[misc]
         self.config: Mapping[str, Any] = dict(config or {})
         self.log = logger.bind(actor=self.name)
-        self.current_message: Message | None = None
+        self._key: Any = _NOTHING  # the message being handled: key, payload, header
+        self._payload: Any = None
+        self._header: Header | None = None
         self.last_handler: Callable[..., Any] | None = None
         self.stopped: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._mailbox: Mailbox[tuple[Callable[[Key, Any], Any], bool, Message]] = Mailbox(
@@ -143,6 +156,10 @@ class Actor:
         self._timer_runs = self._timer_overruns = 0
         self._running = False
         self._draining = False
+        self._idle = False  # running, and neither a handler nor a sync timer is running: inline is safe
+        self._sampled_at = 0  # perf_counter_ns of the last message the histograms recorded
+        self._slice_start = 0  # perf_counter_ns when the consumer last gave the loop a turn
+        self._full: dict[object, Key] = {}  # publish: key as given -> prefix + key
         # Hot-path instrumentation: plain ints and local histograms, read by the metrics exporter.
         self.handler_ns = Histogram()  # handler run time, ns
         self.latency_ns = Histogram()  # publisher send -> handler start, ns (wall clock across hosts)
@@ -168,7 +185,14 @@ class Actor:
     def publish(self, key: PossibleKey, payload: Any) -> None:
         """Publish ``payload`` at ``self.prefix + key`` (traced if sampled: see ``observability.tracing``)."""
         self._published += 1
-        full = Key(*self.prefix, *Key.create_from(key))
+        try:
+            full = self._full.get(key)
+        except TypeError:  # an unhashable key (a list): build it every time
+            full = Key(*self.prefix, *Key.create_from(key))
+        if full is None:
+            full = Key(*self.prefix, *Key.create_from(key))
+            if len(self._full) < 10_000:
+                self._full[key] = full
         prefix = full[0] if full else ""
         self.messages_out[prefix] = self.messages_out.get(prefix, 0) + 1
         if tracing.enabled:  # in a handler the message being handled decides, elsewhere the sampler
@@ -183,10 +207,16 @@ class Actor:
         return await ask(self.hub, key, payload, timeout=timeout)
 
     @property
+    def current_message(self) -> Message | None:
+        """The message being handled (``None`` in a timer or between messages)."""
+        if self._key is _NOTHING:
+            return None
+        return Message(self._key, self._payload, self._header)
+
+    @property
     def header(self) -> Header | None:
         """Envelope header of the message being handled (``None`` in a timer; in-process, unless traced)."""
-        message = self.current_message
-        return message.header if message is not None else None
+        return self._header if self._key is not _NOTHING else None
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -220,13 +250,15 @@ class Actor:
         _CONSUMERS[self._consumer] = self
         self._consumer.add_done_callback(_forget_consumer)
         self._running = True
+        self._idle = not self._mailbox  # what arrived while starting is handled first, in order
 
     async def stop(self, drain_timeout: float = 5.0, reason: str = "stopped") -> None:
         """Unsubscribe, handle what is queued for up to ``drain_timeout`` seconds, then ``on_stop``."""
         if not self._running:
             return
-        self._running = False
+        self._running = self._idle = False
         self._unsubscribe()
+        self.hub.release(self)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -277,22 +309,79 @@ class Actor:
         return found
 
     def _route(self, fn: Callable[[Key, Any], Any], is_async: bool) -> Route:
-        put = self._mailbox.put
         mailbox = self._mailbox
-        errors = self._errors
-        name = self.name
+        put = mailbox.put
+        maxsize = mailbox.maxsize
+        hold = self.hub.hold
+        overflowed = self._overflowed
+
+        def queue(key: Key, payload: Any, header: Header | None) -> None:
+            if not put((fn, is_async, Message(key, payload, header))):
+                overflowed()
+            elif len(mailbox) >= maxsize:
+                hold(self)  # the hub stops reading until the consumer has emptied half of it
+
+        if is_async:
+            return queue
+        handle = self._handle_sync
 
         def route(key: Key, payload: Any, header: Header | None) -> None:
-            if not put((fn, is_async, Message(key, payload, header))):
-                errors.warning(
-                    "overflow",
-                    "actor {} mailbox full ({}): dropped the oldest, {} so far",
-                    name,
-                    mailbox.maxsize,
-                    mailbox.dropped,
-                )
+            if self._idle and not mailbox:  # nothing before it: handle now, in order
+                handle(fn, key, payload, header)
+            else:
+                queue(key, payload, header)
 
         return route
+
+    def _overflowed(self) -> None:
+        self._errors.warning(
+            "overflow",
+            "actor {} mailbox full ({}): dropped the oldest, {} so far",
+            self.name,
+            self._mailbox.maxsize,
+            self._mailbox.dropped,
+        )
+
+    def _handle_sync(
+        self, fn: Callable[[Key, Any], Any], key: Key, payload: Any, header: Header | None
+    ) -> None:
+        """Run one sync handler under the failure policy, with the per-message bookkeeping."""
+        idle, self._idle = self._idle, False
+        self._key, self._payload, self._header = key, payload, header
+        self.last_handler = fn
+        started = _perf_ns()
+        sample = started - self._sampled_at >= _SAMPLE_NS
+        if header is not None:
+            if sample:
+                self._record_latency(header)
+            if header.trace is not None and tracing.enabled:  # sampled upstream: run in a consumer span
+                fn = tracing.handler(self, fn, False, Message(key, payload, header))
+        prefix = key[0] if key else ""
+        counts = self.messages_in
+        counts[prefix] = counts.get(prefix, 0) + 1
+        try:
+            fn(key, payload)
+        except Exception as exc:  # the policy: count, log, skip; stop after too many in a row
+            self._failed(getattr(fn, "__name__", "handler"), key, exc)
+        else:
+            self._consecutive = 0
+        finally:
+            self._key = _NOTHING
+            self._handled += 1
+            if sample:
+                self._sampled_at = started
+                self.handler_ns.record(_perf_ns() - started)
+            self._idle = idle and self._running
+
+    def _record_latency(self, header: Header) -> None:
+        """End-to-end latency of one message: its publisher's send to this handler's start."""
+        skew = self.hub.clock_skew
+        if self._same_host(header.publisher):
+            age = skew.age_ns(_mono_ns(), header.mono_ns)
+        else:
+            age = skew.age_ns(_wall_ns(), header.wall_ns)
+        if age is not None:  # an implausible send time is counted in the hub's `skewed`
+            self.latency_ns.record(age)
 
     async def _subscribe_with_snapshot(self, pattern: Key, route: Route) -> Route:
         # without a cache the hub logs it and goes live: an actor still starts
@@ -305,49 +394,51 @@ class Actor:
 
     async def _consume(self) -> None:
         mailbox = self._mailbox
-        skew = self.hub.clock_skew
-        in_a_row = 0
+        hub = self.hub
         while True:
             if not mailbox:
+                hub.release(self)
                 if self._draining:
                     return
-                in_a_row = 0
+                self._idle = self._running  # inline handling may resume: nothing is queued
                 await mailbox.wait()
                 continue
+            self._idle = False
             fn, is_async, message = mailbox.get_nowait()
-            self.current_message = message
+            if len(mailbox) * 2 <= mailbox.maxsize:
+                hub.release(self)
+            if not is_async:
+                self._handle_sync(fn, message.key, message.payload, message.header)
+                if _perf_ns() - self._slice_start >= _SLICE_NS:
+                    await asyncio.sleep(0)  # the loop's other callbacks get their turn
+                    self._slice_start = _perf_ns()
+                continue
+            self._key, self._payload, self._header = message
             self.last_handler = fn
             started = _perf_ns()
+            sample = started - self._sampled_at >= _SAMPLE_NS
             header = message.header
-            if header is not None:  # end-to-end latency: publisher's send to this handler's start
-                if self._same_host(header.publisher):
-                    age = skew.age_ns(_mono_ns(), header.mono_ns)
-                else:
-                    age = skew.age_ns(_wall_ns(), header.wall_ns)
-                if age is not None:  # an implausible send time is counted in the hub's `skewed`
-                    self.latency_ns.record(age)
+            if header is not None:
+                if sample:
+                    self._record_latency(header)
                 if header.trace is not None and tracing.enabled:  # sampled upstream: run in a consumer span
-                    fn = tracing.handler(self, fn, is_async, message)
+                    fn = tracing.handler(self, fn, True, message)
             prefix = message.key[0] if message.key else ""
             counts = self.messages_in
             counts[prefix] = counts.get(prefix, 0) + 1
             try:
-                if is_async:
-                    await fn(message.key, message.payload)
-                else:
-                    fn(message.key, message.payload)
-                    in_a_row += 1
-                    if in_a_row >= _YIELD_EVERY:
-                        in_a_row = 0
-                        await asyncio.sleep(0)
+                await fn(message.key, message.payload)
             except Exception as exc:  # the policy: count, log, skip; stop after too many in a row
                 self._failed(getattr(fn, "__name__", "handler"), message.key, exc)
             else:
                 self._consecutive = 0
             finally:
-                self.current_message = None
-                self.handler_ns.record(_perf_ns() - started)
+                self._key = _NOTHING
+                if sample:
+                    self._sampled_at = started
+                    self.handler_ns.record(_perf_ns() - started)
             self._handled += 1
+            self._slice_start = _perf_ns()
 
     async def _run_body(self) -> None:
         try:
@@ -366,7 +457,11 @@ class Actor:
                 if is_async:
                     await fn()
                 else:
-                    fn()
+                    idle, self._idle = self._idle, False  # a publish in it must not re-enter a handler
+                    try:
+                        fn()
+                    finally:
+                        self._idle = idle and self._running
             except Exception as exc:
                 self._failed(getattr(fn, "__name__", "timer"), None, exc)
             else:

@@ -86,7 +86,8 @@ class HubStatistics:
     streams_evicted: int = 0
     """Streams forgotten to stay within the tracker's bounds (``actors.SequenceTracker``)."""
     skewed: int = 0
-    """Send times outside the clock-skew bounds, ignored for lag and latency (:class:`HubLimits`)."""
+    """Send times outside the clock-skew bounds, ignored for lag and latency (:class:`HubLimits`); an
+    actor checks the messages its latency histogram samples (at most one per 50 us), not every one."""
     snapshot_rejects: int = 0
     """Snapshot reply parts and entries dropped: malformed, for no pending request, over the bounds."""
 
@@ -194,6 +195,13 @@ class Hub:
     def get_all_subscriber_queue_sizes(self) -> dict[Key, tuple[int, ...]]:
         """Every pattern with :class:`Subscriber` queues on it -> their sizes (aiopubsub's)."""
         return {pattern: tuple(len(box) for box in boxes.values()) for pattern, boxes in self._queues.items()}
+
+    def hold(self, consumer: object) -> None:
+        """``consumer``'s queue is full: stop reading from the bus until :meth:`release` (in-process
+        there is nothing to stop: the queue drops its oldest)."""
+
+    def release(self, consumer: object) -> None:
+        """``consumer`` has room again: read on once no consumer holds the hub."""
 
     def listener_failed(self, where: str, key: Key, exc: BaseException) -> None:
         """Count and log (rate-limited) an exception raised by a listener."""

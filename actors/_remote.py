@@ -88,6 +88,9 @@ def _publisher_bytes(publisher_id: str) -> bytes:
 class RemoteHub(Hub):
     """A :class:`Hub` whose publish and subscribe go through a tickbus broker. Use :func:`connect`."""
 
+    holds = 0
+    """Times reading stopped because a consumer's queue was full (see :meth:`hold`)."""
+
     _refused = False  # set when the broker refuses a handshake (CURVE keys): wait_connected says so
 
     def __init__(
@@ -162,10 +165,10 @@ class RemoteHub(Hub):
         self._connected = [False, False]
         self._connected_event = asyncio.Event()
         self._prefixes_changed = asyncio.Event()
-        self._publish_dropped = self._publish_skipped = self._disconnects = 0
-        self._malformed_upstream = 0
+        self._publish_dropped = self._publish_skipped = self._disconnects = self._malformed_upstream = 0
         self._loop = asyncio.get_running_loop()
         self._closed = False
+        self._held: set[object] = set()  # consumers whose queues are full: no reading meanwhile
         self._loop.add_reader(self._sub.FD, self._on_sub_readable)
         self._loop.add_reader(self._pub.FD, self._on_pub_readable)
         for index, monitor in enumerate(self._monitors):
@@ -443,13 +446,13 @@ class RemoteHub(Hub):
         # yields to the loop's other callbacks: a burst never starves timers or other actors, and
         # what this process cannot take waits in ZeroMQ's queues (or is dropped there, counted as
         # gaps by the sequence numbers) instead of being decoded to be dropped.
-        if self._closed:
+        if self._closed or self._held:
             return
         sock = self._sub
         handle = self._inbound.handle
         nowait = zmq.NOBLOCK
         end = _perf() + _SLICE_S
-        while True:
+        while not self._held:
             for _ in range(_CHUNK):
                 try:
                     frame = _recv(sock, nowait)
@@ -458,7 +461,22 @@ class RemoteHub(Hub):
                 handle(frame)
             if _perf() >= end:
                 break
-        self._loop.call_soon(self._on_sub_readable)  # more may be waiting: come back after others ran
+        if not self._held:
+            self._loop.call_soon(self._on_sub_readable)  # more may be waiting: come back after others ran
+
+    def hold(self, consumer: object) -> None:
+        """Stop reading the bus while ``consumer``'s queue is full (ZeroMQ's queues hold or drop
+        meanwhile, and the sequence numbers count what they drop as gaps)."""
+        if consumer not in self._held:
+            self._held.add(consumer)
+            self.holds += 1
+
+    def release(self, consumer: object) -> None:
+        """Read on once no consumer's queue is full."""
+        if self._held and consumer in self._held:
+            self._held.discard(consumer)
+            if not self._held and not self._closed:
+                self._loop.call_soon(self._on_sub_readable)
 
     def _rest_of_message(self) -> list[bytes]:
         """The remaining frames of a multi-frame message (format 1, or not tickbus), all read; the first

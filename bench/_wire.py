@@ -32,7 +32,7 @@ REDIS_PATTERN = "quote.*"
 PUBLISHER = "bench-pub-00000"  # fixed length keeps the header at 42 bytes
 
 _FORMAT_VERSION = 2
-_FIXED = struct.Struct("<BBBQqq")  # tickbus's header: version, flags, id length, seq, mono, wall
+_FIXED = struct.Struct("<BBBqqq")  # tickbus's header layout (seq signed here: probes are negative)
 _ID = PUBLISHER.encode()
 _QUOTE: dict[str, Any] = {"px": 101.25, "qty": 300, "bid": 101.24, "ask": 101.26, "venue": "XNAS"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from actors import Actor, Hub, Key, Subscriber, every, handler
 
@@ -108,8 +109,14 @@ async def test_handler_time_latency_and_per_prefix_counts_are_recorded_without_o
     await actor.start()
     for i in range(10):
         hub.publish(Key("n", "x"), i)
+    assert actor.statistics().handled == 10 and actor.statistics().queued == 0  # handled inline
+    assert 1 <= actor.handler_ns.count <= 10  # at most one per 50 us is timed: a burst is sampled
+    spaced = actor.handler_ns.count
+    for i in range(3):
+        time.sleep(0.0002)  # noqa: ASYNC251 -- apart by more than the sampling interval
+        hub.publish(Key("n", "x"), i)
+    assert actor.handler_ns.count == spaced + 3  # at a low rate every message is timed
     await actor.stop()
-    assert actor.handler_ns.count == 10
-    assert actor.messages_in == {"n": 10}
-    assert actor.messages_out == {"doubled": 10}
+    assert actor.messages_in == {"n": 13}
+    assert actor.messages_out == {"doubled": 13}
     assert actor.latency_ns.count == 0  # in-process messages carry no envelope header

@@ -79,6 +79,7 @@ async def test_an_actor_ignores_skewed_send_times_for_latency_and_the_hub_counts
         await eventually(lambda: actor.handled == 1, 5, "handled")
         before = actor.latency_ns.count
         hub.clock_skew.configure(-1.0, -1.0)  # nothing is plausible any more
+        await asyncio.sleep(0.001)  # past the actor's 50 us sampling interval: this one is timed
         hub.publish(Key("in", "a"), 2, trace)
         await eventually(lambda: actor.handled == 2, 5, "handled")
         assert actor.latency_ns.count == before
