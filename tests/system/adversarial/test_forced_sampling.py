@@ -24,7 +24,7 @@ import actors
 import observability
 from actors import Actor, Key, handler
 from actors.testing import BrokerProcess, eventually
-from broker import encode_header, encode_key
+from broker import encode_header, encode_key, encode_message
 from tests.system.chaos.chaos_actors import rss_kib
 
 FLOOD = 20_000
@@ -78,15 +78,19 @@ async def test_sampled_contexts_from_a_peer_are_honoured_only_up_to_the_rate(in_
             async with asyncio.timeout(10):
                 while victim.seen["rogue"] == 0:  # until the rogue's PUB heard the subscription
                     seq += 1
-                    await rogue.send_multipart(
-                        [key, encode_header("rogue@h:1:t", seq, 1, time.time_ns(), SAMPLED), payload]
+                    await rogue.send(
+                        encode_message(
+                            key, encode_header("rogue@h:1:t", seq, 1, time.time_ns(), SAMPLED), payload
+                        )
                     )
                     await asyncio.sleep(0.01)  # resend until it arrives: a PUB drops what nobody wants yet
             started, first = time.monotonic(), victim.seen["rogue"]
             for n in range(FLOOD):
                 seq += 1
-                await rogue.send_multipart(
-                    [key, encode_header("rogue@h:1:t", seq, 1, time.time_ns(), SAMPLED), payload]
+                await rogue.send(
+                    encode_message(
+                        key, encode_header("rogue@h:1:t", seq, 1, time.time_ns(), SAMPLED), payload
+                    )
                 )
                 if n % 100 == 0:
                     legit.publish(Key("feed", "legit"), n)

@@ -15,7 +15,7 @@ import zmq.asyncio
 
 import actors
 from actors.testing import BrokerProcess, eventually
-from broker import encode_header, encode_key
+from broker import encode_header, encode_key, encode_message
 from tests.system.chaos.chaos_actors import rss_kib
 
 LEGIT = 2_000
@@ -45,8 +45,9 @@ async def wait_for_subscription(sock: zmq.asyncio.Socket, prefix: bytes) -> None
     await asyncio.wait_for(loop(), 20)
 
 
-def frames(publisher: str, seq: int, payload: bytes, key: tuple[str, ...] = ("t", "x")) -> list[bytes]:
-    return [encode_key(key), encode_header(publisher, seq, 1, 1), payload]
+def frames(publisher: str, seq: int, payload: bytes, key: tuple[str, ...] = ("t", "x")) -> bytes:
+    """One message's single frame (envelope format 2)."""
+    return encode_message(encode_key(key), encode_header(publisher, seq, 1, 1), payload)
 
 
 async def legit_traffic(broker: BrokerProcess, count: int = LEGIT) -> actors.RemoteHub:
@@ -68,11 +69,9 @@ async def test_payload_bombs_are_refused_before_they_cost_memory(broker_process,
     too_big = 3 * 512 * 1024 - 5
     under_limit = 900_000  # under max_payload, but 900,000 maps: over the container budget
     for seq in range(1, 7):
-        await rogue.send_multipart(
-            frames("rogue@h:1:a", seq, b"\xdd" + too_big.to_bytes(4, "big") + b"\x80" * too_big)
-        )
+        await rogue.send(frames("rogue@h:1:a", seq, b"\xdd" + too_big.to_bytes(4, "big") + b"\x80" * too_big))
     for seq in range(7, 27):
-        await rogue.send_multipart(
+        await rogue.send(
             frames("rogue@h:1:a", seq, b"\xdd" + under_limit.to_bytes(4, "big") + b"\x80" * under_limit)
         )
     hub = await legit_traffic(broker_process)
@@ -109,8 +108,8 @@ async def test_made_up_publishers_with_sequence_jumps_cost_bounded_memory(
     ids = 5_000
     for n in range(ids):
         publisher = f"forged{n}@h:1:{n:x}"
-        await rogue.send_multipart(frames(publisher, 1, payload))
-        await rogue.send_multipart(frames(publisher, 1 + 1_000_000, payload))
+        await rogue.send(frames(publisher, 1, payload))
+        await rogue.send(frames(publisher, 1 + 1_000_000, payload))
     hub = await legit_traffic(broker_process)
     try:
         await eventually_stats(
@@ -137,7 +136,7 @@ async def test_a_forged_sequence_jump_under_a_real_id_does_not_deafen_its_stream
     try:
         await eventually_stats(victim, lambda s: s["legit"] == 100, "the first 100 legitimate messages")
         # the attacker read the real publisher's id from any of its messages' headers
-        await rogue.send_multipart(
+        await rogue.send(
             frames(hub.publisher_id, 100 + 1_000_000, msgpack.packb(["forged", 0]), key=("t", "legit"))
         )
         # counted as 10^6 gaps, until the real publisher's next heartbeat or message takes it back

@@ -17,16 +17,17 @@ import zmq.asyncio
 
 import actors
 from actors.testing import BrokerProcess, eventually
-from broker import encode_header, encode_key
+from broker import encode_header, encode_key, encode_message
 from tests.system.chaos.chaos_actors import rss_kib
 
 REQUEST = encode_key(("$lvc", "req"))
 ATTACK = 1000
 
 
-def request(requester: str, n: int) -> list[bytes]:
+def request(requester: str, n: int) -> bytes:
+    """One snapshot request, as the one frame of envelope format 2."""
     payload = {"id": f"r{n}", "pattern": ["px", "*"], "inbox": ["$lvc", "snap", f"unread-{requester}-{n}"]}
-    return [REQUEST, encode_header(requester, n + 1, 1, 1), msgpack.packb(payload)]
+    return encode_message(REQUEST, encode_header(requester, n + 1, 1, 1), msgpack.packb(payload))
 
 
 async def test_requests_to_unread_inboxes_never_stall_the_cache_and_are_bounded_and_counted():
@@ -50,10 +51,10 @@ async def test_requests_to_unread_inboxes_never_stall_the_cache_and_are_bounded_
             # one requester: its burst (50) waits for inboxes nobody will ever subscribe, the rest is refused
             async with asyncio.timeout(10):  # a PUB drops what it has no subscription for yet: until seen
                 while latest["lvc"]["pending"] == 0:
-                    await rogue.send_multipart(request("rogue@h:1:t", 0))
+                    await rogue.send(request("rogue@h:1:t", 0))
                     await asyncio.sleep(0.01)
             for n in range(1, ATTACK):
-                await rogue.send_multipart(request("rogue@h:1:t", n))
+                await rogue.send(request("rogue@h:1:t", n))
             await eventually(
                 lambda: latest["lvc"]["pending"] + latest["lvc"]["rate_limited"] >= ATTACK - 5,
                 10,
@@ -71,7 +72,7 @@ async def test_requests_to_unread_inboxes_never_stall_the_cache_and_are_bounded_
 
             # made-up requester ids: the total rate and the bounded pending table hold
             for n in range(ATTACK):
-                await rogue.send_multipart(request(f"fake{n}@h:1:t", n))
+                await rogue.send(request(f"fake{n}@h:1:t", n))
             await eventually(
                 lambda: (
                     latest["lvc"]["rate_limited"] + latest["lvc"]["pending_full"]

@@ -24,7 +24,7 @@ import zmq
 import actors
 from actors import Subscriber, ask
 from actors.testing import ActorProcess, BrokerProcess, eventually
-from broker import ClientCurve, encode_header, encode_key, encode_payload
+from broker import ClientCurve, decode_message, encode_header, encode_key, encode_message, encode_payload
 from tests.system.chaos.chaos_actors import rss_kib
 
 PERMISSIONS = """
@@ -125,7 +125,7 @@ class Clients:
         wire = encode_key(key)
         seq = self.seq[(publisher, wire)] = self.seq.get((publisher, wire), 0) + 1
         header = encode_header(publisher, seq, time.monotonic_ns(), time.time_ns())
-        sock.send_multipart([wire, header, encode_payload(payload)])
+        sock.send(encode_message(wire, header, encode_payload(payload)))
 
     def wait_for(self, sock: zmq.Socket[bytes], frame: bytes, timeout: float = 20.0) -> None:
         """Until the XPUB ``sock`` hears ``frame`` from the broker (a subscription forwarded upstream)."""
@@ -139,9 +139,9 @@ class Clients:
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
             if monitor.poll(200):
-                key, header, payload = monitor.recv_multipart()
+                key, header, payload = decode_message(monitor.recv())
                 if key != STATS:
-                    self.seen.append((key, msgpack.unpackb(header)[1], msgpack.unpackb(payload)))
+                    self.seen.append((key, header.publisher, msgpack.unpackb(payload)))
                     continue
                 self.stats = msgpack.unpackb(payload)
                 if holds(self.stats):
@@ -179,7 +179,7 @@ def test_an_allowed_identity_cannot_do_what_its_permissions_do_not_grant(
                 sent += 1
                 c.send(feed, FEED, ("md", "AAPL"), sent)
             while strategy_sub.poll(0):
-                key, _, payload = strategy_sub.recv_multipart()
+                key, _, payload = decode_message(strategy_sub.recv())
                 if key.startswith(md):
                     received.append(msgpack.unpackb(payload))
 
@@ -208,6 +208,21 @@ def test_an_allowed_identity_cannot_do_what_its_permissions_do_not_grant(
         )
         # 3. a header under feed's publisher id
         attack("publisher", BURST, lambda n: c.send(rogue_pub, FEED, ("rogue", "x"), n))
+        # 3b. a permitted message with a forged feed message smuggled in as a second frame: format 2 is
+        # one frame a message, and subscribers' prefix filters would never look at the second
+        smuggled = encode_message(
+            encode_key(("md", "AAPL")), encode_header(FEED, 1, 1, 1), encode_payload(-1)
+        )
+        attack(
+            "malformed",
+            BURST,
+            lambda n: rogue_pub.send_multipart(
+                [
+                    encode_message(encode_key(("rogue", "x")), encode_header(ROGUE, n + 1, 1, 1), b"\x01"),
+                    smuggled,
+                ]
+            ),
+        )
         # 4. subscriptions it may not make: md, everything, strategy's reply inbox
         forbidden = [md, b"", inbox, encode_key(("$broker",))]
         attack("subscribe", len(forbidden), lambda n: rogue_sub.setsockopt(zmq.SUBSCRIBE, forbidden[n]))
@@ -228,7 +243,7 @@ def test_an_allowed_identity_cannot_do_what_its_permissions_do_not_grant(
         c.wait_for(strategy_pub, b"\x01" + encode_key(("$ask", "risk")))
         c.send(strategy_pub, STRATEGY, ("$ask", "risk", "check"), request)
         assert risk_sub.poll(20_000), "the ask never reached risk"
-        risk_sub.recv_multipart()
+        risk_sub.recv()
         attack(
             "reply",
             BURST,
@@ -242,7 +257,7 @@ def test_an_allowed_identity_cannot_do_what_its_permissions_do_not_grant(
         deadline = time.monotonic() + 30
         while (len(received) < LEGIT or not replies) and time.monotonic() < deadline:
             if strategy_sub.poll(200):
-                key, _, payload = strategy_sub.recv_multipart()
+                key, _, payload = decode_message(strategy_sub.recv())
                 (received if key.startswith(md) else replies).append(msgpack.unpackb(payload))
         assert received == list(range(1, LEGIT + 1)), f"lost {LEGIT - len(received)} legit messages"
         assert replies == [{"id": 1, "ok": "approved"}]
@@ -263,6 +278,7 @@ def test_an_allowed_identity_cannot_do_what_its_permissions_do_not_grant(
             "publish": DISTINCT,
             "reserved": 2 * BURST,
             "publisher": BURST,
+            "malformed": BURST,
             "subscribe": len(forbidden),
             "reply": BURST,
             "subscription_limit": PER_IDENTITY,

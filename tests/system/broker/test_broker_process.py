@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 import zmq
 
-from broker import decode_header, decode_payload, encode_header, encode_key, encode_payload
+from broker import (
+    FORMAT_VERSION,
+    Header,
+    decode_message,
+    decode_payload,
+    encode_header,
+    encode_key,
+    encode_message,
+    encode_payload,
+)
 from tests.broker.broker_helpers import recv_until, wait_for_subscription
 
 pytestmark = pytest.mark.timeout(20)
@@ -22,12 +31,20 @@ LOCAL = "tcp://127.0.0.1:*"
 STATS = encode_key(("$broker", "stats"))
 
 
-def _message(key: tuple[str, ...], publisher: str, seq: int, body: object) -> list[bytes]:
-    return [
+def _message(key: tuple[str, ...], publisher: str, seq: int, body: object) -> bytes:
+    """The one frame of a message (envelope format 2)."""
+    return encode_message(
         encode_key(key),
         encode_header(publisher, seq, time.monotonic_ns(), time.time_ns()),
         encode_payload(body),
-    ]
+    )
+
+
+def _decoded(frames: list[bytes]) -> tuple[bytes, Header, object]:
+    """(wire key, header, payload) of a received message, which must be one frame."""
+    assert len(frames) == 1, f"a message of {len(frames)} frames"
+    key, header, payload = decode_message(frames[0])
+    return key, header, decode_payload(payload)
 
 
 def _tcp_port(endpoint: str) -> int:
@@ -59,14 +76,13 @@ def test_messages_go_from_publishers_to_subscribers_over_tcp_and_ipc_of_one_brok
     for seq in range(1, 51):
         for pub_name, pub in pubs.items():
             for sub_name in subs:
-                frames = _message(("fwd", sub_name), pub_name, seq, {"n": seq})
-                pub.send_multipart(frames)
-                sent[sub_name].append(frames)
+                frame = _message(("fwd", sub_name), pub_name, seq, {"n": seq})
+                pub.send(frame)
+                sent[sub_name].append([frame])
     for name, sub in subs.items():
         got = [recv_until(sub, lambda f: True, 5.0) for _ in range(100)]
-        by_publisher = {
-            p: [decode_header(m[1]).seq for m in got if decode_header(m[1]).publisher == p] for p in pubs
-        }
+        headers = [_decoded(m)[1] for m in got]
+        by_publisher = {p: [h.seq for h in headers if h.publisher == p] for p in pubs}
         assert by_publisher == {p: list(range(1, 51)) for p in pubs}, name
         assert sorted(got) == sorted(sent[name])
         assert not sub.poll(50), "nothing beyond what was published"
@@ -85,28 +101,27 @@ def test_stats_message_reports_subscribers_subscriptions_and_exact_frame_counts(
     wait_for_subscription(pub, {encode_key(("t",))})
     n = 20
     for seq in range(1, n + 1):
-        pub.send_multipart(_message(("t", "x"), "pub", seq, seq))
+        pub.send(_message(("t", "x"), "pub", seq, seq))
     for _ in range(n):
         recv_until(data_sub, lambda f: True, 5.0)
 
     seqs_seen: list[int] = []
 
     def complete(frames: list[bytes]) -> bool:
-        assert frames[0] == STATS and len(frames) == 3
-        header = decode_header(frames[1])
+        key, header, stats = _decoded(frames)
+        assert key == STATS
         seqs_seen.append(header.seq)
-        stats = decode_payload(frames[2])
-        return stats["frames_in"] >= 3 * n and stats["subscribers"] == 2 and stats["publishers"] == 1
+        return stats["frames_in"] >= n and stats["subscribers"] == 2 and stats["publishers"] == 1
 
-    last = recv_until(stats_sub, complete, 5.0)
-    header, stats = decode_header(last[1]), decode_payload(last[2])
-    assert header.publisher.startswith("broker@") and header.version == 1
+    _, header, stats = _decoded(recv_until(stats_sub, complete, 5.0))
+    assert header.publisher.startswith("broker@") and header.version == FORMAT_VERSION
     assert seqs_seen == sorted(seqs_seen) and seqs_seen[0] >= 1
-    # every stats message that reached the proxy before this snapshot was delivered to stats_sub
+    # every stats message that reached the proxy before this snapshot was delivered to stats_sub;
+    # format 2: one frame a message
     earlier_stats = sum(1 for s in seqs_seen if s < header.seq)
-    assert stats["frames_in"] == 3 * n + 3 * earlier_stats
+    assert stats["frames_in"] == n + earlier_stats
     assert stats["frames_out"] == stats["frames_in"]
-    assert stats["messages_forwarded"] == stats["frames_out"] // 3
+    assert stats["messages_forwarded"] == stats["frames_out"]
     assert stats["subscribers"] == 2 and stats["publishers"] == 1
     assert stats["subscriptions"] == 2  # b"$broker\x00" and b"t\x00"
     assert stats["subscription_frames_in"] == 2
@@ -123,7 +138,7 @@ def test_sigterm_stops_a_busy_broker_promptly_with_exit_code_0(broker, ctx):
     pub.connect(b.frontend[0])
     wait_for_subscription(pub, {b""})
     for seq in range(1, 1001):
-        pub.send_multipart(_message(("load",), "pub", seq, "x" * 100))
+        pub.send(_message(("load",), "pub", seq, "x" * 100))
     started = time.monotonic()
     b.signal(signal.SIGTERM)
     assert b.wait(3.0) == 0
@@ -199,22 +214,22 @@ def test_garbage_from_raw_clients_neither_kills_the_broker_nor_loses_good_traffi
         upstream.send(rng.choice([b"\x02", b"\x01\xff", b"", b"\x00zz"]) + junk(), zmq.NOBLOCK)
         if i % 4 == 0:
             good_count += 1
-            good.send_multipart(_message(("good", "k"), "good-pub", good_count, i))
+            good.send(_message(("good", "k"), "good-pub", good_count, i))
     for port in {_tcp_port(b.frontend[0]), _tcp_port(b.backend[0])}:
         for first_byte in (b"\xff", b"\x01", b""):
             with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
                 raw.sendall(first_byte + os.urandom(4096))
     garbage_pub.send_multipart([b"good\x00", os.urandom(100_000)])  # over --max-msg-size: dropped peer
     for i in range(good_count + 1, good_count + 51):
-        good.send_multipart(_message(("good", "k"), "good-pub", i, i))
+        good.send(_message(("good", "k"), "good-pub", i, i))
     good_count += 50
 
     seqs = []
 
     def collect(frames: list[bytes]) -> bool:
-        if len(frames) == 3:
+        if len(frames) == 1:
             try:
-                header = decode_header(frames[1])
+                _, header, _ = decode_message(frames[0])
             except Exception:  # a junk frame that happens to share the prefix
                 return False
             if header.publisher == "good-pub":
@@ -231,10 +246,10 @@ def test_garbage_from_raw_clients_neither_kills_the_broker_nor_loses_good_traffi
     # the dealers keep failing their handshakes every 100 ms meanwhile; they are never counted
     last = recv_until(
         stats_sub,
-        lambda f: (s := decode_payload(f[2]))["subscribers"] == 4 and s["publishers"] == 2,
+        lambda f: (s := _decoded(f)[2])["subscribers"] == 4 and s["publishers"] == 2,
         5.0,
     )  # good_sub, everything, upstream, stats_sub; good and the (reconnected) garbage publisher
-    stats = decode_payload(last[2])
-    assert stats["frames_in"] >= 3 * good_count + garbage_frames  # the garbage did reach the broker
+    stats = _decoded(last)[2]
+    assert stats["frames_in"] >= good_count + garbage_frames  # the garbage did reach the broker
     b.signal(signal.SIGTERM)
     assert b.wait(3.0) == 0

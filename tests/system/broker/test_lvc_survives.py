@@ -10,13 +10,14 @@ import zmq.asyncio
 
 import actors
 from actors.testing import BrokerProcess
-from broker import encode_header, encode_key
+from broker import encode_header, encode_key, encode_message
 
 REQUEST = encode_key(("$lvc", "req"))
 
 
 def _frames(key: bytes, payload: object) -> list[bytes]:
-    return [key, encode_header("rogue@h:1:t", 1, 1, 1), msgpack.packb(payload)]
+    """A message's one frame (envelope format 2), as a frame list like the malformed ones below."""
+    return [encode_message(key, encode_header("rogue@h:1:t", 1, 1, 1), msgpack.packb(payload))]
 
 
 async def test_the_cache_survives_nul_inboxes_undecodable_keys_and_nul_patterns():
@@ -37,9 +38,13 @@ async def test_the_cache_survives_nul_inboxes_undecodable_keys_and_nul_patterns(
             hostile = [
                 _frames(REQUEST, {"id": "1", "pattern": ["px", "*"], "inbox": ["$lvc", "snap", "x\x00y"]}),
                 _frames(REQUEST, {"id": "2", "pattern": ["p\x00x", "*"], "inbox": ["$lvc", "snap", "z"]}),
-                _frames(b"px\x00\xff\xfe\x00", {"v": "not utf-8"}),
+                _frames(b"px\x00\xfe\xfe\x00", {"v": "not utf-8"}),
                 _frames(REQUEST, b"\xc1"),
-                [REQUEST, b"h", b"\xc1\xc1"],
+                [encode_message(REQUEST, b"h", b"\xc1\xc1")],  # a header cut short
+                [REQUEST + b"\xff\x02\x00\x05"],  # a header cut shorter still
+                [REQUEST + b"\xff" + encode_header("rogue@h:1:t", 1, 1, 1)[:3] + b"\xff" * 40],  # runs past
+                [REQUEST, encode_header("rogue@h:1:t", 1, 1, 1), b"\xc1"],  # format 1's three frames
+                [REQUEST + b"\x00\x00"],  # no key end
             ]
             # a PUB drops what no subscription it has heard of wants: send until the cache says it
             # refused one (proof that the hostile traffic reached it), then 20 rounds more

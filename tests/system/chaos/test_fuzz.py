@@ -13,12 +13,12 @@ UPSTREAM = 30_000  # into the backend: each reaches every publisher's hub
 WINDOW = 20_000  # fuzzed messages in flight at most (well under every high-water mark: none is lost)
 BATCH = 5_000
 ACTOR = "fuzzed"
-LOGGED = {  # what the hub's log says for each reason of fuzz.downstream
-    "frames": "dropped a message of",
-    "key": "with a bad key frame",
-    "header": "with a bad header",
-    "payload": "payload is not valid msgpack",
-    "oversize": "(max_payload)",
+LOGGED = {  # what the hub's log says for each reason of fuzz.downstream (any one of the phrases)
+    "frames": ("dropped a message of",),
+    "key": ("with a bad key", "has no key end", "is a bare key"),
+    "header": ("with a bad header",),
+    "payload": ("payload is not valid msgpack",),
+    "oversize": ("(max_payload)",),
 }
 
 
@@ -98,8 +98,8 @@ async def test_fuzzed_frames_crash_nothing_every_reject_is_counted_and_good_traf
                 assert report["received"].get("?", 0) == 0, "no fuzzed message was delivered"
                 assert report["actor"]["failures"] == 0
                 log = counter.log()  # each reason is logged (rate-limited), not only counted
-                for phrase in LOGGED.values():
-                    assert phrase in log, f"no log line {phrase!r}"
+                for phrases in LOGGED.values():
+                    assert any(p in log for p in phrases), f"no log line with any of {phrases!r}"
                 assert broker.proc.poll() is None and counter.proc.poll() is None and load.proc.poll() is None
                 assert_clean_exits(load, counters)
             finally:

@@ -20,6 +20,7 @@ import zmq
 import actors
 from actors import ClientCurve, Key, encode_header, encode_key, encode_payload
 from actors.testing import ActorProcess, BrokerProcess, eventually, free_tcp_port, wait_for_line
+from broker import encode_message
 
 NO_KEY_HOST, UNLISTED_HOST = "127.0.0.2", "127.0.0.3"
 LEGIT_MESSAGES = 200
@@ -105,7 +106,7 @@ async def test_clients_without_a_listed_key_receive_nothing_deliver_nothing_and_
             for rogue in rogues:
                 rogue.publish(Key("rogue", rogue.name), "forged")
             for sock in raw:
-                sock.send_multipart([encode_key(("rogue", "raw")), header, encode_payload("forged")])
+                sock.send(encode_message(encode_key(("rogue", "raw")), header, encode_payload("forged")))
             sent_by_rogues += len(rogues) + len(raw)
             await asyncio.sleep(0.01)
 
@@ -213,7 +214,9 @@ async def test_snapshots_and_request_reply_work_over_curve(keys: dict[str, Path]
     env = {"TICKBUS_CURVE_SERVERKEY": str(keys["broker"]), "TICKBUS_CURVE_SECRET": str(keys["alice_secret"])}
     alice = ClientCurve.from_files(keys["broker"], keys["alice_secret"])
     with BrokerProcess.start(extra_args=[*curve, "--lvc", "price.*"]) as broker:
-        pricer = ActorProcess.launch(broker, "tests.system.integration.ask_actors:Pricer", name="pricing", env=env)
+        pricer = ActorProcess.launch(
+            broker, "tests.system.integration.ask_actors:Pricer", name="pricing", env=env
+        )
         hub = await actors.connect(broker.frontend, broker.backend, name="asker", curve=alice)
         try:
             answer = await actors.ask(hub, ("svc", "price"), {"qty": 4, "n": 1}, timeout=10)

@@ -16,7 +16,7 @@ from loguru import logger
 
 import actors
 from actors.testing import BrokerProcess
-from broker import LVC_INBOX, encode_header, encode_key
+from broker import LVC_INBOX, encode_header, encode_key, encode_message
 
 
 async def test_malformed_inbox_parts_and_a_raising_route_do_not_deafen_the_hub():
@@ -57,12 +57,12 @@ async def test_malformed_inbox_parts_and_a_raising_route_do_not_deafen_the_hub()
                 # it dropped a part (proof that the hostile traffic reached it), 100 parts a round
                 for round_ in range(200):
                     for n, payload in enumerate(hostile * 20):
-                        await rogue.send_multipart(
-                            [
+                        await rogue.send(
+                            encode_message(
                                 inbox,
                                 encode_header("rogue@h:1:t", round_ * 100 + n + 1, 1, 1),
                                 msgpack.packb(payload),
-                            ]
+                            )
                         )
                     if dropped:
                         break
