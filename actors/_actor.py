@@ -325,8 +325,10 @@ class Actor:
             return queue
         handle = self._handle_sync
 
+        queued = mailbox.items  # the deque itself: a C-level emptiness check on the hot path
+
         def route(key: Key, payload: Any, header: Header | None) -> None:
-            if self._idle and not mailbox:  # nothing before it: handle now, in order
+            if self._idle and not queued:  # nothing before it: handle now, in order
                 handle(fn, key, payload, header)
             else:
                 queue(key, payload, header)

@@ -32,6 +32,11 @@ class Mailbox(Generic[T]):
         self.dropped = 0
         self.delivered = 0
 
+    @property
+    def items(self) -> deque[T]:
+        """The queue itself, for a hot path's emptiness check (read only: put and get keep the counts)."""
+        return self._items
+
     def __len__(self) -> int:
         return len(self._items)
 
