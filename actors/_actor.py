@@ -270,7 +270,8 @@ class Actor:
                 await asyncio.wait_for(asyncio.shield(consumer), drain_timeout)
             except TimeoutError:
                 left = self._mailbox.clear()
-                self.log.warning(
+                log = self.log.warning if left else self.log.debug  # nothing abandoned: nothing to look at
+                log(
                     "drain of actor {} timed out after {}s; {} queued messages abandoned",
                     self.name,
                     drain_timeout,

@@ -34,7 +34,7 @@ from broker import (
 from observability import EnvelopeError, InvalidKeyError, RateLimitedLog
 
 from ._hub import Route
-from ._liveness import HEARTBEAT_PREFIX, parse_heartbeat
+from ._liveness import HEARTBEAT_PREFIX, is_farewell, parse_heartbeat
 from ._sequence import Observation, SequenceTracker
 
 _CACHE_LIMIT = 100_000
@@ -90,7 +90,8 @@ class Inbound:
         # the first message processed since the lag check last took it: the oldest, so a backlog
         # drained between two checks is still seen (see actors._liveness.LagMonitor)
         self.oldest_header: Header | None = None
-        self.on_heartbeat: Callable[[str, float], None] | None = None  # (publisher id, interval)
+        # (publisher id, interval, farewell: the publisher announced it is closing)
+        self.on_heartbeat: Callable[[str, float, bool], None] | None = None
         # the rest of a multi-frame message whose first frame has no key end (a format-1 sender):
         # the hub reads it so the message is counted once, naming its version
         self.rest_of_message: Callable[[], list[bytes]] = list
@@ -206,7 +207,8 @@ class Inbound:
             self._drop("heartbeat", "dropped a heartbeat with a bad header: {}", exc)
             return
         try:
-            interval, entries = parse_heartbeat(unpackb(pb, strict_map_key=False))
+            body = unpackb(pb, strict_map_key=False)
+            interval, entries = parse_heartbeat(body)
         except EnvelopeError as exc:
             self._drop("heartbeat", "dropped a heartbeat with a bad payload: {}", exc)
             return
@@ -227,7 +229,7 @@ class Inbound:
                     seq,
                 )
         if self.on_heartbeat is not None:
-            self.on_heartbeat(header.publisher, interval)
+            self.on_heartbeat(header.publisher, interval, is_farewell(body))
 
     def handle_frames(self, frames: list[bytes]) -> None:
         """Process one received message given as a list of frames (format 2 sends exactly one)."""

@@ -220,6 +220,19 @@ class RemoteHub(Hub):
         # control traffic: `published` and `publish_skipped` count the application's messages
         self._published, self._publish_skipped = published, skipped
 
+    def _send_farewell(self) -> None:
+        """The last heartbeat: "bye" and every key's latest seq, so subscribers log a clean departure
+        at INFO and count what the tail of the stream lost."""
+        own = self._heartbeat_kb
+        streams = [(o[0], o[1]) for o in self._out.values() if o[0] != own]
+        streams.extend(self._seqs.items())
+        published, skipped = self._published, self._publish_skipped
+        try:
+            self.publish(self._heartbeat_key, self._watch.schedule.farewell(streams))
+        except Exception as exc:  # closing goes on whatever happens here
+            self._log.warning("heartbeat", "hub {}: farewell heartbeat not sent: {}", self.name, exc)
+        self._published, self._publish_skipped = published, skipped
+
     def _socket(self, kind: int, hwm: int, ivl: float, timeout: float, linger: float) -> zmq.Socket[bytes]:
         sock = self._ctx.socket(kind)
         if self.frontend.startswith("tcp://[") or self.backend.startswith("tcp://["):
@@ -595,6 +608,7 @@ class RemoteHub(Hub):
         """Stop receiving, flush pending sends for up to ``linger`` seconds, close the sockets."""
         if self._closed:
             return
+        self._send_farewell()
         self._closed = True
         self._housekeeping.cancel()
         for sock in (self._sub, self._pub, *self._monitors):

@@ -59,6 +59,7 @@ async def test_a_publisher_that_stops_heartbeating_is_reported_gone_and_a_restar
         await eventually(
             lambda: sub_hub.statistics().publishers_live >= 2, 5, "the feed's heartbeat"
         )  # and its own
+        first._send_farewell = lambda: None  # type: ignore[method-assign]  # a crash: no farewell heartbeat
         await first.close()  # no goodbye: only the missing heartbeats tell
         closed = time.monotonic()
         await eventually(lambda: sub_hub.statistics().publishers_gone == 1, 5, "the feed reported gone")
@@ -70,8 +71,10 @@ async def test_a_publisher_that_stops_heartbeating_is_reported_gone_and_a_restar
                 second.publish(actors.Key("t", "x"), ("second", i))
             await eventually(lambda: len(got) == 6, 5, "both incarnations' messages")
         finally:
-            await second.close()
+            await second.close()  # a clean close: its farewell heartbeat says it left
+        await eventually(lambda: sub_hub.statistics().publishers_live == 1, 5, "the second feed's farewell")
         stats = sub_hub.statistics()
+        assert stats.publishers_gone == 1  # the crash only: the clean close is not "gone"
         print(f"gone reported {gone_after:.2f} s after the feed closed (3 x 0.2 s heartbeats)")
         assert gone_after < 2.0
         assert stats.incarnations == 1
