@@ -258,8 +258,13 @@ class HubWatch:
             self._log.log("INFO", "publisher-back", "hub {}: publisher {} is back", self.name, publisher)
 
     def check_liveness(self, now: float, tracker: SequenceTracker) -> None:
-        """Log publishers newly gone, and publishers that restarted."""
-        for publisher, silent in self.liveness.check(now):
+        """Log publishers newly gone, and publishers that restarted.
+
+        Not while this hub is itself slow: its heartbeats wait behind the backlog it is working
+        through, so silence is no evidence (a publisher that really died is reported once caught up).
+        """
+        gone = [] if self.lag.slow else self.liveness.check(now)
+        for publisher, silent in gone:
             self._log.warning(  # it stopped without a farewell: crashed, hung, or cut off
                 "publisher-gone",
                 "hub {}: publisher {} gone: no heartbeat for {:.1f} s",

@@ -1,0 +1,205 @@
+"""Overload in one process: a flooded actor and a quiet one share a hub (issue 12's functional test).
+
+A publisher process floods ``('flood', 'x')`` far past what the flooded actor's handler (20 us of
+work a message) can take, while one ``('quiet', 'x')`` goes out every 20 ms. Nothing here is timed
+against a rate: the test waits for the flood to end and for the accounting to close, then checks
+what happened during it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import subprocess
+import sys
+import time
+from typing import Any
+
+import actors
+from actors.testing import eventually
+
+FLOOD_SECONDS = 3.0
+
+
+class Flooded(actors.Actor):
+    name = "flooded"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.last = 0
+        self.during: list[int] = []  # seqs handled while the flood was on (sampled: every 100th call)
+
+    @actors.handler(("flood", "*"))
+    def on_flood(self, key: Any, payload: Any) -> None:
+        self.last = payload[0]
+        end = time.perf_counter() + 20e-6  # a handler with real work: the flood outruns it
+        while time.perf_counter() < end:
+            pass
+
+
+class Quiet(actors.Actor):
+    name = "quiet"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handled_at: list[float] = []
+        self.ticks: list[float] = []
+
+    @actors.handler(("quiet", "*"))
+    def on_quiet(self, key: Any, payload: Any) -> None:
+        self.handled_at.append(time.monotonic())
+
+    @actors.every(0.02)
+    def tick(self) -> None:
+        self.ticks.append(time.monotonic())
+
+
+async def _line(proc: subprocess.Popen[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(
+        asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline), timeout
+    )
+    assert line, f"the flood publisher exited (rc={proc.poll()})"
+    return line.strip()
+
+
+async def test_a_flooded_actor_does_not_starve_its_neighbour_and_is_not_starved_itself(tickbus_broker):
+    hub = await actors.connect(tickbus_broker.frontend, tickbus_broker.backend, name="victim")
+    flooded, quiet = Flooded(hub), Quiet(hub)
+    await flooded.start()
+    await quiet.start()
+    await hub.sync()
+    proc = subprocess.Popen(  # noqa: ASYNC220 -- started once; its lines are read in an executor
+        [
+            sys.executable,
+            "-m",
+            "tests.system.integration.flood_publisher",
+            tickbus_broker.frontend,
+            tickbus_broker.backend,
+            str(FLOOD_SECONDS),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert await _line(proc, 30) == "start"
+        started = time.monotonic()
+        handled_at_start = flooded.statistics().handled
+        last_at_start = flooded.last
+        word, floods, quiets, dropped = (await _line(proc, 60)).split()
+        ended = time.monotonic()
+        assert word == "done"
+        floods_n, quiets_n = int(floods), int(quiets)
+        handled_during = flooded.statistics().handled - handled_at_start
+        progressed = flooded.last - last_at_start
+
+        # the accounting closes: every flood and quiet message was handled or counted as a gap
+        published = floods_n + quiets_n - int(dropped)
+        await eventually(
+            lambda: (
+                flooded.statistics().handled + quiet.statistics().handled + hub.statistics().gaps >= published
+            ),
+            60,
+            "handled + gaps to cover what was published",
+        )
+        stats = hub.statistics()
+        total = flooded.statistics().handled + quiet.statistics().handled
+        print(
+            f"published {floods_n} flood + {quiets_n} quiet ({dropped} refused at the publisher); "
+            f"flooded handled {flooded.statistics().handled} ({handled_during} during the flood), "
+            f"quiet handled {quiet.statistics().handled}, gaps {stats.gaps}, holds {hub.holds}, "
+            f"timer runs during the flood {sum(started <= t <= ended for t in quiet.ticks)}"
+        )
+        assert total + stats.gaps == published, "every undelivered message is counted as a gap"
+        assert stats.gaps > 0, "the flood outran the handler (else this test proves nothing)"
+        # the flooded handler kept handling during the flood, nothing decoded to be dropped
+        assert handled_during > 0 and progressed > 0
+        assert flooded.statistics().dropped == 0 and quiet.statistics().dropped == 0
+        # the newest: the flooded handler reaches the last message published, not a stale backlog forever
+        await eventually(lambda: flooded.last == floods_n or stats.gaps > 0, 30, "the last flood message")
+        # the quiet neighbour: its timer kept running through the flood, and its handler ran in it
+        during = [t for t in quiet.ticks if started <= t <= ended]
+        assert len(during) >= 2
+        edges = [started, *during, ended]
+        assert max(b - a for a, b in itertools.pairwise(edges)) < 1.0, "the timer stalled"
+        assert any(started <= t <= ended + 1.0 for t in quiet.handled_at), "no quiet message handled"
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        await flooded.stop(1)
+        await quiet.stop(1)
+        await hub.close()
+
+
+class SlowAsync(actors.Actor):
+    name = "slow-async"
+    queue_size = 1_000
+
+    @actors.handler(("flood", "*"))
+    async def on_flood(self, key: Any, payload: Any) -> None:
+        await asyncio.sleep(0)  # an async handler: its messages go through the mailbox
+        end = time.perf_counter() + 20e-6
+        while time.perf_counter() < end:
+            pass
+
+
+async def test_a_full_mailbox_stops_the_hub_reading_and_every_loss_is_counted(tickbus_broker):
+    hub = await actors.connect(tickbus_broker.frontend, tickbus_broker.backend, name="victim")
+    slow, quiet = SlowAsync(hub), Quiet(hub)
+    await slow.start()
+    await quiet.start()
+    await hub.sync()
+    proc = subprocess.Popen(  # noqa: ASYNC220 -- started once; its lines are read in an executor
+        [
+            sys.executable,
+            "-m",
+            "tests.system.integration.flood_publisher",
+            tickbus_broker.frontend,
+            tickbus_broker.backend,
+            "2",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert await _line(proc, 30) == "start"
+        word, floods, quiets, dropped = (await _line(proc, 60)).split()
+        assert word == "done"
+        published = int(floods) + int(quiets) - int(dropped)
+
+        def accounted() -> int:
+            return (
+                slow.statistics().handled
+                + slow.statistics().dropped
+                + quiet.statistics().handled
+                + hub.statistics().gaps
+            )
+
+        await eventually(lambda: accounted() >= published, 60, "handled + dropped + gaps to cover it")
+        print(
+            f"published {published}; handled {slow.statistics().handled}, mailbox dropped "
+            f"{slow.statistics().dropped}, gaps {hub.statistics().gaps}, holds {hub.holds}"
+        )
+        assert accounted() == published
+        assert hub.holds > 0, "the full mailbox stopped the reading"
+        # reading stops at a full mailbox: the mailbox drops at most what one read slice brings
+        assert slow.statistics().dropped < hub.statistics().gaps
+        assert quiet.ticks, "the neighbour's timer ran"
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        await slow.stop(1)
+        await quiet.stop(1)
+        await hub.close()
