@@ -254,6 +254,9 @@ class RemoteHub(Hub):
     def publish(self, key: tuple[str, ...], message: Any, trace: list[str] | None = None) -> int:
         """Send ``message`` at ``key`` to the broker (skipped, and counted, when nobody subscribes).
 
+        The payload is encoded either way: one that cannot be encoded (``TypeError``) or is over
+        ``max_payload`` (``EnvelopeError``) raises whether or not anyone subscribes.
+
         ``trace`` is a sampled message's ``[traceparent, tracestate]`` (see ``observability.tracing``).
         Returns the message's sequence number on ``key``, 0 when it was skipped.
         """
@@ -263,14 +266,7 @@ class RemoteHub(Hub):
         if out[2] != self._epoch:  # subscriptions changed since this key was last checked
             out[2] = self._epoch
             out[3] = self._is_wanted(out[0])
-        if not out[3]:
-            # Skipped, but numbered: if someone did want it (the broker was down, a subscription
-            # was in flight), the next message they get shows this one as a gap. A subscriber that
-            # was not subscribed starts its stream afresh (see remove_subscriber), so no false gap.
-            out[1] += 1
-            self._publish_skipped += 1
-            return 0
-        try:
+        try:  # encoded even when nobody listens: a payload that cannot go raises now, not in production
             payload = _pack_payload(message)
         except Exception:
             _reset_payload_packer()
@@ -280,6 +276,13 @@ class RemoteHub(Hub):
                 f"payload of {len(payload)} bytes on {key} exceeds max_payload={self._max_payload}; "
                 "send less or raise the limit on every hub and the broker"
             )
+        if not out[3]:
+            # Skipped, but numbered: if someone did want it (the broker was down, a subscription
+            # was in flight), the next message they get shows this one as a gap. A subscriber that
+            # was not subscribed starts its stream afresh (see remove_subscriber), so no false gap.
+            out[1] += 1
+            self._publish_skipped += 1
+            return 0
         seq: int = out[1] + 1  # only after encoding: a refused payload must not look like a gap
         out[1] = seq
         if trace is None:
