@@ -51,7 +51,7 @@ from ._limits import HubLimits
 from ._mailbox import Mailbox
 from ._remote import RemoteHub
 from ._request import AskStatistics
-from ._runner import load_actor_class, run_group, serve_group, version
+from ._runner import app_version, load_actor_class, run_group, serve_group, version
 from ._sequence import Observation, SequenceTracker
 
 __all__ = [
@@ -95,6 +95,7 @@ __all__ = [
     "ThrottledPublisher",
     "TickbusError",
     "answers",
+    "app_version",
     "ask",
     "ask_statistics",
     "connect",

@@ -10,6 +10,8 @@
     drain_timeout = 5.0                # seconds SIGTERM waits for queued messages
     on_actor_failure = "exit"          # "exit": the process exits 1 when an actor stops itself
                                        # "continue": the other actors keep running
+    version = "1.3.0"                  # optional; the application's version on profiles and spans
+                                       # (default: the installed version of the actors' package)
 
     [[actor]]
     class = "examples.pipeline:Model"  # module:Class, a subclass of actors.Actor
@@ -18,7 +20,7 @@
     symbols = ["AAPL", "MSFT"]
 
 Environment variables override the file: ``TICKBUS_FRONTEND``, ``TICKBUS_BACKEND``,
-``TICKBUS_GROUP_NAME``, ``TICKBUS_DRAIN_TIMEOUT``.
+``TICKBUS_GROUP_NAME``, ``TICKBUS_DRAIN_TIMEOUT``, ``TICKBUS_APP_VERSION``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 
 from observability import ConfigError, read_toml
 
-_GROUP_KEYS = {"name", "frontend", "backend", "drain_timeout", "on_actor_failure"}
+_GROUP_KEYS = {"name", "frontend", "backend", "drain_timeout", "on_actor_failure", "version"}
 _ACTOR_KEYS = {"class", "name", "config"}
 _FAILURE_POLICIES = ("exit", "continue")
 
@@ -56,6 +58,7 @@ class GroupConfig:
     drain_timeout: float = 5.0
     on_actor_failure: str = "exit"
     source: str = "<flags>"
+    version: str | None = None  # the application's version; None: see actors.app_version()
 
     def with_environment(self, environ: Mapping[str, str] | None = None) -> GroupConfig:
         """This config with the ``TICKBUS_*`` environment overrides applied (validated)."""
@@ -65,6 +68,7 @@ class GroupConfig:
             ("TICKBUS_FRONTEND", "frontend"),
             ("TICKBUS_BACKEND", "backend"),
             ("TICKBUS_GROUP_NAME", "name"),
+            ("TICKBUS_APP_VERSION", "version"),
         ):
             if env.get(var):
                 changes[attr] = env[var]
@@ -117,7 +121,7 @@ def load_group_config(path: str | Path) -> GroupConfig:
     if bad:
         raise ConfigError(f"{source}: unknown key(s) group.{sorted(bad)}; allowed: {sorted(_GROUP_KEYS)}")
     values: dict[str, Any] = {"source": source}
-    for key in ("name", "frontend", "backend"):
+    for key in ("name", "frontend", "backend", "version"):
         if key in group:
             values[key] = _string(group[key], source, f"group.{key}")
     if "drain_timeout" in group:

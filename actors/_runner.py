@@ -3,7 +3,8 @@
 Reserved keys a group publishes on:
 
 - ``('$actors', 'hello', <group>)`` at start and every ``announce_interval`` seconds: pid, host,
-  group, actor names and classes, version (the profiling collector and operators find actors here);
+  group, actor names and classes, the application's ``version`` (:func:`app_version`) and
+  ``tickbus`` (tickbus's version); the profiling collector and operators find actors here;
 - ``('$actors', 'stats', <group>)`` every ``stats_interval`` seconds and once more on stop: the
   hub's and every actor's ``statistics()`` as dicts;
 - ``('$actors', 'bye', <group>)`` after a clean stop.
@@ -46,6 +47,22 @@ def version() -> str:
         return "0+unknown"
 
 
+def app_version(config: GroupConfig) -> str:
+    """The application's version, on profile windows and spans (``service.version``).
+
+    ``version`` of the group config (or ``$TICKBUS_APP_VERSION``, applied by
+    :meth:`GroupConfig.with_environment`), else the installed version of the distribution that
+    provides the first actor's top-level package, else tickbus's version.
+    """
+    if config.version:
+        return config.version
+    for spec in config.actors:
+        found = observability.module_version(spec.target.partition(":")[0])
+        if found is not None:
+            return found
+    return version()
+
+
 def load_actor_class(target: str) -> type[Actor]:
     """Import ``module:Class`` and check that it is an :class:`Actor` subclass.
 
@@ -79,7 +96,8 @@ def _announcement(config: GroupConfig, actors: list[Actor]) -> dict[str, object]
         "host": socket.gethostname(),
         "actors": [a.name for a in actors],
         "classes": [f"{type(a).__module__}:{type(a).__qualname__}" for a in actors],
-        "version": version(),
+        "version": app_version(config),
+        "tickbus": version(),
         "python": sys.version.split()[0],
     }
 
@@ -250,7 +268,11 @@ def serve_group(config: GroupConfig, *, ready_line: bool = True, metrics_port: i
     observability.metrics.enable(config.name, prometheus_port=metrics_port)
     try:
         # OTEL_* variables apply; by default 1% of origins, to <data dir>/traces (observability._tracing)
-        observability.enable_tracing(config.name, actors=[a.name or a.target for a in config.actors])
+        observability.enable_tracing(
+            config.name,
+            actors=[a.name or a.target for a in config.actors],
+            version=app_version(config.with_environment()),
+        )
         return asyncio.run(main())
     finally:
         observability.disable_tracing()  # exports the spans of the drained messages

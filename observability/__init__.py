@@ -81,7 +81,7 @@ from ._loop_health import (
 )
 from ._metrics import Metrics, MetricsStatistics, metrics
 from ._ratelimit import RateLimitedLog, TokenBucket
-from ._resource import data_dir, process_resource, tickbus_version
+from ._resource import data_dir, module_version, process_resource, tickbus_version
 from ._rotation import RotatingFile, Rotation
 from ._systemd import SystemdNotifier, WatchdogFeeder, notify_service, parse_notify_address, watchdog_interval
 from ._trace_view import (
@@ -160,6 +160,7 @@ __all__ = [
     "log_failure",
     "loop_lag",
     "metrics",
+    "module_version",
     "notify_service",
     "parse_notify_address",
     "process_resource",

@@ -36,14 +36,30 @@ def tickbus_version() -> str:
         return "0+unknown"
 
 
-def process_resource(service: str, actors: Sequence[str] = ()) -> Resource:
+def module_version(module: str) -> str | None:
+    """The installed version of the distribution that provides ``module``'s top-level package.
+
+    ``None`` when no installed distribution provides it (a bare checkout, a script directory).
+    """
+    top = module.partition(".")[0]
+    for name in metadata.packages_distributions().get(top, ()):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def process_resource(service: str, actors: Sequence[str] = (), version: str | None = None) -> Resource:
     """This process's resource: service name (``$OTEL_SERVICE_NAME`` wins), version, host, pid, actors.
 
+    ``service.version`` is the application's ``version`` (tickbus's when not given);
     ``$OTEL_RESOURCE_ATTRIBUTES`` is merged in by the SDK as usual.
     """
     attributes: dict[str, str | int] = {
         "service.name": os.environ.get("OTEL_SERVICE_NAME") or service,
-        "service.version": tickbus_version(),
+        "service.version": version or tickbus_version(),
+        "tickbus.version": tickbus_version(),
         "host.name": socket.gethostname(),
         "process.pid": os.getpid(),
     }

@@ -126,8 +126,12 @@ class Tracing:
         exporter: SpanExporter | None = None,
         max_forced_spans_per_second: float | None = None,
         rotation: Rotation | None = None,
+        version: str | None = None,
     ) -> None:
         """Start tracing this process as ``service`` (``$OTEL_SERVICE_NAME`` wins).
+
+        ``version`` is the application's version, the resource's ``service.version`` (default
+        tickbus's).
 
         ``sampler`` / ``ratio`` default to ``$OTEL_TRACES_SAMPLER`` / ``_ARG``, else
         ``parentbased_traceidratio`` at 0.01. ``exporter`` replaces the exporter the environment
@@ -156,7 +160,9 @@ class Tracing:
         self._stream = None
         if exporter is None:
             exporter = self._exporter(service, kind, rotation)
-        provider = TracerProvider(resource=process_resource(service, actors), sampler=sdk_sampler(policy))
+        provider = TracerProvider(
+            resource=process_resource(service, actors, version), sampler=sdk_sampler(policy)
+        )
         provider.add_span_processor(BatchSpanProcessor(exporter))
         self._provider, self._policy, self._ratio = provider, policy, policy.ratio
         self.tracer = provider.get_tracer("tickbus", tickbus_version())
@@ -414,6 +420,7 @@ def enable_tracing(
     exporter: SpanExporter | None = None,
     max_forced_spans_per_second: float | None = None,
     rotation: Rotation | None = None,
+    version: str | None = None,
 ) -> None:
     """Trace this process's actor messages: ``observability.tracing.enable(...)`` (see :class:`Tracing`)."""
     tracing.enable(
@@ -424,6 +431,7 @@ def enable_tracing(
         exporter=exporter,
         max_forced_spans_per_second=max_forced_spans_per_second,
         rotation=rotation,
+        version=version,
     )
 
 

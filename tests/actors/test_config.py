@@ -52,3 +52,26 @@ def test_environment_overrides_the_file(tmp_path):
     assert overridden.frontend == "tcp://b:2" and overridden.drain_timeout == 2.5
     with pytest.raises(ConfigError, match="TICKBUS_DRAIN_TIMEOUT"):
         config.with_environment({"TICKBUS_DRAIN_TIMEOUT": "soon"})
+
+
+def test_the_app_version_comes_from_the_file_then_the_environment(tmp_path):
+    from actors import app_version
+
+    config = load_group_config(write(tmp_path, '[group]\nversion = "1.3.0"\n[[actor]]\nclass = "m:A"\n'))
+    assert config.version == "1.3.0" and app_version(config) == "1.3.0"
+    assert app_version(config.with_environment({"TICKBUS_APP_VERSION": "1.4.0rc1"})) == "1.4.0rc1"
+    with pytest.raises(ConfigError, match=r"group\.version"):
+        load_group_config(write(tmp_path, "[group]\nversion = 13\n[[actor]]\nclass = 'm:A'\n"))
+
+
+def test_the_app_version_defaults_to_the_actor_package_distribution_else_tickbus():
+    from importlib import metadata
+
+    from actors import ActorSpec, GroupConfig, app_version, version
+
+    # msgpack is installed as a distribution: an actor in it would be labelled with its version
+    installed = GroupConfig(actors=(ActorSpec("msgpack.fallback:Packer"),))
+    assert app_version(installed) == metadata.version("msgpack")
+    # a module no distribution provides (a checkout, a script directory): tickbus's version
+    bare = GroupConfig(actors=(ActorSpec("examples.pipeline:Model"),))
+    assert app_version(bare) == version()

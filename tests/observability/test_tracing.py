@@ -297,3 +297,14 @@ async def test_an_otlp_endpoint_in_the_environment_sends_spans_as_otlp_http_json
     assert path == "/v1/traces"
     names = {s["name"] for rs in body["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]}
     assert names <= {"publish in", "process in", "publish out", "process out"} and names
+
+
+async def test_spans_carry_the_application_version_as_service_version_and_tickbus_beside_it():
+    exporter = InMemorySpanExporter()
+    observability.enable_tracing("unit", sampler="always_on", exporter=exporter, version="1.3.0")
+    await run_chain()
+    resource = finished(exporter)[0].resource.attributes
+    assert resource["service.version"] == "1.3.0"
+    assert resource["tickbus.version"] == observability.tickbus_version()
+    default = observability.process_resource("unit").attributes
+    assert default["service.version"] == observability.tickbus_version()
