@@ -1,4 +1,7 @@
-"""``tickbus profile diff|export|report``: compare, export and report stored profiles.
+"""``tickbus profile diff|export|report|status``: compare, export and report stored profiles.
+
+``status`` says per group how many windows the regression detector has and needs before it tests
+the group, and when that will be (windows still missing times the window length), from the store.
 
 Selection, common to the three: ``--actor`` (group or actor name; optional when the store holds one
 group), and either two versions (``--versions OLD NEW``), two time ranges (``--before FROM TO --after
@@ -41,6 +44,11 @@ def add_view_parsers(
     add_data_dir: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     """Add ``diff``, ``export`` and ``report`` to ``tickbus profile``."""
+    status = queries.add_parser(
+        "status", help="per group: windows collected / needed before regression detection, and when"
+    )
+    status.add_argument("--actor", help="only this group or actor name")
+    add_data_dir(status)
     diff = queries.add_parser("diff", help="function shares of two versions or time ranges, side by side")
     report = queries.add_parser("report", help="write an HTML report with a differential flame graph")
     export = queries.add_parser("export", help="write windows as speedscope JSON, collapsed stacks or pprof")
@@ -156,22 +164,34 @@ def _alerts(path: Path, name: str, since: float) -> list[dict[str, Any]]:
 
 def run_view(args: argparse.Namespace) -> int:
     """Run ``tickbus profile diff|export|report``; the exit code."""
-    from observability.profiling import ProfileStore, default_store_path
+    from observability.profiling import ProfileStore, default_store_path, merge_windows
 
     path = default_store_path(args.data_dir)
     try:
         with ProfileStore(path, create=False) as store:
+            if args.profile_command == "status":
+                return _status(store, args.actor)
             if args.profile_command == "export":
                 return _export(store, args)
             name, before, before_name, after, after_name = select_pair(store, args)
-            old, new = _merged(store, before), _merged(store, after)
+            before_windows = store.load([s.id for s in before])
+            old, new = merge_windows(before_windows), _merged(store, after)
     except SelectionError as exc:
         print(exc, file=sys.stderr)
         return 1
     if args.profile_command == "diff":
         from observability.profiling import format_diff
 
-        print(format_diff(old, new, before_name=before_name, after_name=after_name, limit=args.limit))
+        print(
+            format_diff(
+                old,
+                new,
+                before_name=before_name,
+                after_name=after_name,
+                limit=args.limit,
+                before_windows=before_windows,
+            )
+        )
         return 0
     from observability.profiling import render_report
 
@@ -183,9 +203,40 @@ def run_view(args: argparse.Namespace) -> int:
         before_name=before_name,
         after_name=after_name,
         alerts=_alerts(alerts_path, name, after[0].start - 3600 * 24),
+        before_windows=before_windows,
     )
     args.output.write_text(page, encoding="utf-8")
     print(f"wrote {args.output}")
+    return 0
+
+
+def _status(store: ProfileStore, actor: str | None) -> int:
+    """``tickbus profile status``: each group's detection readiness, replayed from its stored windows."""
+    import statistics
+    import time
+
+    from observability.profiling import DetectionConfig, GroupStatus, RegressionDetector, format_status
+
+    summaries = store.summaries(actor=actor)
+    if not summaries:
+        raise SelectionError(f"no windows{f' of {actor!r}' if actor else ''} in {store.path}")
+    config = DetectionConfig()  # the collector's defaults: what it would need
+    keep = 2 * (config.baseline_windows + config.max_pool)
+    statuses = []
+    for host, group in sorted({(s.host, s.group) for s in summaries}):
+        mine = [s for s in summaries if (s.host, s.group) == (host, group)][-keep:]
+        detector = RegressionDetector(config)
+        detector.seed(store.load([s.id for s in mine]))
+        lengths = [s.end - s.start for s in mine]
+        statuses.append(
+            GroupStatus(
+                detector.readiness(host, group),
+                version=mine[-1].version,
+                window=max(lengths) if len(lengths) < 3 else statistics.median(lengths),
+                last_end=mine[-1].end,
+            )
+        )
+    print(format_status(statuses, time.time()))
     return 0
 
 

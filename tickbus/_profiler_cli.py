@@ -1,5 +1,7 @@
 """``tickbus profiler`` (the collector) and ``tickbus profile windows|top`` (queries of its store).
 
+``tickbus profiler --pid PID`` needs no broker: without one it profiles the pids alone.
+
 ``tickbus profiler`` prints one line to stdout once it is subscribed, ``tickbus profiler ready
 host=<host> store=<path>``, and logs to stderr; SIGTERM/SIGINT store the partial windows and exit 0.
 
@@ -33,7 +35,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "--backend", help="broker backend URL (default $TICKBUS_BACKEND or tcp://127.0.0.1:5551)"
     )
     collector.add_argument(
-        "--window", type=float, default=60.0, metavar="SECONDS", help="window length (default %(default)s)"
+        "--window",
+        type=float,
+        default=20.0,  # observability.profiling.DEFAULT_WINDOW (not imported here: it loads austin-python)
+        metavar="SECONDS",
+        help="window length (default %(default)s)",
     )
     collector.add_argument(
         "--interval-us",

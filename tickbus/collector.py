@@ -10,6 +10,10 @@ Targets come and go on their own: a sampler that ends because its process exited
 still runs is restarted after 1, 2, 4 ... 60 s. Austin only reads the targets' memory: they are never
 stopped or signalled. Each of these events is one log line.
 
+The bus is needed to discover processes, not to profile them: with ``--pid`` targets and no broker
+reachable, the collector says so in one INFO line and profiles those pids alone (windows to the
+store, alerts to the alerts file and the log, nothing on the bus).
+
 Each stored window also goes to the regression detector (:mod:`observability.profiling._regression`), seeded
 from the store with a group's recent windows the first time the group is seen; what it finds goes to
 the alerts file, the log, the bus (``('$alerts', 'profile', <actor>)``), the webhook and the metrics
@@ -32,7 +36,7 @@ from loguru import logger
 
 import actors
 from broker import ACTORS, ALERTS_PROFILE
-from observability import ProfileStoreError, PtraceNotPermittedError, SamplerError
+from observability import ConnectError, ProfileStoreError, PtraceNotPermittedError, SamplerError
 from observability.profiling import (
     DEFAULT_INTERVAL_US,
     DEFAULT_WINDOW,
@@ -50,11 +54,13 @@ from observability.profiling import (
     austin_binary,
     backoff_delay,
     default_store_path,
+    format_duration,
 )
 
 __all__ = ["Profiler", "ProfilerConfig", "ProfilerStatistics", "pid_alive"]
 
 _HEALTHY_RUN = 60.0  # a sampler that ran this long starts its backoff afresh after dying
+_BUS_WAIT = 2.0  # seconds to wait for the broker when --pid targets can be profiled without it
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,7 @@ class Profiler:
         self._failures = 0
         self.detector = RegressionDetector(config.detection)
         self._seeded: set[tuple[str, str]] = set()
+        self._told: dict[tuple[str, str], bool] = {}  # group -> readiness logged (False: waiting)
         alerts_file = config.alerts_file or self.store.path.with_name("alerts.jsonl")
         self.alerts = AlertDispatcher(alerts_file, webhook=config.webhook)
         self.on_alert: Callable[[Regression], None] | None = None  # tests watch alerts here
@@ -134,20 +141,22 @@ class Profiler:
         """Connect, discover, sample and store until ``stop`` is set; then store the partial windows."""
         try:
             austin_binary()  # no Austin at all is a setup error, not something to retry
-            hub = await actors.connect(self.config.frontend, self.config.backend, name="profiler")
+            hub = await self._connect()
         except BaseException:
             self.store.close()
             raise
         ticker: asyncio.Task[None] | None = None
         try:
+            if hub is not None:
+                bus = hub
 
-            def publish(record: dict[str, Any]) -> None:
-                hub.publish(actors.Key(*ALERTS_PROFILE, record["actor"]), record)
+                def publish(record: dict[str, Any]) -> None:
+                    bus.publish(actors.Key(*ALERTS_PROFILE, record["actor"]), record)
 
-            self.alerts.publish = publish
-            subscriber = actors.Subscriber(hub, "profiler")
-            subscriber.add_sync_listener(actors.Key(ACTORS, "*"), self._on_announcement)
-            await hub.sync()
+                self.alerts.publish = publish
+                subscriber = actors.Subscriber(hub, "profiler")
+                subscriber.add_sync_listener(actors.Key(ACTORS, "*"), self._on_announcement)
+                await hub.sync()
             now = time.time()
             for pid in self.config.pids:
                 target = self.targets.add_pid(pid, now)
@@ -174,8 +183,27 @@ class Profiler:
             await asyncio.gather(*self._tasks.values(), *([ticker] if ticker else []), return_exceptions=True)
             self._save(self.targets.flush_all(time.time()))
             await self.alerts.drain()
-            await hub.close()
+            if hub is not None:
+                await hub.close()
             self.store.close()
+
+    async def _connect(self) -> actors.RemoteHub | None:
+        """The bus, or ``None`` when it is unreachable and ``--pid`` targets need no discovery."""
+        if not self.config.pids:
+            return await actors.connect(self.config.frontend, self.config.backend, name="profiler")
+        try:
+            return await actors.connect(
+                self.config.frontend, self.config.backend, name="profiler", wait=_BUS_WAIT
+            )
+        except ConnectError as exc:
+            logger.info(
+                "bus not reachable ({}); profiling pid(s) {} without it: no discovery, alerts only in "
+                "the log and {}",
+                exc,
+                ", ".join(map(str, self.config.pids)),
+                self.alerts.alerts_file,
+            )
+            return None
 
     def statistics(self) -> ProfilerStatistics:
         """A snapshot of the collector's counters."""
@@ -341,6 +369,7 @@ class Profiler:
                 self._seeded.add(key)
                 self.detector.seed(self._recent(window))
             events = self.detector.observe(window)
+            self._tell_readiness(window)
         except Exception:  # a detector bug must not stop the collection
             logger.exception("regression detection failed on a window of group {}", window.labels.group)
             return
@@ -348,6 +377,32 @@ class Profiler:
         if self.on_alert is not None:
             for event in events:
                 self.on_alert(event)
+
+    def _tell_readiness(self, window: ProfileWindow) -> None:
+        """One INFO line when a group's detection is still warming up, one when it is ready."""
+        key = (window.labels.host, window.labels.group)
+        told = self._told.get(key)
+        if told:
+            return
+        readiness = self.detector.readiness(*key)
+        if readiness.ready:
+            self._told[key] = True
+            logger.info(
+                "regression detection ready for group {}: {} windows collected",
+                window.labels.group,
+                readiness.collected,
+            )
+        elif told is None:
+            self._told[key] = False
+            logger.info(
+                "regression detection for group {} needs {} windows of {:g}s, has {}: ready in ~{}{}",
+                window.labels.group,
+                readiness.needed,
+                self.config.window,
+                readiness.collected,
+                format_duration(readiness.remaining * self.config.window),
+                f" ({readiness.thin} window(s) with too few samples ignored)" if readiness.thin else "",
+            )
 
     def _recent(self, window: ProfileWindow) -> list[ProfileWindow]:
         """The group's stored windows before ``window`` (a restarted collector keeps its baselines)."""

@@ -9,9 +9,11 @@ alerts this core raises. Everything here works on a process id, a window and a f
 - :class:`WindowFolder` / :class:`ProfileWindow`: collapsed stacks per time window, labelled with
   host, group, actors, pid, version and messages handled;
 - :class:`ProfileStore`: ``profiles.sqlite``, compressed, rolled up and capped in size;
-- :class:`RegressionDetector`: the method is in ``_regression.py``'s docstring;
+- :class:`RegressionDetector`: the method is in ``_regression.py``'s docstring; :class:`Readiness`
+  says how many windows a group still needs before it is tested;
 - :class:`AlertDispatcher`: alerts to a file, the log, a webhook, the metrics and a ``publish`` hook;
-- views: ``format_top``, ``format_windows``, ``format_diff``, ``export`` (speedscope, collapsed,
+- views: ``format_top``, ``format_windows``, ``format_diff`` (changes within sampling noise marked
+  ``~``), ``format_status``, ``export`` (speedscope, collapsed,
   pprof) and ``render_report`` (an HTML differential flame graph).
 
 Importing this loads austin-python; actor processes never do.
@@ -31,11 +33,22 @@ from ._austin import (
     ptrace_fix,
 )
 from ._flamegraph import render_report
-from ._regression import IDLE_FUNCTIONS, DetectionConfig, Regression, RegressionDetector
+from ._regression import IDLE_FUNCTIONS, DetectionConfig, Readiness, Regression, RegressionDetector
 from ._regression_stats import dispersion
 from ._store import ProfileStore, ProfileStoreStatistics, RetentionReport, WindowSummary, default_store_path
 from ._targets import Target, TargetTable, backoff_delay
-from ._views import diff, export, format_diff, format_top, format_windows, short_function, table
+from ._views import (
+    GroupStatus,
+    diff,
+    export,
+    format_diff,
+    format_duration,
+    format_status,
+    format_top,
+    format_windows,
+    short_function,
+    table,
+)
 from ._windows import (
     DEFAULT_WINDOW,
     FunctionShare,
@@ -54,11 +67,13 @@ __all__ = [
     "DEFAULT_WINDOW",
     "DetectionConfig",
     "FunctionShare",
+    "GroupStatus",
     "IDLE_FUNCTIONS",
     "Mode",
     "ProfileStore",
     "ProfileStoreStatistics",
     "ProfileWindow",
+    "Readiness",
     "Regression",
     "RegressionDetector",
     "RetentionReport",
@@ -78,6 +93,8 @@ __all__ = [
     "dispersion",
     "export",
     "format_diff",
+    "format_duration",
+    "format_status",
     "format_top",
     "format_windows",
     "merge_windows",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._views import diff, split_label
+from ._views import diff, format_change, significance_legend, split_label
 from ._windows import FRAME_SEPARATOR, ProfileWindow
 
 WIDTH = 1200.0
@@ -141,19 +141,17 @@ def render_report(
     after_name: str,
     alerts: Sequence[dict[str, Any]] = (),
     limit: int = 25,
+    before_windows: Sequence[ProfileWindow] = (),
 ) -> str:
-    """The whole HTML page (see the module docstring)."""
+    """The whole HTML page (see the module docstring); ``before_windows`` (the before side unmerged)
+    let the table tell significant changes from sampling noise as ``tickbus profile diff`` does."""
     esc = html.escape
     rows = []
-    for r in diff(before, after)[:limit]:
-        change = (
-            "new"
-            if not r.before_self and r.after_self
-            else (f"{r.after_self / r.before_self - 1:+.1%}" if r.before_self else "-")
-        )
+    shown = diff(before, after, before_windows=before_windows)[:limit]
+    for r in shown:
         rows.append(
-            f"<tr><td>{r.before_self:.2%}</td><td>{r.after_self:.2%}</td><td>{change}</td>"
-            f"<td>{r.before_inclusive:.2%}</td><td>{r.after_inclusive:.2%}</td><td>{esc(r.function)}</td></tr>"
+            f"<tr><td>{r.before_self:.2%}</td><td>{r.after_self:.2%}</td><td>{esc(format_change(r))}</td>"
+            f"<td>{r.before_samples}&rarr;{r.after_samples}</td><td>{r.before_inclusive:.2%}</td><td>{r.after_inclusive:.2%}</td><td>{esc(r.function)}</td></tr>"
         )
     alert_html = []
     for a in alerts:
@@ -181,9 +179,10 @@ after: {esc(after_name)} ({after.samples} samples, {after.handled_total} message
 <span style="background:rgb(220,220,220)">unchanged</span> (hover a frame for numbers)</p>
 {flame_svg(before, after)}
 <h2>Largest changes (self share)</h2>
-<table><tr><th>self before</th><th>self after</th><th>change</th><th>incl. before</th><th>incl. after</th>
-<th>function</th></tr>
+<table><tr><th>self before</th><th>self after</th><th>change</th><th>self samples</th><th>incl. before</th>
+<th>incl. after</th><th>function</th></tr>
 {"".join(rows)}
 </table>
+<p>{esc(significance_legend(shown, len(before_windows)))}</p>
 </body></html>
 """

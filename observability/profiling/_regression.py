@@ -81,8 +81,9 @@ share   rise   k   samples per window needed
 ======  =====  ==  =========================
 
 With half as many samples a change is still seen about half the time within ``k`` windows, and
-later for sure. At the default 100 Hz a 60 s window of a fully busy actor holds ~6,000 samples; an
-actor busy 10 % of the time holds 600, so only large shares or changes show within a few windows:
+later for sure. At the default 100 Hz a 20 s window of a fully busy actor holds ~2,000 samples; an
+actor busy 10 % of the time holds 200, so only large shares or changes show within a few windows
+(a function of 10 % made 3x costlier needs ~100 samples a window to show within 2):
 sample it faster (``--interval-us``; Austin 3.7 here samples evenly up to ~1 kHz, ~700 CPU samples a
 second of a saturated target) or use longer windows. The live tests
 (``tests/system/profiling/test_detection_live.py``) sample at 1 kHz into windows sized by this table.
@@ -107,8 +108,14 @@ Defaults: ``alpha`` 3e-4 (300 evaluations without a false alarm need a per-evalu
 under 1/300), pools of 2 to 5 windows against up to 30 at a similar load (at least 8), a 5 % and 0.4
 point minimum rise, functions of at least 2 % of the samples.
 
-Defaults suit 60 s windows at 100 Hz; tests use short windows and a faster sampler. Pure logic: no
-clock, sockets or processes; times are the windows' own.
+Warm-up: a group is first evaluated once it has ``min_baseline_windows + max_pool`` usable windows
+of one version at one load (13 by default), or, right after a deploy, ``min_persist`` windows of the
+new version when the previous one left a baseline; :meth:`RegressionDetector.readiness` says how far
+a group is, and the collector logs it. With the collector's default 20 s windows that is ~4.5 minutes
+after it starts and 40 s after a deploy. The statistical parameters do not depend on the window
+length; shorter windows mean more evaluations an hour (3 a minute at 20 s), so ``alpha`` is a
+per-evaluation rate: 300 evaluations are 100 minutes at 20 s. Tests use short windows and a faster
+sampler. Pure logic: no clock, sockets or processes; times are the windows' own.
 """
 
 from __future__ import annotations
@@ -202,6 +209,28 @@ class Regression:
         return (self.host, self.group, self.function)
 
 
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """How far a group is from its first evaluation (step 2 needs a baseline and a pool)."""
+
+    host: str
+    group: str
+    collected: int  # usable windows of the current version and load (baseline + pool)
+    needed: int  # collected + the windows still to come before the first evaluation
+    thin: int  # windows ignored for having fewer than ``min_window_samples`` samples
+    evaluations: int  # evaluations of this group so far
+
+    @property
+    def ready(self) -> bool:
+        """True once the detector evaluates the group on every new window."""
+        return self.collected >= self.needed
+
+    @property
+    def remaining(self) -> int:
+        """Windows still to come before the first evaluation."""
+        return max(0, self.needed - self.collected)
+
+
 @dataclass
 class _Active:
     regression: Regression
@@ -215,6 +244,7 @@ class _Group:
     pending: dict[str, int] = field(default_factory=dict)  # evaluations in a row a function was found
     # (since, until) of regressions: their windows are no baseline (shares of the others moved too)
     spells: list[tuple[float, float]] = field(default_factory=list)
+    evaluations: int = 0
 
 
 @dataclass(frozen=True)
@@ -234,11 +264,28 @@ class RegressionDetector:
     def __init__(self, config: DetectionConfig | None = None) -> None:
         self.config = config or DetectionConfig()
         self._groups: dict[tuple[str, str], _Group] = {}
+        self._thin: dict[tuple[str, str], int] = {}  # windows below min_window_samples, per group
         self.evaluations = 0
 
     def active(self) -> list[Regression]:
         """The regressions currently active, in every group."""
         return [a.regression for g in self._groups.values() for a in g.active.values()]
+
+    def readiness(self, host: str, group: str) -> Readiness:
+        """How many windows the group has and needs before detection runs on it."""
+        cfg = self.config
+        found = self._groups.get((host, group))
+        thin = self._thin.get((host, group), 0)
+        if found is None or not found.history:
+            need = cfg.min_baseline_windows + cfg.max_pool
+            return Readiness(host, group, 0, need, thin, 0)
+        current, base = self._split(found)
+        have = len(current) + len(base)
+        if len(base) >= cfg.min_baseline_windows:  # only the pool is missing, if anything
+            need = len(base) + max(len(current), cfg.min_persist)
+        else:  # new windows fill the pool (max_pool) before they count as baseline
+            need = cfg.min_baseline_windows + cfg.max_pool
+        return Readiness(host, group, have, need, thin, found.evaluations)
 
     def seed(self, windows: Iterable[ProfileWindow]) -> None:
         """Fill the history (e.g. from the store after a restart) without evaluating."""
@@ -254,9 +301,10 @@ class RegressionDetector:
 
     # -- internals --------------------------------------------------------------------------------
     def _remember(self, window: ProfileWindow) -> _Group | None:
-        if sum(window.stacks.values()) < self.config.min_window_samples:
-            return None
         key = (window.labels.host, window.labels.group)
+        if sum(window.stacks.values()) < self.config.min_window_samples:
+            self._thin[key] = self._thin.get(key, 0) + 1
+            return None
         group = self._groups.get(key)
         if group is None:
             keep = 2 * (self.config.baseline_windows + self.config.max_pool)
@@ -311,6 +359,7 @@ class RegressionDetector:
         if len(base) < cfg.min_baseline_windows or len(current) < cfg.min_persist:
             return events
         self.evaluations += 1
+        group.evaluations += 1
         candidates, p_values = self._scan(base, current)
         if not candidates:
             return events

@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import gzip
 import json
+import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ._regression_stats import benjamini_hochberg, dispersion, normal_sf, rise_z
 from ._store import WindowSummary
 from ._windows import FRAME_SEPARATOR, ProfileWindow
+
+if TYPE_CHECKING:
+    from ._regression import Readiness
 
 SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 
@@ -35,15 +40,23 @@ def split_label(label: str) -> tuple[str, str]:
 
 
 # -- diff ---------------------------------------------------------------------------------------
+DIFF_ALPHA = 0.01  # false discovery rate of the changes a diff marks significant
+NOT_SIGNIFICANT = "~"
+
+
 @dataclass(frozen=True, slots=True)
 class DiffRow:
-    """One function's shares before and after."""
+    """One function's shares before and after, its self samples, and whether the change is significant."""
 
     function: str
     before_self: float
     after_self: float
     before_inclusive: float
     after_inclusive: float
+    before_samples: int = 0  # self samples
+    after_samples: int = 0
+    significant: bool = True
+    q_value: float = 0.0
 
     @property
     def change(self) -> float:
@@ -51,18 +64,67 @@ class DiffRow:
         return self.after_self - self.before_self
 
 
-def diff(before: ProfileWindow, after: ProfileWindow) -> list[DiffRow]:
-    """Every function's self and inclusive share on both sides, largest self-share change first."""
-    total_b = sum(before.stacks.values()) or 1
-    total_a = sum(after.stacks.values()) or 1
+def diff(
+    before: ProfileWindow,
+    after: ProfileWindow,
+    *,
+    before_windows: Sequence[ProfileWindow] = (),
+    alpha: float = DIFF_ALPHA,
+) -> list[DiffRow]:
+    """Every function's self and inclusive share on both sides, largest self-share change first.
+
+    Each self-share change is tested as the regression detector tests a rise (two-sided here): a
+    two-proportion z-test on the sample counts, its variance inflated by the function's
+    over-dispersion across ``before_windows`` (the unmerged windows of the before side; none: plain
+    binomial, which overstates significance when samples come in runs), at least the median
+    function's, then Benjamini-Hochberg over all functions at ``alpha``. 1 sample to 6 is noise.
+    """
+    total_b = sum(before.stacks.values())
+    total_a = sum(after.stacks.values())
     own_b, own_a = before.self_counts(), after.self_counts()
     inc_b, inc_a = before.inclusive_counts(), after.inclusive_counts()
+    functions = sorted(set(inc_b) | set(inc_a))
+    per_window = [(w.self_counts(), sum(w.stacks.values())) for w in before_windows]
+    phis = {
+        f: dispersion([c[f] for c, _ in per_window], [t for _, t in per_window])
+        if len(per_window) > 1
+        else 1.0
+        for f in functions
+    }
+    floor = max(1.0, statistics.median(phis.values())) if phis else 1.0
+    p_values = [
+        min(1.0, 2 * normal_sf(abs(rise_z(own_a[f], total_a, own_b[f], total_b, max(floor, phis[f])))))
+        for f in functions
+    ]
+    q_values = benjamini_hochberg(p_values)
+    tb, ta = total_b or 1, total_a or 1
     rows = [
-        DiffRow(f, own_b[f] / total_b, own_a[f] / total_a, inc_b[f] / total_b, inc_a[f] / total_a)
-        for f in set(inc_b) | set(inc_a)
+        DiffRow(
+            f, own_b[f] / tb, own_a[f] / ta, inc_b[f] / tb, inc_a[f] / ta, own_b[f], own_a[f], q <= alpha, q
+        )
+        for f, q in zip(functions, q_values, strict=True)
     ]
     rows.sort(key=lambda r: (-abs(r.change), -abs(r.after_inclusive - r.before_inclusive), r.function))
     return rows
+
+
+def format_change(row: DiffRow) -> str:
+    """The relative change of the self share, ``~`` in front when it is not significant."""
+    text = _relative(row.before_self, row.after_self)
+    if text == "-" or row.significant:
+        return text
+    return f"{NOT_SIGNIFICANT}{text}"
+
+
+def significance_legend(rows: Sequence[DiffRow], before_windows: int) -> str:
+    """The line that explains ``~``; empty when no row of ``rows`` carries it."""
+    if all(r.significant or format_change(r) == "-" for r in rows):
+        return ""
+    noise = "over-dispersion across the before windows" if before_windows > 1 else "binomial noise only"
+    return (
+        f"{NOT_SIGNIFICANT} not significant: within sampling noise for the self samples shown "
+        f"(false discovery rate {DIFF_ALPHA:g}, allowing for {noise})"
+    )
 
 
 def _relative(before: float, after: float) -> str:
@@ -72,28 +134,37 @@ def _relative(before: float, after: float) -> str:
 
 
 def format_diff(
-    before: ProfileWindow, after: ProfileWindow, *, before_name: str, after_name: str, limit: int = 20
+    before: ProfileWindow,
+    after: ProfileWindow,
+    *,
+    before_name: str,
+    after_name: str,
+    limit: int = 20,
+    before_windows: Sequence[ProfileWindow] = (),
 ) -> str:
-    """The ``tickbus profile diff`` report: a head line per side and the table of changes."""
+    """The ``tickbus profile diff`` report: a head line per side, the table of changes, the legend."""
     head = [
         f"before: {before_name}: {before.samples} samples, {before.handled_total} handled",
         f"after:  {after_name}: {after.samples} samples, {after.handled_total} handled",
     ]
     rows: list[tuple[str, ...]] = [
-        ("SELF BEFORE", "SELF AFTER", "CHANGE", "INCL BEFORE", "INCL AFTER", "FUNCTION")
+        ("SELF BEFORE", "SELF AFTER", "CHANGE", "SELF N", "INCL BEFORE", "INCL AFTER", "FUNCTION")
     ]
-    for r in diff(before, after)[: max(0, limit)]:
+    shown = diff(before, after, before_windows=before_windows)[: max(0, limit)]
+    for r in shown:
         rows.append(
             (
                 f"{r.before_self:.1%}",
                 f"{r.after_self:.1%}",
-                _relative(r.before_self, r.after_self),
+                format_change(r),
+                f"{r.before_samples}->{r.after_samples}",
                 f"{r.before_inclusive:.1%}",
                 f"{r.after_inclusive:.1%}",
                 short_function(r.function),
             )
         )
-    return "\n".join(head) + "\n" + table(rows)
+    legend = significance_legend(shown, len(before_windows))
+    return "\n".join(head) + "\n" + table(rows) + (f"\n{legend}" if legend else "")
 
 
 # -- exports ------------------------------------------------------------------------------------
@@ -297,3 +368,55 @@ def table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)
+
+
+# -- detection status -----------------------------------------------------------------------------
+def format_duration(seconds: float) -> str:
+    """``40 s``, ``4 min 20 s``, ``2 h 5 min``: how long until something, for people."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s" if s % 60 else f"{s // 60} min"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    """One group's detection readiness as ``tickbus profile status`` shows it."""
+
+    readiness: Readiness
+    version: str
+    window: float  # seconds, the group's usual window length
+    last_end: float  # end of its latest stored window
+
+
+def format_status(statuses: Sequence[GroupStatus], now: float) -> str:
+    """The ``tickbus profile status`` table: per group, windows collected / needed and when detection
+    will be ready (an estimate: the windows still missing times the window length, from the last one)."""
+    rows: list[tuple[str, ...]] = [("GROUP", "HOST", "VERSION", "WINDOWS", "DETECTION", "LAST WINDOW")]
+    for st in statuses:
+        r = st.readiness
+        if r.ready:
+            detection = "ready: every new window is tested"
+        else:
+            eta = st.last_end + r.remaining * st.window - now
+            detection = (
+                f"in ~{format_duration(eta)} ({r.remaining} more window(s) of {st.window:g}s)"
+                if eta > 0
+                else f"waiting for {r.remaining} more window(s): is the collector running?"
+            )
+        if r.thin:
+            detection += f"; {r.thin} window(s) with too few samples ignored"
+        ago = format_duration(now - st.last_end)
+        rows.append(
+            (
+                r.group,
+                r.host,
+                st.version or "-",
+                f"{r.collected}/{r.needed}",
+                detection,
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st.last_end))} ({ago} ago)",
+            )
+        )
+    return table(rows)

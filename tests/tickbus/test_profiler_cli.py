@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from observability.profiling import ProfileStore, ProfileWindow, WindowLabels, short_function
@@ -90,3 +92,30 @@ def test_the_collector_refuses_a_window_that_is_not_positive(tmp_path, capsys):
 )
 def test_function_labels_are_shortened_for_tables(label, short):
     assert short_function(label) == short
+
+
+def test_profile_status_shows_windows_collected_and_needed_and_when_detection_is_ready(tmp_path, capsys):
+    import time
+
+    from observability.profiling import DetectionConfig
+
+    config = DetectionConfig()
+    need = config.min_baseline_windows + config.max_pool
+    now = time.time()
+    with ProfileStore(tmp_path / "profiles.sqlite") as store:
+        stacks = {f"/srv/app/main.py:main;{HANDLER}": 80, "/srv/app/main.py:main": 20}
+        for group, count in (("warming", 3), ("ready", need)):
+            labels = WindowLabels("h", group, 7, (group,), "1.3")
+            for i in range(count):
+                end = now - 1 - 20.0 * (count - 1 - i)
+                store.add(ProfileWindow(labels, end - 20.0, end, 100, 1_000_000, stacks, {group: 50}))
+    assert main(["profile", "status", "--data-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:5] == ["GROUP", "HOST", "VERSION", "WINDOWS", "DETECTION"]
+    ready = next(line for line in lines if line.startswith("ready"))
+    warming = next(line for line in lines if line.startswith("warming"))
+    assert f"{need}/{need}" in ready and "ready: every new window is tested" in ready
+    assert f"3/{need}" in warming
+    # 10 windows of 20 s from the last one's end, which was 1 s ago
+    assert re.search(rf"in ~3 min 1[89] s \({need - 3} more window\(s\) of 20s\)", warming), warming
+    assert main(["profile", "status", "--actor", "nobody", "--data-dir", str(tmp_path)]) == 1

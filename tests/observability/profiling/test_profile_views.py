@@ -169,3 +169,38 @@ def test_the_cli_says_what_is_missing(store_dir, tmp_path):
     assert out.returncode == 1 and "pprof is binary: give --output FILE" in out.stderr
     out = tickbus("report", "-o", "x.html", data_dir=tmp_path / "empty")
     assert out.returncode != 0 and "no profile store" in out.stderr
+
+
+def test_diff_marks_a_change_of_a_few_samples_not_significant_and_a_real_rise_significant():
+    from observability.profiling import ProfileWindow, WindowLabels, format_diff
+
+    rng = random.Random(3)
+    befores = [window(rng, i) for i in range(6)]
+    afters = [window(rng, 6 + i, costs=costlier(SCORE, 1.5)) for i in range(6)]
+    labels = WindowLabels("h", "model", 1, ("model",), "1.0")
+    rare = "model.py:Model.rarely_called"
+    # a function seen once before and 6 times after: +500 %, and noise
+    noisy = [
+        ProfileWindow(labels, w.start, w.end, w.samples + n, w.cpu_us, {**w.stacks, f"app.py:main;{rare}": n})
+        for w, n in ((befores[0], 1), (afters[0], 6))
+    ]
+    before, after = merge_windows([noisy[0], *befores[1:]]), merge_windows([noisy[1], *afters[1:]])
+    rows = {r.function: r for r in diff(before, after, before_windows=[noisy[0], *befores[1:]])}
+    assert (rows[rare].before_samples, rows[rare].after_samples) == (1, 6)
+    assert not rows[rare].significant and rows[rare].q_value > 0.01
+    assert rows[SCORE].significant and rows[SCORE].q_value < 1e-6
+    text = format_diff(before, after, before_name="a", after_name="b", before_windows=befores)
+    line = next(line for line in text.splitlines() if "rarely_called" in line)
+    assert "~+" in line and "1->6" in line
+    score_line = next(line for line in text.splitlines() if "score_signal" in line)
+    assert "~" not in score_line
+    assert text.splitlines()[-1].startswith("~ not significant: within sampling noise")
+    page = render_report(before, after, title="t", before_name="a", after_name="b", before_windows=befores)
+    assert "~+" in page and "1&rarr;6" in page and "not significant" in page
+
+
+def test_diff_of_identical_sides_marks_nothing_significant():
+    rng = random.Random(4)
+    before = merge_windows([window(rng, i) for i in range(4)])
+    rows = diff(before, before)
+    assert rows and not any(r.significant for r in rows)

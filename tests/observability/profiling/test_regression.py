@@ -146,3 +146,35 @@ def test_dispersion_is_near_one_for_binomial_counts_and_large_for_drifting_ones(
     assert 0.5 < dispersion(binomial, [2000] * 40) < 1.6
     drifting = [int(2000 * (0.2 + 0.2 * (i % 2))) for i in range(40)]
     assert dispersion(drifting, [2000] * 40) > 50
+
+
+def test_readiness_counts_the_windows_a_fresh_group_needs_then_says_ready():
+    config = DetectionConfig()
+    detector = RegressionDetector(config)
+    need = config.min_baseline_windows + config.max_pool
+    fresh = detector.readiness("h", "model")
+    assert (fresh.collected, fresh.needed, fresh.ready, fresh.remaining) == (0, need, False, need)
+    rng = random.Random(5)
+    for i, w in enumerate(steady(rng, need)):
+        detector.observe(w)
+        state = detector.readiness("h", "model")
+        assert (
+            state.collected == i + 1
+            and state.ready == (i + 1 >= need)
+            and detector.evaluations == (i + 1 >= need)
+        )
+    detector.observe(window(rng, need, samples=config.min_window_samples - 1))
+    assert detector.readiness("h", "model").thin == 1
+
+
+def test_readiness_after_a_deploy_needs_only_the_pool_of_the_new_version():
+    config = DetectionConfig()
+    detector = RegressionDetector(config)
+    rng = random.Random(6)
+    old = config.min_baseline_windows + 1  # a short run of the old version: a baseline, never evaluated
+    detector.seed(steady(rng, old))
+    detector.observe(window(rng, old, version="2.0"))
+    state = detector.readiness("h", "model")
+    assert not state.ready and state.remaining == config.min_persist - 1
+    detector.observe(window(rng, old + 1, version="2.0"))
+    assert detector.readiness("h", "model").ready and detector.evaluations == 1
