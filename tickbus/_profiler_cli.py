@@ -52,7 +52,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "--mode", choices=("cpu", "wall"), default="cpu", help="sample CPU time or wall time (default cpu)"
     )
     collector.add_argument(
-        "--pid", type=int, action="append", default=[], help="also profile this process; repeatable"
+        "--pid",
+        type=int,
+        action="append",
+        default=[],
+        help="also profile this process; repeatable; works without a broker (then only these pids)",
     )
     collector.add_argument(
         "--config", metavar="FILE", help="TOML file with a [profiler] table; flags and $TICKBUS_* override it"
