@@ -32,7 +32,7 @@ from typing import Any, ClassVar, TypeVar
 from loguru import logger
 
 from broker import Header, Key, PossibleKey, parse_publisher_id
-from observability import Histogram, RateLimitedLog, set_task_labeller, tracing
+from observability import Histogram, RateLimitedLog, set_callback_labeller, set_task_labeller, tracing
 
 from ._ask import ANSWERS_ATTR, DEFAULT_TIMEOUT, answering, ask
 from ._hub import Hub, Message, Route
@@ -62,12 +62,30 @@ def handler_running_in(task: asyncio.Task[Any]) -> str | None:
     fn = actor.last_handler if actor is not None else None
     if actor is None or fn is None:
         return None
+    return _label(actor.name, fn)
+
+
+def _label(actor: str, fn: Callable[..., Any]) -> str:
     code = getattr(getattr(fn, "__wrapped__", fn), "__code__", None)  # an @answers wrapper: its method
     where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
-    return f"{actor.name}.{getattr(fn, '__name__', fn)}{where}"
+    return f"{actor}.{getattr(fn, '__name__', fn)}{where}"
+
+
+_slowest_inline: list[Any] = [0, None, None]  # ns, actor name, handler: the slowest since last asked
+
+
+def slowest_inline_handler() -> str | None:
+    """The slowest handler run inline (in a hub's reader callback) since the last call, and forget it.
+
+    Loop-health probes use this to name the handler behind a slow reader callback.
+    """
+    took, actor, fn = _slowest_inline
+    _slowest_inline[:] = [0, None, None]
+    return _label(actor, fn) if took and fn is not None else None
 
 
 set_task_labeller(handler_running_in)
+set_callback_labeller(slowest_inline_handler)
 
 
 def handler(*patterns: PossibleKey, snapshot: bool = False) -> Callable[[F], F]:
@@ -371,9 +389,12 @@ class Actor:
         finally:
             self._key = _NOTHING
             self._handled += 1
+            took = _perf_ns() - started
+            if took > _slowest_inline[0]:  # for a slow-callback report (see slowest_inline_handler)
+                _slowest_inline[:] = [took, self.name, fn]
             if sample:
                 self._sampled_at = started
-                self.handler_ns.record(_perf_ns() - started)
+                self.handler_ns.record(took)
             self._idle = idle and self._running
 
     def _record_latency(self, header: Header) -> None:

@@ -122,12 +122,13 @@ class Hub:
         reaches subscribers in a header, as it would through a broker; otherwise the header is ``None``.
         """
         self._published += 1
+        seq = self._published  # before dispatching: a handler run inline may publish in turn
         header = None
         if trace is not None:
             now_mono, now_wall = time.monotonic_ns(), time.time_ns()
-            header = Header(FORMAT_VERSION, self.name, self._published, now_mono, now_wall, trace)
+            header = Header(FORMAT_VERSION, self.name, seq, now_mono, now_wall, trace)
         self._dispatch(key if type(key) is Key else Key.create_from(key), message, header)
-        return self._published
+        return seq
 
     def _dispatch(self, key: Key, payload: Any, header: Header | None) -> None:
         routes = self._index.match(key)

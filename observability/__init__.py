@@ -76,6 +76,7 @@ from ._loop_health import (
     dump_stacks,
     hang_watchdog,
     loop_lag,
+    set_callback_labeller,
     set_task_labeller,
     slow_callbacks,
 )
@@ -169,6 +170,7 @@ __all__ = [
     "read_toml",
     "render_list",
     "render_trace",
+    "set_callback_labeller",
     "set_task_labeller",
     "slow_callbacks",
     "tickbus_version",

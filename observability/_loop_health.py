@@ -43,12 +43,22 @@ def describe_handle(handle: asyncio.Handle) -> str:
             line = frame.f_lineno if frame is not None else code.co_firstlineno
             where = f" at {code.co_filename}:{line}"
         text = f"task {owner.get_name()!r} coroutine {getattr(coro, '__qualname__', coro)!s}{where}"
-        label = _handler_label(owner)
+        label = _handler_label(owner) or (_callback_labeller() if _callback_labeller is not None else None)
         return text + (f" (handler {label})" if label else "")
-    return f"callback {getattr(callback, '__qualname__', callback)!s}"
+    text = f"callback {getattr(callback, '__qualname__', callback)!s}"
+    label = _callback_labeller() if _callback_labeller is not None else None
+    return text + (f" (handler {label})" if label else "")
 
 
 _task_labeller: Callable[[asyncio.Task[Any]], str | None] | None = None
+_callback_labeller: Callable[[], str | None] | None = None
+
+
+def set_callback_labeller(labeller: Callable[[], str | None] | None) -> None:
+    """Name the slowest handler a plain callback ran since the last report (handlers run inline in a
+    hub's reader callback: the actors package registers this)."""
+    global _callback_labeller  # noqa: PLW0603  (one hook for the process, set at import by actors)
+    _callback_labeller = labeller
 
 
 def set_task_labeller(labeller: Callable[[asyncio.Task[Any]], str | None] | None) -> None:

@@ -177,7 +177,9 @@ async def test_otlp_file_holds_actor_hub_counters_and_histograms_with_bucket_cou
     assert _points(last, "tickbus.hub.lag")[0]["asDouble"] == 0.0
     assert _points(last, "tickbus.hub.publishers.gone")[0]["asInt"] == "0"
     (handler_time,) = _points(last, "messaging.process.duration")
-    assert handler_time["count"] == "40" and sum(map(int, handler_time["bucketCounts"])) == 40
+    # timed for at most one message per 50 us (actors._actor): a burst of 40 is sampled
+    assert 1 <= int(handler_time["count"]) <= 40
+    assert sum(map(int, handler_time["bucketCounts"])) == int(handler_time["count"])
     (latency,) = _points(last, "tickbus.actor.latency")
     assert latency["count"] == "3" and latency["explicitBounds"] == list(DEFAULT_BOUNDS)
     assert [int(n) for n in latency["bucketCounts"]].count(1) == 3

@@ -109,10 +109,12 @@ async def test_tickbus_run_writes_actor_counters_and_latency_histogram_to_the_ot
 
         last = await _poll(exported, 10, f"{PINGS} consumed messages and a loop-lag sample in {path}")
         (latency,) = _metric(last, "tickbus.actor.latency")
-        assert int(latency["count"]) == PINGS == sum(int(n) for n in latency["bucketCounts"])
+        # the histograms time at most one message per 50 us (actors._actor): a burst is sampled
+        assert 1 <= int(latency["count"]) <= PINGS
+        assert int(latency["count"]) == sum(int(n) for n in latency["bucketCounts"])
         assert len(latency["bucketCounts"]) == len(latency["explicitBounds"]) + 1
         (handled,) = _metric(last, "messaging.process.duration")
-        assert int(handled["count"]) == PINGS
+        assert 1 <= int(handled["count"]) <= PINGS
         (sent,) = _metric(last, "messaging.client.sent.messages")
         assert sent["asInt"] == str(PINGS)
         assert int(_metric(last, "tickbus.hub.messages.received")[0]["asInt"]) >= PINGS  # + '$' keys
@@ -121,7 +123,7 @@ async def test_tickbus_run_writes_actor_counters_and_latency_histogram_to_the_ot
         # after the run: the actors' drained values were exported before the runner let them go
         lines = [json.loads(line) for line in path.read_text().splitlines()]
         final = [line for line in lines if _metric(line, "tickbus.actor.latency")][-1]
-        assert int(_metric(final, "tickbus.actor.latency")[0]["count"]) == PINGS
+        assert int(_metric(final, "tickbus.actor.latency")[0]["count"]) >= int(latency["count"])
     finally:
         proc.close()
 
@@ -248,4 +250,4 @@ async def test_a_real_prometheus_scrapes_the_actor_counter_and_latency_histogram
     assert counter[0]["metric"]["job"] == "tickbus"
     assert sorted(float(b["metric"]["le"]) for b in buckets) == [*DEFAULT_BOUNDS, float("inf")]
     inf = next(b for b in buckets if b["metric"]["le"] == "+Inf")
-    assert float(inf["value"][1]) == float(count[0]["value"][1]) == PINGS
+    assert float(inf["value"][1]) == float(count[0]["value"][1]) >= 1  # sampled: at most one per 50 us

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -65,9 +66,13 @@ async def test_a_costlier_function_is_flagged_in_time_naming_function_and_actor(
         assert not run.alerts, [a.function for a in run.alerts]
         changed_at = time.time()
         run.control("slow", {"function": function, "factor": factor})
-        async with asyncio.timeout(window * (within + 2) + 20):
-            while not run.alerts:
-                await run.wait_windows(1, window + 30)
+        try:
+            async with asyncio.timeout(window * (within + 2) + 20):
+                while not run.alerts:
+                    await run.wait_windows(1, window + 30)
+        except TimeoutError:
+            _skip_if_noise_rose(run, changed_at, f"not flagged within {within + 2} windows")
+            raise
         after = [w for w in run.windows if w.start >= changed_at and w.end <= run.alerts[0].at]
     alert = run.alerts[0]
     print(
@@ -79,19 +84,24 @@ async def test_a_costlier_function_is_flagged_in_time_naming_function_and_actor(
     assert [a.function.rpartition(":")[2] for a in run.alerts] == [f"Model.{function}"]
     assert alert.actors == ("model",) and alert.group == "model"
     if len(after) > within:
-        # Judge the deadline only if the noise assumption held while it ran, not only in the warm-up:
-        # the reference function's share, before the change and after it (it moves once, by design).
-        before = [w for w in run.windows[1:] if w.end <= changed_at]
-        noise = max(sampling_noise(before, "compute_features"), sampling_noise(after, "compute_features"))
-        if noise > MAX_PHI:
-            pytest.skip(
-                f"flagged after {len(after)} windows (limit {within}), but this machine's sampling noise "
-                f"rose during the test: compute_features' share varied {noise:.1f}x more than sampling "
-                f"alone explains (at most {MAX_PHI} assumed); other processes are preempting the target"
-            )
+        _skip_if_noise_rose(run, changed_at, f"flagged after {len(after)} windows (limit {within})")
     assert len(after) <= within
     lines = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert lines[0]["function"]["name"] == f"Model.{function}"
     assert lines[0]["function"]["file"].endswith("tests/system/profiling/model_actor.py")
     assert lines[0]["function"]["line"] > 0
     assert lines[0]["actor"] == "model"
+
+
+def _skip_if_noise_rose(run: Any, changed_at: float, what: str) -> None:
+    """Judge the deadline only if the noise assumption held while the test ran, not only in the
+    warm-up: the reference function's share, before the change and after it (it moves once, by design)."""
+    before = [w for w in run.windows[1:] if w.end <= changed_at]
+    after = [w for w in run.windows if w.start >= changed_at]
+    noise = max(sampling_noise(before, "compute_features"), sampling_noise(after, "compute_features"))
+    if noise > MAX_PHI:
+        pytest.skip(
+            f"{what}, but this machine's sampling noise rose during the test: compute_features' share "
+            f"varied {noise:.1f}x more than sampling alone explains (at most {MAX_PHI} assumed); other "
+            "processes are preempting the target"
+        )
