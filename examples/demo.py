@@ -302,6 +302,11 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> int:
     finally:
         await processes.kill_all()
     lines, ok = summarize(outcome)
+    warned = log_warnings(workdir)
+    lines.insert(-1, f"  warnings in logs     {len(warned)}" + "".join(f"\n    {w}" for w in warned[:5]))
+    if warned and not args.allow_warnings:
+        ok = False  # a clean run logs nothing that needs a look
+        lines[-1] = "  result               FAILED (warnings in the logs; --allow-warnings to accept them)"
     profiles = top_lines(Path(args.data_dir), list(GROUPS), since)
     print("\n".join([*lines, *trace_lines(args, since_ns), *profiles]))
     if not ok:
@@ -340,6 +345,18 @@ def trace_lines(args: argparse.Namespace, since_ns: int) -> list[str]:
     ]
 
 
+def log_warnings(workdir: Path) -> list[str]:
+    """The child processes' log records at WARNING or above (JSON lines or loguru's text form)."""
+    found = []
+    for path in sorted(workdir.glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if any(
+                f'"level": "{lv}"' in line or f"| {lv}" in line for lv in ("WARNING", "ERROR", "CRITICAL")
+            ):
+                found.append(f"{path.stem}: {line[:200]}")
+    return found
+
+
 def _print_tails(workdir: Path) -> None:
     for path in sorted(workdir.glob("*.log")):
         print(f"\n--- {path} (tail) ---\n{tail(path)}", file=sys.stderr)
@@ -353,6 +370,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--symbols", type=int, default=8, help="number of synthetic symbols (8)")
     parser.add_argument("--csv", help="replay this symbol,price,size file instead of the random walk")
     parser.add_argument("--keep-logs", action="store_true", help="keep the log directory afterwards")
+    parser.add_argument(
+        "--allow-warnings",
+        action="store_true",
+        help="do not fail on WARNING or ERROR lines in the logs (a loaded machine may log slow callbacks)",
+    )
     parser.add_argument(
         "--trace-ratio", type=float, default=0.01, help="share of ticks traced end to end (0.01)"
     )

@@ -147,7 +147,18 @@ def test_percentile_is_the_nearest_rank():
 def test_demo_runs_five_processes_without_gaps_and_prints_latency(tmp_path: Path):
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # the demo's log directory lands in tmp_path
     result = subprocess.run(
-        [sys.executable, "-m", "examples.demo", "--seconds", "4", "--rate", "1000", "--data-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "examples.demo",
+            "--seconds",
+            "4",
+            "--rate",
+            "1000",
+            "--data-dir",
+            str(tmp_path),
+            "--allow-warnings",  # a loaded CI machine may log slow callbacks; they are listed, not fatal
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -157,6 +168,7 @@ def test_demo_runs_five_processes_without_gaps_and_prints_latency(tmp_path: Path
     )
     out = result.stdout
     assert result.returncode == 0, f"demo failed:\n{out}\n{result.stderr[-3000:]}"
+    assert "warnings in logs" in out  # the demo reads its children's logs (`make demo` fails on any)
     assert re.search(r"^\s*gaps\s+0$", out, re.MULTILINE), out
     decisions = re.search(r"^\s*decisions received\s+([\d,]+)$", out, re.MULTILINE)
     assert decisions is not None and int(decisions[1].replace(",", "")) > 0, out
