@@ -222,7 +222,10 @@ class RemoteHub(Hub):
 
     def _send_farewell(self) -> None:
         """The last heartbeat: "bye" and every key's latest seq, so subscribers log a clean departure
-        at INFO and count what the tail of the stream lost."""
+        at INFO and count what the tail of the stream lost. Not from a hub that sends no heartbeats
+        (``idle_heartbeat=0``) or never published: nobody tracks it."""
+        if self._watch.schedule.interval <= 0 or not (self._published or self._publish_skipped):
+            return
         own = self._heartbeat_kb
         streams = [(o[0], o[1]) for o in self._out.values() if o[0] != own]
         streams.extend(self._seqs.items())

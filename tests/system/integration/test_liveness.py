@@ -138,3 +138,22 @@ async def test_a_broker_gone_silent_is_detected_by_zmtp_heartbeats_within_three_
         broker.signal(signal.SIGCONT)
         await hub.close()
         broker.close()
+
+
+async def test_a_hub_without_heartbeats_closes_without_a_farewell_nobody_could_parse(tickbus_broker):
+    sub_hub = await actors.connect(tickbus_broker.frontend, tickbus_broker.backend, name="sub")
+    got: list[object] = []
+    try:
+        actors.Subscriber(sub_hub, "s").add_sync_listener(actors.Key("t", "*"), lambda k, p: got.append(p))
+        await sub_hub.sync()
+        quiet = await actors.connect(
+            tickbus_broker.frontend, tickbus_broker.backend, name="top-like", idle_heartbeat=0
+        )
+        await quiet.wait_for_subscribers(("t", "x"))
+        quiet.publish(actors.Key("t", "x"), 1)
+        await eventually(lambda: got == [1], 5, "the message")
+        await quiet.close()  # heartbeats off (`tickbus top`): no farewell, whose interval would be 0
+        await sub_hub.sync()  # a round trip after the close: anything it sent has arrived
+        assert sub_hub.statistics().malformed == 0
+    finally:
+        await sub_hub.close()
