@@ -49,6 +49,7 @@ from ._extras import Loop, MockHub, ThrottledPublisher
 from ._hub import Hub, HubStatistics, Message, Publisher, Subscriber, SubscriberStatistics
 from ._limits import HubLimits
 from ._mailbox import Mailbox
+from ._redundancy import RedundantTracker
 from ._remote import RemoteHub
 from ._request import AskStatistics
 from ._runner import app_version, load_actor_class, run_group, serve_group, version
@@ -87,6 +88,7 @@ __all__ = [
     "Observation",
     "PossibleKey",
     "Publisher",
+    "RedundantTracker",
     "RemoteHub",
     "SequenceTracker",
     "SnapshotError",

@@ -7,6 +7,8 @@
     name = "pipeline"                  # process name, used in logs and publisher ids
     frontend = "tcp://10.0.0.1:5550"   # optional; else $TICKBUS_FRONTEND, else tcp://127.0.0.1:5550
     backend = "tcp://10.0.0.1:5551"    # optional; else $TICKBUS_BACKEND, else tcp://127.0.0.1:5551
+                                       # a broker pair: lists, one backend per frontend, e.g.
+                                       # frontend = ["tcp://10.0.0.1:5550", "tcp://10.0.0.2:5550"]
     drain_timeout = 5.0                # seconds SIGTERM waits for queued messages
     on_actor_failure = "exit"          # "exit": the process exits 1 when an actor stops itself
                                        # "continue": the other actors keep running
@@ -20,7 +22,8 @@
     symbols = ["AAPL", "MSFT"]
 
 Environment variables override the file: ``TICKBUS_FRONTEND``, ``TICKBUS_BACKEND``,
-``TICKBUS_GROUP_NAME``, ``TICKBUS_DRAIN_TIMEOUT``, ``TICKBUS_APP_VERSION``.
+``TICKBUS_GROUP_NAME``, ``TICKBUS_DRAIN_TIMEOUT``, ``TICKBUS_APP_VERSION`` (endpoint lists
+comma-separated).
 """
 
 from __future__ import annotations
@@ -123,7 +126,10 @@ def load_group_config(path: str | Path) -> GroupConfig:
     values: dict[str, Any] = {"source": source}
     for key in ("name", "frontend", "backend", "version"):
         if key in group:
-            values[key] = _string(group[key], source, f"group.{key}")
+            value = group[key]
+            if key in ("frontend", "backend") and isinstance(value, list) and value:
+                value = ",".join(_string(v, source, f"group.{key}[]") for v in value)
+            values[key] = _string(value, source, f"group.{key}")
     if "drain_timeout" in group:
         values["drain_timeout"] = _positive_float(group["drain_timeout"], source, "group.drain_timeout")
     if "on_actor_failure" in group:

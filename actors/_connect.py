@@ -15,6 +15,7 @@ from ._limits import (
     DEFAULT_MAX_SNAPSHOT_ENTRIES,
     HubLimits,
 )
+from ._redundancy import DEFAULT_REORDER_WINDOW
 from ._remote import RemoteHub
 
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5550"
@@ -22,8 +23,8 @@ DEFAULT_BACKEND = "tcp://127.0.0.1:5551"
 
 
 async def connect(
-    frontend: str | None = None,
-    backend: str | None = None,
+    frontend: str | list[str] | None = None,
+    backend: str | list[str] | None = None,
     *,
     name: str = "hub",
     wait: float | None = 5.0,
@@ -43,6 +44,7 @@ async def connect(
     max_snapshot_entries: int = DEFAULT_MAX_SNAPSHOT_ENTRIES,
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
     max_message_age: float = DEFAULT_MAX_MESSAGE_AGE,
+    reorder_window: float = DEFAULT_REORDER_WINDOW,
 ) -> RemoteHub:
     """Connect to a tickbus broker and return a hub with the aiopubsub API.
 
@@ -50,6 +52,14 @@ async def connect(
     ``tcp://127.0.0.1:5550`` / ``:5551``. With ``wait`` (seconds) it returns only once both
     connections are up, raising :class:`ConnectError` otherwise; ``wait=None`` returns at once
     and ZeroMQ keeps trying in the background.
+
+    Several brokers (no single point of failure): give lists, one backend per frontend in the same
+    order (``frontend=[A, B], backend=[A2, B2]``; in the environment, TOML or on the command line a
+    comma-separated string). The hub publishes every message through every broker and delivers
+    each message once, in order per stream, whichever broker brought it first; the later copies
+    are counted as ``redundant``, and a gap is counted only when no broker brought the message
+    within ``reorder_window`` seconds (see ``actors._redundancy``). With ``wait`` it returns once
+    one broker is up; losing one of several is a warning, not an outage.
 
     Liveness: ``heartbeat_ivl``/``heartbeat_timeout`` are ZeroMQ's ZMTP heartbeats, which drop a
     silent connection (a dead broker, a cut link) at most ``heartbeat_ivl + heartbeat_timeout``
@@ -85,6 +95,7 @@ async def connect(
     hub = RemoteHub(
         frontend or os.environ.get("TICKBUS_FRONTEND") or DEFAULT_FRONTEND,
         backend or os.environ.get("TICKBUS_BACKEND") or DEFAULT_BACKEND,
+        reorder_window=reorder_window,
         name=name,
         hwm=hwm,
         heartbeat_ivl=heartbeat_ivl,

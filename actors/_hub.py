@@ -57,6 +57,12 @@ class HubStatistics:
     gaps: int = 0
     duplicates: int = 0
     reordered: int = 0
+    redundant: int = 0
+    """Copies from a second broker of messages already delivered (several brokers; never duplicates)."""
+    brokers: int = 1
+    """Brokers this hub connects to."""
+    brokers_up: int = 1
+    """Brokers with a live session on both sockets."""
     publish_dropped: int = 0
     publish_skipped: int = 0
     streams: int = 0

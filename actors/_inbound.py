@@ -82,7 +82,9 @@ class Inbound:
         self._name = name
         self._keys: dict[bytes, Key] = {}
         self.tracker = tracker if tracker is not None else SequenceTracker()
-        self._last = self.tracker.last  # the tracker's table, for the inlined fast path
+        # the tracker's table, for the inlined fast path (none with several brokers: each message
+        # also updates its broker's table, see actors._redundancy)
+        self._last = self.tracker.last if self.tracker.inline else {}
         self.received = self.delivered = self.unmatched = self.malformed = self.oversize = 0
         self.route_errors = 0  # routes that raised (counted with the hub's listener errors)
         self.heartbeats = 0
@@ -148,6 +150,12 @@ class Inbound:
         else:
             seen = self.tracker.observe(header.publisher, kb, seq)
             if seen > Observation.FIRST:
+                if seen >= Observation.REDUNDANT:  # several brokers: not delivered (now)
+                    if seen is Observation.HELD:
+                        self.tracker.attach(frame)  # type: ignore[attr-defined]
+                    elif seen is Observation.REPEATED:
+                        self._log_sequence(seen, key, header.publisher, seq)
+                    return
                 self._log_sequence(seen, key, header.publisher, seq)
         routes = self._index.match(key)
         if not routes:

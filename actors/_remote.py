@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from collections.abc import Collection
 from typing import Any
 
 import zmq
@@ -51,6 +52,7 @@ from observability import ConnectError, EnvelopeError, InvalidKeyError
 from ._hub import Hub, HubStatistics, Message, Route
 from ._inbound import Inbound
 from ._liveness import HEARTBEAT_PREFIX, HubWatch
+from ._redundancy import DEFAULT_REORDER_WINDOW, RedundantTracker
 from ._sequence import SequenceTracker
 from ._snapshot import SnapshotClient
 
@@ -76,6 +78,13 @@ _HANDSHAKE_FAILED = (
 _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
 
 
+def endpoint_list(endpoints: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Broker endpoints from a list or a comma-separated string (``$TICKBUS_FRONTEND``, TOML, CLI)."""
+    if isinstance(endpoints, str):
+        endpoints = endpoints.split(",")
+    return [e.strip() for e in endpoints if e.strip()]
+
+
 def _publisher_bytes(publisher_id: str) -> bytes:
     raw = publisher_id.encode()
     if len(raw) > 255:  # the header's length field is one byte
@@ -95,8 +104,8 @@ class RemoteHub(Hub):
 
     def __init__(
         self,
-        frontend: str,
-        backend: str,
+        frontend: str | list[str],
+        backend: str | list[str],
         *,
         name: str,
         hwm: int,
@@ -112,34 +121,36 @@ class RemoteHub(Hub):
         max_remote_subscriptions: int = 100_000,
         max_subscription: int = DEFAULT_MAX_SUBSCRIPTION,
         max_streams: int = 100_000,
+        reorder_window: float = DEFAULT_REORDER_WINDOW,
     ) -> None:
         super().__init__(name=name)
         self._curve = curve  # CURVE keys for both sockets (broker._curve); None: plain ZMTP
-        self.frontend, self.backend = frontend, backend
+        self.frontends, self.backends = endpoint_list(frontend), endpoint_list(backend)
+        if len(self.frontends) != len(self.backends) or not self.frontends:
+            raise ConnectError(
+                f"one backend per frontend, in the same order: got frontends {self.frontends} "
+                f"and backends {self.backends}"
+            )
+        self.frontend, self.backend = ",".join(self.frontends), ",".join(self.backends)
+        brokers = len(self.frontends)
         self.publisher_id = new_publisher_id(name)
         self._publisher_bytes = _publisher_bytes(self.publisher_id)
         self._own_context = context is None
         self._ctx = context if context is not None else zmq.Context()
         self._max_payload = max_payload
-        self._pub = self._socket(zmq.XPUB, hwm, heartbeat_ivl, heartbeat_timeout, linger)
-        self._pub.setsockopt(zmq.XPUB_NODROP, 1)
-        self._pub.setsockopt(zmq.XPUB_MANUAL, 1)  # subscriptions are stored only once accepted
-        self._sub = self._socket(zmq.SUB, hwm, heartbeat_ivl, heartbeat_timeout, linger)
-        self._monitors = [
-            self._pub.get_monitor_socket(_MONITOR_EVENTS),
-            self._sub.get_monitor_socket(_MONITOR_EVENTS),
-        ]
-        for sock, endpoint in ((self._pub, frontend), (self._sub, backend)):
-            try:
-                sock.connect(endpoint)
-            except zmq.ZMQError as exc:
-                self._close_sockets()
-                raise ConnectError(f"cannot connect to broker endpoint {endpoint!r}: {exc.strerror}") from exc
+        self._open_sockets(brokers, hwm, heartbeat_ivl, heartbeat_timeout, linger)
         self._out: dict[tuple[str, ...], list[Any]] = {}  # key -> [wire key, seq, epoch, wanted, key+end]
         self._seqs: dict[bytes, int] = {}  # sequences of keys evicted from _out
         self._epoch = 0
         self._prefix_refs: dict[bytes, int] = {}
-        self._remote_prefixes: set[bytes] = set()
+        # what the bus subscribes, per broker; with one broker the union is that broker's set
+        self._prefix_sets: list[set[bytes]] = [set() for _ in range(brokers)]
+        self._prefix_counts: dict[bytes, int] = {}  # several brokers: prefix -> brokers that want it
+        self._remote_prefixes: Collection[bytes] = (
+            self._prefix_sets[0] if brokers == 1 else self._prefix_counts
+        )
+        self._publish_dropped_by_broker = [0] * brokers
+        self._broker_losses = 0  # times a broker's connection was lost while another stayed up
         self._max_remote_subscriptions = max_remote_subscriptions
         self._max_subscription = max_subscription
         self._subscriptions_refused = 0
@@ -150,33 +161,84 @@ class RemoteHub(Hub):
             log=self._log,
             name=name,
             limits=limits,
-            tracker=SequenceTracker(max_streams=max_streams),
+            tracker=(
+                SequenceTracker(max_streams=max_streams)
+                if brokers == 1
+                else RedundantTracker(brokers, reorder_window=reorder_window, max_streams=max_streams)
+            ),
         )
+        self._expiry: asyncio.TimerHandle | None = None  # the end of the oldest hold's window
         self._watch = HubWatch(
             name, self.publisher_id, idle_heartbeat=idle_heartbeat, slow_after=slow_after, log=self._log
         )
         self._inbound.on_heartbeat, self._inbound.rest_of_message = self._watch.heard, self._rest_of_message
         self._watch.lag.skew = self.clock_skew  # one clock-skew bound and counter per hub (actors._limits)
-        self._sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_PREFIX)  # every hub hears every heartbeat
+        for sub in self._subs:
+            sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_PREFIX)  # every hub hears every heartbeat
         self._heartbeat_key = Key(*HEARTBEAT, name)
         self._heartbeat_kb = encode_key(self._heartbeat_key)
         self._sweeps = 0
         self._snapshots = SnapshotClient(self, self.publisher_id, self._log)
-        self._connected = [False, False]
+        self._connected = [False] * len(self._monitors)
         self._connected_event = asyncio.Event()
         self._prefixes_changed = asyncio.Event()
         self._publish_dropped = self._publish_skipped = self._disconnects = self._malformed_upstream = 0
         self._loop = asyncio.get_running_loop()
         self._closed = False
         self._held: set[object] = set()  # consumers whose queues are full: no reading meanwhile
-        self._loop.add_reader(self._sub.FD, self._on_sub_readable)
-        self._loop.add_reader(self._pub.FD, self._on_pub_readable)
+        self._start_reading(brokers)
+        self._housekeeping = self._loop.call_later(_HOUSEKEEPING, self._sweep)
+
+    def _start_reading(self, brokers: int) -> None:
+        if brokers > 1:
+            self._on_sub_readable = self._on_subs_readable  # type: ignore[method-assign]
+            self._fanout = self._send_each  # type: ignore[assignment]
+        for sub in self._subs:
+            self._loop.add_reader(sub.FD, self._on_sub_readable)
+        for pub in self._pubs:
+            self._loop.add_reader(pub.FD, self._on_pub_readable)
         for index, monitor in enumerate(self._monitors):
             self._loop.add_reader(monitor.FD, self._on_monitor, index)
             self._loop.call_soon(self._on_monitor, index)  # events may predate the reader
         self._loop.call_soon(self._on_sub_readable)
         self._loop.call_soon(self._on_pub_readable)
-        self._housekeeping = self._loop.call_later(_HOUSEKEEPING, self._sweep)
+
+    def _open_sockets(self, brokers: int, hwm: int, ivl: float, timeout: float, linger: float) -> None:
+        # One XPUB and one SUB per broker. With several, each broker's sockets are their own: a
+        # broker whose queue is full or that is gone costs its copy, never the others' (and
+        # ZMQ_IMMEDIATE queues nothing for a broker while it is away).
+        self._pubs: list[zmq.Socket[bytes]] = []
+        self._subs: list[zmq.Socket[bytes]] = []
+        self._monitors: list[zmq.Socket[bytes]] = []  # pub 0, sub 0, pub 1, sub 1, ...
+        for _ in range(brokers):
+            pub = self._socket(zmq.XPUB, hwm, ivl, timeout, linger)
+            pub.setsockopt(zmq.XPUB_NODROP, 1)
+            pub.setsockopt(zmq.XPUB_MANUAL, 1)  # subscriptions are stored only once accepted
+            if brokers > 1:
+                pub.setsockopt(zmq.IMMEDIATE, 1)
+            sub = self._socket(zmq.SUB, hwm, ivl, timeout, linger)
+            self._pubs.append(pub)
+            self._subs.append(sub)
+            self._monitors += [
+                pub.get_monitor_socket(_MONITOR_EVENTS),
+                sub.get_monitor_socket(_MONITOR_EVENTS),
+            ]
+        self._pub, self._sub = self._pubs[0], self._subs[0]
+        for index, sock in enumerate(self._monitored()):
+            endpoint = self._endpoint(index)
+            try:
+                sock.connect(endpoint)
+            except zmq.ZMQError as exc:
+                self._close_sockets()
+                raise ConnectError(f"cannot connect to broker endpoint {endpoint!r}: {exc.strerror}") from exc
+
+    def _monitored(self) -> list[zmq.Socket[bytes]]:
+        """The broker sockets in monitor order: pub 0, sub 0, pub 1, sub 1, ..."""
+        return [sock for pair in zip(self._pubs, self._subs, strict=True) for sock in pair]
+
+    def _endpoint(self, index: int) -> str:
+        """The broker endpoint of monitor ``index``."""
+        return self.frontends[index // 2] if index % 2 == 0 else self.backends[index // 2]
 
     def _sweep(self) -> None:
         # ZeroMQ's descriptor is edge-triggered, and any send or setsockopt may consume its edge
@@ -191,6 +253,8 @@ class RemoteHub(Hub):
         try:
             self._on_pub_readable()
             self._on_sub_readable()
+            if self._expiry is None and len(self._subs) > 1:
+                self._release()
             for index in range(len(self._monitors)):
                 self._on_monitor(index)
             if self._watch.schedule.due(now, self._published + self._publish_skipped):
@@ -238,7 +302,7 @@ class RemoteHub(Hub):
 
     def _socket(self, kind: int, hwm: int, ivl: float, timeout: float, linger: float) -> zmq.Socket[bytes]:
         sock = self._ctx.socket(kind)
-        if self.frontend.startswith("tcp://[") or self.backend.startswith("tcp://["):
+        if any(e.startswith("tcp://[") for e in (*self.frontends, *self.backends)):
             sock.setsockopt(zmq.IPV6, 1)  # a broker at tcp://[::1]:P (IPv6 is off by default)
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.RCVHWM, hwm)
@@ -298,13 +362,44 @@ class RemoteHub(Hub):
         else:
             header = _encode_header(self.publisher_id, seq, _monotonic_ns(), _time_ns(), trace)
             frame = out[4] + header + payload
-        try:  # one frame on the Cython socket (format 2); XPUB_NODROP refuses it when the queue is full
-            _send(self._pub, frame, _DONTWAIT)
-        except zmq.Again:
-            self._publish_dropped += 1
-            self._log.warning("publish-hwm", "send queue to the broker is full: dropped a message on {}", key)
+        if self._fanout is None:
+            try:  # one frame on the Cython socket (format 2); XPUB_NODROP refuses it when the queue is full
+                _send(self._pub, frame, _DONTWAIT)
+            except zmq.Again:
+                self._publish_dropped += 1
+                self._log.warning(
+                    "publish-hwm", "send queue to the broker is full: dropped a message on {}", key
+                )
+        else:
+            self._fanout(frame, key)
         self._published += 1
         return seq
+
+    _fanout = None  # several brokers: _send_each
+
+    def _send_each(self, frame: bytes, key: tuple[str, ...]) -> None:
+        """Send one frame to every broker; it is dropped (``publish_dropped``) only if none took it."""
+        sent = False
+        for index, pub in enumerate(self._pubs):
+            try:
+                _send(pub, frame, _DONTWAIT)
+                sent = True
+            except zmq.Again:
+                self._publish_dropped_by_broker[index] += 1
+                self._log.warning(
+                    "publish-hwm:broker",
+                    "send queue to broker {} ({}) is full: its copy of a message on {} is dropped "
+                    "({} so far); the other brokers carry it",
+                    index + 1,
+                    self.frontends[index],
+                    key,
+                    self._publish_dropped_by_broker[index],
+                )
+        if not sent:
+            self._publish_dropped += 1
+            self._log.warning(
+                "publish-hwm", "send queues to every broker are full: dropped a message on {}", key
+            )
 
     def _new_stream(self, key: tuple[str, ...]) -> list[Any]:
         kb = encode_key(key)
@@ -340,14 +435,23 @@ class RemoteHub(Hub):
 
     def _on_pub_readable(self) -> None:
         changed = False
-        prefixes = self._remote_prefixes
+        for index, pub in enumerate(self._pubs):
+            changed = self._read_subscriptions(pub, self._prefix_sets[index]) or changed
+        if changed:
+            self._epoch += 1
+            self._prefixes_changed.set()
+
+    def _read_subscriptions(self, pub: zmq.Socket[bytes], prefixes: set[bytes]) -> bool:
+        """Take the (un)subscriptions one broker forwarded; True when its set changed."""
+        changed = False
+        counts = self._prefix_counts if len(self._pubs) > 1 else None
         while True:
             try:
-                msg = self._pub.recv(zmq.NOBLOCK)
+                msg = pub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
             except zmq.ZMQError:
-                return
+                return changed
             flag, prefix = msg[:1], msg[1:]
             if flag == b"\x01":
                 if prefix not in prefixes and (
@@ -355,13 +459,22 @@ class RemoteHub(Hub):
                 ):
                     self._refuse_subscription(prefix)
                     continue
-                self._pub.setsockopt(zmq.SUBSCRIBE, prefix)  # manual mode: for the pipe it came from
-                prefixes.add(prefix)
+                pub.setsockopt(zmq.SUBSCRIBE, prefix)  # manual mode: for the pipe it came from
+                if prefix not in prefixes:
+                    prefixes.add(prefix)
+                    if counts is not None:  # several brokers: count the brokers wanting it
+                        counts[prefix] = counts.get(prefix, 0) + 1
                 changed = True
             elif flag == b"\x00":
                 if prefix in prefixes:
-                    self._pub.setsockopt(zmq.UNSUBSCRIBE, prefix)
+                    pub.setsockopt(zmq.UNSUBSCRIBE, prefix)
                     prefixes.discard(prefix)
+                    if counts is not None:
+                        left = counts[prefix] - 1
+                        if left:
+                            counts[prefix] = left
+                        else:
+                            del counts[prefix]
                     changed = True
             else:  # a subscriber-side peer sent something that is not a (un)subscription
                 self._malformed_upstream += 1
@@ -371,9 +484,7 @@ class RemoteHub(Hub):
                     self.name,
                     self._malformed_upstream,
                 )
-        if changed:
-            self._epoch += 1
-            self._prefixes_changed.set()
+        return changed
 
     def _refuse_subscription(self, prefix: bytes) -> None:
         self._subscriptions_refused += 1
@@ -401,7 +512,8 @@ class RemoteHub(Hub):
         super().add_subscriber(key, callback)
         refs = self._prefix_refs.get(prefix, 0)
         if refs == 0:
-            self._sub.setsockopt(zmq.SUBSCRIBE, prefix)
+            for sub in self._subs:
+                sub.setsockopt(zmq.SUBSCRIBE, prefix)
             self._loop.call_soon(self._on_sub_readable)  # setsockopt may have consumed the edge
         self._prefix_refs[prefix] = refs + 1
 
@@ -417,7 +529,8 @@ class RemoteHub(Hub):
             # what is published while nobody here listens is not a gap: restart those streams
             self._inbound.tracker.forget_prefix(prefix, still_wanted=tuple(self._prefix_refs))
             if not self._closed:
-                self._sub.setsockopt(zmq.UNSUBSCRIBE, prefix)
+                for sub in self._subs:
+                    sub.setsockopt(zmq.UNSUBSCRIBE, prefix)
 
     # -- snapshots (see actors._snapshot and broker._lvc) -----------------------------------------
     async def snapshot(self, key: tuple[str, ...], timeout: float = 5.0) -> list[Message]:
@@ -483,6 +596,53 @@ class RemoteHub(Hub):
         if not self._held:
             self._loop.call_soon(self._on_sub_readable)  # more may be waiting: come back after others ran
 
+    def _on_subs_readable(self) -> None:
+        # _on_sub_readable for several brokers: each broker's socket in turn, a chunk at a time,
+        # the tracker told which broker each frame came from (actors._redundancy).
+        if self._closed or self._held:
+            return
+        handle = self._inbound.handle
+        tracker: RedundantTracker = self._inbound.tracker  # type: ignore[assignment]
+        nowait = zmq.NOBLOCK
+        end = _perf() + _SLICE_S
+        while not self._held:
+            idle = True
+            for index, sock in enumerate(self._subs):
+                tracker.source = index
+                for _ in range(_CHUNK):
+                    try:
+                        frame = _recv(sock, nowait)
+                    except zmq.Again:
+                        break
+                    idle = False
+                    handle(frame)
+            if tracker.held:
+                self._release()
+            if idle:
+                return
+            if _perf() >= end:
+                break
+        if not self._held:
+            self._loop.call_soon(self._on_sub_readable)
+
+    def _release(self) -> None:
+        """Deliver the held frames whose turn came; wake up again when the oldest hold's window ends."""
+        tracker: RedundantTracker = self._inbound.tracker  # type: ignore[assignment]
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        inbound = self._inbound
+        for source, frame in tracker.take_ready(time.monotonic()):
+            tracker.source, tracker.releasing = source, True
+            inbound.received -= 1  # counted when it arrived
+            try:
+                inbound.handle(frame)
+            finally:
+                tracker.releasing = False
+        deadline = tracker.next_deadline()
+        if deadline is not None and not self._closed:
+            self._expiry = self._loop.call_later(max(0.0, deadline - time.monotonic()), self._release)
+
     def hold(self, consumer: object) -> None:
         """Stop reading the bus while ``consumer``'s queue is full (ZeroMQ's queues hold or drop
         meanwhile, and the sequence numbers count what they drop as gaps)."""
@@ -501,7 +661,7 @@ class RemoteHub(Hub):
         """The remaining frames of a multi-frame message (format 1, or not tickbus), all read; the first
         three kept, later ones as empty placeholders (at most 1,000: the count is only described)."""
         rest: list[bytes] = []
-        sock = self._sub
+        sock = self._subs[self._inbound.tracker.source]
         while sock.getsockopt(zmq.RCVMORE):
             part = sock.recv(zmq.NOBLOCK)
             if len(rest) < 1_000:
@@ -518,40 +678,72 @@ class RemoteHub(Hub):
                 break
             except zmq.ZMQError:
                 return
+            side = _SIDES[index % 2]
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 if self._disconnects:
-                    logger.info("hub {}: reconnected to the broker's {}", self.name, _SIDES[index])
+                    logger.info(
+                        "hub {}: reconnected to the broker's {} {}", self.name, side, self._endpoint(index)
+                    )
                 self._connected[index] = True
             elif event["event"] == zmq.EVENT_DISCONNECTED:
-                if self._connected[index]:
-                    logger.warning(
-                        "hub {}: lost the broker's {} {}; reconnecting",
-                        self.name,
-                        _SIDES[index],
-                        self.frontend if index == 0 else self.backend,
-                    )
+                first = index - index % 2
+                was_up = self._connected[first] and self._connected[first + 1]
+                if self._connected[index] and (len(self._subs) == 1 or was_up):
+                    self._lost(index)  # with several brokers: once per broker, not per socket
                 self._connected[index] = False
                 self._disconnects += 1
             elif event["event"] & _HANDSHAKE_FAILED:
                 self._refused = True
                 self._log.warning(
-                    "handshake:" + _SIDES[index],
+                    "handshake:" + side,
                     "hub {}: the broker's {} {} refused the handshake ({}); check the CURVE keys "
                     "(TICKBUS_CURVE_SERVERKEY, TICKBUS_CURVE_SECRET) and the broker's allow-list",
                     self.name,
-                    _SIDES[index],
-                    self.frontend if index == 0 else self.backend,
+                    side,
+                    self._endpoint(index),
                     "no CURVE key" if self._curve is None else "key refused or wrong broker key",
                 )
-        if all(self._connected):
+        up = self._brokers_up()
+        tracker = self._inbound.tracker
+        if isinstance(tracker, RedundantTracker):
+            tracker.up = [self._connected[2 * i + 1] for i in range(len(self._subs))]
+        if up:
             self._connected_event.set()
         else:
             self._connected_event.clear()
 
+    def _lost(self, index: int) -> None:
+        side = _SIDES[index % 2]
+        others = sum(
+            1
+            for i in range(len(self._subs))
+            if i != index // 2 and self._connected[2 * i] and self._connected[2 * i + 1]
+        )
+        if len(self._subs) > 1 and others:
+            self._broker_losses += 1
+            logger.warning(
+                "hub {}: lost broker {}'s {} {}; reconnecting, {} of {} brokers still carry the bus",
+                self.name,
+                index // 2 + 1,
+                side,
+                self._endpoint(index),
+                others,
+                len(self._subs),
+            )
+        else:
+            logger.warning(
+                "hub {}: lost the broker's {} {}; reconnecting", self.name, side, self._endpoint(index)
+            )
+
+    def _brokers_up(self) -> int:
+        """Brokers with a live session on both sockets."""
+        c = self._connected
+        return sum(1 for i in range(0, len(c), 2) if c[i] and c[i + 1])
+
     @property
     def connected(self) -> bool:
-        """True while both sockets have a live session with the broker."""
-        return all(self._connected)
+        """True while both sockets have a live session with a broker (with several: with at least one)."""
+        return self._brokers_up() > 0
 
     async def wait_connected(self, timeout: float = 5.0) -> None:
         """Wait for both connections to the broker; :class:`ConnectError` after ``timeout`` seconds."""
@@ -585,6 +777,9 @@ class RemoteHub(Hub):
             gaps=inbound.gaps,
             duplicates=inbound.duplicates,
             reordered=inbound.reordered,
+            redundant=getattr(self._inbound.tracker, "redundant", 0),
+            brokers=len(self._subs),
+            brokers_up=self._brokers_up(),
             publish_dropped=self._publish_dropped,
             publish_skipped=self._publish_skipped,
             streams=inbound.streams,
@@ -617,15 +812,18 @@ class RemoteHub(Hub):
         self._send_farewell()
         self._closed = True
         self._housekeeping.cancel()
-        for sock in (self._sub, self._pub, *self._monitors):
+        if self._expiry is not None:
+            self._expiry.cancel()
+        for sock in (*self._subs, *self._pubs, *self._monitors):
             self._loop.remove_reader(sock.FD)
         await asyncio.get_running_loop().run_in_executor(None, self._close_sockets)
 
     def _close_sockets(self) -> None:
-        for sock in (self._pub, self._sub):
+        for sock in (*self._pubs, *self._subs):
             sock.disable_monitor()
-        for sock in (*self._monitors, self._sub):
+        for sock in (*self._monitors, *self._subs):
             sock.close(linger=0)
-        self._pub.close()
+        for sock in self._pubs:
+            sock.close()
         if self._own_context:
             self._ctx.term()

@@ -51,6 +51,10 @@ class Observation(IntEnum):
     DUPLICATE = 3
     REORDERED = 4
     ROLLED_BACK = 5  # the stream went on from before a jump: the jump's gaps were taken back
+    # only with several brokers (actors._redundancy); a frame so observed is not delivered
+    REDUNDANT = 6  # another broker's copy of a message already delivered
+    HELD = 7  # beyond a hole another broker may still fill: kept until its turn
+    REPEATED = 8  # a number this broker already delivered: a replay or a forgery (a duplicate)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,9 @@ _MAX_SEGMENTS = 8  # jumps soon after one another that one record takes back tog
 
 class SequenceTracker:
     """Per (publisher, key) sequence bookkeeping; the fast path is one dict lookup."""
+
+    inline = True  # Inbound may take the in-order case from :attr:`last` itself
+    source = 0  # the broker a frame came from: one here (see actors._redundancy for several)
 
     def __init__(
         self,

@@ -95,6 +95,9 @@ class SnapshotRequest:
         self._entries = 0
         self._max_entries = max_entries
         self.rejected = 0  # entries that did not decode (counted, never delivered)
+        # the cache whose part came first (its publisher id): with several brokers every cache
+        # answers, and one reply is taken whole, never parts of two
+        self.responder: str | None = None
 
     def add_part(self, part: Any) -> None:
         """Take one reply part (``{"id", "part", "parts", "entries"}``); ``ValueError`` if malformed."""
@@ -163,6 +166,8 @@ class SnapshotClient:
         self._inbox_ready = False
         self._pending: dict[str, SnapshotRequest] = {}
         self.rejects = 0  # reply parts and entries dropped (malformed, or for no pending request)
+        self.redundant = 0  # reply parts from a second cache (several brokers): dropped, not rejects
+        self._answered: dict[str, None] = {}  # ids of recent requests, for late second replies (bounded)
 
     async def fetch(self, key: tuple[str, ...], timeout: float) -> list[Message]:
         """The cached messages matching ``key`` (see ``RemoteHub.snapshot``)."""
@@ -190,6 +195,9 @@ class SnapshotClient:
             ) from None
         finally:
             del self._pending[request.id]
+            if len(self._answered) >= _ANSWERED_LIMIT:
+                del self._answered[next(iter(self._answered))]
+            self._answered[request.id] = None
         if request.rejected:
             self.rejects += request.rejected
             self._log.warning(
@@ -225,6 +233,14 @@ class SnapshotClient:
         try:
             request_id = payload.get("id") if isinstance(payload, dict) else None
             request = self._pending.get(request_id) if isinstance(request_id, str) else None
+            responder = getattr(header, "publisher", None)
+            if request is not None and request.responder is None:
+                request.responder = responder
+            elif (request is not None and responder != request.responder) or (
+                request is None and isinstance(request_id, str) and request_id in self._answered
+            ):
+                self.redundant += 1  # another broker's cache answered too
+                return
             if request is None:
                 self.rejects += 1
                 self._log.warning(
@@ -244,6 +260,9 @@ class SnapshotClient:
                 exc,
                 self.rejects,
             )
+
+
+_ANSWERED_LIMIT = 1_000
 
 
 def request_payload(request_id: str, pattern: tuple[str, ...], inbox: tuple[str, ...]) -> dict[str, Any]:

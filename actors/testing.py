@@ -165,21 +165,24 @@ class ActorProcess(_Process):
     @classmethod
     def launch(
         cls,
-        broker: BrokerProcess,
+        broker: BrokerProcess | Sequence[BrokerProcess],
         *targets: str,
         name: str = "actors",
         config_toml: str | None = None,
         env: dict[str, str] | None = None,
         timeout: float = 20.0,
     ) -> ActorProcess:
-        """Run ``targets`` (``module:Class``) or a TOML config text against ``broker``; wait until ready.
+        """Run ``targets`` (``module:Class``) or a TOML config text against ``broker`` (or several
+        brokers: a pair); wait until ready.
 
         The process's data directory (its metrics file: ``metrics/<name>.jsonl``) is its temporary
         directory unless ``env`` sets ``TICKBUS_DATA_DIR``.
         """
         tmp = tempfile.TemporaryDirectory(prefix="tickbus-run-")
         args = [sys.executable, "-m", "tickbus", "run", "--name", name]
-        args += ["--frontend", broker.frontend, "--backend", broker.backend]
+        brokers = [broker] if isinstance(broker, BrokerProcess) else list(broker)
+        args += ["--frontend", ",".join(b.frontend for b in brokers)]
+        args += ["--backend", ",".join(b.backend for b in brokers)]
         if config_toml is not None:
             path = Path(tmp.name) / "group.toml"
             path.write_text(config_toml)

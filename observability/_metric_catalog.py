@@ -90,6 +90,12 @@ _HUB_SPECS = (
     _Spec("tickbus.hub.duplicates", "{message}", "Messages received more than once", _one("duplicates")),
     _Spec("tickbus.hub.reordered", "{message}", "Messages received after a later one", _one("reordered")),
     _Spec(
+        "tickbus.hub.redundant",
+        "{message}",
+        "Copies from a second broker of messages already delivered (a broker pair)",
+        _one("redundant"),
+    ),
+    _Spec(
         "tickbus.hub.implausible",
         "{jump}",
         "Sequence jumps taken back: the stream went on from before them",
@@ -117,6 +123,10 @@ _HUB_SPECS = (
     _Spec(
         "tickbus.hub.connected", "{connection}", "1 while connected to the broker", _one("connected"), True
     ),
+    _Spec(
+        "tickbus.hub.brokers.up", "{broker}", "Brokers connected on both sockets", _one("brokers_up"), True
+    ),
+    _Spec("tickbus.hub.brokers", "{broker}", "Brokers this hub connects to", _one("brokers"), True),
     _Spec("tickbus.hub.heartbeats", "{message}", "Publisher heartbeats received", _one("heartbeats")),
     _Spec(
         "tickbus.hub.publishers.live",

@@ -1,0 +1,192 @@
+"""A broker pair: every message through two brokers, each delivered once, and a broker's death
+(kill -9, then a restart on the same endpoints) loses nothing (issue 14).
+
+Real processes: two ``tickbus broker`` and a feed -> model -> strategy pipeline, each actor its own
+``tickbus run`` connected to both (``--frontend A,B``); see :mod:`tests.system.chaos.pair_actors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import actors
+from actors.testing import ActorProcess, BrokerProcess, eventually
+from tests.system.chaos.pair_actors import BOUNDS_US, p99_bound
+
+MODULE = "tests.system.chaos.pair_actors"
+RATE = 10_000  # ticks/s asked of the feed (it sends what the machine allows, paced by the clock)
+AROUND = 5  # seconds before and after the kill whose latency is reported
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+def pair() -> Iterator[list[BrokerProcess]]:
+    brokers = [BrokerProcess.launch(), BrokerProcess.launch()]
+    try:
+        yield brokers
+    finally:
+        for broker in brokers:
+            broker.close()
+
+
+class Reports:
+    """The latest report of each pipeline actor, through a hub connected to both brokers."""
+
+    def __init__(self, hub: actors.RemoteHub) -> None:
+        self.hub = hub
+        self.latest: dict[str, dict[str, Any]] = {}
+        hub.add_subscriber(("pair", "report", "*"), self._on_report)
+
+    def _on_report(self, key: actors.Key, payload: Any, header: object) -> None:
+        self.latest[payload["name"]] = payload
+
+    @classmethod
+    async def connect(cls, brokers: list[BrokerProcess]) -> Reports:
+        hub = await actors.connect(
+            [b.frontend for b in brokers], [b.backend for b in brokers], name="observer", idle_heartbeat=0
+        )
+        reports = cls(hub)
+        await hub.sync()
+        return reports
+
+    def get(self, name: str, field: str, default: Any = 0) -> Any:
+        return self.latest.get(name, {}).get(field, default)
+
+
+def start_pipeline(brokers: list[BrokerProcess]) -> dict[str, ActorProcess]:
+    """Strategy first, then model, then the feed: each one's subscribers exist before it publishes."""
+    procs: dict[str, ActorProcess] = {}
+    for name, cls, extra in (
+        ("strategy", "Strategy", ""),
+        ("model", "Model", ""),
+        ("feed", "Feed", f"rate = {RATE}\n"),
+    ):
+        config = f'[group]\nname = "{name}"\n[[actor]]\nclass = "{MODULE}:{cls}"\nname = "{name}"\n'
+        if extra:
+            config += "[actor.config]\n" + extra
+        procs[name] = ActorProcess.launch(brokers, name=name, config_toml=config)
+    return procs
+
+
+def p99_over(seconds: dict[str, list[int]], start: float, end: float) -> tuple[int, int]:
+    """(p99 bucket bound in us, messages) over the wall seconds in [start, end)."""
+    total = [0] * len(BOUNDS_US)
+    for second, counts in seconds.items():
+        if start <= int(second) < end:
+            total = [a + b for a, b in zip(total, counts, strict=True)]
+    return p99_bound(total), sum(total)
+
+
+async def test_kill_one_broker_under_a_10k_pipeline_loses_nothing_and_the_restart_rejoins(
+    pair: list[BrokerProcess], figures
+):
+    reports = await Reports.connect(pair)
+    procs = start_pipeline(pair)
+    try:
+        await eventually(lambda: reports.get("strategy", "handled") > 1000, 30, "signals reach the strategy")
+        await asyncio.sleep(AROUND)  # steady load before the kill
+        victim = pair[1]
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        victim.proc.wait(10)
+        killed = time.time()
+        before_kill = {n: reports.get(n, "hub")["redundant"] for n in ("model", "strategy")}
+        await asyncio.sleep(AROUND)  # one broker carries the bus
+        for name, proc in procs.items():
+            assert proc.proc.poll() is None, f"{name} died with a broker:\n{proc.log()[-2000:]}"
+        await eventually(
+            lambda: all(reports.get(n, "hub", {}).get("brokers_up") == 1 for n in procs), 10, "one broker up"
+        )
+        restarted = BrokerProcess.launch([victim.frontend], [victim.backend])
+        pair[1] = restarted
+        victim.close()  # its temporary directory
+        await eventually(
+            lambda: all(reports.get(n, "hub", {}).get("brokers_up") == 2 for n in procs),
+            20,
+            "the broker rejoined",
+        )
+        rejoined = {n: reports.get(n, "hub")["redundant"] for n in ("model", "strategy")}
+        await asyncio.sleep(2.0)  # load through both again
+        reports.hub.publish(actors.Key("pair", "stop"), None)
+        await eventually(lambda: reports.get("feed", "done", False), 10, "the feed stopped")
+        sent = reports.get("feed", "sent")
+        await eventually(lambda: reports.get("strategy", "last") == sent, 20, "the strategy caught up")
+        await asyncio.sleep(0.5)  # a last report with settled counters
+        strategy, model = reports.latest["strategy"], reports.latest["model"]
+        p99, during = p99_over(strategy["seconds"], killed - AROUND, killed + AROUND)
+        figures(
+            f"feed sent {sent} at {RATE}/s asked; strategy handled {strategy['handled']}, repeated "
+            f"{strategy['repeated']}, skipped {strategy['out_of_order']}, hub gaps {strategy['hub']['gaps']}, "
+            f"duplicates {strategy['hub']['duplicates']}, redundant {strategy['hub']['redundant']}; model "
+            f"handled {model['handled']}, gaps {model['hub']['gaps']}; tick->decision p99 <= {p99} us over the "
+            f"{2 * AROUND} s around the kill ({during} signals)"
+        )
+        for name, proc in procs.items():
+            assert proc.proc.poll() is None, f"{name} died:\n{proc.log()[-2000:]}"
+        assert model["handled"] == sent, "the model handled every tick once"
+        assert strategy["handled"] == sent, "the strategy handled every signal once"
+        assert strategy["repeated"] == strategy["out_of_order"] == 0, "once each, in order"
+        for report in (model, strategy):
+            assert report["hub"]["gaps"] == 0, report["hub"]
+            assert report["hub"]["duplicates"] == 0, report["hub"]
+        for name in ("model", "strategy"):
+            assert reports.latest[name]["hub"]["redundant"] > rejoined[name] >= before_kill[name], (
+                f"{name}: copies came through both brokers again after the rejoin"
+            )
+    finally:
+        for proc in procs.values():
+            proc.close()
+        await reports.hub.close()
+
+
+async def test_both_brokers_up_every_subscriber_gets_each_message_once_and_counts_the_second_copy(
+    pair: list[BrokerProcess], figures
+):
+    frontends, backends = [b.frontend for b in pair], [b.backend for b in pair]
+    publisher = await actors.connect(frontends, backends, name="pub")
+    subscribers = [await actors.connect(frontends, backends, name=f"sub{i}") for i in range(2)]
+    got: list[list[Any]] = [[] for _ in subscribers]
+    try:
+        for hub, into in zip(subscribers, got, strict=True):
+            hub.add_subscriber(("md", "*"), lambda key, payload, header, into=into: into.append(payload))
+            await hub.sync()
+        # the publisher has seen the subscription through both brokers (its per-broker tables)
+        await eventually(
+            lambda: all(b"md\x00" in prefixes for prefixes in publisher._prefix_sets),
+            10,
+            "both brokers subscribed",
+        )
+        before = [hub.statistics() for hub in subscribers]
+        n = 5000
+        for i in range(n):
+            publisher.publish(actors.Key("md", "x"), i)
+            if i % 500 == 499:
+                await asyncio.sleep(0.005)
+        await eventually(
+            lambda: all(
+                hub.statistics().redundant - b.redundant == n
+                for hub, b in zip(subscribers, before, strict=True)
+            ),
+            10,
+            "every second copy arrived",
+        )
+        for hub, into, b in zip(subscribers, got, before, strict=True):
+            stats = hub.statistics()
+            figures(
+                f"{hub.name}: published {n}, delivered {len(into)}, redundant {stats.redundant - b.redundant}, "
+                f"gaps {stats.gaps}, duplicates {stats.duplicates}"
+            )
+            assert into == list(range(n)), "each message once, in order"
+            assert stats.redundant - b.redundant == n * (len(pair) - 1)
+            assert stats.gaps == stats.duplicates == stats.reordered == 0
+            assert stats.brokers == stats.brokers_up == 2
+    finally:
+        for hub in (publisher, *subscribers):
+            await hub.close()
