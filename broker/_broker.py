@@ -44,7 +44,7 @@ from ._lvc_thread import CacheThread, cache_thread
 from ._peer_log import PeerLog, closed_by_peer, closing_hosts_of, peer_address
 from ._peers import MONITOR_EVENTS, PeerCounter
 from ._permissions import Permissions
-from ._reserved import new_publisher_id
+from ._reserved import instance_name, new_publisher_id
 from ._stats import (
     BrokerStatistics,
     ProxyCounters,
@@ -97,7 +97,7 @@ class Broker:
 
     def __init__(self, config: BrokerConfig | None = None) -> None:
         self._config = config if config is not None else BrokerConfig()
-        self.publisher_id = new_publisher_id("broker")
+        self.publisher_id = new_publisher_id(instance_name("broker", self._config.frontend))
         """The publisher id in the header of this broker's statistics messages."""
         self._lock = threading.Lock()  # control socket and the side thread's counters
         self._lifecycle = threading.Lock()

@@ -24,7 +24,7 @@ from ._envelope import decode_header, encode_header, encode_message, split_messa
 from ._keys import encode_key
 from ._lvc import CacheStatistics, LastValueCache, parse_request
 from ._lvc_requests import MAX_REQUEST_BYTES, Pending, PendingRequests, ReplyPlan, RequestGate
-from ._reserved import LVC_REQUEST, new_publisher_id, publisher_identity
+from ._reserved import LVC_REQUEST, instance_name, new_publisher_id, publisher_identity
 
 _SEND_STALL = 1.0  # seconds a reply may make no progress (its queue full) before it is abandoned
 _MAX_SENDING = 8  # replies in flight at once; further answerable requests queue (bounded by pending)
@@ -340,6 +340,6 @@ def cache_thread(
         frontend=frontend,
         backend=backend,
         cache=cache,
-        publisher_id=new_publisher_id("lvc"),
+        publisher_id=new_publisher_id(instance_name("lvc", config.frontend)),
         limits=limits,
     )

@@ -22,8 +22,10 @@ start, so a restarted publisher is a new publisher (never a sequence error), whi
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
+from collections.abc import Sequence
 from typing import NamedTuple
 
 __all__ = [
@@ -70,6 +72,14 @@ class PublisherId(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.name}@{self.host}:{self.pid}:{self.token}"
+
+
+def instance_name(kind: str, endpoints: Sequence[str]) -> str:
+    """``kind`` and the tail of the first endpoint (``broker-5550``, ``lvc-front``): two brokers of a
+    pair on one host then have distinct identities (``name@host``), and a broker restarted on the
+    same endpoints keeps its own (see ``actors.SequenceTracker``'s incarnations)."""
+    tail = re.sub(r"[^A-Za-z0-9_.-]", "", re.split(r"[:/]", endpoints[0])[-1]) if endpoints else ""
+    return f"{kind}-{tail[:32]}" if tail and tail != "*" else kind
 
 
 def new_publisher_id(name: str) -> str:

@@ -117,10 +117,16 @@ class GroupRow:
     publishers_gone: int = 0
     slow: bool = False
     lag_seconds: float = 0.0
+    brokers: str = "1"
+    """Brokers up / connected to (``2/2`` for a healthy pair)."""
+    redundant: int = 0
     state: str = "up"
     """``up``, ``stale`` (no statistics for a while) or ``stopped`` (it said bye)."""
     last_seen: float = 0.0
     actors: list[str] = field(default_factory=list)
+
+
+_MAX_BROKERS = 16  # broker rows kept (a pair is 2)
 
 
 @dataclass
@@ -139,6 +145,8 @@ class BrokerRow:
     denied: int = 0
     endpoints: list[str] = field(default_factory=list)
     last_seen: float = 0.0
+    stale: bool = False
+    """No statistics for :data:`STALE_AFTER` seconds: down, or cut off from this view."""
 
 
 @dataclass
@@ -154,7 +162,8 @@ class BusModel:
     """Folds the bus's statistics messages into broker, group, actor, slow-consumer and alert rows."""
 
     def __init__(self) -> None:
-        self.broker: BrokerRow | None = None
+        self.brokers: dict[str, BrokerRow] = {}
+        """One row per broker (a pair shows two), by its endpoints."""
         self.groups: dict[str, GroupRow] = {}
         self.actors: dict[tuple[str, str], ActorRow] = {}
         self.slow: dict[str, dict[str, Any]] = {}
@@ -163,7 +172,7 @@ class BusModel:
         """Active profile alerts: (group, actor, function) -> the alert record."""
         self.messages = 0
         self.ignored = 0
-        self._broker_before: tuple[float, int, int] | None = None
+        self._broker_before: dict[str, tuple[float, int, int]] = {}
         self._before: dict[str, _Previous] = {}
 
     # -- input ------------------------------------------------------------------------------------
@@ -217,12 +226,22 @@ class BusModel:
             endpoints=[str(e) for e in [*(p.get("frontend") or []), *(p.get("backend") or [])]],
             last_seen=now,
         )
-        if self._broker_before is not None:
-            then, fwd_before, bytes_before = self._broker_before
+        name = " ".join(row.endpoints)
+        before = self._broker_before.get(name)
+        if before is not None and before[0] <= uptime:  # (a restarted broker's uptime starts again)
+            then, fwd_before, bytes_before = before
             row.msg_rate = _rate(forwarded, fwd_before, uptime - then)
             row.byte_rate = _rate(bytes_out, bytes_before, uptime - then)
-        self._broker_before = (uptime, forwarded, bytes_out)
-        self.broker = row
+        if name not in self.brokers and len(self.brokers) >= _MAX_BROKERS:
+            self.ignored += 1  # anyone may publish on ('$broker', 'stats'): a bounded table
+            return
+        self._broker_before[name] = (uptime, forwarded, bytes_out)
+        self.brokers[name] = row
+
+    @property
+    def broker(self) -> BrokerRow | None:
+        """The broker heard from last (the only one, without a pair)."""
+        return max(self.brokers.values(), key=lambda b: b.last_seen, default=None)
 
     def group_hello(self, group: str, p: Mapping[str, Any], now: float) -> None:
         """A ``('$actors', 'hello', GROUP)`` announcement: host, pid, version, actor names."""
@@ -261,6 +280,9 @@ class BusModel:
         row.out_rate = _rate(row.published, before.hub.get("published") if before else None, seconds)
         row.gaps = _int(hub, "gaps")
         row.dropped = _int(hub, "publish_dropped")
+        brokers = _int(hub, "brokers") or 1
+        row.brokers = f"{_int(hub, 'brokers_up')}/{brokers}" if brokers > 1 else "1"
+        row.redundant = _int(hub, "redundant")
         row.publishers_live = _int(hub, "publishers_live")
         row.publishers_gone = _int(hub, "publishers_gone")
         row.slow = bool(hub.get("slow", False))
@@ -319,7 +341,11 @@ class BusModel:
 
     # -- output -----------------------------------------------------------------------------------
     def refresh(self, now: float) -> None:
-        """Mark groups not heard from within :data:`STALE_AFTER` seconds stale (rates unknown)."""
+        """Mark groups and brokers not heard from within :data:`STALE_AFTER` seconds stale (rates unknown)."""
+        for broker in self.brokers.values():
+            broker.stale = now - broker.last_seen > STALE_AFTER
+            if broker.stale:
+                broker.msg_rate = broker.byte_rate = None
         for row in self.groups.values():
             if row.state == "up" and now - row.last_seen > STALE_AFTER:
                 row.state = "stale"

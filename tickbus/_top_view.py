@@ -46,20 +46,35 @@ def _bytes(value: float | None) -> str:
 
 
 def _broker(model: BusModel) -> RenderableType:
-    b = model.broker
-    if b is None:
+    if not model.brokers:
         return Text("broker: no statistics yet (waiting for ('$broker', 'stats'))")
-    return Text(
-        f"broker: {_rate(b.msg_rate)} msgs/s  {_bytes(b.byte_rate)}/s  forwarded {b.messages_forwarded}  "
+    lines = [
+        f"broker{' STALE' if b.stale else ''}: {_rate(b.msg_rate)} msgs/s  {_bytes(b.byte_rate)}/s  "
+        f"forwarded {b.messages_forwarded}  "
         f"publishers {b.publishers}  subscribers {b.subscribers}  subscriptions {b.subscriptions}  "
         f"refused {b.refused}  denied {b.denied}  up {b.uptime_s:.0f}s  ({' '.join(b.endpoints)})"
-    )
+        for b in sorted(model.brokers.values(), key=lambda b: b.endpoints)
+    ]
+    return Text("\n".join(lines))
 
 
 def _groups(model: BusModel) -> Table:
     table = Table(title="groups", title_justify="left", expand=False, box=None, header_style="bold")
     widest = max((len(g.group) for g in model.group_rows()), default=5)
-    for name in ("group", "state", "host", "pid", "in/s", "out/s", "gaps", "drops", "pubs", "gone", "lag"):
+    for name in (
+        "group",
+        "state",
+        "host",
+        "pid",
+        "in/s",
+        "out/s",
+        "gaps",
+        "drops",
+        "pubs",
+        "gone",
+        "lag",
+        "brokers",
+    ):
         if name == "group":
             table.add_column(name, no_wrap=True, min_width=widest)
         else:
@@ -78,6 +93,7 @@ def _groups(model: BusModel) -> Table:
             str(g.publishers_live),
             str(g.publishers_gone),
             f"{g.lag_seconds:.3f}s",
+            g.brokers,
         )
     return table
 

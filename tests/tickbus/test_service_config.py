@@ -26,6 +26,7 @@ def apply_command_config(args, command):
     """The command's config applied the way ``tickbus broker|profiler`` does."""
     return _apply_command_config(args, command, {"broker": add_broker, "profiler": add_profiler}[command])
 
+
 def write(tmp_path: Path, text: str, name: str = "tickbus.toml") -> Path:
     path = tmp_path / name
     path.write_text(text)
@@ -101,11 +102,16 @@ def test_profiler_table_errors_name_the_key_and_the_choices(tmp_path):
 
 def test_profiler_table_sets_the_alerts_file_and_webhook_and_the_environment_beats_it(tmp_path, monkeypatch):
     path = write(tmp_path, "[profiler]\nalerts_file = '/a/alerts.jsonl'\nwebhook = 'https://h/hook'\n")
-    assert load_table(path, "profiler") == {"alerts_file": Path("/a/alerts.jsonl"), "webhook": "https://h/hook"}
+    assert load_table(path, "profiler") == {
+        "alerts_file": Path("/a/alerts.jsonl"),
+        "webhook": "https://h/hook",
+    }
     monkeypatch.setenv("TICKBUS_PROFILER_WEBHOOK", "http://other/hook")
     args = apply_command_config(_parse("profiler", "--config", str(path)), "profiler")
     assert (args.alerts_file, args.webhook) == (Path("/a/alerts.jsonl"), "http://other/hook")
-    args = apply_command_config(_parse("profiler", "--config", str(path), "--webhook", "http://flag/"), "profiler")
+    args = apply_command_config(
+        _parse("profiler", "--config", str(path), "--webhook", "http://flag/"), "profiler"
+    )
     assert args.webhook == "http://flag/"
     with pytest.raises(ConfigError, match=r"profiler.webhook = 'ftp://h' must be an http:// or https:// URL"):
         load_table(write(tmp_path, "[profiler]\nwebhook = 'ftp://h'\n"), "profiler")

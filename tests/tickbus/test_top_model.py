@@ -104,6 +104,27 @@ def test_broker_rates_come_from_counter_differences_over_the_broker_uptime() -> 
     assert b.endpoints == ["tcp://127.0.0.1:5550", "tcp://127.0.0.1:5551"]
 
 
+def test_a_broker_pair_shows_a_row_per_broker_each_with_its_own_rates_and_a_dead_one_goes_stale() -> None:
+    model = BusModel()
+    a, b = broker_payload(10.0, 1000), broker_payload(500.0, 90_000)
+    b.update(frontend=["tcp://10.0.0.2:5550"], backend=["tcp://10.0.0.2:5551"])
+    model.on_message(Key("$broker", "stats"), a, now=1.0)
+    model.on_message(Key("$broker", "stats"), b, now=1.0)
+    model.on_message(Key("$broker", "stats"), broker_payload(12.0, 3000), now=3.0)
+    b2 = broker_payload(501.0, 90_500)
+    b2.update(frontend=["tcp://10.0.0.2:5550"], backend=["tcp://10.0.0.2:5551"])
+    model.on_message(Key("$broker", "stats"), b2, now=3.0)
+    rows = sorted(model.brokers.values(), key=lambda r: r.endpoints)
+    assert [(r.endpoints[0], r.msg_rate) for r in rows] == [
+        ("tcp://10.0.0.2:5550", 500.0),
+        ("tcp://127.0.0.1:5550", 1000.0),
+    ]
+    model.on_message(Key("$broker", "stats"), broker_payload(14.0, 5000), now=3.0 + STALE_AFTER + 1)
+    model.refresh(3.0 + STALE_AFTER + 1.5)
+    assert [r.stale for r in sorted(model.brokers.values(), key=lambda r: r.endpoints)] == [True, False]
+    assert "broker STALE:" in plain_text(model, "group")
+
+
 def test_group_and_actor_rates_come_from_counter_differences_between_reports() -> None:
     model = BusModel()
     model.on_message(

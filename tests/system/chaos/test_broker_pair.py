@@ -121,12 +121,14 @@ async def test_kill_one_broker_under_a_10k_pipeline_loses_nothing_and_the_restar
         await asyncio.sleep(0.5)  # a last report with settled counters
         strategy, model = reports.latest["strategy"], reports.latest["model"]
         p99, during = p99_over(strategy["seconds"], killed - AROUND, killed + AROUND)
+        p99_before, _ = p99_over(strategy["seconds"], killed - AROUND, killed - 1)
+        p99_after, _ = p99_over(strategy["seconds"], killed, killed + AROUND)
         figures(
             f"feed sent {sent} at {RATE}/s asked; strategy handled {strategy['handled']}, repeated "
             f"{strategy['repeated']}, skipped {strategy['out_of_order']}, hub gaps {strategy['hub']['gaps']}, "
             f"duplicates {strategy['hub']['duplicates']}, redundant {strategy['hub']['redundant']}; model "
             f"handled {model['handled']}, gaps {model['hub']['gaps']}; tick->decision p99 <= {p99} us over the "
-            f"{2 * AROUND} s around the kill ({during} signals)"
+            f"{2 * AROUND} s around the kill ({during} signals; before it <= {p99_before} us, after <= {p99_after} us)"
         )
         for name, proc in procs.items():
             assert proc.proc.poll() is None, f"{name} died:\n{proc.log()[-2000:]}"
@@ -190,3 +192,55 @@ async def test_both_brokers_up_every_subscriber_gets_each_message_once_and_count
     finally:
         for hub in (publisher, *subscribers):
             await hub.close()
+
+
+async def test_asks_through_a_pair_are_answered_once_and_survive_a_broker_kill(pair: list[BrokerProcess]):
+    pricer = ActorProcess.launch(pair, "tests.system.integration.ask_actors:Pricer", name="pricing")
+    hub = await actors.connect([b.frontend for b in pair], [b.backend for b in pair], name="asker")
+    group_stats = actors.Subscriber(hub, "group-stats")
+    group_stats.subscribe(("$actors", "stats", "pricing"))
+    try:
+        for round_ in range(2):
+            answers = await asyncio.gather(
+                *(actors.ask(hub, ("svc", "price"), {"qty": n, "n": n}, timeout=10) for n in range(200))
+            )
+            assert [a["n"] for a in answers] == list(range(200))
+            if round_ == 0:  # then again with one broker dead
+                os.kill(pair[0].proc.pid, signal.SIGKILL)
+                pair[0].proc.wait(10)
+        stats = actors.ask_statistics(hub)
+        assert (stats.asked, stats.answered, stats.pending) == (400, 400, 0)
+        assert (stats.late, stats.duplicates, stats.unknown, stats.malformed) == (0, 0, 0, 0)
+        async with asyncio.timeout(10):  # the answering group reports its side every second
+            while (report := (await group_stats.consume())[1])["ask"]["requests_handled"] < 400:
+                pass
+        assert report["ask"]["requests_handled"] == 400, "each request answered once, not once per broker"
+        assert hub.statistics().gaps == 0
+    finally:
+        await hub.close()
+        assert pricer.close() == 0
+
+
+async def test_a_snapshot_through_a_pair_takes_one_cache_whole():
+    brokers = [BrokerProcess.launch(extra_args=["--lvc", "*"]) for _ in range(2)]
+    frontends, backends = [b.frontend for b in brokers], [b.backend for b in brokers]
+    publisher = await actors.connect(frontends, backends, name="state")
+    reader = await actors.connect(frontends, backends, name="reader")
+    try:
+        await eventually(
+            lambda: all(any(b"st".startswith(p) for p in s) for s in publisher._prefix_sets),
+            10,
+            "both caches listen",
+        )
+        for n in range(50):
+            publisher.publish(actors.Key("st", f"k{n}"), n)
+        await asyncio.sleep(0.5)  # both caches took the messages (nothing event-driven to wait on)
+        snapshot = await reader.snapshot(("st", "*"))
+        assert sorted(m.payload for m in snapshot) == list(range(50)), "each key once"
+        await eventually(lambda: reader._snapshots.redundant > 0, 5, "the second cache's reply was counted")
+        assert reader._snapshots.rejects == 0
+    finally:
+        for hub in (publisher, reader):
+            await hub.close()
+        for broker in brokers:
+            broker.close()
