@@ -13,7 +13,8 @@ Per system:
 - ``actors`` / ``actors+obs``: the model is an ``actors.Actor`` (prefix ``signal``) with one sync
   ``@handler(("quote", "*"))`` that calls ``self.publish``; the strategy an actor with a sync
   ``@handler(("signal", "*"))``. Both keep the product's default mailbox bound. ``actors+obs``
-  turns observability on in all three processes (see :mod:`bench._tickbus_actors`).
+  turns observability on in all three processes (see :mod:`bench._tickbus_actors`); ``actors+pair``
+  connects all three to a broker pair (see :mod:`bench._tickbus_pair`).
 - ``tickbus``: the aiopubsub API, a sync listener that publishes with ``actors.Publisher``.
 - ``nats``: one connection per process; the model's ``subscribe("quote.>", cb=...)`` callback
   ``await``s ``publish("signal.AAPL", ...)``.
@@ -40,7 +41,7 @@ import zmq
 from ._systems import Config, OnMessage, SubClient
 from ._wire import quote
 
-PIPELINE_SYSTEMS = ("tickbus", "actors", "actors+obs", "nats", "raw-zmq")
+PIPELINE_SYSTEMS = ("tickbus", "actors", "actors+obs", "actors+pair", "nats", "raw-zmq")
 SIGNAL_KEY = b"signal\x00AAPL\x00"
 SIGNAL_PREFIX = b"signal\x00"
 SIGNAL_SUBJECT = "signal.AAPL"
@@ -75,7 +76,7 @@ async def model(system: str, config: Config) -> SubClient:
     """Connect and start ``system``'s model (in a client process)."""
     if system == "tickbus":
         return await _tickbus_model(config)
-    if system in ("actors", "actors+obs"):
+    if system in ("actors", "actors+obs", "actors+pair"):
         return await _actor_model(config, observed=system == "actors+obs")
     if system == "nats":
         return await _nats_model(config)
@@ -88,7 +89,7 @@ async def strategy(system: str, config: Config, on_message: OnMessage) -> SubCli
     """Connect and start ``system``'s strategy, which calls ``on_message(s, t)`` per signal."""
     if system == "tickbus":
         return await _tickbus_strategy(config, on_message)
-    if system in ("actors", "actors+obs"):
+    if system in ("actors", "actors+obs", "actors+pair"):
         return await _actor_strategy(config, on_message, observed=system == "actors+obs")
     if system == "nats":
         return await _nats_strategy(config, on_message)

@@ -75,13 +75,16 @@ def _value(system: dict[str, Any], measurement: str, field: str) -> float | None
 
 def ratios(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     """``{"tickbus/nats": {"throughput.rate": x, ...}, ...}`` for every figure both systems have,
-    plus ``"obs-on/off"``: the actor path with observability fully on over the same path off, and
-    ``"checked/C"``: the checked broker (permissions on) over libzmq's proxy, both with CURVE."""
+    plus ``"obs-on/off"``: the actor path with observability fully on over the same path off,
+    ``"checked/C"``: the checked broker (permissions on) over libzmq's proxy, both with CURVE, and
+    ``"pair/single"`` / ``"actors pair/single"``: through a broker pair over through one broker."""
     out: dict[str, dict[str, float]] = {}
     for label, mine_name, base in [
         *((f"tickbus/{b}", "tickbus", b) for b in _RATIO_BASES),
         ("obs-on/off", "actors+obs", "actors"),
         ("checked/C", "tickbus+perm", "tickbus+curve"),
+        ("pair/single", "tickbus+pair", "tickbus"),
+        ("actors pair/single", "actors+pair", "actors"),
     ]:
         tickbus = systems.get(mine_name, {})
         other = systems.get(base, {})
@@ -117,7 +120,8 @@ def table(document: dict[str, Any]) -> str:
     systems: dict[str, dict[str, Any]] = document["systems"]
     ratio_map = document.get("ratios", {})
     ratio_cols = [f"tickbus/{b}" for b in _RATIO_BASES if f"tickbus/{b}" in ratio_map]
-    ratio_cols += [c for c in ("obs-on/off", "checked/C") if c in ratio_map]
+    extra = ("obs-on/off", "checked/C", "pair/single", "actors pair/single")
+    ratio_cols += [c for c in extra if c in ratio_map]
     out = _system_lines(document, ratio_cols) if systems else []
     out.extend(_routing_lines(document.get("routing")))
     for name, system in systems.items():

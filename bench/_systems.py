@@ -28,6 +28,8 @@ SYSTEMS: dict[str, str] = {
     "actors+obs": "bench._tickbus_obs",
     "tickbus+curve": "bench._tickbus_curve",
     "tickbus+perm": "bench._tickbus_perm",
+    "tickbus+pair": "bench._tickbus_pair",
+    "actors+pair": "bench._actors_pair",
 }
 """Benchmarked systems in report order: name -> module holding ``DRIVER``."""
 

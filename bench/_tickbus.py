@@ -30,6 +30,7 @@ from ._wire import quote
 
 READY_LINE = b"tickbus broker ready"
 _REPORTED = (
+    "redundant",
     "publish_dropped",
     "publish_skipped",
     "gaps",
@@ -95,6 +96,7 @@ class _Sub:
 
 class _Driver:
     name = "tickbus"
+    brokers = 1  # 2: a broker pair, every message through both (``tickbus+pair``, ``actors+pair``)
 
     def unavailable(self) -> str | None:
         try:
@@ -109,12 +111,18 @@ class _Driver:
         return None
 
     def start_server(self, procs: ProcessGroup) -> Config:
-        frontend = f"tcp://127.0.0.1:{free_port()}"
-        backend = f"tcp://127.0.0.1:{free_port()}"
-        argv = [sys.executable, "-m", "tickbus", "broker", "--frontend", frontend, "--backend", backend]
-        broker = procs.server(argv)
-        wait_line(broker, READY_LINE, 15.0)
-        return {"frontend": frontend, "backend": backend}
+        frontends, backends = [], []
+        for _ in range(self.brokers):
+            frontend = f"tcp://127.0.0.1:{free_port()}"
+            backend = f"tcp://127.0.0.1:{free_port()}"
+            argv = [sys.executable, "-m", "tickbus", "broker", "--frontend", frontend, "--backend", backend]
+            broker = procs.server(argv)
+            wait_line(broker, READY_LINE, 15.0)
+            frontends.append(frontend)
+            backends.append(backend)
+        if self.brokers == 1:
+            return {"frontend": frontends[0], "backend": backends[0]}
+        return {"frontend": frontends, "backend": backends}
 
     async def publisher(self, config: Config) -> _Pub:
         return _Pub(await _connect(config, "bench-pub"))
@@ -132,3 +140,11 @@ class _Driver:
 
 
 DRIVER = _Driver()
+
+
+class _PairDriver(_Driver):
+    name = "tickbus+pair"
+    brokers = 2
+
+
+PAIR_DRIVER = _PairDriver()

@@ -90,9 +90,10 @@ class _Pub(_Client):
 
 
 class _ActorDriver(_Driver):
-    def __init__(self, name: str, observed: bool) -> None:
+    def __init__(self, name: str, observed: bool, brokers: int = 1) -> None:
         self.name = name
         self._observed = observed
+        self.brokers = brokers
 
     async def publisher(self, config: Config) -> _Pub:  # type: ignore[override]
         import actors
@@ -129,3 +130,4 @@ class _ActorDriver(_Driver):
 
 DRIVER = _ActorDriver("actors", observed=False)
 OBSERVED_DRIVER = _ActorDriver("actors+obs", observed=True)
+PAIR_DRIVER = _ActorDriver("actors+pair", observed=False, brokers=2)
