@@ -117,6 +117,21 @@ def test_profiler_table_sets_the_alerts_file_and_webhook_and_the_environment_bea
         load_table(write(tmp_path, "[profiler]\nwebhook = 'ftp://h'\n"), "profiler")
 
 
+def test_profiler_table_takes_a_broker_pair_as_a_list_or_a_comma_separated_string(tmp_path, monkeypatch):
+    pair = "frontend = ['tcp://a:5550', 'tcp://b:5550']\nbackend = 'tcp://a:5551,tcp://b:5551'\n"
+    path = write(tmp_path, "[profiler]\n" + pair)
+    assert load_table(path, "profiler") == {
+        "frontend": "tcp://a:5550,tcp://b:5550",  # as actors.connect and $TICKBUS_FRONTEND take it
+        "backend": "tcp://a:5551,tcp://b:5551",
+    }
+    monkeypatch.setenv("TICKBUS_FRONTEND", "tcp://c:5550,tcp://d:5550")
+    args = apply_command_config(_parse("profiler", "--config", str(path)), "profiler")
+    assert (args.frontend, args.backend) == ("tcp://c:5550,tcp://d:5550", "tcp://a:5551,tcp://b:5551")
+    bad = write(tmp_path, "[profiler]\nfrontend = 'tcp://a:5550,b:5550'\n", "bad.toml")
+    with pytest.raises(ConfigError, match=r"frontend = .*'b:5550' is not a tcp:// or ipc:// endpoint"):
+        load_table(bad, "profiler")
+
+
 def test_one_file_holds_the_group_the_broker_and_the_profiler(tmp_path):
     path = write(
         tmp_path,
