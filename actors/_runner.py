@@ -222,14 +222,22 @@ async def _wait_for_end(stop: asyncio.Event, running: list[Actor], policy: str) 
         stop_task.cancel()
 
 
-def serve_group(config: GroupConfig, *, ready_line: bool = True, metrics_port: int | None = None) -> int:
+def serve_group(
+    config: GroupConfig, *, ready_line: bool = True, metrics_port: int | None = None, environment: bool = True
+) -> int:
     """Run a group in a fresh event loop with SIGTERM/SIGINT handled; return the exit code.
+
+    ``environment``: apply the ``TICKBUS_*`` variables over ``config``
+    (:meth:`GroupConfig.with_environment`); False when the caller did, under its own overrides
+    (``tickbus run``: flags over the environment over the file).
 
     Metrics are exported while it runs (see :mod:`observability._metrics`): OTLP JSON lines under the
     data directory or to ``$OTEL_EXPORTER_OTLP_ENDPOINT``, and a Prometheus endpoint on
     ``metrics_port`` (default ``$TICKBUS_METRICS_PORT``; 0: none). Loop lag and slow callbacks are probed.
     Sampled messages are traced (see :mod:`observability._tracing`), spans flushed on the way out.
     """
+    if environment:
+        config = config.with_environment()
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -256,7 +264,7 @@ def serve_group(config: GroupConfig, *, ready_line: bool = True, metrics_port: i
 
         observability.loop_lag.enable()
         try:
-            return await run_group(config.with_environment(), stop=stop, on_ready=ready)
+            return await run_group(config, stop=stop, on_ready=ready)
         finally:
             feeder.cancel()
             notifier.close()
@@ -271,7 +279,7 @@ def serve_group(config: GroupConfig, *, ready_line: bool = True, metrics_port: i
         observability.enable_tracing(
             config.name,
             actors=[a.name or a.target for a in config.actors],
-            version=app_version(config.with_environment()),
+            version=app_version(config),
         )
         return asyncio.run(main())
     finally:

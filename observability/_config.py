@@ -30,7 +30,7 @@ One file format serves every service (see :mod:`actors._config` for ``[group]`` 
 
     # /etc/tickbus/profiler.toml                (read by `tickbus profiler --config FILE`)
     [profiler]
-    frontend = "tcp://10.0.0.1:5550"
+    frontend = "tcp://10.0.0.1:5550"   # a broker pair: a list (or "A,B"), one backend per frontend
     backend = "tcp://10.0.0.1:5551"
     window = 60.0               # seconds per stored window
     interval_us = 10000         # Austin's sampling interval (100 Hz)
@@ -83,10 +83,10 @@ def _endpoints(value: object, where: str) -> list[str]:
     return [str(i) for i in items]
 
 
-def _endpoint(value: object, where: str) -> str:
-    if not isinstance(value, str) or not value.startswith(("tcp://", "ipc://")):
-        raise ConfigError(f"{where} = {value!r} must be one tcp:// or ipc:// endpoint")
-    return value
+def _broker_endpoints(value: object, where: str) -> str:
+    """Where a client connects: one broker, or a pair as a list or a comma-separated string (each
+    checked); returned comma-separated, as ``actors.connect`` and ``$TICKBUS_FRONTEND`` take it."""
+    return ",".join(_endpoints(value, where))
 
 
 def _integer(low: int, high: int | None = None, also: int | None = None) -> Callable[[object, str], int]:
@@ -224,8 +224,8 @@ BROKER_KEYS: dict[str, Key] = {
 """The ``[broker]`` table: key → validator, overriding environment variable, ``tickbus broker`` dest."""
 
 PROFILER_KEYS: dict[str, Key] = {
-    "frontend": Key(_endpoint, "TICKBUS_FRONTEND", "frontend"),
-    "backend": Key(_endpoint, "TICKBUS_BACKEND", "backend"),
+    "frontend": Key(_broker_endpoints, "TICKBUS_FRONTEND", "frontend"),
+    "backend": Key(_broker_endpoints, "TICKBUS_BACKEND", "backend"),
     "window": Key(_seconds(True), "TICKBUS_PROFILER_WINDOW", "window"),
     "interval_us": Key(_integer(1), "TICKBUS_PROFILER_INTERVAL_US", "interval_us"),
     "mode": Key(_choice("cpu", "wall"), "TICKBUS_PROFILER_MODE", "mode"),

@@ -13,11 +13,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from observability import TickbusError
+
+if TYPE_CHECKING:
+    from actors import GroupConfig
 
 _SERVICES = ("run", "broker", "profiler")
 """Commands that run as services (systemd units): their startup failures are log records."""
@@ -52,43 +57,40 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
 
 
+def group_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> GroupConfig:
+    """The group ``tickbus run`` runs: the file (``--config``), over it the ``TICKBUS_*`` variables,
+    over both the flags (so ``--frontend A,B`` wins over a ``$TICKBUS_FRONTEND`` naming one broker)."""
+    from actors import GroupConfig, group_from_flags, load_group_config
+
+    base = load_group_config(args.config) if args.config else GroupConfig(actors=())
+    base = base.with_environment(environ)
+    flags = group_from_flags(  # validated like the file
+        args.targets or [a.target for a in base.actors],
+        name=args.name,
+        frontend=args.frontend,
+        backend=args.backend,
+        drain_timeout=args.drain_timeout,
+    )
+    given = {"name": args.name, "frontend": args.frontend, "backend": args.backend}
+    changes: dict[str, Any] = {attr: getattr(flags, attr) for attr, value in given.items() if value}
+    if args.drain_timeout is not None:
+        changes["drain_timeout"] = flags.drain_timeout
+    if args.targets or not args.config:
+        changes["actors"] = flags.actors
+    return dataclasses.replace(base, **changes)
+
+
 def _run(args: argparse.Namespace) -> int:
-    from actors import GroupConfig, group_from_flags, load_group_config, serve_group
+    from actors import serve_group
     from observability import configure_logging
 
     # Like `python -m`: actor packages in the current directory import (a console script's sys.path[0]
     # is its bin directory, not the directory it was started from).
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    config: GroupConfig
-    if args.config:
-        config = load_group_config(args.config)
-        overrides = group_from_flags(
-            args.targets or [a.target for a in config.actors],
-            name=args.name,
-            frontend=args.frontend,
-            backend=args.backend,
-            drain_timeout=args.drain_timeout,
-        )
-        config = GroupConfig(
-            actors=config.actors if not args.targets else overrides.actors,
-            name=args.name or config.name,
-            frontend=args.frontend or config.frontend,
-            backend=args.backend or config.backend,
-            drain_timeout=args.drain_timeout or config.drain_timeout,
-            on_actor_failure=config.on_actor_failure,
-            source=config.source,
-        )
-    else:
-        config = group_from_flags(
-            args.targets,
-            name=args.name,
-            frontend=args.frontend,
-            backend=args.backend,
-            drain_timeout=args.drain_timeout,
-        )
+    config = group_config(args)
     configure_logging(config.name)
-    return serve_group(config, metrics_port=args.metrics_port)
+    return serve_group(config, metrics_port=args.metrics_port, environment=False)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from actors.testing import BrokerProcess, free_tcp_port
 from observability import load_table
 from tests.system.systemd.notify_listener import NotifyListener, service
 from tickbus._broker_cli import add_parser as add_broker
-from tickbus._cli import build_parser
+from tickbus._cli import build_parser, group_config
 from tickbus._profiler_cli import add_parsers as add_profiler
 from tickbus._service_config import apply_command_config as _apply_command_config
 
@@ -117,6 +117,21 @@ def test_profiler_table_sets_the_alerts_file_and_webhook_and_the_environment_bea
         load_table(write(tmp_path, "[profiler]\nwebhook = 'ftp://h'\n"), "profiler")
 
 
+def test_profiler_table_takes_a_broker_pair_as_a_list_or_a_comma_separated_string(tmp_path, monkeypatch):
+    pair = "frontend = ['tcp://a:5550', 'tcp://b:5550']\nbackend = 'tcp://a:5551,tcp://b:5551'\n"
+    path = write(tmp_path, "[profiler]\n" + pair)
+    assert load_table(path, "profiler") == {
+        "frontend": "tcp://a:5550,tcp://b:5550",  # as actors.connect and $TICKBUS_FRONTEND take it
+        "backend": "tcp://a:5551,tcp://b:5551",
+    }
+    monkeypatch.setenv("TICKBUS_FRONTEND", "tcp://c:5550,tcp://d:5550")
+    args = apply_command_config(_parse("profiler", "--config", str(path)), "profiler")
+    assert (args.frontend, args.backend) == ("tcp://c:5550,tcp://d:5550", "tcp://a:5551,tcp://b:5551")
+    bad = write(tmp_path, "[profiler]\nfrontend = 'tcp://a:5550,b:5550'\n", "bad.toml")
+    with pytest.raises(ConfigError, match=r"frontend = .*'b:5550' is not a tcp:// or ipc:// endpoint"):
+        load_table(bad, "profiler")
+
+
 def test_one_file_holds_the_group_the_broker_and_the_profiler(tmp_path):
     path = write(
         tmp_path,
@@ -145,6 +160,35 @@ def test_environment_overrides_the_file_and_a_flag_overrides_both(tmp_path, monk
         ConfigError, match=r"environment: TICKBUS_BROKER_HWM = 'lots' must be an integer >= 0"
     ):
         apply_command_config(_parse("broker", "--config", str(path)), "broker")
+
+
+def test_tickbus_run_takes_flags_over_the_environment_over_the_group_file(tmp_path):
+    path = write(
+        tmp_path,
+        "[group]\nname = 'g'\nfrontend = 'tcp://file:1'\nbackend = 'tcp://file:2'\nversion = '1.4'\n"
+        "drain_timeout = 3.0\n[[actor]]\nclass = 'tests.system.systemd.service_actors:Sink'\n",
+    )
+    env = {"TICKBUS_FRONTEND": "tcp://env:1", "TICKBUS_BACKEND": "tcp://env:2", "TICKBUS_GROUP_NAME": "e"}
+    config = group_config(_parse("run", "--config", str(path)), env)
+    assert (config.name, config.frontend, config.backend) == ("e", "tcp://env:1", "tcp://env:2")
+    assert (config.version, config.drain_timeout) == ("1.4", 3.0), "the file's other keys stay"
+    pair = ("--frontend", "tcp://a:1,tcp://b:1", "--backend", "tcp://a:2,tcp://b:2")
+    config = group_config(_parse("run", "--config", str(path), *pair, "--name", "f"), env)
+    assert (config.name, config.frontend, config.backend) == (
+        "f",
+        "tcp://a:1,tcp://b:1",
+        "tcp://a:2,tcp://b:2",
+    )
+    assert [a.target for a in config.actors] == ["tests.system.systemd.service_actors:Sink"]
+    config = group_config(_parse("run", "mypkg:A", *pair), env)  # no file: flags over the environment
+    assert (config.name, config.frontend, config.backend) == (
+        "e",
+        "tcp://a:1,tcp://b:1",
+        "tcp://a:2,tcp://b:2",
+    )
+    assert [a.target for a in config.actors] == ["mypkg:A"]
+    with pytest.raises(ConfigError, match="give at least one module:Class or --config FILE"):
+        group_config(_parse("run"), env)
 
 
 def test_tickbus_broker_binds_the_endpoints_of_its_config_file(tmp_path):

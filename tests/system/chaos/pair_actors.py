@@ -7,7 +7,9 @@
   measures tick -> decision latency (``t`` to its handler) as a histogram per second of wall time
   (so a p99 over any run of seconds can be read off, to the bucket).
 
-Each reports every 200 ms on ``('pair', 'report', <name>)``: its counts and its hub's statistics.
+Each reports every 200 ms on ``('pair', 'report', <name>)``: its counts and its hub's statistics;
+:class:`Reports` (in the test process) keeps the latest report of each, and :func:`p99_over` reads
+the strategy's latency histograms over a span of wall time.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import os
 import time
 from typing import Any
 
-from actors import Actor, Key, every, handler
+import actors
+from actors import Actor, ClientCurve, Key, every, handler
 
 TICK, SIGNAL = Key("tick", "S"), Key("signal", "S")
 
@@ -143,3 +146,40 @@ class Strategy(Actor):
                 "seconds": {str(s): c for s, c in sorted(self.seconds.items())[-120:]},
             },
         )
+
+
+def p99_over(seconds: dict[str, list[int]], start: float, end: float) -> tuple[int, int]:
+    """(p99 bucket bound in us, messages) over the wall seconds in [start, end)."""
+    total = [0] * len(BOUNDS_US)
+    for second, counts in seconds.items():
+        if start <= int(second) < end:
+            total = [a + b for a, b in zip(total, counts, strict=True)]
+    return p99_bound(total), sum(total)
+
+
+class Reports:
+    """The latest report of each pipeline actor, through a hub connected to every broker (test side)."""
+
+    def __init__(self, hub: actors.RemoteHub) -> None:
+        self.hub = hub
+        self.latest: dict[str, dict[str, Any]] = {}
+        hub.add_subscriber(("pair", "report", "*"), self._on_report)
+
+    def _on_report(self, key: Key, payload: Any, header: object) -> None:
+        self.latest[payload["name"]] = payload
+
+    @classmethod
+    async def connect(
+        cls, frontends: list[str], backends: list[str], curve: ClientCurve | None = None
+    ) -> Reports:
+        hub = await actors.connect(frontends, backends, name="observer", idle_heartbeat=0, curve=curve)
+        reports = cls(hub)
+        await hub.sync()
+        return reports
+
+    def get(self, name: str, field: str, default: Any = 0) -> Any:
+        return self.latest.get(name, {}).get(field, default)
+
+    def hubs(self, names: tuple[str, ...], field: str) -> list[Any]:
+        """``field`` of each named actor's hub statistics (None before its first report)."""
+        return [self.get(name, "hub", {}).get(field) for name in names]

@@ -18,7 +18,7 @@ import pytest
 
 import actors
 from actors.testing import ActorProcess, BrokerProcess, eventually
-from tests.system.chaos.pair_actors import BOUNDS_US, p99_bound
+from tests.system.chaos.pair_actors import Reports, p99_over
 
 MODULE = "tests.system.chaos.pair_actors"
 RATE = 10_000  # ticks/s asked of the feed (it sends what the machine allows, paced by the clock)
@@ -37,30 +37,6 @@ def pair() -> Iterator[list[BrokerProcess]]:
             broker.close()
 
 
-class Reports:
-    """The latest report of each pipeline actor, through a hub connected to both brokers."""
-
-    def __init__(self, hub: actors.RemoteHub) -> None:
-        self.hub = hub
-        self.latest: dict[str, dict[str, Any]] = {}
-        hub.add_subscriber(("pair", "report", "*"), self._on_report)
-
-    def _on_report(self, key: actors.Key, payload: Any, header: object) -> None:
-        self.latest[payload["name"]] = payload
-
-    @classmethod
-    async def connect(cls, brokers: list[BrokerProcess]) -> Reports:
-        hub = await actors.connect(
-            [b.frontend for b in brokers], [b.backend for b in brokers], name="observer", idle_heartbeat=0
-        )
-        reports = cls(hub)
-        await hub.sync()
-        return reports
-
-    def get(self, name: str, field: str, default: Any = 0) -> Any:
-        return self.latest.get(name, {}).get(field, default)
-
-
 def start_pipeline(brokers: list[BrokerProcess]) -> dict[str, ActorProcess]:
     """Strategy first, then model, then the feed: each one's subscribers exist before it publishes."""
     procs: dict[str, ActorProcess] = {}
@@ -76,19 +52,10 @@ def start_pipeline(brokers: list[BrokerProcess]) -> dict[str, ActorProcess]:
     return procs
 
 
-def p99_over(seconds: dict[str, list[int]], start: float, end: float) -> tuple[int, int]:
-    """(p99 bucket bound in us, messages) over the wall seconds in [start, end)."""
-    total = [0] * len(BOUNDS_US)
-    for second, counts in seconds.items():
-        if start <= int(second) < end:
-            total = [a + b for a, b in zip(total, counts, strict=True)]
-    return p99_bound(total), sum(total)
-
-
 async def test_kill_one_broker_under_a_10k_pipeline_loses_nothing_and_the_restart_rejoins(
     pair: list[BrokerProcess], figures
 ):
-    reports = await Reports.connect(pair)
+    reports = await Reports.connect([b.frontend for b in pair], [b.backend for b in pair])
     procs = start_pipeline(pair)
     try:
         await eventually(lambda: reports.get("strategy", "handled") > 1000, 30, "signals reach the strategy")

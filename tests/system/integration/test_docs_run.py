@@ -14,7 +14,8 @@ A block without a comment fails :func:`test_every_code_block_says_how_it_is_test
 What is changed in a block before it runs, and nothing else (:func:`_staged`): ``/etc/tickbus``,
 ``/var/lib/tickbus`` move under the workspace, ``/opt/tickbus/bin/`` is this virtualenv's bin directory,
 the documented endpoints (``tcp://127.0.0.1:5550``, ``tcp://10.0.0.1:5550``, and ``:5551``) become free
-loopback ports (also in ``$TICKBUS_FRONTEND``/``$TICKBUS_BACKEND``), the ``tickbus`` group is the test
+loopback ports (also in ``$TICKBUS_FRONTEND``/``$TICKBUS_BACKEND``), and so do a broker pair's second
+broker's (``tcp://127.0.0.1:5552``/``:5553``, ``tcp://10.0.0.4:5550``/``:5551``), the ``tickbus`` group is the test
 user's own group, and ``"$(hostname)"`` is ``host-b`` (the staged install plays server B). The workspace
 has ``.venv`` linked to the running virtualenv, and ``PYTHONPATH`` is this checkout. Every process a block
 starts is in its own session and killed with it.
@@ -34,14 +35,14 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import actors
-from actors.testing import BrokerProcess, free_tcp_port
+from actors.testing import BrokerProcess, eventually, free_tcp_port
 
 REPO = Path(__file__).resolve().parents[3]
 DOCS = ("README.md", "deploy/README.md")
@@ -92,11 +93,17 @@ def _run_block(name: str) -> Block:
 # -- the workspace: the reader's directory, staged ---------------------------------------------------
 
 
+def _free_endpoint() -> str:
+    return f"tcp://127.0.0.1:{free_tcp_port()}"
+
+
 @dataclass
 class Workspace:
     path: Path
     frontend: str
     backend: str
+    frontend2: str = field(default_factory=_free_endpoint)  # a broker pair's second broker
+    backend2: str = field(default_factory=_free_endpoint)
 
     def staged(self, text: str) -> str:
         return _staged(text, self)
@@ -120,22 +127,30 @@ def _staged(text: str, ws: Workspace) -> str:
         ("/etc/tickbus", f"{ws.path}/etc/tickbus"),
         ("/var/lib/tickbus", f"{ws.path}/var/lib/tickbus"),
         ("/opt/tickbus/bin/", f"{BIN}/"),
-        ("tcp://127.0.0.1:5550", ws.frontend),
-        ("tcp://10.0.0.1:5550", ws.frontend),
-        ("tcp://127.0.0.1:5551", ws.backend),
-        ("tcp://10.0.0.1:5551", ws.backend),
         ("-g tickbus ", f"-g {group} "),
         ("chgrp tickbus ", f"chgrp {group} "),
         ('"$(hostname)"', "host-b"),
     ):
         text = text.replace(old, new)
-    return text
+    endpoints = {
+        "tcp://127.0.0.1:5550": ws.frontend,
+        "tcp://10.0.0.1:5550": ws.frontend,
+        "tcp://127.0.0.1:5551": ws.backend,
+        "tcp://10.0.0.1:5551": ws.backend,
+        "tcp://127.0.0.1:5552": ws.frontend2,
+        "tcp://10.0.0.4:5550": ws.frontend2,
+        "tcp://127.0.0.1:5553": ws.backend2,
+        "tcp://10.0.0.4:5551": ws.backend2,
+    }
+    # one pass, whole port numbers: a free port put in (say :55523) is never rewritten as :5552
+    pattern = "|".join(rf"{re.escape(e)}(?!\d)" for e in endpoints)
+    return re.sub(pattern, lambda m: endpoints[m.group(0)], text)
 
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
     """A directory holding every ``file`` block of both pages, staged, and ``.venv``."""
-    ws = Workspace(tmp_path, f"tcp://127.0.0.1:{free_tcp_port()}", f"tcp://127.0.0.1:{free_tcp_port()}")
+    ws = Workspace(tmp_path, _free_endpoint(), _free_endpoint())
     (tmp_path / ".venv").symlink_to(sys.prefix)
     written: dict[Path, str] = {}  # path -> the page that wrote it
     for block in ALL:
@@ -282,6 +297,29 @@ async def check_model(run: Running, ws: Workspace) -> None:
         await hub.close()
 
 
+async def check_pair(run: Running, ws: Workspace) -> None:
+    await run.line("tickbus run ready")
+    hub = await actors.connect([ws.frontend, ws.frontend2], [ws.backend, ws.backend2], name="docs")
+    try:
+        states = await _receive(hub, ("state", "*"))
+        await hub.sync()
+        await hub.wait_for_subscribers(("tick", "AAPL"), timeout=TIMEOUT)
+        # sync() made one round trip, through whichever broker was first: a subscription may still be
+        # on its way through the other, so tick until a state's second copy came (counted, not delivered)
+        before, px = hub.statistics().redundant, 0.0
+        async with asyncio.timeout(TIMEOUT):
+            while hub.statistics().redundant == before:
+                px += 1
+                hub.publish(actors.Key("tick", "AAPL"), {"px": px})
+                assert await _next(states, "state") == (("state", "AAPL"), {"px": px}), "each state once"
+                await asyncio.sleep(0.1)  # time for a second copy to be counted
+        stats = hub.statistics()
+        assert states.empty(), "each state once"
+        assert (stats.brokers, stats.brokers_up, stats.gaps, stats.duplicates) == (2, 2, 0, 0)
+    finally:
+        await hub.close()
+
+
 async def check_aiopubsub(run: Running, ws: Workspace) -> None:
     assert await run.exit_code() == 0, run.output()
     assert run.lines[-1] == "('some', 'namespace', 'x') {'data': 42}"
@@ -330,6 +368,7 @@ async def check_broker_keys(run: Running, ws: Workspace) -> None:
 CHECKS: dict[str, Callable[[Running, Workspace], Awaitable[None]]] = {
     "venv": check_venv,
     "model": check_model,
+    "pair": check_pair,
     "aiopubsub": check_aiopubsub,
     "strategy": check_strategy,
     "security": check_security,
@@ -394,45 +433,48 @@ def test_readme_permissions_file_loads_in_a_curve_broker(workspace: Workspace):
         assert broker.proc.poll() is None
 
 
+def _start(ws: Workspace, *args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """A ``tickbus`` command in its own session, its merged output kept for the teardown to print."""
+    return subprocess.Popen(
+        [BIN / "tickbus", *args],
+        env=env or ws.env(),
+        cwd=ws.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    lines = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {key: value.split("#")[0].strip() for key, value in lines}
+
+
 @pytest.mark.slow
-async def test_deploy_steps_1b_to_3_run_staged(workspace: Workspace, run_block: Callable[..., Running]):
+@pytest.mark.parametrize("pair", [False, True], ids=["one broker", "a broker pair"])
+async def test_deploy_steps_1b_to_3_run_staged(
+    workspace: Workspace, run_block: Callable[..., Running], pair: bool
+):
     """deploy/README.md's files and key steps on one host: the broker from broker.toml (CURVE, the
-    allow-list) with the permissions file, the ``model`` group from groups/model.toml with tickbus.env."""
+    allow-list) with the permissions file, the ``model`` group from groups/model.toml with tickbus.env;
+    with ``pair``, also the second broker host's broker.toml (the same key pair) and the group's
+    tickbus.env of "Two broker hosts", so the group and the check connect to both brokers."""
     ws = workspace
     for name in ("keys", "broker-keys"):
         running = run_block(name)
         await CHECKS[name](running, ws)
     etc = ws.path / "etc/tickbus"
     shutil.copy(etc / "keys/host-b.key", etc / "keys/allowed/")  # the page's scp from server B
-    broker = subprocess.Popen(  # noqa: ASYNC220 (Popen returns at once; only the teardown, after the hub closed, waits)
-        [
-            BIN / "tickbus",
-            "broker",
-            "--config",
-            etc / "broker.toml",
-            "--permissions",
-            etc / "keys/permissions.toml",
-        ],
-        env=ws.env(),
-        cwd=ws.path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    env_file = dict(
-        line.split("=", 1) for line in (etc / "tickbus.env").read_text().splitlines() if "=" in line
-    )
-    env_file = {key: value.split("#")[0].strip() for key, value in env_file.items()}
-    group = subprocess.Popen(  # noqa: ASYNC220 (as above)
-        [BIN / "tickbus", "run", "--config", etc / "groups/model.toml"],
-        env=ws.env(**env_file),
-        cwd=ws.path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    permissions = ("--permissions", etc / "keys/permissions.toml")
+    started = [_start(ws, "broker", "--config", etc / "broker.toml", *permissions)]
+    env_file = _env_file(etc / "tickbus.env")
+    if pair:  # server D's broker, with server A's keys (here the same files: the page's copy is done)
+        started.append(
+            _start(ws, "broker", "--config", ws.path / "server-d/etc/tickbus/broker.toml", *permissions)
+        )
+        env_file |= _env_file(ws.path / "pair/etc/tickbus/tickbus.env")
+    started.append(_start(ws, "run", "--config", etc / "groups/model.toml", env=ws.env(**env_file)))
     curve = actors.ClientCurve.from_files(
         env_file["TICKBUS_CURVE_SERVERKEY"], env_file["TICKBUS_CURVE_SECRET"]
     )
@@ -446,15 +488,22 @@ async def test_deploy_steps_1b_to_3_run_staged(workspace: Workspace, run_block: 
             wait=TIMEOUT,
         )
         hello = await _receive(hub, ("$actors", "hello", "model"))
+        group_stats = await _receive(hub, ("$actors", "stats", "model"))
         await hub.sync(timeout=TIMEOUT)
         _, announcement = await _next(
             hello, "the model group's hello through a CURVE broker with permissions"
         )
         assert announcement["classes"] == ["mypkg.model:Model"]
+        brokers = 2 if pair else 1
+        while (await _next(group_stats, f"the group on {brokers} broker(s)"))[1]["hub"][
+            "brokers_up"
+        ] < brokers:
+            pass  # the group reports its hub's statistics every second
+        await eventually(lambda: hub.statistics().brokers_up == brokers, TIMEOUT, "this hub on every broker")
     finally:
         if hub is not None:
             await hub.close()
-        for proc in (group, broker):
+        for proc in reversed(started):
             proc.terminate()
             try:
                 out, _ = proc.communicate(timeout=20)

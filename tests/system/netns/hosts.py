@@ -5,11 +5,15 @@
     root ns (the test: observer 10.213.47.254) ──┐
     host a  10.213.47.1  (broker)  ──────────────┤ br0 in the switch namespace
     host b  10.213.47.2  (feed, model) ──────────┤   cutting a host = its switch-side port down
-    host c  10.213.47.3  (strategy, collector) ──┘
+    host c  10.213.47.3  (strategy, collector) ──┤
+    host d  10.213.47.4  (the pair's 2nd broker) ┘
 
 Every name carries a random tag, so concurrent runs do not collide; :meth:`Network.close` removes
 every namespace and link it made (deleting a namespace deletes the veth ends inside it, and with
 them their peers), and is called even when building fails half-way.
+
+:class:`Cluster` runs tickbus on those hosts: CURVE brokers (one, or a pair sharing one key pair),
+``tickbus run`` groups and the test's own observer hub in the root namespace.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+
+import actors
+from actors import ClientCurve
 
 SUBNET = "10.213.47"
 OBSERVER = f"{SUBNET}.254"
@@ -63,13 +71,13 @@ def probe() -> None:
 
 @dataclass
 class Network:
-    """The switch and hosts ``a``, ``b``, ``c`` (``ns(host)``, ``address(host)``)."""
+    """The switch and hosts ``a`` to ``d`` (``ns(host)``, ``address(host)``)."""
 
     tag: str = field(default_factory=lambda: secrets.token_hex(2))
     namespaces: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)  # root-namespace links to delete
 
-    HOSTS = ("a", "b", "c")
+    HOSTS = ("a", "b", "c", "d")
 
     def ns(self, host: str) -> str:
         return f"tb{self.tag}{host}"
@@ -186,3 +194,79 @@ class HostProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+
+
+FE_PORT, BE_PORT = 5550, 5551
+BROKER_HEARTBEAT = ("0.5", "1.5")  # ivl, timeout: a silent peer is dropped within 2 s
+
+
+def group_toml(name: str, target: str, fe: str, be: str, **config: object) -> str:
+    """A one-actor group file; ``target`` is ``module:Class``."""
+    lines = ["[group]", f'name = "{name}"', f'frontend = "{fe}"', f'backend = "{be}"', "", "[[actor]]"]
+    lines += [f'class = "{target}"', "[actor.config]"]
+    lines += [f"{k} = {v!r}" for k, v in config.items()]
+    return "\n".join(lines) + "\n"
+
+
+class Cluster:
+    """The hosts' processes: CURVE brokers on ``broker_hosts`` (a pair shares the key pair ``broker``:
+    a client holds one broker key), and whatever a test starts on the other hosts. A context manager:
+    leaving it stops every process it started, last first."""
+
+    def __init__(
+        self, network: Network, keys: dict[str, Path], tmp_path: Path, broker_hosts: Sequence[str] = ("a",)
+    ) -> None:
+        self.network, self.keys, self.tmp_path = network, keys, tmp_path
+        self.broker_hosts = tuple(broker_hosts)
+        self.frontends = [f"tcp://{network.address(h)}:{FE_PORT}" for h in self.broker_hosts]
+        self.backends = [f"tcp://{network.address(h)}:{BE_PORT}" for h in self.broker_hosts]
+        self.fe, self.be = ",".join(self.frontends), ",".join(self.backends)  # as TOML and flags take them
+        self.started: list[HostProcess] = []
+
+    def start(self, host: str, name: str, argv: list[str], env: dict[str, str], ready: str) -> HostProcess:
+        child = HostProcess.start(
+            self.network, host, name, argv, {"TICKBUS_DATA_DIR": str(self.tmp_path / name), **env}
+        )
+        self.started.append(child)
+        child.wait_stdout(ready, 30)
+        return child
+
+    def broker(self, host: str = "a") -> HostProcess:
+        index = self.broker_hosts.index(host)
+        argv = ["-m", "tickbus", "broker", "--frontend", self.frontends[index]]
+        argv += ["--backend", self.backends[index]]
+        argv += ["--curve-secret", str(self.keys["broker_secret"]), "--allow-dir", str(self.keys["allowed"])]
+        argv += ["--heartbeat-ivl", BROKER_HEARTBEAT[0], "--heartbeat-timeout", BROKER_HEARTBEAT[1]]
+        name = "broker" if index == 0 else f"broker-{host}"
+        return self.start(host, name, [*argv, "--stats-interval", "0.5"], {}, "tickbus broker ready")
+
+    def client_env(self, host: str) -> dict[str, str]:
+        return {
+            "TICKBUS_CURVE_SERVERKEY": str(self.keys["broker"]),
+            "TICKBUS_CURVE_SECRET": str(self.keys[f"host-{host}_secret"]),
+        }
+
+    def group(self, host: str, name: str, target: str, **config: object) -> HostProcess:
+        path = self.tmp_path / f"{name}.toml"
+        path.write_text(group_toml(name, target, self.fe, self.be, **config))
+        argv = ["-m", "tickbus", "run", "--config", str(path)]
+        return self.start(host, name, argv, self.client_env(host), "tickbus run ready")
+
+    def observer_curve(self) -> ClientCurve:
+        return ClientCurve.from_files(self.keys["broker"], self.keys["observer_secret"])
+
+    async def observer(self) -> actors.RemoteHub:
+        curve = self.observer_curve()
+        return await actors.connect(self.frontends, self.backends, name="observer", curve=curve)
+
+    def close(self) -> None:
+        for child in reversed(self.started):
+            child.stop()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

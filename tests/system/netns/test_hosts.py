@@ -8,126 +8,25 @@ its own allow-listed key. Every byte between them crosses veth cables and a brid
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import actors
-from actors import ClientCurve, Key
+from actors import Key
 from actors.testing import eventually
 from observability import SamplerError
 from observability.profiling import ProfileStore, austin_binary
-from tests.system.netns.hosts import HostProcess, NetnsUnavailableError, Network, probe
+from tests.system.netns.hosts import Cluster, Network
 
 pytestmark = pytest.mark.timeout(240)
 
-FE_PORT, BE_PORT = 5550, 5551
 RATE = 400  # ticks per second
 CUT_SECONDS = 5.0
-BROKER_HEARTBEAT = ("0.5", "1.5")  # ivl, timeout: a silent peer is dropped within 2 s
 GONE_WITHIN = 3.0
-
-
-@pytest.fixture(scope="module")
-def network() -> Iterator[Network]:
-    try:
-        probe()
-    except NetnsUnavailableError as exc:
-        pytest.skip(f"SKIPPED LOUDLY: the several-hosts tier cannot run on this machine: {exc}")
-    net = Network()
-    try:
-        net.build()
-        yield net
-    finally:
-        net.close()
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> dict[str, Path]:
-    made: dict[str, Path] = {}
-    for name in ("broker", "host-b", "host-c", "observer"):
-        result = subprocess.run(
-            [sys.executable, "-m", "tickbus", "keys", "generate", name, "--dir", str(tmp_path / "keys")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        made[name], made[f"{name}_secret"] = (Path(p) for p in result.stdout.split())
-    allowed = tmp_path / "allowed"
-    allowed.mkdir()
-    for name in ("host-b", "host-c", "observer"):
-        shutil.copy(made[name], allowed)
-    made["allowed"] = allowed
-    return made
-
-
 READY_PREFIX = "tickbus profiler ready"  # the line `tickbus profiler` prints once subscribed
-
-def group_toml(name: str, target: str, fe: str, be: str, **config: object) -> str:
-    lines = ["[group]", f'name = "{name}"', f'frontend = "{fe}"', f'backend = "{be}"', "", "[[actor]]"]
-    lines += [f'class = "examples.pipeline:{target}"', "[actor.config]"]
-    lines += [f"{k} = {v!r}" for k, v in config.items()]
-    return "\n".join(lines) + "\n"
-
-
-class Cluster:
-    """The hosts' processes: a CURVE broker on host a, and whatever a test starts on b and c."""
-
-    def __init__(self, network: Network, keys: dict[str, Path], tmp_path: Path) -> None:
-        self.network, self.keys, self.tmp_path = network, keys, tmp_path
-        self.fe = f"tcp://{network.address('a')}:{FE_PORT}"
-        self.be = f"tcp://{network.address('a')}:{BE_PORT}"
-        self.started: list[HostProcess] = []
-
-    def start(self, host: str, name: str, argv: list[str], env: dict[str, str], ready: str) -> HostProcess:
-        child = HostProcess.start(
-            self.network, host, name, argv, {"TICKBUS_DATA_DIR": str(self.tmp_path / name), **env}
-        )
-        self.started.append(child)
-        child.wait_stdout(ready, 30)
-        return child
-
-    def broker(self) -> HostProcess:
-        argv = ["-m", "tickbus", "broker", "--frontend", self.fe, "--backend", self.be]
-        argv += ["--curve-secret", str(self.keys["broker_secret"]), "--allow-dir", str(self.keys["allowed"])]
-        argv += ["--heartbeat-ivl", BROKER_HEARTBEAT[0], "--heartbeat-timeout", BROKER_HEARTBEAT[1]]
-        return self.start("a", "broker", [*argv, "--stats-interval", "0.5"], {}, "tickbus broker ready")
-
-    def client_env(self, host: str) -> dict[str, str]:
-        return {
-            "TICKBUS_CURVE_SERVERKEY": str(self.keys["broker"]),
-            "TICKBUS_CURVE_SECRET": str(self.keys[f"host-{host}_secret"]),
-        }
-
-    def group(self, host: str, name: str, target: str, **config: object) -> HostProcess:
-        path = self.tmp_path / f"{name}.toml"
-        path.write_text(group_toml(name, target, self.fe, self.be, **config))
-        argv = ["-m", "tickbus", "run", "--config", str(path)]
-        return self.start(host, name, argv, self.client_env(host), "tickbus run ready")
-
-    async def observer(self) -> actors.RemoteHub:
-        curve = ClientCurve.from_files(self.keys["broker"], self.keys["observer_secret"])
-        return await actors.connect(self.fe, self.be, name="observer", curve=curve)
-
-    def close(self) -> None:
-        for child in reversed(self.started):
-            child.stop()
-
-
-@pytest.fixture
-def cluster(network: Network, keys: dict[str, Path], tmp_path: Path) -> Iterator[Cluster]:
-    running = Cluster(network, keys, tmp_path)
-    try:
-        yield running
-    finally:
-        running.close()
 
 
 async def test_pipeline_across_hosts_survives_a_cut_cable_with_exact_gap_accounting(
@@ -147,9 +46,9 @@ async def test_pipeline_across_hosts_survives_a_cut_cable_with_exact_gap_account
         )
         await observer.sync()
 
-        strategy = cluster.group("c", "strategy", "Strategy")
-        model = cluster.group("b", "model", "Model")
-        feed = cluster.group("b", "feed", "Feed", rate=RATE, symbols=4, seed=7)
+        strategy = cluster.group("c", "strategy", "examples.pipeline:Strategy")
+        model = cluster.group("b", "model", "examples.pipeline:Model")
+        feed = cluster.group("b", "feed", "examples.pipeline:Feed", rate=RATE, symbols=4, seed=7)
 
         def received(name: str) -> int:
             return int(stats.get(name, {}).get("hub", {}).get("received", 0))
@@ -239,9 +138,9 @@ async def test_the_collector_on_host_c_profiles_the_strategy_there_over_curve(
     argv = ["-m", "tickbus", "profiler", "--window", "2", "--data-dir", str(data_dir)]
     argv += ["--frontend", cluster.fe, "--backend", cluster.be]
     cluster.start("c", "collector", argv, cluster.client_env("c"), READY_PREFIX)
-    strategy = cluster.group("c", "strategy", "Strategy")
-    cluster.group("b", "model", "Model")
-    cluster.group("b", "feed", "Feed", rate=RATE, symbols=4, seed=7)
+    strategy = cluster.group("c", "strategy", "examples.pipeline:Strategy")
+    cluster.group("b", "model", "examples.pipeline:Model")
+    cluster.group("b", "feed", "examples.pipeline:Feed", rate=RATE, symbols=4, seed=7)
 
     def strategy_windows() -> list[Any]:
         store_path = data_dir / "profiles.sqlite"
