@@ -19,12 +19,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from observability import TickbusError
+from observability import ConnectError, TickbusError
 
 if TYPE_CHECKING:
     from actors import GroupConfig
 
 _SERVICES = ("run", "broker", "profiler")
+EX_UNAVAILABLE = 69  # sysexits.h: a service (here: every broker) is unavailable
 """Commands that run as services (systemd units): their startup failures are log records."""
 
 
@@ -161,11 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one retur
             print(version())
             return 0
     except TickbusError as exc:  # one tree: actors', broker's and observability's errors
+        # 2: a configuration error, which a restart cannot fix (the units do not restart it);
+        # 69 (EX_UNAVAILABLE): no broker answered, which a restart may (the units restart it)
+        status = EX_UNAVAILABLE if isinstance(exc, ConnectError) else 2
         if args.command in _SERVICES:  # one log line: JSON in the journal, like the service's others
             from observability import log_failure
 
-            log_failure(f"tickbus {args.command}: {exc}", exc, exit_status=2)
+            log_failure(f"tickbus {args.command}: {exc}", exc, exit_status=status)
         else:
             print(f"tickbus {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return status
     raise AssertionError(f"unhandled command {args.command}")
