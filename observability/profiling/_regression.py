@@ -8,35 +8,42 @@ The method, per actor group (host + group; a restarted process keeps its history
    the fraction of the actor's CPU spent in (or below) the function. Windows with fewer than
    ``min_window_samples`` samples are ignored, and so are functions matching ``ignore`` (by default
    the event loop's ``selectors`` wait: its CPU samples measure how idle the actor is, not a cost).
-2. **Baseline.** The ``baseline_windows`` windows of the same version just before the latest
-   ``max_pool`` windows (so the baseline never overlaps what is tested), keeping only windows whose
-   message rate (handled per second) is within ``load_tolerance`` of the current one: a load change
-   moves every share (fixed costs spread over more messages), so windows are only compared with
-   windows at a similar load; after a load change detection resumes once ``min_baseline_windows``
-   windows at the new load exist. The current load is the latest window's, and only the latest run
-   of windows at that load is pooled (step 3): a pool across a load change would compare windows of
-   the new load with a baseline of the old one (a doubled rate moved a handler's share by 18 % in
-   the recorded test run: fixed costs spread, and the sampler's view of a busier loop changes).
-   Right after a deploy, when the new version has fewer than ``min_baseline_windows`` such windows,
-   the latest windows of the previous version at a similar load are the baseline (the alert then
-   names ``baseline_version``).
+2. **Baseline.** Each pool of step 3 has its own: the ``baseline_windows`` windows of the same
+   version just before the pool (so a baseline never overlaps what it is tested against, and a
+   change older than the smallest pool does not leak into the baseline of the pool that matches its
+   age), keeping only windows whose message rate (handled per second) is within ``load_tolerance``
+   of the current one: a load change moves every share (fixed costs spread over more messages), so
+   windows are only compared with windows at a similar load; after a load change detection resumes
+   once ``min_baseline_windows`` windows at the new load exist. The current load is the latest
+   window's, and only the latest run of windows at that load (at most ``max_pool``) is pooled (step
+   3): a pool across a load change would compare windows of the new load with a baseline of the old
+   one (a doubled rate moved a handler's share by 18 % in the recorded test run: fixed costs spread,
+   and the sampler's view of a busier loop changes). When the new version has fewer than
+   ``min_baseline_windows`` such windows before a pool (right after a deploy), the latest windows of
+   the previous version at a similar load are that pool's baseline (the alert then names
+   ``baseline_version``).
 3. **Test.** The current sample is the pool of the last ``m`` windows of the current version, for
-   every ``m`` in ``min_persist .. max_pool``. For each function whose self or inclusive share is at
-   least ``min_share`` (baseline or current), a one-sided two-proportion z-test on the pooled counts,
-   current against baseline, with the variance inflated by the function's over-dispersion ``phi``:
-   the Pearson chi-square of its per-window counts across the baseline windows over their degrees of
-   freedom (samples inside a window are not independent: a handler runs for many ticks in a row), at
-   least 1 and at least the median over all functions (a quasi-binomial test; with ``phi = 1`` it is
-   the plain test on pooled counts). The smallest p over the pool sizes and the two kinds (one for a
-   function that is a leaf wherever it appears) is multiplied by their number (Bonferroni), then the
-   Benjamini-Hochberg procedure at level ``alpha`` runs over all functions of the evaluation;
-   ``confidence`` is 1 minus the BH-adjusted p (q-value).
+   every ``m`` of ``pools`` (2, 3, 5, 8, 13 and 21 windows) that there are windows and a baseline
+   for, each against its own baseline (step 2). For each function whose self or inclusive share is
+   at least ``min_share`` (baseline or current), a one-sided two-proportion z-test on the pooled
+   counts, current against baseline, with the variance inflated by the function's over-dispersion
+   ``phi``: the Pearson chi-square of its per-window counts across the baseline windows over their
+   degrees of freedom (samples inside a window are not independent: a handler runs for many ticks in
+   a row), at least 1 and at least the median over all functions (a quasi-binomial test; with
+   ``phi = 1`` it is the plain test on pooled counts; it is measured on each pool's baseline). The
+   smallest p over the pools tested and the two kinds (one for a function that is a leaf wherever it
+   appears) is multiplied by their number (Bonferroni), then the Benjamini-Hochberg procedure at
+   level ``alpha`` runs over all functions of the evaluation; ``confidence`` is 1 minus the
+   BH-adjusted p (q-value).
 4. **Effect size.** The share must rise by at least ``min_relative_change`` (relative) and
    ``min_absolute_change`` (share points).
-5. **Transients.** Each window of the pool, and at least the last ``min_persist`` windows, must on
-   its own show the function above the baseline share by half the minimum effect: one hot window
-   cannot raise an alert, however large (``confirm`` > 1 also asks for that many evaluations in a
-   row).
+5. **Transients.** Each of the last ``min_persist`` (the smallest pool) windows, and at least half
+   of the pool's windows (its median window), must on its own show the function above the baseline
+   share by half the minimum effect: one hot window cannot raise an alert, however large, nor can a
+   burst of a few in a long pool (``confirm`` > 1 also asks for that many evaluations in a row).
+   Every window of a long pool is not asked: with ~550 samples a window whose share also wanders by
+   2 points, a 25 % costlier function of 35 % stands ~1.5 window standard deviations above that
+   level and one window in 15 falls below it: all 21 of a pool would pass a quarter of the time.
 6. **Cost moved, not added** (refactors). Among the samples that do not count for the function,
    every other function keeps its proportion when the function alone got costlier. When work moved
    into it from a caller instead (the caller's code moved into a new callee), that caller's own part
@@ -53,7 +60,7 @@ The method, per actor group (host + group; a restarted process keeps its history
 8. **One alert per regression.** The best of the two kinds is kept per function, and of candidates on
    one call path only the deepest (a costlier leaf raises the inclusive share of every caller above
    it). An alert stays active (no repeats) until, for ``resolve_after`` evaluations in a row, the last
-   ``max_pool`` windows pooled are back below the middle between the baseline share frozen when the
+   ``resolve_pool`` windows pooled are back below the middle between the baseline share frozen when the
    alert was raised and the share that raised it; then one *resolved* event. The windows of a
    regression's spell are left out of later baselines (a costlier function lowers every other share,
    which would make the others look costlier once it is fixed), unless it lasted more than
@@ -67,18 +74,45 @@ counters reach the collector up to a second late and make it noisy on short wind
 
 Sensitivity is a matter of samples. To see a function holding a share ``p`` of the samples become
 ``r`` costlier (its share then ``p(1+r)/(1+rp)``) within ``k`` windows 19 times out of 20, the rise
-must stand ~6.2 standard errors out (z ~ 4.5 after the corrections at the default ``alpha``, plus
-1.65), against a baseline of ~4x as many samples; a window needs about
-``1.25 * 38 * (1+rp)^2 / (k * r^2 * p * (1-p))`` samples. For example:
+must stand ~6.2 standard errors out (z ~ 4.56 after the corrections at the default ``alpha``: 6
+pools x 2 kinds, 10 functions; plus 1.65), against a baseline of 30 windows; a window needs about
+``(1 + k/30) * 38 * (1+rp)^2 / (k * r^2 * p * (1-p))`` samples (times ``phi`` when the windows
+vary more than sampling explains). For example:
 
 ======  =====  ==  =========================
 share   rise   k   samples per window needed
 ======  =====  ==  =========================
-40 %    20 %   2   ~2,900
-40 %    10 %   5   ~4,300
-5 %     20 %   2   ~12,700
-5 %     10 %   5   ~20,100
+40 %    20 %   2   ~2,500
+40 %    10 %   5   ~4,000
+35 %    25 %   8   ~510
+35 %    25 %   13  ~350
+35 %    10 %   21  ~1,500
+5 %     20 %   2   ~11,000
+5 %     20 %   13  ~2,300
+5 %     10 %   21  ~6,600
 ======  =====  ==  =========================
+
+Why pools up to 21 windows, in steps of ~1.6 (issue 13: "an alert within 10 minutes of a 25 %
+slowdown at default settings"). A step change ``k`` windows old is best seen by the pool of its
+``k`` windows against the windows before them: the rise's z grows like ``sqrt(k)`` while ``k`` is
+small next to the baseline. Pools used to stop at 5 windows against the windows before the latest 5,
+so from its 6th window a change leaked into the baseline and the evidence stopped growing: a change
+too small for 5 windows was never seen (a recorded model actor at 100 Hz, ~550 samples per 20 s
+window, its 35 % ``score_signal`` made 25 % costlier: its Bonferroni-adjusted p bottomed out at
+7e-5, where BH at ``alpha`` over the 16 functions tested needed 2e-5). With each pool's baseline
+before it, the evidence grows for ``max_pool`` windows (7 minutes at 20 s). Sizes in a geometric
+series lose little against trying every size: for a change ``k`` old the largest pool ``m <= k``
+holds at least ``k/1.67`` of its windows, a z at most ``sqrt(1.67) = 1.29`` times smaller (~1.1 in
+the middle of a step; its baseline holds the other ``k - m`` windows of the change, at most 8 of
+30), for 6 tests instead of 20 (every size 2..21), and the Bonferroni price of 6 over the former 4
+is small: z 4.56 instead of 4.48 at 10 functions. The false-alarm rate is still ``alpha`` per
+evaluation: each pool is tested against windows it does not contain, its over-dispersion measured on
+those, Bonferroni covers the pools and kinds, and BH the functions. Measured on synthetic windows
+(550 samples, a 35 % function whose share also wanders with an sd of 2 points from window to window,
+``phi`` ~2): 21 false alerts in 62,200 clean evaluations (3.4e-4 per evaluation; 20 in 61,600 with
+the former pools), while a 25 % rise was flagged within 30 windows in 197 of 200 seeds (median 7
+windows; 107 of 200 with the former pools); the recorded actor above is flagged 8 windows (2.5
+minutes) after the change.
 
 With half as many samples a change is still seen about half the time within ``k`` windows, and
 later for sure. At the default 100 Hz a 20 s window of a fully busy actor holds ~2,000 samples; an
@@ -97,21 +131,24 @@ How it relates to published detectors:
   no fleet, so the statistics are per actor with explicit over-dispersion instead.
 - **Apache Otava** (ex Hunter) finds change points with E-Divisive means and keeps those whose two
   segments differ by a Student's t-test at a chosen p. Here the change point is the start of the
-  pooled current windows (every pool size from ``min_persist`` to ``max_pool`` is tried, paid for with
-  Bonferroni), which suits a stream that is tested as each window arrives.
+  pooled current windows (every pool size of ``pools`` is tried, paid for with Bonferroni), which
+  suits a stream that is tested as each window arrives.
 - **Mozilla Perfherder** compares the 12 points before and after each candidate with Welch's t-test
   and alerts above a t threshold and a minimum percentage change. The over-dispersed pooled-count test
   is the same idea on per-window shares weighted by samples; ``min_relative_change`` is its minimum
   change. Perfherder leaves triage to people; here the refactor and load filters do the first pass.
 
 Defaults: ``alpha`` 3e-4 (300 evaluations without a false alarm need a per-evaluation error well
-under 1/300), pools of 2 to 5 windows against up to 30 at a similar load (at least 8), a 5 % and 0.4
-point minimum rise, functions of at least 2 % of the samples.
+under 1/300), pools of 2, 3, 5, 8, 13 and 21 windows, each against up to 30 windows before it at a
+similar load (at least 8), a 5 % and 0.4 point minimum rise, functions of at least 2 % of the
+samples, an alert resolved on the last 5 windows.
 
-Warm-up: a group is first evaluated once it has ``min_baseline_windows + max_pool`` usable windows
-of one version at one load (13 by default), or, right after a deploy, ``min_persist`` windows of the
-new version when the previous one left a baseline; :meth:`RegressionDetector.readiness` says how far
-a group is, and the collector logs it. With the collector's default 20 s windows that is ~4.5 minutes
+Warm-up: a group is first evaluated once it has ``warm_up`` = ``min_baseline_windows +
+min_persist`` usable windows of one version at one load (10 by default: a baseline, then the
+smallest pool; it was 13 when every pool shared the baseline before the largest), or, right after a
+deploy, ``min_persist`` windows of the new version when the previous one left a baseline; larger
+pools join as windows come (all six after 29). :meth:`RegressionDetector.readiness` says how far a
+group is, and the collector logs it. With the collector's default 20 s windows that is ~3.5 minutes
 after it starts and 40 s after a deploy. The statistical parameters do not depend on the window
 length; shorter windows mean more evaluations an hour (3 a minute at 20 s), so ``alpha`` is a
 per-evaluation rate: 300 evaluations are 100 minutes at 20 s. Tests use short windows and a faster
@@ -123,7 +160,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -155,8 +192,7 @@ class DetectionConfig:
 
     baseline_windows: int = 30
     min_baseline_windows: int = 8
-    max_pool: int = 5
-    min_persist: int = 2
+    pools: tuple[int, ...] = (2, 3, 5, 8, 13, 21)
     alpha: float = 0.0003
     min_share: float = 0.02
     min_relative_change: float = 0.05
@@ -166,17 +202,35 @@ class DetectionConfig:
     local_z: float = 2.326
     max_local_share: float = 0.9
     resolve_after: int = 3
+    resolve_pool: int = 5
     confirm: int = 1
     ignore: tuple[str, ...] = IDLE_FUNCTIONS
     load_tolerance: float = 0.3
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min_persist <= self.max_pool:
-            raise ValueError(f"need 1 <= min_persist ({self.min_persist}) <= max_pool ({self.max_pool})")
+        if not self.pools or list(self.pools) != sorted(set(self.pools)) or self.pools[0] < 1:
+            raise ValueError(f"pools must be distinct window counts >= 1, increasing; got {self.pools}")
+        if self.resolve_pool < 1:
+            raise ValueError(f"resolve_pool must be >= 1, got {self.resolve_pool}")
         if self.min_baseline_windows < 2 or self.baseline_windows < self.min_baseline_windows:
             raise ValueError("need 2 <= min_baseline_windows <= baseline_windows")
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+
+    @property
+    def min_persist(self) -> int:
+        """The smallest pool: a change must last this many windows (step 5)."""
+        return self.pools[0]
+
+    @property
+    def max_pool(self) -> int:
+        """The largest pool."""
+        return self.pools[-1]
+
+    @property
+    def warm_up(self) -> int:
+        """Usable windows of one version at one load before a group's first evaluation."""
+        return self.min_baseline_windows + self.min_persist
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,14 +331,13 @@ class RegressionDetector:
         found = self._groups.get((host, group))
         thin = self._thin.get((host, group), 0)
         if found is None or not found.history:
-            need = cfg.min_baseline_windows + cfg.max_pool
-            return Readiness(host, group, 0, need, thin, 0)
-        current, base = self._split(found)
-        have = len(current) + len(base)
-        if len(base) >= cfg.min_baseline_windows:  # only the pool is missing, if anything
-            need = len(base) + max(len(current), cfg.min_persist)
-        else:  # new windows fill the pool (max_pool) before they count as baseline
-            need = cfg.min_baseline_windows + cfg.max_pool
+            return Readiness(host, group, 0, cfg.warm_up, thin, 0)
+        same, run, near = self._current(found)
+        pool = min(len(run), cfg.min_persist)
+        base = self._baseline(found, same, pool, near)
+        have = pool + len(base)
+        # with a baseline only the smallest pool is missing, if anything; else both are
+        need = len(base) + cfg.min_persist if len(base) >= cfg.min_baseline_windows else cfg.warm_up
         return Readiness(host, group, have, need, thin, found.evaluations)
 
     def seed(self, windows: Iterable[ProfileWindow]) -> None:
@@ -312,14 +365,16 @@ class RegressionDetector:
         group.history.append(WindowCounts.of(window))
         return group
 
-    def _split(self, group: _Group) -> tuple[list[WindowCounts], list[WindowCounts]]:
-        """(current windows of the latest version, newest last; baseline windows at a similar load)."""
+    def _current(
+        self, group: _Group
+    ) -> tuple[list[WindowCounts], list[WindowCounts], Callable[[WindowCounts], bool]]:
+        """(the windows of the latest version; the latest run of them at the current load, at most
+        ``max_pool``, newest last: what pools are taken from; whether a window is at a similar load)."""
         cfg = self.config
         history = list(group.history)
         version = history[-1].window.labels.version
         same = [c for c in history if c.window.labels.version == version]
-        current = same[-cfg.max_pool :]
-        load = message_rate(current[-1].window)
+        load = message_rate(same[-1].window)
 
         def near(c: WindowCounts) -> bool:
             rate = message_rate(c.window)
@@ -327,21 +382,31 @@ class RegressionDetector:
                 return True
             return (max(rate, load) + 1) / (min(rate, load) + 1) <= 1 + cfg.load_tolerance
 
-        # the pool is the latest run of windows at the current load: a pool across a load change
-        # would hold windows of two loads, and its shares would be compared with neither
-        run = len(current)
-        while run and near(current[run - 1]):
+        # a pool is taken from the latest run of windows at the current load: a pool across a load
+        # change would hold windows of two loads, and its shares would be compared with neither
+        latest = same[-cfg.max_pool :]
+        run = len(latest)
+        while run and near(latest[run - 1]):
             run -= 1
-        current = current[run:]
-        earlier = [c for c in same[: -cfg.max_pool] if near(c)]
+        return same, latest[run:], near
+
+    def _baseline(
+        self, group: _Group, same: list[WindowCounts], pool: int, near: Callable[[WindowCounts], bool]
+    ) -> list[WindowCounts]:
+        """The baseline of the pool of the latest ``pool`` windows: the windows of the version just
+        before the pool, at a similar load and in no regression's spell (the previous version's
+        latest ones when the version has too few)."""
+        cfg = self.config
+        earlier = [c for c in same[: len(same) - pool] if near(c)]
         base = [c for c in earlier if not self._in_spell(group, c, earlier)][-cfg.baseline_windows :]
         if len(base) < cfg.min_baseline_windows:
-            older = [c for c in history if c.window.labels.version != version]
+            version = same[-1].window.labels.version
+            older = [c for c in group.history if c.window.labels.version != version]
             if older:
                 previous = older[-1].window.labels.version
                 base = [c for c in older if c.window.labels.version == previous and near(c)]
                 base = base[-cfg.baseline_windows :]
-        return current, base
+        return base
 
     def _in_spell(self, group: _Group, c: WindowCounts, windows: list[WindowCounts]) -> bool:
         """True when ``c`` falls in a regression's spell that lasted at most ``baseline_windows``
@@ -354,28 +419,36 @@ class RegressionDetector:
 
     def _evaluate(self, group: _Group) -> list[Regression]:
         cfg = self.config
-        current, base = self._split(group)
-        events = self._resolve(group, current)
-        if len(base) < cfg.min_baseline_windows or len(current) < cfg.min_persist:
+        same, run, near = self._current(group)
+        events = self._resolve(group, run)
+        tests = {}  # pool size -> its baseline, for the pools there are windows for
+        for m in cfg.pools:
+            if m > len(run):
+                break
+            base = self._baseline(group, same, m, near)
+            if len(base) >= cfg.min_baseline_windows:
+                tests[m] = base
+        if not tests:
             return events
         self.evaluations += 1
         group.evaluations += 1
-        candidates, p_values = self._scan(base, current)
+        candidates, p_values = self._scan(tests, run)
         if not candidates:
             return events
         q_values = benjamini_hochberg(p_values)
         found = [
             (c, q)
             for c, q in zip(candidates, q_values, strict=True)
-            if q <= cfg.alpha and self._holds(c, current, base)
+            if q <= cfg.alpha and self._holds(c, run, tests[c.pool])
         ]
-        found = self._deepest(found, current)
-        latest = current[-1].window
+        found = self._deepest(found, run)
+        latest = run[-1].window
         group.pending = {c.function: group.pending.get(c.function, 0) + 1 for c, _ in found}
         for candidate, q in found:
             if candidate.function in group.active or group.pending[candidate.function] < cfg.confirm:
                 continue
-            pool = current[-candidate.pool :]
+            pool = run[-candidate.pool :]
+            base = tests[candidate.pool]
             regression = Regression(
                 state="active",
                 host=latest.labels.host,
@@ -405,65 +478,67 @@ class RegressionDetector:
         return events
 
     def _scan(
-        self, base: list[WindowCounts], current: list[WindowCounts]
+        self, tests: dict[int, list[WindowCounts]], run: list[WindowCounts]
     ) -> tuple[list[_Candidate], list[float]]:
-        """Each tested function's best (lowest p) pool and kind, and its Bonferroni-adjusted p (step 3)."""
+        """Each tested function's best (lowest p) pool and kind, and its Bonferroni-adjusted p (step 3).
+
+        ``tests`` maps each pool size to its baseline (the windows before the pool)."""
         cfg = self.config
-        n_base = sum(c.total for c in base)
-        handled_base = sum(c.window.handled_total for c in base)
-        functions = {f for c in (*base[-3:], *current) for f in c.incl if not any(i in f for i in cfg.ignore)}
-        candidates: list[_Candidate] = []
-        p_values: list[float] = []
-        phis: dict[tuple[str, Kind], float] = {}
-        for kind in _KINDS:
-            for function in functions:
-                phis[(function, kind)] = dispersion(
-                    [c.count(function, kind) for c in base], [c.total for c in base]
-                )
-        floor = max(1.0, statistics.median(phis.values())) if phis else 1.0
-        window_set = (*base, *current)
-        for function in functions:
-            best: _Candidate | None = None
+        smallest = tests[min(tests)]
+        functions = {f for c in (*smallest[-3:], *run) for f in c.incl if not any(i in f for i in cfg.ignore)}
+        window_set = {id(c): c for base in tests.values() for c in (*base, *run)}.values()
+        leaves = {
+            f
+            for f in functions
             # a leaf everywhere has equal self and inclusive counts: one test, not two
-            leaf = all(c.count(function, "self") == c.count(function, "inclusive") for c in window_set)
-            kinds = _KINDS[:1] if leaf else _KINDS
-            for kind in kinds:
-                x_base = sum(c.count(function, kind) for c in base)
-                base_share = x_base / n_base
-                phi = max(floor, phis[(function, kind)])
-                for m in range(cfg.min_persist, len(current) + 1):
-                    pool = current[-m:]
+            if all(c.count(f, "self") == c.count(f, "inclusive") for c in window_set)
+        }
+        best: dict[str, _Candidate] = {}
+        for m, base in tests.items():
+            n_base = sum(c.total for c in base)
+            handled_base = sum(c.window.handled_total for c in base)
+            pool = run[-m:]
+            n_cur = sum(c.total for c in pool)
+            handled = sum(c.window.handled_total for c in pool)
+            phis: dict[tuple[str, Kind], float] = {}
+            for kind in _KINDS:
+                for function in functions:
+                    phis[(function, kind)] = dispersion(
+                        [c.count(function, kind) for c in base], [c.total for c in base]
+                    )
+            floor = max(1.0, statistics.median(phis.values())) if phis else 1.0
+            for function in functions:
+                for kind in _KINDS[:1] if function in leaves else _KINDS:
+                    x_base = sum(c.count(function, kind) for c in base)
                     x_cur = sum(c.count(function, kind) for c in pool)
-                    n_cur = sum(c.total for c in pool)
-                    cur_share = x_cur / n_cur
+                    base_share, cur_share = x_base / n_base, x_cur / n_cur
                     if max(cur_share, base_share) < cfg.min_share:
                         continue
+                    phi = max(floor, phis[(function, kind)])
                     p = normal_sf(rise_z(x_cur, n_cur, x_base, n_base, phi))
-                    if best is None or p < best.p:
-                        handled = sum(c.window.handled_total for c in pool)
+                    found = best.get(function)
+                    if found is None or p < found.p:
                         per_message = None
                         if handled and handled_base and x_base:
                             per_message = (x_cur / handled) / (x_base / handled_base) - 1.0
-                        best = _Candidate(function, kind, p, m, base_share, cur_share, per_message)
-            if best is None:
-                continue
-            tries = len(kinds) * (len(current) - cfg.min_persist + 1)
-            candidates.append(best)
-            p_values.append(min(1.0, best.p * tries))
+                        best[function] = _Candidate(function, kind, p, m, base_share, cur_share, per_message)
+        candidates = list(best.values())
+        p_values = [
+            min(1.0, c.p * len(tests) * (1 if c.function in leaves else len(_KINDS))) for c in candidates
+        ]
         return candidates, p_values
 
-    def _holds(self, c: _Candidate, current: list[WindowCounts], base: list[WindowCounts]) -> bool:
+    def _holds(self, c: _Candidate, run: list[WindowCounts], base: list[WindowCounts]) -> bool:
         """Effect size, persistence, refactor and load checks (steps 4-7)."""
         cfg = self.config
         rise = c.cur_share - c.base_share
         if rise < cfg.min_absolute_change or rise < cfg.min_relative_change * c.base_share:
             return False
         floor = c.base_share + max(cfg.min_absolute_change, cfg.min_relative_change * c.base_share) / 2
-        if any(
-            w.count(c.function, c.kind) / w.total < floor for w in current[-max(c.pool, cfg.min_persist) :]
-        ):
+        pool = run[-c.pool :]
+        shares = [w.count(c.function, c.kind) / w.total for w in pool]
+        if min(shares[-cfg.min_persist :]) < floor or statistics.median(shares) < floor:
             return False
-        pool = current[-c.pool :]
         if moved_share(c.function, c.kind, pool, base, cfg.local_z) >= cfg.refactor_fraction * rise:
             return False
         return self._grew_locally(c, pool, base)
@@ -501,11 +576,11 @@ class RegressionDetector:
             if not any(other != c.function and is_ancestor(c.function, other, windows) for other in names)
         ]
 
-    def _resolve(self, group: _Group, current: list[WindowCounts]) -> list[Regression]:
+    def _resolve(self, group: _Group, run: list[WindowCounts]) -> list[Regression]:
         cfg = self.config
-        if not group.active or len(current) < cfg.min_persist:
+        if not group.active or len(run) < cfg.min_persist:
             return []
-        recent = current[-cfg.max_pool :]
+        recent = run[-cfg.resolve_pool :]
         total = sum(c.total for c in recent)
         events: list[Regression] = []
         latest = recent[-1].window

@@ -29,7 +29,7 @@ from ._austin import AustinSample, StackFrame
 
 FRAME_SEPARATOR = ";"
 NO_FRAMES = "<no Python frames>"
-DEFAULT_WINDOW = 20.0  # 13 windows of warm-up (see _regression) take ~4 min, not 13
+DEFAULT_WINDOW = 20.0  # 10 windows of warm-up (see _regression) take ~3.5 min, not 10
 
 
 def frame_label(frame: StackFrame) -> str:

@@ -110,7 +110,7 @@ def test_profile_status_shows_windows_collected_and_needed_and_when_detection_is
     from observability.profiling import DetectionConfig
 
     config = DetectionConfig()
-    need = config.min_baseline_windows + config.max_pool
+    need = config.warm_up
     now = time.time()
     with ProfileStore(tmp_path / "profiles.sqlite") as store:
         stacks = {f"/srv/app/main.py:main;{HANDLER}": 80, "/srv/app/main.py:main": 20}
@@ -126,6 +126,9 @@ def test_profile_status_shows_windows_collected_and_needed_and_when_detection_is
     warming = next(line for line in lines if line.startswith("warming"))
     assert f"{need}/{need}" in ready and "ready: every new window is tested" in ready
     assert f"3/{need}" in warming
-    # 10 windows of 20 s from the last one's end, which was 1 s ago
-    assert re.search(rf"in ~3 min 1[89] s \({need - 3} more window\(s\) of 20s\)", warming), warming
+    # the windows still needed, 20 s each, from the last one's end, which was 1 s ago
+    minutes, seconds = divmod(20 * (need - 3) - 1, 60)
+    assert re.search(
+        rf"in ~{minutes} min (?:{seconds - 1}|{seconds}) s \({need - 3} more window\(s\) of 20s\)", warming
+    ), warming
     assert main(["profile", "status", "--actor", "nobody", "--data-dir", str(tmp_path)]) == 1

@@ -68,3 +68,28 @@ def refactored(costs: Mapping[str, float] = STACKS) -> dict[str, float]:
 def loaded(factor: float, costs: Mapping[str, float] = STACKS) -> dict[str, float]:
     """More messages: every per-message stack ``factor`` times the samples, the loop's own work not."""
     return {s: c * factor if "dispatch" in s else c for s, c in costs.items()}
+
+
+def with_share(
+    rng: random.Random,
+    index: int,
+    function: str,
+    share: float,
+    *,
+    sd: float = 0.0,
+    samples: int = 550,
+    length: float = 20.0,
+    costs: Mapping[str, float] = STACKS,
+) -> ProfileWindow:
+    """A window where the stack ending in ``function`` takes a share drawn around ``share`` (normal,
+    ``sd``: more than sampling noise, as real windows vary) and the others keep their proportions."""
+    drawn = min(0.95, max(0.01, rng.gauss(share, sd)))
+    mine = next(s for s in costs if s.endswith(function))
+    others = {s: c for s, c in costs.items() if s != mine}
+    weights = {**others, mine: drawn / (1 - drawn) * sum(others.values())}
+    return window(rng, index, samples=samples, costs=weights, length=length)
+
+
+def risen(share: float, factor: float) -> float:
+    """The share of a function holding ``share`` once it is ``factor`` times as costly."""
+    return share * factor / (1 + (factor - 1) * share)

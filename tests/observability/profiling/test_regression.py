@@ -24,7 +24,9 @@ from tests.observability.profiling.synthetic import (
     costlier,
     loaded,
     refactored,
+    risen,
     window,
+    with_share,
 )
 
 WARMUP = 20
@@ -57,6 +59,35 @@ def test_a_costlier_function_is_flagged_within_a_few_windows(factor, within):
 def test_no_alert_over_300_clean_windows(seed):
     detector = RegressionDetector()
     assert run(detector, steady(random.Random(seed), 320)) == []
+    assert detector.evaluations >= 300
+
+
+# The default collector's case (issue 13): 20 s windows at 100 Hz of an actor busy a quarter of the
+# time (~550 samples), a function of 35 % whose share also wanders from window to window (sd 2 points,
+# about as much again as sampling alone: phi ~2) made 25 % costlier, to be flagged within 10 minutes.
+DEFAULT_SAMPLES, SHARE, WANDER = 550, 0.35, 0.02
+
+
+def test_a_25pct_slowdown_at_default_settings_is_flagged_within_10_minutes_in_most_seeds():
+    within, flagged, seeds = 30, [], 40
+    for seed in range(seeds):
+        rng = random.Random(100 + seed)
+        before = [with_share(rng, i, SCORE, SHARE, sd=WANDER) for i in range(40)]
+        after = [with_share(rng, 40 + i, SCORE, risen(SHARE, 1.25), sd=WANDER) for i in range(within)]
+        events = run(RegressionDetector(), before + after)
+        assert all(i >= 40 and e.function == SCORE for i, e in events), events  # nothing else, never early
+        if events:
+            flagged.append(events[0][0] - 40 + 1)
+    # 197 of 200 seeds when this was written (median 7 windows); pools of at most 5 windows: 107 of 200
+    assert len(flagged) >= 0.9 * seeds, (len(flagged), flagged)
+    assert sorted(flagged)[len(flagged) // 2] <= 12, flagged
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_no_alert_over_300_clean_windows_at_default_settings(seed):
+    rng = random.Random(seed)
+    detector = RegressionDetector()
+    assert run(detector, [with_share(rng, i, SCORE, SHARE, sd=WANDER) for i in range(310)]) == []
     assert detector.evaluations >= 300
 
 
@@ -119,8 +150,10 @@ def test_windows_without_enough_samples_are_ignored_and_odd_windows_do_not_crash
 
 
 def test_config_is_checked():
-    with pytest.raises(ValueError, match="min_persist"):
-        DetectionConfig(min_persist=6, max_pool=5)
+    with pytest.raises(ValueError, match="pools"):
+        DetectionConfig(pools=(5, 3))
+    with pytest.raises(ValueError, match="pools"):
+        DetectionConfig(pools=())
     with pytest.raises(ValueError, match="alpha"):
         DetectionConfig(alpha=1.5)
 
@@ -151,7 +184,8 @@ def test_dispersion_is_near_one_for_binomial_counts_and_large_for_drifting_ones(
 def test_readiness_counts_the_windows_a_fresh_group_needs_then_says_ready():
     config = DetectionConfig()
     detector = RegressionDetector(config)
-    need = config.min_baseline_windows + config.max_pool
+    need = config.warm_up
+    assert need == config.min_baseline_windows + config.min_persist
     fresh = detector.readiness("h", "model")
     assert (fresh.collected, fresh.needed, fresh.ready, fresh.remaining) == (0, need, False, need)
     rng = random.Random(5)

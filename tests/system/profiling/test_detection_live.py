@@ -27,7 +27,7 @@ from tests.system.profiling.live import live_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-WARMUP_WINDOWS = 15  # the 1st (partial) window, 5 to pool, at least 8 for the baseline, 1 spare
+WARMUP_WINDOWS = 15  # the 1st (partial) window, 8 for the baseline, 2 for the smallest pool, spares
 MAX_PHI = 1.5
 RATE = 8000  # ticks/s asked: more than one core can do, so the target is always busy
 

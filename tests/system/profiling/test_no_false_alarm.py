@@ -234,9 +234,10 @@ def recording_noise(phases: dict[str, list[ProfileWindow]]) -> tuple[float, str]
 
 def evaluable(recorded: dict[str, list[ProfileWindow]], config: DetectionConfig) -> dict[str, int]:
     """Replayed windows per phase the detector can evaluate (step 2 of its method): a phase at a new
-    load (the first one too) waits for ``min_baseline_windows`` windows at that load before the
-    ``max_pool`` it pools; a phase at the load of the one before is evaluated from its first window."""
-    warm_up = config.min_baseline_windows + config.max_pool - 1
+    load (the first one too) waits for ``min_baseline_windows`` windows at that load before its
+    smallest pool (``warm_up`` in all); a phase at the load of the one before is evaluated from its
+    first window."""
+    warm_up = config.warm_up - 1
     out: dict[str, int] = {}
     previous: float | None = None
     for phase, _, _ in PHASES:
