@@ -57,6 +57,7 @@ from ._ratelimit import TokenBucket
 from ._resource import data_dir, process_resource, tickbus_version
 from ._rotation import ROTATED, RotatingFile, Rotation, pid_is_live
 from ._sampling import SYSTEM, SamplingPolicy, sampling_policy, sdk_sampler
+from ._span_export import LoopSpanProcessor
 from ._trace_context import (
     TRACEPARENT,
     Handler,
@@ -163,7 +164,10 @@ class Tracing:
         provider = TracerProvider(
             resource=process_resource(service, actors, version), sampler=sdk_sampler(policy)
         )
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        if self._file is not None:  # a local file: exported on the loop, a slice at a time
+            provider.add_span_processor(LoopSpanProcessor(exporter))
+        else:  # a network endpoint may block: its own thread (see observability._span_export)
+            provider.add_span_processor(BatchSpanProcessor(exporter))
         self._provider, self._policy, self._ratio = provider, policy, policy.ratio
         self.tracer = provider.get_tracer("tickbus", tickbus_version())
         self._produced = self._consumed = self._invalid = self._ignored = 0

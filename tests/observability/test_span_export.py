@@ -1,0 +1,71 @@
+"""LoopSpanProcessor: spans exported on the event loop's thread, a bounded slice per callback."""
+
+from __future__ import annotations
+
+import threading
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from actors.testing import eventually
+from observability._span_export import LoopSpanProcessor
+
+
+class Recorder(SpanExporter):
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, str]] = []
+        self.shut = False
+
+    def export(self, spans):  # type: ignore[no-untyped-def]
+        self.calls.append((len(spans), threading.current_thread().name))
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.shut = True
+
+
+def tracer(processor: LoopSpanProcessor):  # type: ignore[no-untyped-def]
+    provider = TracerProvider()
+    provider.add_span_processor(processor)  # type: ignore[arg-type]
+    return provider, provider.get_tracer("test")
+
+
+async def test_spans_go_out_on_the_loop_thread_in_slices_of_at_most_batch() -> None:
+    recorder = Recorder()
+    processor = LoopSpanProcessor(recorder, interval=0.01, batch=16)
+    provider, t = tracer(processor)
+    for _ in range(100):
+        with t.start_as_current_span("s"):
+            pass
+    assert recorder.calls == []  # nothing exported while the spans were made
+    await eventually(lambda: processor.exported == 100, 5, "every span exported")
+    assert [n for n, _ in recorder.calls] == [16] * 6 + [4]
+    assert {name for _, name in recorder.calls} == {threading.current_thread().name}
+    provider.shutdown()
+    assert recorder.shut
+
+
+async def test_the_queue_is_bounded_and_drops_are_counted() -> None:
+    recorder = Recorder()
+    processor = LoopSpanProcessor(recorder, interval=10.0, batch=16, max_queue=10)
+    provider, t = tracer(processor)
+    for _ in range(25):
+        with t.start_as_current_span("s"):
+            pass
+    assert processor.dropped == 15
+    provider.shutdown()  # exports what was queued
+    assert sum(n for n, _ in recorder.calls) == 10
+
+
+def test_spans_ended_without_a_loop_are_exported_by_flush_and_shutdown() -> None:
+    recorder = Recorder()
+    processor = LoopSpanProcessor(recorder)
+    provider, t = tracer(processor)
+    with t.start_as_current_span("s"):
+        pass
+    assert processor.force_flush()
+    assert sum(n for n, _ in recorder.calls) == 1
+    with t.start_as_current_span("s"):
+        pass
+    provider.shutdown()
+    assert sum(n for n, _ in recorder.calls) == 2 and recorder.shut
