@@ -256,11 +256,12 @@ def serve_group(
             # one-off startup, and a warning about them would be nothing an operator can act on
             observability.slow_callbacks.enable()
             notifier.ready(f"group {config.name} running actors {','.join(a.name for a in running)}")
-            if ready_line:
-                print(
-                    f"tickbus run ready group={config.name} actors={','.join(a.name for a in running)}",
-                    flush=True,
+            if ready_line:  # one write: unbuffered, print() writes the newline apart, and the
+                # log's writer thread can land between them (one journal entry for both)
+                sys.stdout.write(
+                    f"tickbus run ready group={config.name} actors={','.join(a.name for a in running)}\n"
                 )
+                sys.stdout.flush()
 
         observability.loop_lag.enable()
         try:

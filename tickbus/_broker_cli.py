@@ -220,7 +220,8 @@ def run(args: argparse.Namespace) -> int:
         # $OTEL_EXPORTER_OTLP_ENDPOINT), and serve Prometheus if a port is set
         metrics.enable("broker", brokers=[broker], prometheus_port=args.metrics_port)
         ready = True
-        print(ready_line(broker), flush=True)
+        sys.stdout.write(ready_line(broker) + "\n")  # one write (see actors._runner)
+        sys.stdout.flush()
         notifier.ready(ready_line(broker))
         # alive = the proxy thread answers on its control socket and the statistics thread runs
         feeder = notifier.feed_from_thread(lambda: broker.running and _answers(broker))

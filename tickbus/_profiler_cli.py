@@ -168,7 +168,8 @@ def _run_collector(args: argparse.Namespace) -> int:
         notifier, feeder = notify_service(asyncio.get_running_loop(), stop)
 
         def ready() -> None:
-            print(f"{READY_PREFIX} host={config.host} store={store.path}", flush=True)
+            sys.stdout.write(f"{READY_PREFIX} host={config.host} store={store.path}\n")  # one write
+            sys.stdout.flush()
             notifier.ready(f"{READY_PREFIX} host={config.host} store={store.path}")
 
         from observability import metrics
