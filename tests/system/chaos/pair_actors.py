@@ -183,3 +183,18 @@ class Reports:
     def hubs(self, names: tuple[str, ...], field: str) -> list[Any]:
         """``field`` of each named actor's hub statistics (None before its first report)."""
         return [self.get(name, "hub", {}).get(field) for name in names]
+
+
+def assert_each_tick_once(
+    procs: dict[str, Any], model: dict[str, Any], strategy: dict[str, Any], sent: int
+) -> None:
+    """The pipeline's verdict (test side): every process alive, every tick handled once and in order by
+    the model and the strategy, no gap and no duplicate at either hub."""
+    for name, proc in procs.items():
+        assert proc.proc.poll() is None, f"{name} died:\n{proc.log()[-2000:]}"
+    assert model["handled"] == sent, "the model handled every tick once"
+    assert strategy["handled"] == sent, "the strategy handled every signal once"
+    assert strategy["repeated"] == strategy["out_of_order"] == 0, "once each, in order"
+    for report in (model, strategy):
+        assert report["hub"]["gaps"] == 0, report["hub"]
+        assert report["hub"]["duplicates"] == 0, report["hub"]

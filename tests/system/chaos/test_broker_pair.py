@@ -18,7 +18,7 @@ import pytest
 
 import actors
 from actors.testing import ActorProcess, BrokerProcess, eventually
-from tests.system.chaos.pair_actors import Reports, p99_over
+from tests.system.chaos.pair_actors import Reports, assert_each_tick_once, p99_over
 
 MODULE = "tests.system.chaos.pair_actors"
 RATE = 10_000  # ticks/s asked of the feed (it sends what the machine allows, paced by the clock)
@@ -97,14 +97,7 @@ async def test_kill_one_broker_under_a_10k_pipeline_loses_nothing_and_the_restar
             f"handled {model['handled']}, gaps {model['hub']['gaps']}; tick->decision p99 <= {p99} us over the "
             f"{2 * AROUND} s around the kill ({during} signals; before it <= {p99_before} us, after <= {p99_after} us)"
         )
-        for name, proc in procs.items():
-            assert proc.proc.poll() is None, f"{name} died:\n{proc.log()[-2000:]}"
-        assert model["handled"] == sent, "the model handled every tick once"
-        assert strategy["handled"] == sent, "the strategy handled every signal once"
-        assert strategy["repeated"] == strategy["out_of_order"] == 0, "once each, in order"
-        for report in (model, strategy):
-            assert report["hub"]["gaps"] == 0, report["hub"]
-            assert report["hub"]["duplicates"] == 0, report["hub"]
+        assert_each_tick_once(procs, model, strategy, sent)
         for name in ("model", "strategy"):
             assert reports.latest[name]["hub"]["redundant"] > rejoined[name] >= before_kill[name], (
                 f"{name}: copies came through both brokers again after the rejoin"
