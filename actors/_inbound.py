@@ -1,11 +1,11 @@
 """Inbound protocol: from received frames to deliveries, with every reject counted.
 
-Socket-free: the remote hub reads frames and hands each one to :meth:`Inbound.handle`, which finds
-the key's end, decodes and caches the key, decodes and validates the header (the common shape
-inline), records the sequence, matches the subscription index and only then decodes the payload (a
-message nobody in this process wants is never unpacked). A frame that fails any step is dropped,
-counted under its reason and logged rate-limited; nothing raises out of :meth:`handle` but a
-subscriber's own bug.
+Socket-free: the remote hub hands :meth:`Inbound.read` a function that receives one frame (or hands
+each frame to :meth:`Inbound.handle`). Each frame: find the key's end, decode and cache the key,
+decode and validate the header (the common shape inline), record the sequence, match the
+subscription index and only then decode the payload (a message nobody in this process wants is
+never unpacked). A frame that fails any step is dropped, counted under its reason and logged
+rate-limited; nothing raises out of :meth:`handle` or :meth:`read` but a subscriber's own bug.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from broker import (
     decode_key,
     decode_large_payload,
     decode_message,
+    decode_small_payload,
     describe_frames,
-    ext_hook,
     header_length,
 )
 from observability import EnvelopeError, InvalidKeyError, RateLimitedLog
@@ -163,7 +163,7 @@ class Inbound:
             return
         if len(frame) - stop <= self._counted_above:  # the common case, inline: one C call
             try:
-                payload = unpackb(frame[stop:], ext_hook=ext_hook, strict_map_key=False)
+                payload = decode_small_payload(frame[stop:])
             except Exception as exc:  # msgpack raises several unrelated types, and so can ext hooks
                 self._drop("payload", "dropped a message on {}: payload is not valid msgpack: {}", key, exc)
                 return
@@ -173,11 +173,89 @@ class Inbound:
             try:
                 route(key, payload, header)
             except Exception as exc:  # one route's failure must never leave the receive path
-                self.route_errors += 1
-                self._log.log(
-                    "ERROR", "route-failure", "hub {}: a route failed on {}: {!r:.200}", self._name, key, exc
-                )
+                self._route_failed(key, exc)
         self.delivered += len(routes)
+
+    def _route_failed(self, key: Key, exc: Exception) -> None:
+        self.route_errors += 1
+        self._log.log(
+            "ERROR", "route-failure", "hub {}: a route failed on {}: {!r:.200}", self._name, key, exc
+        )
+
+    def read(  # noqa: PLR0915 -- the hot path, inlined on purpose
+        self, receive: Callable[[], bytes], empty: type[Exception], count: int
+    ) -> int:
+        """Receive up to ``count`` frames, each with ``receive()``, and process each as :meth:`handle`
+        would; return how many were received (fewer than ``count`` once ``receive`` raised ``empty``).
+
+        The common shape runs here with everything in locals: a cached key, a format-2 header
+        without trace context from a publisher seen before, the next number of its stream, at least
+        one route, a payload that decodes in one call. Anything else goes to :meth:`handle`, which
+        counts and logs it. Frames are received one at a time, so a multi-frame message's other
+        frames are still in the socket when :meth:`handle` reads them (``rest_of_message``).
+        """
+        keys = self._keys
+        publishers = self._publishers
+        last = self._last
+        match = self._index.match
+        counted_above = self._counted_above
+        slow = self.handle
+        fixed_size = _FIXED_SIZE
+        received = delivered = n = 0
+        try:
+            while n < count:
+                try:
+                    frame = receive()
+                except empty:
+                    break
+                n += 1
+                end = frame.find(b"\xff")
+                kb = frame[:end]
+                key = keys.get(kb) if end > 0 else None
+                size = len(frame)
+                if key is None or size < end + 1 + fixed_size:
+                    slow(frame)
+                    continue
+                start = end + 1
+                version, flags, publen, seq, mono_ns, wall_ns = _unpack_fixed(frame, start)
+                stop = start + fixed_size + publen
+                publisher = (
+                    publishers.get(frame[start + fixed_size : stop])
+                    if version == FORMAT_VERSION and not flags and stop <= size
+                    else None
+                )
+                if publisher is None:
+                    slow(frame)
+                    continue
+                stream = (publisher, kb)
+                previous = last.get(stream)  # none: the stream's first message, the tracker's to see
+                if previous is None or seq != previous + 1 or size - stop > counted_above:
+                    slow(frame)
+                    continue
+                routes = match(key)
+                if not routes:
+                    slow(frame)
+                    continue
+                try:
+                    payload = decode_small_payload(frame[stop:])
+                except Exception:  # handle() decodes it again, and counts and logs why
+                    slow(frame)
+                    continue
+                last[stream] = seq
+                received += 1
+                header = _new_header(Header, (FORMAT_VERSION, publisher, seq, mono_ns, wall_ns, None))
+                if self.oldest_header is None:
+                    self.oldest_header = header
+                for route in routes:
+                    try:
+                        route(key, payload, header)
+                    except Exception as exc:  # one route's failure must never leave the receive path
+                        self._route_failed(key, exc)
+                delivered += len(routes)
+        finally:
+            self.received += received
+            self.delivered += delivered
+        return n
 
     def _remember(self, raw: bytes, publisher: str) -> None:
         """Cache a publisher id's bytes once its header decoded, for the inline path (bounded)."""

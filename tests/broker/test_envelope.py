@@ -20,7 +20,15 @@ from actors import (
     encode_payload,
     register_type,
 )
-from broker import FIXED, FORMAT_VERSION, decode_message, describe_frames, encode_message, split_message
+from broker import (
+    FIXED,
+    FORMAT_VERSION,
+    decode_message,
+    decode_small_payload,
+    describe_frames,
+    encode_message,
+    split_message,
+)
 
 
 def test_header_round_trips_with_and_without_trace_context():
@@ -200,3 +208,19 @@ def test_an_overlong_header_is_refused_before_decoding():
 def test_decode_limits_refuse_nonsense(name):
     with pytest.raises(ValueError, match=name):
         DecodeLimits(**{name: 0})
+
+
+def test_small_payloads_decode_strictly_and_registered_types_round_trip():
+    value = {
+        "px": Decimal("101.25"),
+        "at": dt.datetime(2026, 12, 4, 9, 30),
+        "d": dt.date(2026, 12, 4),
+        7: [b"x"],
+    }
+    assert decode_small_payload(encode_payload(value)) == value
+    assert decode_small_payload(msgpack.packb(msgpack.ExtType(42, b"ab"))) == msgpack.ExtType(42, b"ab")
+    for bad in (encode_payload({"n": 1}) + b"\x01", b"\xc1", encode_payload([1, 2])[:-1], b""):
+        with pytest.raises(Exception):  # noqa: B017 -- msgspec's DecodeError; callers count any
+            decode_small_payload(bad)
+        with pytest.raises(EnvelopeError, match="not valid msgpack"):
+            decode_payload(bad)
