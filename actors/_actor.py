@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -47,6 +48,7 @@ _HOST = socket.gethostname()
 _perf_ns = time.perf_counter_ns
 _mono_ns = time.monotonic_ns
 _wall_ns = time.time_ns
+_random = random.random
 _SLICE_NS = 1_000_000  # queued sync handlers run for at most this long before the loop gets a turn
 _SAMPLE_NS = 50_000  # the histograms record at most one message per this many ns (see the module doc)
 _NOTHING: Any = object()  # no message is being handled
@@ -213,10 +215,17 @@ class Actor:
                 self._full[key] = full
         prefix = full[0] if full else ""
         self.messages_out[prefix] = self.messages_out.get(prefix, 0) + 1
-        if tracing.enabled:  # in a handler the message being handled decides, elsewhere the sampler
-            tracing.publish(self, full, payload, self.current_message)
-        else:
+        if not tracing.enabled:
             self.hub.publish(full, payload)
+        elif self._key is _NOTHING:  # an origin: the sampler decides here, before any span exists
+            if _random() < tracing.origin_ratio:
+                tracing.send(self, full, payload)
+            else:
+                self.hub.publish(full, payload)
+        elif self._header is None or self._header.trace is None:  # handling an untraced message
+            self.hub.publish(full, payload)
+        else:  # handling a traced message: tracing decides whether this publish joins its trace
+            tracing.publish(self, full, payload, self.current_message)
 
     async def ask(self, key: PossibleKey, payload: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
         """Ask whoever answers ``key`` (an ``@answers`` handler) and return the answer; ``key`` is not

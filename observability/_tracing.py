@@ -104,6 +104,10 @@ class Tracing:
 
     def __init__(self) -> None:
         self.enabled = False  # read by the actor hooks before anything else
+        # the share of origin publishes (outside any handler) to trace, 0 while disabled: actors
+        # test random() < origin_ratio themselves and call send() for the chosen ones, so an
+        # untraced origin costs no call into tracing (see Actor.publish)
+        self.origin_ratio = 0.0
         self.tracer: Tracer | None = None
         self._provider: TracerProvider | None = None
         self._policy: SamplingPolicy | None = None
@@ -169,6 +173,7 @@ class Tracing:
         else:  # a network endpoint may block: its own thread (see observability._span_export)
             provider.add_span_processor(BatchSpanProcessor(exporter))
         self._provider, self._policy, self._ratio = provider, policy, policy.ratio
+        self.origin_ratio = policy.ratio
         self.tracer = provider.get_tracer("tickbus", tickbus_version())
         self._produced = self._consumed = self._invalid = self._ignored = 0
         self.enabled = True
@@ -211,7 +216,7 @@ class Tracing:
 
             self._endpoint = endpoint
             return OTLPSpanExporter()  # it reads the OTEL_EXPORTER_OTLP_* variables itself
-        from opentelemetry.exporter.otlp.json.file import FileSpanExporter
+        from ._span_json import SpanLineExporter
 
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.environ.get("OTEL_SERVICE_NAME") or service).strip(".")
         safe = safe or "tickbus"
@@ -221,7 +226,7 @@ class Tracing:
             # retention spans every process of the service: each restart starts a file of its own
             scope = re.escape(safe) + rf"-\d+(?:{ROTATED})?\.jsonl"
             self._stream = RotatingFile(path, rotation, scope=scope, is_live=pid_is_live)
-            file_exporter = FileSpanExporter(stream=self._stream.as_io())
+            file_exporter = SpanLineExporter(self._stream.as_io())  # the json-file exporter's lines, cheaper
         except OSError as exc:
             raise TracingError(
                 f"trace file {path} cannot be written ({exc.strerror or exc}); set TICKBUS_DATA_DIR to a "
@@ -235,6 +240,7 @@ class Tracing:
         if not self.enabled:
             return
         self.enabled = False
+        self.origin_ratio = 0.0
         provider, self._provider, self.tracer = self._provider, None, None
         if provider is not None:
             provider.shutdown()
@@ -264,6 +270,10 @@ class Tracing:
         )
 
     # -- the hooks ------------------------------------------------------------------------------
+    def send(self, actor: TracedActor, key: tuple[str, ...], payload: Any) -> None:
+        """Publish ``payload`` in a producer span: the sampler already chose this origin."""
+        self._send(actor, key, payload)
+
     def publish(
         self, actor: TracedActor, key: tuple[str, ...], payload: Any, handling: TracedMessage | None
     ) -> None:

@@ -1,0 +1,148 @@
+"""SpanLineExporter writes what opentelemetry-exporter-otlp-json-file writes, for every kind of span.
+
+The library's encoder is the reference: each case encodes the same finished spans with both and
+compares the decoded lines, so an exporter upgrade that changes the format fails here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.exporter.otlp.json.file import FileSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
+from opentelemetry.trace.span import TraceState
+
+from observability._span_json import SpanLineExporter
+
+
+class Keep(SpanExporter):
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans):  # type: ignore[no-untyped-def]
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+def lines(exporter_type: type, spans: list[ReadableSpan]) -> list[object]:
+    stream = io.StringIO()
+    exporter = (
+        FileSpanExporter(stream=stream) if exporter_type is FileSpanExporter else SpanLineExporter(stream)
+    )
+    assert exporter.export(spans) == SpanExportResult.SUCCESS
+    # split as a file's lines are read (not str.splitlines: the library escapes U+0085 and U+2028,
+    # msgspec writes them as they are, and JSON lines readers split on newlines only)
+    return [json.loads(line) for line in io.StringIO(stream.getvalue(), newline=None)]
+
+
+def assert_same(spans: list[ReadableSpan]) -> None:
+    ours, theirs = lines(SpanLineExporter, spans), lines(FileSpanExporter, spans)
+    assert ours == theirs
+
+
+def provider(resource: Resource | None = None) -> tuple[TracerProvider, Keep]:
+    keep = Keep()
+    made = TracerProvider(resource=resource or Resource.create({"service.name": "svc", "n": 3}))
+    made.add_span_processor(SimpleSpanProcessor(keep))
+    return made, keep
+
+
+REMOTE = SpanContext(
+    0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1), trace_state=TraceState([("k", "v")])
+)
+
+
+def test_the_spans_tickbus_makes_are_written_as_the_library_writes_them() -> None:
+    made, keep = provider()
+    tracer = made.get_tracer("tickbus", "0.1.0")
+    producer = tracer.start_span(
+        "publish tick", kind=SpanKind.PRODUCER, attributes={"messaging.system": "tickbus", "k": "tick/AAPL"}
+    )
+    producer.set_attribute("messaging.message.id", "feed@h:1:2:3")
+    producer.end()
+    consumer = tracer.start_span(  # a handler's span: a remote parent and a link
+        "process tick",
+        context=set_span_in_context(NonRecordingSpan(REMOTE)),
+        kind=SpanKind.CONSUMER,
+        links=[Link(REMOTE, {"why": "sent"})],
+    )
+    consumer.set_status(Status(StatusCode.ERROR, "handler raised"))
+    consumer.record_exception(ValueError("bad tick"))
+    consumer.end()
+    tracer.start_span("ok", kind=SpanKind.INTERNAL).end()
+    other = made.get_tracer("another")  # a second scope in the same export
+    with other.start_as_current_span("parent"), other.start_as_current_span("child") as child:
+        child.set_status(Status(StatusCode.OK))
+        child.add_event("note", {"n": 1})
+    assert len(keep.spans) == 5
+    assert_same(keep.spans)
+    assert_same(keep.spans[:1])
+    assert lines(SpanLineExporter, []) == lines(FileSpanExporter, []) == []
+
+
+def test_spans_of_two_resources_in_one_export() -> None:
+    one, keep_one = provider(Resource.create({"service.name": "a"}))
+    two, keep_two = provider(
+        Resource({"service.name": "b"}, schema_url="https://opentelemetry.io/schemas/1.21.0")
+    )
+    one.get_tracer("t").start_span("x").end()
+    two.get_tracer("t", schema_url="https://example/s").start_span("y").end()
+    one.get_tracer("t").start_span("z").end()
+    assert_same([keep_one.spans[0], keep_two.spans[0], keep_one.spans[1]])
+
+
+VALUES = st.one_of(
+    st.text(max_size=8),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.lists(st.text(max_size=3), max_size=3),
+    st.lists(st.integers(min_value=-5, max_value=5), max_size=3),
+    st.lists(st.floats(allow_nan=False), max_size=3),
+    st.lists(st.booleans(), max_size=3),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), VALUES, max_size=6))
+def test_attribute_values_of_every_type(attributes: dict[str, object]) -> None:
+    made, keep = provider()
+    span = made.get_tracer("t").start_span("s", attributes=attributes)  # type: ignore[arg-type]
+    span.add_event("e", attributes)  # type: ignore[arg-type]
+    span.end()
+    ours, theirs = lines(SpanLineExporter, keep.spans), lines(FileSpanExporter, keep.spans)
+    # NaN is never equal to itself: compare the JSON text of both (json writes NaN as "NaN")
+    assert json.dumps(ours, sort_keys=True) == json.dumps(theirs, sort_keys=True)
+
+
+def test_a_closed_stream_fails_the_export_without_raising() -> None:
+    made, keep = provider()
+    made.get_tracer("t").start_span("s").end()
+    stream = io.StringIO()
+    exporter = SpanLineExporter(stream)
+    stream.close()
+    assert exporter.export(keep.spans) == SpanExportResult.FAILURE
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf])
+def test_infinite_doubles(value: float) -> None:
+    made, keep = provider()
+    made.get_tracer("t").start_span("s", attributes={"x": value}).end()
+    assert_same(keep.spans)
