@@ -149,7 +149,8 @@ class DecodeLimits:
     bytes alone do not bound memory. A payload up to ``counted_above`` bytes decodes in one C call
     (it cannot build more than ``counted_above`` containers); a larger one decodes with every array
     and map counted, and fails as soon as it passes ``max_containers`` or one of them passes
-    ``max_container_len`` elements. Nesting stops at msgpack's own limit of 1,024 levels.
+    ``max_container_len`` elements. Nesting stops at Python's recursion limit (msgspec, small
+    payloads; keep it near its default of 1,000) or at msgpack's fixed 1,024 levels (large ones).
     """
 
     max_bytes: int = 1024 * 1024
