@@ -73,11 +73,19 @@ DEFAULT_MAX_FORCED_SPANS = 100.0
 """Consumer spans a second that received sampled trace contexts may make a process create."""
 _monotonic = time.monotonic
 
+
+def _new_id(bits: int) -> int:
+    """A random non-zero trace (128) or span (64) id, as the SDK's RandomIdGenerator makes them."""
+    while not (value := random.getrandbits(bits)):
+        pass
+    return value
+
+
 if TYPE_CHECKING:
     from contextvars import Token
 
     from opentelemetry.context import Context
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, SpanContext, Tracer
 
@@ -110,6 +118,8 @@ class Tracing:
         self.origin_ratio = 0.0
         self.tracer: Tracer | None = None
         self._provider: TracerProvider | None = None
+        self._processor: SpanProcessor | None = None
+        self._scope: Any = None
         self._policy: SamplingPolicy | None = None
         self._ratio = 0.0
         self._random = random.random
@@ -168,13 +178,19 @@ class Tracing:
         provider = TracerProvider(
             resource=process_resource(service, actors, version), sampler=sdk_sampler(policy)
         )
-        if self._file is not None:  # a local file: exported on the loop, a slice at a time
-            provider.add_span_processor(LoopSpanProcessor(exporter))
-        else:  # a network endpoint may block: its own thread (see observability._span_export)
-            provider.add_span_processor(BatchSpanProcessor(exporter))
+        # a local file: exported on the loop, a slice at a time; a network endpoint may block: its
+        # own thread (see observability._span_export)
+        processor: SpanProcessor = (
+            LoopSpanProcessor(exporter) if self._file is not None else BatchSpanProcessor(exporter)
+        )
+        provider.add_span_processor(processor)
         self._provider, self._policy, self._ratio = provider, policy, policy.ratio
+        self._processor = processor
         self.origin_ratio = policy.ratio
         self.tracer = provider.get_tracer("tickbus", tickbus_version())
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        self._scope = InstrumentationScope("tickbus", tickbus_version())  # the tracer's, for _send
         self._produced = self._consumed = self._invalid = self._ignored = 0
         self.enabled = True
         logger.info(
@@ -357,40 +373,59 @@ class Tracing:
 
     # -- sampled messages only ------------------------------------------------------------------
     def _send(self, actor: TracedActor, key: tuple[str, ...], payload: Any) -> None:
-        tracer = self.tracer
-        if tracer is None:  # disabled from another thread since the check
+        # The producer span is made as the finished record it will be (a ReadableSpan, ~1.5 us)
+        # rather than through the SDK's Span (~14 us idle, 20-30 under load): it is never current,
+        # nothing nests in it, and the sampler always records tickbus spans (sdk_sampler). Only a
+        # publish that raises goes through the SDK, to record the exception as it always did.
+        tracer, processor, provider = self.tracer, self._processor, self._provider
+        if tracer is None or processor is None or provider is None:  # disabled from another thread
             actor.hub.publish(key, payload)
             return
-        from opentelemetry.trace import SpanKind
+        from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.trace import SpanContext, SpanKind, TraceFlags, TraceState, get_current_span
 
-        span = tracer.start_span(
-            f"publish {key[0] if key else ''}",
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": SYSTEM,
-                "messaging.operation.type": "send",
-                "messaging.operation.name": "publish",
-                "messaging.destination.name": "/".join(key),
-                "tickbus.actor": actor.name,
-            },
+        current = get_current_span().get_span_context()
+        parent = current if current.is_valid else None  # in a handler's consumer span: its trace
+        trace_id = current.trace_id if parent is not None else _new_id(128)
+        state = current.trace_state if parent is not None else TraceState()
+        span_id = _new_id(64)
+        context = SpanContext(
+            trace_id, span_id, is_remote=False, trace_flags=TraceFlags(1), trace_state=state
         )
+        attributes: dict[str, Any] = {
+            "messaging.system": SYSTEM,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "publish",
+            "messaging.destination.name": "/".join(key),
+            "tickbus.actor": actor.name,
+        }
+        name = f"publish {key[0] if key else ''}"
+        start = time.time_ns()
+        hub = actor.hub
         try:
-            context = span.get_span_context()
-            trace = None
-            if context.trace_flags.sampled:
-                traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
-                trace = [traceparent, context.trace_state.to_header()]
-            hub = actor.hub
-            seq = hub.publish(key, payload, trace)
-            if seq:
-                span.set_attribute("messaging.message.id", f"{getattr(hub, 'publisher_id', hub.name)}:{seq}")
-            else:
-                span.set_attribute("tickbus.skipped", True)  # no subscriber anywhere: nothing was sent
+            seq = hub.publish(key, payload, [f"00-{trace_id:032x}-{span_id:016x}-01", state.to_header()])
         except Exception as exc:
+            span = tracer.start_span(name, kind=SpanKind.PRODUCER, attributes=attributes, start_time=start)
             failed(span, exc)
-            raise
-        finally:
             span.end()
+            raise
+        if seq:
+            attributes["messaging.message.id"] = f"{getattr(hub, 'publisher_id', hub.name)}:{seq}"
+        else:
+            attributes["tickbus.skipped"] = True  # no subscriber anywhere: nothing was sent
+        processor.on_end(
+            ReadableSpan(
+                name=name,
+                context=context,
+                parent=parent,
+                resource=provider.resource,
+                attributes=attributes,
+                kind=SpanKind.PRODUCER,
+                start_time=start,
+                end_time=time.time_ns(),
+                instrumentation_scope=self._scope,
+            )
+        )
         self._produced += 1
 
     def _process(
