@@ -222,10 +222,10 @@ class Actor:
                 tracing.send(self, full, payload)
             else:
                 self.hub.publish(full, payload)
-        elif self._header is None or self._header.trace is None:  # handling an untraced message
-            self.hub.publish(full, payload)
+        elif (trace := self._header.trace if self._header is not None else None) is None:
+            self.hub.publish(full, payload)  # handling an untraced message
         else:  # handling a traced message: tracing decides whether this publish joins its trace
-            tracing.publish(self, full, payload, self.current_message)
+            tracing.publish(self, full, payload, trace)
 
     async def ask(self, key: PossibleKey, payload: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
         """Ask whoever answers ``key`` (an ``@answers`` handler) and return the answer; ``key`` is not

@@ -164,7 +164,7 @@ class Inbound:
         if len(frame) - stop <= self._counted_above:  # the common case, inline: one C call
             try:
                 payload = decode_small_payload(frame[stop:])
-            except Exception as exc:  # msgpack raises several unrelated types, and so can ext hooks
+            except Exception as exc:  # the decoder raises several unrelated types, and so can ext hooks
                 self._drop("payload", "dropped a message on {}: payload is not valid msgpack: {}", key, exc)
                 return
         elif (payload := self._large_payload(key, memoryview(frame)[stop:])) is _DROPPED:

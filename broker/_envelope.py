@@ -224,7 +224,7 @@ def decode_payload(data: bytes | memoryview, limits: DecodeLimits = DEFAULT_LIMI
         return decode_large_payload(data, limits)
     try:
         return decode_small_payload(data)
-    except Exception as exc:  # msgpack raises several unrelated types, and so can ext hooks
+    except Exception as exc:  # the decoder raises several unrelated types, and so can ext hooks
         raise EnvelopeError(f"payload is not valid msgpack: {exc}") from exc
 
 

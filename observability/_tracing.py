@@ -5,11 +5,13 @@
 only after checking :attr:`Tracing.enabled` (or, when consuming, that the message carries a trace
 context), so with tracing off nothing here runs at all:
 
-- :meth:`Tracing.publish` from ``Actor.publish``. Outside a handler (a timer, a ``run`` loop) the
-  publish is an *origin*: one ``random() < ratio`` decides (see :mod:`._sampling`). Inside a handler
-  it follows the message being handled. Unsampled: the hub publishes as it would without tracing.
-  Sampled: a PRODUCER span ``publish <first key segment>`` whose context travels in the header as
-  ``[traceparent, tracestate]``, a child of the consumer span when inside a handler.
+- :meth:`Tracing.send` and :meth:`Tracing.publish` from ``Actor.publish``. Outside a handler (a
+  timer, a ``run`` loop) the publish is an *origin*: the actor tests ``random() <``
+  :attr:`Tracing.origin_ratio` itself (see :mod:`._sampling`) and calls ``send`` for the chosen
+  ones. Inside a handler it follows the message being handled: untraced, the hub publishes as it
+  would without tracing; traced, ``publish`` decides. Sampled: a PRODUCER span ``publish <first key
+  segment>`` whose context travels in the header as ``[traceparent, tracestate]``, a child of the
+  consumer span when inside a handler.
 - :meth:`Tracing.handler` from ``Actor._consume`` for a message that arrived with a trace context:
   the handler runs inside a CONSUMER span ``process <first key segment>``, a child of the producer
   span and linked to it, and current (OpenTelemetry's context), so log lines and publishes made by
@@ -190,7 +192,7 @@ class Tracing:
         self.tracer = provider.get_tracer("tickbus", tickbus_version())
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-        self._scope = InstrumentationScope("tickbus", tickbus_version())  # the tracer's, for _send
+        self._scope = InstrumentationScope("tickbus", tickbus_version())  # the tracer's, for send()
         self._produced = self._consumed = self._invalid = self._ignored = 0
         self.enabled = True
         logger.info(
@@ -286,35 +288,22 @@ class Tracing:
         )
 
     # -- the hooks ------------------------------------------------------------------------------
-    def send(self, actor: TracedActor, key: tuple[str, ...], payload: Any) -> None:
-        """Publish ``payload`` in a producer span: the sampler already chose this origin."""
-        self._send(actor, key, payload)
+    def publish(self, actor: TracedActor, key: tuple[str, ...], payload: Any, trace: list[str]) -> None:
+        """Publish ``payload`` at ``key`` from a handler of a message that carried ``trace``.
 
-    def publish(
-        self, actor: TracedActor, key: tuple[str, ...], payload: Any, handling: TracedMessage | None
-    ) -> None:
-        """Publish ``payload`` at ``key`` for ``actor``, traced if sampled.
-
-        ``handling`` is the actor's message being handled (``None`` at an origin). The unsampled
-        path is one comparison away from a plain ``hub.publish``.
+        In that handler's span the publish continues its trace. Outside it (the handler ran
+        untraced: a malformed context, or a timer's publish while an async handler awaits) the
+        publish is an origin again, sampled at the origin ratio. Origins and untraced messages
+        never get here: ``Actor.publish`` decides those without a call (see :attr:`origin_ratio`).
         """
-        if handling is None:
-            if self._random() >= self._ratio:
-                actor.hub.publish(key, payload)
-                return
-        else:
-            header = handling.header
-            if header is None or header.trace is None:
-                actor.hub.publish(key, payload)
-                return
-            traceparent = header.trace[0]
-            if not in_trace(traceparent) and (  # not in that handler's span:
-                TRACEPARENT.match(traceparent) is None  # the handler ran untraced (malformed context)
-                or self._random() >= self._ratio  # a timer's publish while an async handler awaits
-            ):
-                actor.hub.publish(key, payload)
-                return
-        self._send(actor, key, payload)
+        traceparent = trace[0]
+        if not in_trace(traceparent) and (  # not in that handler's span:
+            TRACEPARENT.match(traceparent) is None  # the handler ran untraced (malformed context)
+            or self._random() >= self._ratio  # a timer's publish while an async handler awaits
+        ):
+            actor.hub.publish(key, payload)
+            return
+        self.send(actor, key, payload)
 
     def handler(self, actor: TracedActor, fn: Handler, is_async: bool, message: TracedMessage) -> Handler:
         """``fn`` wrapped in a consumer span for ``message``, which arrived with a trace context.
@@ -372,7 +361,8 @@ class Tracing:
         return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
     # -- sampled messages only ------------------------------------------------------------------
-    def _send(self, actor: TracedActor, key: tuple[str, ...], payload: Any) -> None:
+    def send(self, actor: TracedActor, key: tuple[str, ...], payload: Any) -> None:
+        """Publish ``payload`` in a producer span: an origin the sampler chose, or a trace's next hop."""
         # The producer span is made as the finished record it will be (a ReadableSpan, ~1.5 us)
         # rather than through the SDK's Span (~14 us idle, 20-30 under load): it is never current,
         # nothing nests in it, and the sampler always records tickbus spans (sdk_sampler). Only a
