@@ -35,11 +35,17 @@ The method, per actor group (host + group; a restarted process keeps its history
    appears) is multiplied by their number (Bonferroni), then the Benjamini-Hochberg procedure at
    level ``alpha`` runs over all functions of the evaluation; ``confidence`` is 1 minus the
    BH-adjusted p (q-value).
-4. **Effect size.** The share must rise by at least ``min_relative_change`` (relative) and
-   ``min_absolute_change`` (share points).
+4. **Effect size.** The share must rise by at least ``min_absolute_change`` (share points) and as
+   much as the function made ``min_relative_change`` costlier would raise it
+   (:func:`~observability.profiling._regression_stats.share_costlier`: ``p (1+r) / (1+rp)``). A share
+   grows less than its function's cost (the samples it gains grow the whole too), so asking the share
+   itself to grow by ``min_relative_change`` would ask a function of 37 % to be 8 % costlier, and one
+   of 60 % 13 %: a 10 % regression of a big function sat at the threshold and was missed one time in
+   ten by its estimate's noise alone.
 5. **Transients.** Each of the last ``min_persist`` (the smallest pool) windows, and at least half
    of the pool's windows (its median window), must on its own show the function above the baseline
-   share by half the minimum effect: one hot window cannot raise an alert, however large, nor can a
+   share by half the minimum effect (half the absolute rise, and the share of a function half the
+   minimum costlier): one hot window cannot raise an alert, however large, nor can a
    burst of a few in a long pool (``confirm`` > 1 also asks for that many evaluations in a row).
    Every window of a long pool is not asked: with ~550 samples a window whose share also wanders by
    2 points, a 25 % costlier function of 35 % stands ~1.5 window standard deviations above that
@@ -52,8 +58,9 @@ The method, per actor group (host + group; a restarted process keeps its history
    Siblings (the callers' other callees) are not counted: tried on real samples, they cancelled true
    regressions too, because a costlier function shifts its siblings' part of the rest as well.
 7. **Load.** Besides the load-matched baseline (step 2): inside its callers' subtree the function's
-   part ``L`` must grow too, by ``min_relative_change * L * (1 - L)`` (a part near the whole cannot
-   grow much) and significantly (z >= ``local_z``), and ``L`` must be under ``max_local_share``.
+   part ``L`` must grow too, as much as the function made ``min_relative_change`` costlier would
+   grow it (a part near the whole cannot grow much) and significantly (z >= ``local_z``), and ``L``
+   must be under ``max_local_share``.
    More messages scale a handler's whole subtree and leave its parts' proportions alone; a function
    that is (almost) all of its callers' cost is judged through its callers, and a root frame (a
    thread's start) through what it calls.
@@ -175,6 +182,7 @@ from ._regression_stats import (
     moved_share,
     normal_sf,
     rise_z,
+    share_costlier,
     subtree_counts,
 )
 from ._windows import ProfileWindow
@@ -531,10 +539,10 @@ class RegressionDetector:
     def _holds(self, c: _Candidate, run: list[WindowCounts], base: list[WindowCounts]) -> bool:
         """Effect size, persistence, refactor and load checks (steps 4-7)."""
         cfg = self.config
-        rise = c.cur_share - c.base_share
-        if rise < cfg.min_absolute_change or rise < cfg.min_relative_change * c.base_share:
+        rise, least = c.cur_share - c.base_share, cfg.min_relative_change
+        if rise < cfg.min_absolute_change or c.cur_share < share_costlier(c.base_share, least):
             return False
-        floor = c.base_share + max(cfg.min_absolute_change, cfg.min_relative_change * c.base_share) / 2
+        floor = max(c.base_share + cfg.min_absolute_change / 2, share_costlier(c.base_share, least / 2))
         pool = run[-c.pool :]
         shares = [w.count(c.function, c.kind) / w.total for w in pool]
         if min(shares[-cfg.min_persist :]) < floor or statistics.median(shares) < floor:
@@ -559,7 +567,7 @@ class RegressionDetector:
         if not (s_base and s_cur) or x_base / s_base >= cfg.max_local_share:
             return False
         local_base = x_base / s_base
-        if x_cur / s_cur - local_base < cfg.min_relative_change * local_base * (1 - local_base):
+        if x_cur / s_cur < share_costlier(local_base, cfg.min_relative_change):
             return False
         phi = max(1.0, dispersion([x for _, x in old], [t for t, _ in old]))
         return rise_z(x_cur, s_cur, x_base, s_base, phi) >= cfg.local_z

