@@ -15,6 +15,7 @@ import argparse
 import os
 import platform
 import signal
+import statistics
 import sys
 import time
 import traceback
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _pipeline, _report, _routing
+from ._report import AB_ROUNDS
 from ._scenario import Plan, measure
 from ._systems import SYSTEMS, driver
 
@@ -116,6 +118,27 @@ def _run_system(name: str, plans: dict[str, Plan], factor: float) -> dict[str, A
         result["status"] = "n/a"  # the slot is wired but tickbus did not run: report, do not pretend
         result["reason"] = "every measurement failed (see errors)"
     return result
+
+
+def _observability_ab(systems: dict[str, dict[str, Any]], plan: Plan) -> None:
+    """Throughput 1->1 of ``actors`` and ``actors+obs`` measured alternately, ``AB_ROUNDS`` times each.
+
+    The systems' own rows run minutes apart, and this machine's throughput moves 10-20 % between
+    runs: a 5 % cost cannot be read from one pair taken that far apart. Medians of alternating
+    runs go in as ``throughput_ab`` (the acceptance check's figures); the rows stay as measured.
+    """
+    rates: dict[str, list[float]] = {"actors": [], "actors+obs": []}
+    for round_ in range(1, AB_ROUNDS + 1):
+        for name, found in rates.items():
+            print(f"[{name}] throughput A/B round {round_}/{AB_ROUNDS} ...", flush=True)
+            try:
+                found.append(measure(name, plan)["rate"])
+            except Exception as exc:
+                print(f"[{name}] throughput A/B: FAILED: {exc}", flush=True)
+                return
+    for name, found in rates.items():
+        systems[name]["throughput_ab"] = {"rate": statistics.median(found), "rates": found}
+        print(f"[{name}] throughput A/B: {', '.join(f'{r:,.0f}' for r in found)} msgs/s", flush=True)
 
 
 def _what(plan: Plan) -> str:
@@ -221,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in selected:
         if name != ROUTING:
             document["systems"][name] = _run_system(name, plans, args.overload_factor)
+    ran = document["systems"]
+    if "throughput" in plans and all(ran.get(n, {}).get("throughput") for n in ("actors", "actors+obs")):
+        _observability_ab(ran, plans["throughput"])
     if ROUTING in selected or "tickbus" in selected:
         document["routing"] = _run_routing(args.quick)
     document["ratios"] = _report.ratios(document["systems"])

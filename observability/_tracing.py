@@ -122,6 +122,7 @@ class Tracing:
         self._provider: TracerProvider | None = None
         self._processor: SpanProcessor | None = None
         self._scope: Any = None
+        self._made: tuple[Any, ...] | None = None  # what send() builds spans with, imported once
         self._policy: SamplingPolicy | None = None
         self._ratio = 0.0
         self._random = random.random
@@ -190,9 +191,13 @@ class Tracing:
         self._processor = processor
         self.origin_ratio = policy.ratio
         self.tracer = provider.get_tracer("tickbus", tickbus_version())
+        from opentelemetry.sdk.trace import ReadableSpan
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        from opentelemetry.trace import SpanContext, SpanKind, TraceFlags, get_current_span
 
         self._scope = InstrumentationScope("tickbus", tickbus_version())  # the tracer's, for send()
+        sampled = TraceFlags(TraceFlags.SAMPLED)
+        self._made = (ReadableSpan, SpanContext, SpanKind.PRODUCER, sampled, get_current_span)
         self._produced = self._consumed = self._invalid = self._ignored = 0
         self.enabled = True
         logger.info(
@@ -367,21 +372,17 @@ class Tracing:
         # rather than through the SDK's Span (~14 us idle, 20-30 under load): it is never current,
         # nothing nests in it, and the sampler always records tickbus spans (sdk_sampler). Only a
         # publish that raises goes through the SDK, to record the exception as it always did.
-        tracer, processor, provider = self.tracer, self._processor, self._provider
-        if tracer is None or processor is None or provider is None:  # disabled from another thread
+        tracer, processor, provider, made = self.tracer, self._processor, self._provider, self._made
+        if tracer is None or processor is None or provider is None or made is None:  # disabled meanwhile
             actor.hub.publish(key, payload)
             return
-        from opentelemetry.sdk.trace import ReadableSpan
-        from opentelemetry.trace import SpanContext, SpanKind, TraceFlags, TraceState, get_current_span
-
+        readable_span, span_context, producer, sampled, get_current_span = made
         current = get_current_span().get_span_context()
         parent = current if current.is_valid else None  # in a handler's consumer span: its trace
         trace_id = current.trace_id if parent is not None else _new_id(128)
-        state = current.trace_state if parent is not None else TraceState()
+        state = current.trace_state if parent is not None else None
         span_id = _new_id(64)
-        context = SpanContext(
-            trace_id, span_id, is_remote=False, trace_flags=TraceFlags(1), trace_state=state
-        )
+        context = span_context(trace_id, span_id, is_remote=False, trace_flags=sampled, trace_state=state)
         attributes: dict[str, Any] = {
             "messaging.system": SYSTEM,
             "messaging.operation.type": "send",
@@ -393,9 +394,10 @@ class Tracing:
         start = time.time_ns()
         hub = actor.hub
         try:
-            seq = hub.publish(key, payload, [f"00-{trace_id:032x}-{span_id:016x}-01", state.to_header()])
+            trace = [f"00-{trace_id:032x}-{span_id:016x}-01", state.to_header() if state else ""]
+            seq = hub.publish(key, payload, trace)
         except Exception as exc:
-            span = tracer.start_span(name, kind=SpanKind.PRODUCER, attributes=attributes, start_time=start)
+            span = tracer.start_span(name, kind=producer, attributes=attributes, start_time=start)
             failed(span, exc)
             span.end()
             raise
@@ -404,13 +406,13 @@ class Tracing:
         else:
             attributes["tickbus.skipped"] = True  # no subscriber anywhere: nothing was sent
         processor.on_end(
-            ReadableSpan(
+            readable_span(
                 name=name,
                 context=context,
                 parent=parent,
                 resource=provider.resource,
                 attributes=attributes,
-                kind=SpanKind.PRODUCER,
+                kind=producer,
                 start_time=start,
                 end_time=time.time_ns(),
                 instrumentation_scope=self._scope,
