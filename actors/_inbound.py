@@ -257,6 +257,84 @@ class Inbound:
             self.delivered += delivered
         return n
 
+    def read_copies(  # noqa: PLR0915 -- the hot path, inlined on purpose
+        self, receive: Callable[[], bytes], empty: type[Exception], count: int
+    ) -> int:
+        """:meth:`read` for a hub on several brokers (the tracker a
+        :class:`~actors._redundancy.RedundantTracker`, its ``source`` the broker ``receive`` reads).
+
+        Inline: the common shape of :meth:`read` whose number is the next from this broker and,
+        as the tracker's :meth:`~actors._redundancy.RedundantTracker.next_copy` says, either the
+        stream's next (delivered) or another broker's copy of one delivered (counted, dropped: half
+        the frames with both brokers up). Anything else goes to :meth:`handle`, as every frame did.
+        """
+        keys = self._keys
+        publishers = self._publishers
+        next_copy = self.tracker.next_copy  # type: ignore[attr-defined]
+        match = self._index.match
+        counted_above = self._counted_above
+        slow = self.handle
+        fixed_size = _FIXED_SIZE
+        received = delivered = n = 0
+        try:
+            while n < count:
+                try:
+                    frame = receive()
+                except empty:
+                    break
+                n += 1
+                end = frame.find(b"\xff")
+                kb = frame[:end]
+                key = keys.get(kb) if end > 0 else None
+                size = len(frame)
+                if key is None or size < end + 1 + fixed_size:
+                    slow(frame)
+                    continue
+                start = end + 1
+                version, flags, publen, seq, mono_ns, wall_ns = _unpack_fixed(frame, start)
+                stop = start + fixed_size + publen
+                publisher = (
+                    publishers.get(frame[start + fixed_size : stop])
+                    if version == FORMAT_VERSION and not flags and seq > 0 and stop <= size
+                    else None
+                )
+                if publisher is None or size - stop > counted_above:
+                    slow(frame)
+                    continue
+                seen = next_copy((publisher, kb), seq)
+                if seen < 0:
+                    slow(frame)
+                    continue
+                received += 1
+                if self.oldest_header is None:
+                    self.oldest_header = _new_header(
+                        Header, (FORMAT_VERSION, publisher, seq, mono_ns, wall_ns, None)
+                    )
+                if seen:  # redundant: counted by the tracker
+                    continue
+                routes = match(key)
+                if not routes:
+                    self.unmatched += 1
+                    continue
+                try:
+                    payload = decode_small_payload(frame[stop:])
+                except Exception as exc:  # counted and logged as handle() does
+                    self._drop(
+                        "payload", "dropped a message on {}: payload is not valid msgpack: {}", key, exc
+                    )
+                    continue
+                header = _new_header(Header, (FORMAT_VERSION, publisher, seq, mono_ns, wall_ns, None))
+                for route in routes:
+                    try:
+                        route(key, payload, header)
+                    except Exception as exc:  # one route's failure must never leave the receive path
+                        self._route_failed(key, exc)
+                delivered += len(routes)
+        finally:
+            self.received += received
+            self.delivered += delivered
+        return n
+
     def _remember(self, raw: bytes, publisher: str) -> None:
         """Cache a publisher id's bytes once its header decoded, for the inline path (bounded)."""
         if raw not in self._publishers:

@@ -599,22 +599,17 @@ class RemoteHub(Hub):
         # the tracker told which broker each frame came from (actors._redundancy).
         if self._closed or self._held:
             return
-        # each frame through Inbound.handle: the tracker sees every copy (read()'s inline shape
-        # never applies with several brokers, and trying it first would decode each header twice)
-        handle = self._inbound.handle
+        # Inbound.read_copies: the common shapes inline (the next copy from this broker, delivered
+        # or counted redundant), anything else through Inbound.handle, the tracker seeing every copy
+        read = self._inbound.read_copies
         tracker: RedundantTracker = self._inbound.tracker  # type: ignore[assignment]
         end = _perf() + _SLICE_S
         while not self._held:
             idle = True
             for index, receive in enumerate(self._receivers):
                 tracker.source = index
-                for _ in range(_CHUNK):
-                    try:
-                        frame = receive()
-                    except zmq.Again:
-                        break
+                if read(receive, zmq.Again, _CHUNK):
                     idle = False
-                    handle(frame)
             if tracker.held:
                 self._release()
             if idle:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import msgpack
 import pytest
 from hypothesis import given
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 
 from actors import Key, encode_header, encode_key, encode_payload
 from actors._inbound import Inbound
+from actors._redundancy import RedundantTracker
 from broker import FIXED, SubscriptionIndex, encode_message
 from observability import RateLimitedLog
 
@@ -127,3 +130,93 @@ def test_read_does_exactly_what_handle_does_frame_by_frame(frames, count):
     assert got_many == got_one
     assert many.statistics() == one.statistics()
     assert many.malformed_by_reason == one.malformed_by_reason
+
+
+def _counters(inbound: Inbound) -> dict[str, object]:
+    tracker = inbound.tracker
+    names = ("redundant", "redundant_by_source", "repeated_by_source", "missed_by_source", "held", "holds")
+    return {name: getattr(tracker, name) for name in (*names, "hold_overflows", "gaps", "duplicates")}
+
+
+@st.composite
+def _two_brokers(draw: st.DrawFn) -> list[tuple[int, bytes]]:
+    """What a hub on two brokers reads: each publisher's messages, numbered per key, carried by
+    both brokers, one or none, each broker in order, the two interleaved; junk, traced frames and
+    replays mixed in."""
+    numbers: dict[tuple[str, tuple[str, ...]], int] = {}
+    by_broker: list[list[bytes]] = [[], []]
+    for _ in range(draw(st.integers(min_value=0, max_value=40))):
+        stream = (draw(st.sampled_from(["p", "q"])), draw(st.sampled_from([("t", "x"), ("t", "y"), ("u",)])))
+        numbers[stream] = numbers.get(stream, 0) + draw(st.sampled_from([1, 1, 1, 1, 2, 0]))
+        frame = _frame(
+            stream[1],
+            stream[0],
+            numbers[stream],
+            draw(_PAYLOADS),
+            draw(st.booleans()) and draw(st.booleans()),
+        )
+        carried = draw(st.sampled_from([(0, 1), (0, 1), (0, 1), (0,), (1,), ()]))
+        for broker in carried:
+            by_broker[broker].append(frame)
+        if draw(st.integers(min_value=0, max_value=9)) == 0:
+            by_broker[draw(st.integers(min_value=0, max_value=1))].append(draw(_FRAMES))
+    out: list[tuple[int, bytes]] = []
+    while by_broker[0] or by_broker[1]:
+        broker = (
+            draw(st.integers(min_value=0, max_value=1))
+            if by_broker[0] and by_broker[1]
+            else int(not by_broker[0])
+        )
+        out.append((broker, by_broker[broker].pop(0)))
+    return out
+
+
+@given(
+    st.one_of(
+        _two_brokers(), st.lists(st.tuples(st.integers(min_value=0, max_value=1), _FRAMES), max_size=60)
+    ),
+    st.integers(min_value=1, max_value=7),
+    st.integers(min_value=1, max_value=40),
+)
+def test_read_copies_does_exactly_what_handle_does_with_two_brokers(copies, count, max_held):
+    # read_copies() is handle() with the next copy from a broker inline: the same deliveries, in the
+    # same order, the same counters (redundant, repeated, holds), whichever broker each frame came by
+    def make() -> tuple[Inbound, list]:
+        index: SubscriptionIndex = SubscriptionIndex()
+        got: list = []
+        index.add(Key("t", "*"), lambda k, p, h: got.append((k, p, h.seq, h.publisher)))
+        tracker = RedundantTracker(2, reorder_window=60.0, max_held=max_held)
+        return Inbound(index, max_payload=1024, log=RateLimitedLog(), name="test", tracker=tracker), got
+
+    one, got_one = make()
+    for source, frame in copies:
+        one.tracker.source = source
+        one.handle(frame)
+    many, got_many = make()
+    runs = [(source, [f for _, f in run]) for source, run in itertools.groupby(copies, key=lambda c: c[0])]
+    for source, frames in runs:
+        many.tracker.source = source
+        receive = iter(frames).__next__
+        while many.read_copies(receive, StopIteration, count) == count:
+            pass
+    assert got_many == got_one
+    assert many.statistics() == one.statistics()
+    assert many.malformed_by_reason == one.malformed_by_reason
+    assert _counters(many) == _counters(one)
+
+
+def test_read_copies_takes_the_second_copy_inline_and_counts_it_redundant():
+    index: SubscriptionIndex = SubscriptionIndex()
+    got: list = []
+    index.add(Key("t", "*"), lambda k, p, h: got.append(h.seq))
+    inbound = Inbound(index, max_payload=1024, log=RateLimitedLog(), name="t", tracker=RedundantTracker(2))
+    frames = [_frame(("t", "x"), "p", seq, encode_payload(seq)) for seq in range(1, 6)]
+    calls = []
+    slow = inbound.handle
+    inbound.handle = lambda frame: (calls.append(frame), slow(frame))  # type: ignore[method-assign]
+    for source in (0, 1):
+        inbound.tracker.source = source
+        inbound.read_copies(iter(frames).__next__, StopIteration, 10)
+    assert got == [1, 2, 3, 4, 5]
+    assert inbound.tracker.redundant == 5
+    assert len(calls) == 2  # each broker's first frame of the stream; the other 8 inline
