@@ -46,7 +46,7 @@ from ._ask import answers, ask, ask_statistics
 from ._config import ActorSpec, GroupConfig, group_from_flags, load_group_config
 from ._connect import DEFAULT_BACKEND, DEFAULT_FRONTEND, connect
 from ._extras import Loop, MockHub, ThrottledPublisher
-from ._hub import Hub, HubStatistics, Message, Publisher, Subscriber, SubscriberStatistics
+from ._hub import BrokerCopies, Hub, HubStatistics, Message, Publisher, Subscriber, SubscriberStatistics
 from ._limits import HubLimits
 from ._mailbox import Mailbox
 from ._redundancy import RedundantTracker
@@ -64,6 +64,7 @@ __all__ = [
     "AskError",
     "AskStatistics",
     "AskTimeoutError",
+    "BrokerCopies",
     "ClientCurve",
     "ConfigError",
     "ConnectError",

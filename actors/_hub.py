@@ -43,6 +43,26 @@ class Message(NamedTuple):
 
 
 @dataclass(frozen=True)
+class BrokerCopies:
+    """What one broker of a pair (or more) brought a hub: see :mod:`actors._redundancy`."""
+
+    endpoint: str
+    """The broker's frontend endpoint."""
+    up: bool
+    """A live session on both sockets."""
+    missed: int
+    """Numbers this broker skipped on streams it carried (its copies lost; a gap only when no broker
+    brought them): a broker losing messages shows here while the pair still delivers everything."""
+    redundant: int
+    """Its copies of messages another broker delivered first."""
+    repeated: int
+    """Numbers it brought twice (a replay or a forgery; counted with the hub's duplicates)."""
+    send_dropped: int = 0
+    """This hub's messages not sent to this broker: its send queue was full (the other brokers
+    carried them; ``publish_dropped`` counts those no broker took)."""
+
+
+@dataclass(frozen=True)
 class HubStatistics:
     """Counters of one hub. Remote-only fields stay 0 for an in-process hub."""
 
@@ -63,6 +83,8 @@ class HubStatistics:
     """Brokers this hub connects to."""
     brokers_up: int = 1
     """Brokers with a live session on both sockets."""
+    by_broker: tuple[BrokerCopies, ...] = ()
+    """Per broker, with several (none with one)."""
     publish_dropped: int = 0
     publish_skipped: int = 0
     streams: int = 0

@@ -50,7 +50,7 @@ from broker import pack_payload as _pack_payload
 from broker import reset_payload_packer as _reset_payload_packer
 from observability import ConnectError, EnvelopeError, InvalidKeyError
 
-from ._hub import Hub, HubStatistics, Message, Route
+from ._hub import BrokerCopies, Hub, HubStatistics, Message, Route
 from ._inbound import Inbound
 from ._liveness import HEARTBEAT_PREFIX, HubWatch
 from ._redundancy import DEFAULT_REORDER_WINDOW, RedundantTracker
@@ -774,6 +774,7 @@ class RemoteHub(Hub):
             redundant=getattr(self._inbound.tracker, "redundant", 0),
             brokers=len(self._subs),
             brokers_up=self._brokers_up(),
+            by_broker=self._by_broker(),
             publish_dropped=self._publish_dropped,
             publish_skipped=self._publish_skipped,
             streams=inbound.streams,
@@ -793,6 +794,23 @@ class RemoteHub(Hub):
             streams_evicted=self._inbound.tracker.evicted,
             skewed=self.clock_skew.skewed,
             snapshot_rejects=self._snapshots.rejects,
+        )
+
+    def _by_broker(self) -> tuple[BrokerCopies, ...]:
+        tracker = self._inbound.tracker
+        if not isinstance(tracker, RedundantTracker):
+            return ()
+        c = self._connected
+        return tuple(
+            BrokerCopies(
+                endpoint=self.frontends[i],
+                up=c[2 * i] and c[2 * i + 1],
+                missed=tracker.missed_by_source[i],
+                redundant=tracker.redundant_by_source[i],
+                repeated=tracker.repeated_by_source[i],
+                send_dropped=self._publish_dropped_by_broker[i],
+            )
+            for i in range(len(self._subs))
         )
 
     def sequence_tracker(self) -> SequenceTracker:

@@ -6,7 +6,8 @@ an *observable* instrument, or a histogram injected at collection (:mod:`._histo
 callbacks run in the exporter's thread, once per collection, and nothing touches OpenTelemetry per
 message. Attributes: ``tickbus.actor`` (actor name), ``tickbus.hub`` (hub name, the group's name
 under ``tickbus run``), ``messaging.destination.name`` (a key's first segment), ``messaging.system``
-(``tickbus``), ``cpu.mode``, ``network.io.direction``.
+(``tickbus``), ``cpu.mode``, ``network.io.direction``, ``tickbus.broker`` (a broker's frontend
+endpoint, on a hub's per-broker series when it connects to several).
 """
 
 from __future__ import annotations
@@ -220,6 +221,46 @@ def _per_prefix(sources: Sources, index: int) -> Callback:
     return callback
 
 
+_BROKER_COPIES = (  # per broker of a hub on several (HubStatistics.by_broker), attribute tickbus.broker
+    _Spec("tickbus.hub.broker.up", "{broker}", "1 while this broker has a live session", _one("up"), True),
+    _Spec(
+        "tickbus.hub.broker.missed",
+        "{message}",
+        "Numbers this broker skipped (its copies lost; a gap only when no broker brought them)",
+        _one("missed"),
+    ),
+    _Spec(
+        "tickbus.hub.broker.redundant",
+        "{message}",
+        "This broker's copies of messages another broker delivered first",
+        _one("redundant"),
+    ),
+    _Spec(
+        "tickbus.hub.broker.repeated",
+        "{message}",
+        "Numbers this broker brought twice (a replay or a forgery)",
+        _one("repeated"),
+    ),
+    _Spec(
+        "tickbus.hub.broker.send.dropped",
+        "{message}",
+        "Messages not sent to this broker: its send queue was full (the others carried them)",
+        _one("send_dropped"),
+    ),
+)
+
+
+def _per_broker(sources: Sources) -> Rows:
+    def rows() -> Iterable[tuple[Mapping[str, str], object]]:
+        return [
+            ({**attributes, "tickbus.broker": str(copies.endpoint)}, copies)
+            for attributes, stats in sources.snapshot().hubs
+            for copies in getattr(stats, "by_broker", ())
+        ]
+
+    return rows
+
+
 def _cpu(options: CallbackOptions) -> Iterable[Observation]:
     times = os.times()
     return [Observation(times.user, {"cpu.mode": "user"}), Observation(times.system, {"cpu.mode": "system"})]
@@ -258,6 +299,8 @@ def create_instruments(meter: Meter, sources: Sources) -> None:
         _register(meter, spec, _observe(spec, lambda: sources.snapshot().hubs))
     for spec in _BROKER_SPECS:
         _register(meter, spec, _observe(spec, lambda: sources.snapshot().brokers))
+    for spec in _BROKER_COPIES:
+        _register(meter, spec, _observe(spec, _per_broker(sources)))
     meter.create_observable_counter(
         "messaging.client.consumed.messages",
         callbacks=[_per_prefix(sources, 0)],

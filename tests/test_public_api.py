@@ -9,7 +9,8 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "package", ["tickbus", "actors", "broker", "observability", "observability.profiling", "tickbus.collector"]
+    "package",
+    ["tickbus", "actors", "broker", "observability", "observability.profiling", "tickbus.collector"],
 )
 def test_every_public_name_imports_and_all_is_sorted(package):
     module = importlib.import_module(package)

@@ -22,7 +22,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from actors import Actor, Hub, Key, handler
+from actors import Actor, BrokerCopies, Hub, HubStatistics, Key, handler
 from actors.testing import eventually, free_tcp_port
 from observability import Histogram, Metrics, MetricsError
 from observability._histogram_export import (
@@ -284,3 +284,45 @@ def test_otel_sdk_disabled_turns_enable_into_a_no_op(metrics, monkeypatch, tmp_p
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     metrics.enable("unit", otlp_file=tmp_path / "m.jsonl", prometheus_port=free_tcp_port())
     assert not metrics.enabled and not Path(tmp_path / "m.jsonl").exists()
+
+
+class _PairHub:
+    """A hub-like source on two brokers, the second of which lost copies."""
+
+    name = "pair"
+
+    def statistics(self) -> HubStatistics:
+        return HubStatistics(
+            published=0,
+            delivered=0,
+            listener_errors=0,
+            patterns=0,
+            brokers=2,
+            brokers_up=1,
+            by_broker=(
+                BrokerCopies("tcp://a:5550", up=True, missed=0, redundant=7, repeated=0),
+                BrokerCopies("tcp://b:5550", up=False, missed=12, redundant=30, repeated=1, send_dropped=3),
+            ),
+        )
+
+
+def test_a_hub_on_two_brokers_exports_each_brokers_copies(metrics, tmp_path):
+    path = tmp_path / "m.jsonl"
+    metrics.enable("unit", hubs=[_PairHub()], otlp_file=path, interval=3600)
+    assert metrics.flush()
+    (line,) = [json.loads(line) for line in path.read_text().splitlines()]
+
+    def by_broker(name: str) -> dict[str, str]:
+        points = _points(line, name)
+        return {
+            {a["key"]: a["value"]["stringValue"] for a in p["attributes"]}["tickbus.broker"]: p["asInt"]
+            for p in points
+        }
+
+    assert by_broker("tickbus.hub.broker.missed") == {"tcp://a:5550": "0", "tcp://b:5550": "12"}
+    assert by_broker("tickbus.hub.broker.redundant") == {"tcp://a:5550": "7", "tcp://b:5550": "30"}
+    assert by_broker("tickbus.hub.broker.repeated") == {"tcp://a:5550": "0", "tcp://b:5550": "1"}
+    assert by_broker("tickbus.hub.broker.up") == {"tcp://a:5550": "1", "tcp://b:5550": "0"}
+    assert by_broker("tickbus.hub.broker.send.dropped") == {"tcp://a:5550": "0", "tcp://b:5550": "3"}
+    (point,) = [p for p in _points(line, "tickbus.hub.broker.up") if p["asInt"] == "0"]
+    assert {a["key"] for a in point["attributes"]} == {"tickbus.hub", "tickbus.broker"}

@@ -102,6 +102,13 @@ async def test_kill_one_broker_under_a_10k_pipeline_loses_nothing_and_the_restar
             assert reports.latest[name]["hub"]["redundant"] > rejoined[name] >= before_kill[name], (
                 f"{name}: copies came through both brokers again after the rejoin"
             )
+            # per broker (HubStatistics.by_broker, exported as tickbus.hub.broker.*): what the killed
+            # broker did not bring is counted on it, while the pair lost nothing
+            copies = {b["endpoint"]: b for b in reports.latest[name]["hub"]["by_broker"]}
+            figures(f"{name} per broker: {sorted(copies.values(), key=lambda b: b['endpoint'])}")
+            assert set(copies) == {b.frontend for b in pair} and all(b["up"] for b in copies.values())
+            assert copies[victim.frontend]["missed"] > 0, f"{name}: the killed broker's missed copies"
+            assert sum(b["redundant"] for b in copies.values()) == reports.latest[name]["hub"]["redundant"]
     finally:
         for proc in procs.values():
             proc.close()
@@ -149,6 +156,10 @@ async def test_both_brokers_up_every_subscriber_gets_each_message_once_and_count
             assert stats.redundant - b.redundant == n * (len(pair) - 1)
             assert stats.gaps == stats.duplicates == stats.reordered == 0
             assert stats.brokers == stats.brokers_up == 2
+            assert [(b.endpoint, b.up, b.missed, b.repeated) for b in stats.by_broker] == [
+                (f, True, 0, 0) for f in frontends
+            ]
+            assert sum(b.redundant for b in stats.by_broker) == stats.redundant
     finally:
         for hub in (publisher, *subscribers):
             await hub.close()

@@ -105,9 +105,7 @@ def test_tickbus_run_reports_ready_feeds_the_watchdog_and_reports_stopping(broke
 
 def test_a_blocked_event_loop_stops_feeding_the_watchdog(broker, listener, tmp_path):
     block = tmp_path / "block"
-    config = (
-        f'[[actor]]\nclass = "tests.system.systemd.service_actors:Sink"\n[actor.config]\nblock_file = "{block}"\n'
-    )
+    config = f'[[actor]]\nclass = "tests.system.systemd.service_actors:Sink"\n[actor.config]\nblock_file = "{block}"\n'
     proc = ActorProcess.launch(broker, name="sinks", config_toml=config, env=_group_env(listener))
     try:
         listener.wait_for("READY")
