@@ -124,6 +124,7 @@ ALTERNATED = (  # (row, the systems run in turn, the figures whose medians the a
     ("throughput", ("actors", "actors+obs"), ("rate",)),
     ("latency", ("actors", "nats"), ("p50_us", "p99_us", "p999_us")),
     ("pipeline", ("actors", "nats"), ("p50_us", "p99_us", "p999_us")),
+    ("latency_high", ("actors",), ("p50_us", "p99_us", "p999_us")),  # an absolute target: runs again
 )
 
 
