@@ -708,11 +708,7 @@ class RemoteHub(Hub):
 
     def _lost(self, index: int) -> None:
         side = _SIDES[index % 2]
-        others = sum(
-            1
-            for i in range(len(self._subs))
-            if i != index // 2 and self._connected[2 * i] and self._connected[2 * i + 1]
-        )
+        others = sum(1 for i in range(len(self._subs)) if i != index // 2 and self._broker_up(i))
         if len(self._subs) > 1 and others:
             self._broker_losses += 1
             logger.warning(
@@ -729,10 +725,13 @@ class RemoteHub(Hub):
                 "hub {}: lost the broker's {} {}; reconnecting", self.name, side, self._endpoint(index)
             )
 
+    def _broker_up(self, broker: int) -> bool:
+        """Broker ``broker`` (0-based) has a live session on both sockets."""
+        return self._connected[2 * broker] and self._connected[2 * broker + 1]
+
     def _brokers_up(self) -> int:
         """Brokers with a live session on both sockets."""
-        c = self._connected
-        return sum(1 for i in range(0, len(c), 2) if c[i] and c[i + 1])
+        return sum(1 for i in range(len(self._subs)) if self._broker_up(i))
 
     @property
     def connected(self) -> bool:
@@ -800,11 +799,10 @@ class RemoteHub(Hub):
         tracker = self._inbound.tracker
         if not isinstance(tracker, RedundantTracker):
             return ()
-        c = self._connected
         return tuple(
             BrokerCopies(
                 endpoint=self.frontends[i],
-                up=c[2 * i] and c[2 * i + 1],
+                up=self._broker_up(i),
                 missed=tracker.missed_by_source[i],
                 redundant=tracker.redundant_by_source[i],
                 repeated=tracker.repeated_by_source[i],
