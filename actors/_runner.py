@@ -146,6 +146,8 @@ async def run_group(
         logger.info(
             "group {} running actors {} (pid {})", config.name, [a.name for a in running], os.getpid()
         )
+        if (real_time := observability.real_time_scheduling()) is not None:
+            logger.info("group {} runs at {} (real-time scheduling)", config.name, real_time)
         if on_ready is not None:
             on_ready(running)
         code = await _wait_for_end(stop, running, config.on_actor_failure)

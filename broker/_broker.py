@@ -33,7 +33,7 @@ import zmq
 from loguru import logger
 from zmq.utils.monitor import recv_monitor_message
 
-from observability import BrokerError
+from observability import BrokerError, real_time_scheduling
 
 from ._auth import CurveAuth
 from ._bind import bind_all, configure, remove_ipc_files
@@ -150,6 +150,8 @@ class Broker:
             ",".join(self._frontend_endpoints),
             ",".join(self._backend_endpoints),
         )
+        if (real_time := real_time_scheduling()) is not None:
+            logger.info("broker {} runs at {} (real-time scheduling)", self.publisher_id, real_time)
 
     def request_stop(self) -> None:
         """Ask a running broker to stop, without waiting; safe from signal handlers and any thread.

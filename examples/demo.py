@@ -16,6 +16,11 @@ Tracing: the groups sample ``--trace-ratio`` of the ticks (``parentbased_traceid
 0.01) and write OTLP JSON spans into ``--data-dir``/traces (default ``./data`` in the repository,
 git-ignored); ``tickbus trace list|show --data-dir DIR`` reads them.
 
+``--realtime PRIORITY`` starts the broker and the groups under ``chrt --fifo PRIORITY`` (their
+threads inherit it; the profiler and this process stay in the normal class): what a trading server's
+units do with ``CPUSchedulingPolicy=fifo`` (deploy/README.md, "Lower tail latency"). It needs root or
+CAP_SYS_NICE.
+
 Child processes log to files in a temporary directory (printed, kept with ``--keep-logs`` or on
 failure); on failure the tails of the logs are printed.
 """
@@ -177,6 +182,8 @@ async def run_pipeline(args: argparse.Namespace, processes: Processes) -> Outcom
     frontend, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     broker_args = [sys.executable, "-m", "tickbus", "broker", "--frontend", frontend, "--backend", backend]
     broker_args += ["--stats-interval", "0.5"]
+    realtime = realtime_prefix(args.realtime)
+    broker_args = [*realtime, *broker_args]
     await processes.start("broker", broker_args, "tickbus broker ready")
     print(f"  broker ready: {frontend} -> {backend}")
     monitor = Monitor()
@@ -189,7 +196,7 @@ async def run_pipeline(args: argparse.Namespace, processes: Processes) -> Outcom
         print("  profiler ready (Austin on every group as it starts)")
         for name, path in write_configs(args, processes.workdir, frontend, backend).items():
             await processes.start(
-                name, [*tickbus_command(), "run", "--config", str(path)], "tickbus run ready"
+                name, [*realtime, *tickbus_command(), "run", "--config", str(path)], "tickbus run ready"
             )
             print(f"  {name} ready ({GROUPS[name]})")
         started = time.monotonic()
@@ -208,6 +215,16 @@ async def run_pipeline(args: argparse.Namespace, processes: Processes) -> Outcom
         await hub.close()
     codes["broker"] = await processes["broker"].stop()
     return Outcome(monitor, demo_stats, codes, seconds)
+
+
+def realtime_prefix(priority: int | None) -> list[str]:
+    """``chrt --fifo PRIORITY`` (util-linux) before a child's command, or nothing."""
+    if priority is None:
+        return []
+    chrt = shutil.which("chrt")
+    if chrt is None:
+        raise DemoError("--realtime needs chrt (Debian package util-linux)")
+    return [chrt, "--fifo", str(priority)]
 
 
 def _asdict(stats: actors.HubStatistics) -> dict[str, Any]:
@@ -379,6 +396,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--trace-ratio", type=float, default=0.01, help="share of ticks traced end to end (0.01)"
     )
     parser.add_argument(
+        "--realtime",
+        type=int,
+        metavar="PRIORITY",
+        choices=range(1, 100),
+        help="run the broker and the groups at SCHED_FIFO PRIORITY (1-99; needs root or CAP_SYS_NICE)",
+    )
+    parser.add_argument(
         "--data-dir",
         default=str(Path(__file__).resolve().parent.parent / "data"),
         help="where the groups write traces and metrics (./data in the repository)",
@@ -392,6 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tickbus-demo-"))
     print(f"tickbus demo: {args.seconds:g} s at {args.rate:g} ticks/s; logs in {workdir}")
     print(f"  tracing {args.trace_ratio:g} of the ticks into {Path(args.data_dir).resolve()}")
+    if args.realtime is not None:
+        print(f"  broker and groups at SCHED_FIFO priority {args.realtime} (chrt --fifo)")
     code = 1
     try:
         code = asyncio.run(main_async(args, workdir))

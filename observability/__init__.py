@@ -82,7 +82,7 @@ from ._loop_health import (
 )
 from ._metrics import Metrics, MetricsStatistics, metrics
 from ._ratelimit import RateLimitedLog, TokenBucket
-from ._resource import data_dir, module_version, process_resource, tickbus_version
+from ._resource import data_dir, module_version, process_resource, real_time_scheduling, tickbus_version
 from ._rotation import RotatingFile, Rotation
 from ._systemd import SystemdNotifier, WatchdogFeeder, notify_service, parse_notify_address, watchdog_interval
 from ._trace_view import (
@@ -165,6 +165,7 @@ __all__ = [
     "notify_service",
     "parse_notify_address",
     "process_resource",
+    "real_time_scheduling",
     "profile_alerts",
     "read_spans",
     "read_toml",

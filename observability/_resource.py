@@ -66,3 +66,14 @@ def process_resource(service: str, actors: Sequence[str] = (), version: str | No
     if actors:
         attributes["tickbus.actors"] = ",".join(actors)
     return Resource.create(attributes)
+
+
+_REAL_TIME = {os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_RR: "SCHED_RR"}
+
+
+def real_time_scheduling() -> str | None:
+    """``"SCHED_FIFO priority 20"`` when this thread runs in a real-time class (set by systemd's
+    ``CPUSchedulingPolicy=`` or ``chrt``; deploy/README.md, "Lower tail latency"), else ``None``."""
+    policy = os.sched_getscheduler(0)
+    name = _REAL_TIME.get(policy)
+    return None if name is None else f"{name} priority {os.sched_getparam(0).sched_priority}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -143,22 +144,14 @@ def test_percentile_is_the_nearest_rank():
     assert percentile([7], 0.999) == 7
 
 
-@pytest.mark.slow
-def test_demo_runs_five_processes_without_gaps_and_prints_latency(tmp_path: Path):
+def run_demo(tmp_path: Path, *extra: str) -> str:
+    """``python -m examples.demo`` for a few seconds with its logs and data in ``tmp_path``; its
+    output, once it exited 0 with result OK."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # the demo's log directory lands in tmp_path
+    args = ["--seconds", "4", "--rate", "1000", "--data-dir", str(tmp_path)]
+    args += ["--allow-warnings"]  # a loaded CI machine may log slow callbacks; they are listed, not fatal
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "examples.demo",
-            "--seconds",
-            "4",
-            "--rate",
-            "1000",
-            "--data-dir",
-            str(tmp_path),
-            "--allow-warnings",  # a loaded CI machine may log slow callbacks; they are listed, not fatal
-        ],
+        [sys.executable, "-m", "examples.demo", *args, *extra],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -168,9 +161,37 @@ def test_demo_runs_five_processes_without_gaps_and_prints_latency(tmp_path: Path
     )
     out = result.stdout
     assert result.returncode == 0, f"demo failed:\n{out}\n{result.stderr[-3000:]}"
+    assert re.search(r"^\s*result\s+OK$", out, re.MULTILINE), out
+    return out
+
+
+@pytest.mark.slow
+def test_demo_runs_five_processes_without_gaps_and_prints_latency(tmp_path: Path):
+    out = run_demo(tmp_path)
     assert "warnings in logs" in out  # the demo reads its children's logs (`make demo` fails on any)
     assert re.search(r"^\s*gaps\s+0$", out, re.MULTILINE), out
     decisions = re.search(r"^\s*decisions received\s+([\d,]+)$", out, re.MULTILINE)
     assert decisions is not None and int(decisions[1].replace(",", "")) > 0, out
     assert re.search(r"p99 \d+\.\d+ ms", out), out
-    assert re.search(r"^\s*result\s+OK$", out, re.MULTILINE), out
+
+
+@pytest.mark.slow
+def test_demo_with_realtime_runs_the_broker_and_groups_at_sched_fifo(tmp_path: Path):
+    """``--realtime 20`` (deploy/README.md, "Lower tail latency"): the broker and every group log
+    that they run at SCHED_FIFO priority 20, and the demo still ends OK."""
+    if shutil.which("chrt") is None:
+        pytest.skip("chrt is not installed (Debian package util-linux)")
+    probe = subprocess.run(["chrt", "--fifo", "20", "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(
+            f"this machine refuses SCHED_FIFO to this user (needs CAP_SYS_NICE): {probe.stderr.strip()}"
+        )
+    out = run_demo(tmp_path, "--realtime", "20", "--keep-logs")
+    assert "broker and groups at SCHED_FIFO priority 20" in out
+    logs = {path.stem: path.read_text() for path in tmp_path.glob("tickbus-demo-*/*.log")}
+    for name in ("broker", "feed", "model", "strategy", "ui"):
+        assert "runs at SCHED_FIFO priority 20 (real-time scheduling)" in logs[name], (
+            name,
+            logs[name][-2000:],
+        )
+    assert "real-time scheduling" not in logs["profiler"]  # the collector stays in the normal class

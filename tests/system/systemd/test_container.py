@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -254,7 +255,7 @@ def test_with_curve_on_a_client_without_keys_is_refused_and_logged(container):
     assert "127.0.0.1" in logged[-1]
 
 
-_FORGER = """
+_TICK_PROBE = """
 import asyncio, actors
 async def main():
     hub = await actors.connect(wait=5, name="model")  # CURVE from the environment: server B's key
@@ -262,10 +263,13 @@ async def main():
     actors.Subscriber(hub, "probe").add_sync_listener(actors.Key("tick", "*"), lambda k, p: tick.set())
     await asyncio.wait_for(tick.wait(), 10)
     print("tick received")
-    hub.publish(actors.Key("$bus", "hb", "feed"), {})  # the feed group's heartbeat: not its own
+    {then}
     await hub.close()
 asyncio.run(main())
 """
+_FORGER = _TICK_PROBE.format(
+    then='hub.publish(actors.Key("$bus", "hb", "feed"), {})  # the feed group\'s heartbeat: not its own'
+)
 
 
 def test_with_the_readmes_permissions_the_groups_drop_nothing_and_a_forgery_is_dropped(container):
@@ -446,3 +450,64 @@ def test_systemctl_stop_drains_and_exits_zero_then_start_reports_ready(container
         "ActiveState": "active",
         "StatusText": "group feed running actors ticker",
     }
+
+
+_REALTIME = readme_block("for unit in tickbus-broker.service")  # deploy/README.md, "Lower tail latency"
+
+
+def _thread_rows(ps_output: str) -> list[tuple[str, str, str]]:
+    """(class, real-time priority, name) of each thread in the output of the block's ps line."""
+    lines = ps_output.strip().splitlines()
+    rows = lines[next(i for i, line in enumerate(lines) if line.split()[:3] == ["PID", "TID", "CLS"]) + 1 :]
+    return [(cls, rtprio, comm) for _pid, _tid, cls, rtprio, comm in (row.split(None, 4) for row in rows)]
+
+
+def _threads(c: Container, unit: str) -> list[tuple[str, str, str]]:
+    """The threads of ``unit``'s main process, by the block's ps line."""
+    ps_line = _REALTIME.strip().splitlines()[-1].replace("tickbus-actors@model", unit)
+    return _thread_rows(c.run("bash", "-c", ps_line).stdout)
+
+
+def test_the_readmes_realtime_drop_in_runs_every_thread_at_fifo_20_and_the_undo_restores_it(container):
+    wait_all_active(container)
+    realtime = ("tickbus-broker", "tickbus-actors@feed", "tickbus-actors@model")
+    env = ["TICKBUS_CURVE_SERVERKEY=/etc/tickbus/keys/broker.key"]
+    env += ["TICKBUS_CURVE_SECRET=/etc/tickbus/keys/host-b.key_secret"]
+    try:
+        shown = container.run("bash", "-e", "-c", _REALTIME, timeout=120).stdout
+        assert {(cls, rtprio) for cls, rtprio, _ in _thread_rows(shown)} == {("FF", "20")}, shown
+        wait_all_active(container)
+        for unit in realtime:
+            threads = _threads(container, unit)
+            print(f"\n{unit}: {threads}")
+            assert len(threads) >= 2, threads  # the loop and ZeroMQ's I/O thread at least
+            assert {(cls, rtprio) for cls, rtprio, _ in threads} == {("FF", "20")}, threads
+            pid = show(container, unit, "MainPID")["MainPID"]
+            limits = container.run("cat", f"/proc/{pid}/limits").stdout
+            # and it cannot raise it: no RLIMIT_RTPRIO
+            assert re.search(r"^Max realtime priority\s+0\s+0\s", limits, re.MULTILINE), limits
+        assert {cls for cls, _, _ in _threads(container, "tickbus-profiler")} == {"TS"}
+        for unit, who in (("tickbus-broker", "broker"), ("tickbus-actors@model", "group model")):
+            until(
+                lambda unit=unit, who=who: any(
+                    who in m and "runs at SCHED_FIFO priority 20" in m
+                    for m in map(message, journal(container, unit))
+                ),
+                10,
+                f"{unit}'s log line about real-time scheduling",
+            )
+        done = container.run(
+            "env", *env, "/opt/tickbus/bin/python", "-c", _TICK_PROBE.format(then="pass"), timeout=60
+        )
+        assert done.stdout.startswith("tick received"), (done.stdout, done.stderr)  # still a bus
+    finally:
+        # the undo, as the README says it: remove the drop-ins, reload, restart
+        drop_ins = (
+            "/etc/systemd/system/tickbus-broker.service.d /etc/systemd/system/tickbus-actors@.service.d"
+        )
+        container.run("sh", "-c", f"for d in {drop_ins}; do rm -f $d/realtime.conf; done")
+        container.run("systemctl", "daemon-reload")
+        container.run("systemctl", "restart", "tickbus-broker", "tickbus-actors@*", timeout=120)
+    wait_all_active(container)
+    for unit in realtime:
+        assert {(cls, rtprio) for cls, rtprio, _ in _threads(container, unit)} == {("TS", "-")}
