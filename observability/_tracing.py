@@ -60,16 +60,7 @@ from ._resource import data_dir, process_resource, tickbus_version
 from ._rotation import ROTATED, RotatingFile, Rotation, pid_is_live
 from ._sampling import SYSTEM, SamplingPolicy, sampling_policy, sdk_sampler
 from ._span_export import LoopSpanProcessor
-from ._trace_context import (
-    TRACEPARENT,
-    Handler,
-    TracedActor,
-    TracedMessage,
-    close,
-    failed,
-    in_trace,
-    remote_context,
-)
+from ._trace_context import TRACEPARENT, Handler, TracedActor, TracedMessage, failed
 
 DEFAULT_MAX_FORCED_SPANS = 100.0
 """Consumer spans a second that received sampled trace contexts may make a process create."""
@@ -123,6 +114,7 @@ class Tracing:
         self._processor: SpanProcessor | None = None
         self._scope: Any = None
         self._made: tuple[Any, ...] | None = None  # what send() builds spans with, imported once
+        self._consuming: tuple[Any, ...] | None = None  # what handler() does, imported once
         self._policy: SamplingPolicy | None = None
         self._ratio = 0.0
         self._random = random.random
@@ -198,6 +190,23 @@ class Tracing:
         self._scope = InstrumentationScope("tickbus", tickbus_version())  # the tracer's, for send()
         sampled = TraceFlags(TraceFlags.SAMPLED)
         self._made = (ReadableSpan, SpanContext, SpanKind.PRODUCER, sampled, get_current_span)
+        from opentelemetry import context as otel_context
+        from opentelemetry.trace import set_span_in_context
+
+        from ._consumer_span import ConsumerSpan, remote_parent
+
+        make = functools.partial(ReadableSpan, resource=provider.resource, instrumentation_scope=self._scope)
+        self._consuming = (
+            remote_parent,
+            ConsumerSpan,
+            make,
+            processor.on_end,
+            set_span_in_context,
+            otel_context.attach,
+            otel_context.detach,
+            SpanContext,
+            sampled,
+        )
         self._produced = self._consumed = self._invalid = self._ignored = 0
         self.enabled = True
         logger.info(
@@ -265,6 +274,7 @@ class Tracing:
         self.enabled = False
         self.origin_ratio = 0.0
         provider, self._provider, self.tracer = self._provider, None, None
+        self._made = self._consuming = None
         if provider is not None:
             provider.shutdown()
         stream, self._stream = self._stream, None
@@ -301,8 +311,13 @@ class Tracing:
         publish is an origin again, sampled at the origin ratio. Origins and untraced messages
         never get here: ``Actor.publish`` decides those without a call (see :attr:`origin_ratio`).
         """
-        traceparent = trace[0]
-        if not in_trace(traceparent) and (  # not in that handler's span:
+        traceparent, made = trace[0], self._made
+        if made is None:  # disabled meanwhile
+            actor.hub.publish(key, payload)
+            return
+        current = made[4]().get_span_context()  # get_current_span
+        in_trace = current.is_valid and format(current.trace_id, "032x") == traceparent[3:35]
+        if not in_trace and (  # not in that handler's span:
             TRACEPARENT.match(traceparent) is None  # the handler ran untraced (malformed context)
             or self._random() >= self._ratio  # a timer's publish while an async handler awaits
         ):
@@ -320,12 +335,13 @@ class Tracing:
         if not self._forced.take(_monotonic()):  # decided before any OpenTelemetry object exists
             self._ignored += 1
             return fn
-        remote = remote_context(message.header.trace if message.header is not None else None)
-        tracer = self.tracer
-        if remote is None or tracer is None:
+        consuming, trace = self._consuming, message.header.trace if message.header is not None else None
+        remote = consuming[0](trace) if consuming is not None and trace is not None else None
+        if remote is None or consuming is None:
             self._invalid += remote is None
             return fn
-        start = functools.partial(self._process, tracer, actor, fn, message, remote)
+        detach = consuming[6]
+        start = functools.partial(self._process, consuming, actor, fn, message, remote)
         if is_async:
 
             @functools.wraps(fn)
@@ -337,7 +353,8 @@ class Tracing:
                     failed(span, exc)
                     raise
                 finally:
-                    close(span, token)
+                    detach(token)
+                    span.end()
 
             return traced_async
 
@@ -350,7 +367,8 @@ class Tracing:
                 failed(span, exc)
                 raise
             finally:
-                close(span, token)
+                detach(token)
+                span.end()
 
         return traced
 
@@ -382,50 +400,51 @@ class Tracing:
         trace_id = current.trace_id if parent is not None else _new_id(128)
         state = current.trace_state if parent is not None else None
         span_id = _new_id(64)
-        context = span_context(trace_id, span_id, is_remote=False, trace_flags=sampled, trace_state=state)
-        attributes: dict[str, Any] = {
-            "messaging.system": SYSTEM,
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "publish",
-            "messaging.destination.name": "/".join(key),
-            "tickbus.actor": actor.name,
-        }
-        name = f"publish {key[0] if key else ''}"
         start = time.time_ns()
         hub = actor.hub
+        # the message first: everything else about the span waits until it is on its way
+        trace = [f"00-{trace_id:032x}-{span_id:016x}-01", state.to_header() if state else ""]
         try:
-            trace = [f"00-{trace_id:032x}-{span_id:016x}-01", state.to_header() if state else ""]
             seq = hub.publish(key, payload, trace)
         except Exception as exc:
-            span = tracer.start_span(name, kind=producer, attributes=attributes, start_time=start)
+            span = tracer.start_span(
+                _publish_name(key), kind=producer, attributes=_send_attributes(actor, key), start_time=start
+            )
             failed(span, exc)
             span.end()
             raise
+        end = time.time_ns()
+        attributes = _send_attributes(actor, key)
         if seq:
             attributes["messaging.message.id"] = f"{getattr(hub, 'publisher_id', hub.name)}:{seq}"
         else:
             attributes["tickbus.skipped"] = True  # no subscriber anywhere: nothing was sent
         processor.on_end(
             readable_span(
-                name=name,
-                context=context,
+                name=_publish_name(key),
+                context=span_context(trace_id, span_id, False, sampled, state),
                 parent=parent,
                 resource=provider.resource,
                 attributes=attributes,
                 kind=producer,
                 start_time=start,
-                end_time=time.time_ns(),
+                end_time=end,
                 instrumentation_scope=self._scope,
             )
         )
         self._produced += 1
 
     def _process(
-        self, tracer: Tracer, actor: TracedActor, fn: Handler, message: TracedMessage, remote: SpanContext
+        self,
+        consuming: tuple[Any, ...],
+        actor: TracedActor,
+        fn: Handler,
+        message: TracedMessage,
+        remote: SpanContext,
     ) -> tuple[Span, Token[Context]]:
-        from opentelemetry import context as otel_context
-        from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, set_span_in_context
-
+        # tickbus's own recording span (observability._consumer_span): the handler starts as soon
+        # as it is current; the record is built when it ends
+        _, consumer_span, make, on_end, set_span_in_context, attach, _, span_context, sampled = consuming
         key, header = message.key, message.header
         attributes: dict[str, str] = {
             "messaging.system": SYSTEM,
@@ -438,15 +457,26 @@ class Tracing:
         }
         if header is not None:
             attributes["messaging.message.id"] = f"{header.publisher}:{header.seq}"
-        span = tracer.start_span(
-            f"process {key[0] if key else ''}",
-            context=set_span_in_context(NonRecordingSpan(remote)),
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-            links=[Link(remote)],
+        context = span_context(remote.trace_id, _new_id(64), False, sampled, remote.trace_state)
+        span = consumer_span(
+            f"process {key[0] if key else ''}", context, remote, attributes, finish=on_end, make=make
         )
         self._consumed += 1
-        return span, otel_context.attach(set_span_in_context(span))
+        return span, attach(set_span_in_context(span))
+
+
+def _publish_name(key: tuple[str, ...]) -> str:
+    return f"publish {key[0] if key else ''}"
+
+
+def _send_attributes(actor: TracedActor, key: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "messaging.system": SYSTEM,
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "publish",
+        "messaging.destination.name": "/".join(key),
+        "tickbus.actor": actor.name,
+    }
 
 
 tracing = Tracing()

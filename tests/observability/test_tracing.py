@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -207,6 +208,83 @@ async def test_a_failing_handler_marks_its_consumer_span_as_an_error():
     assert consumer.status.status_code is StatusCode.ERROR
     assert consumer.status.description == "RuntimeError: boom"
     assert [event.name for event in consumer.events] == ["exception"]
+
+
+class Annotating(Actor):
+    """Uses its consumer span as user code may: attributes, events, links, status, a child span."""
+
+    name = "annotating"
+
+    async def on_start(self) -> None:
+        self.done = asyncio.Event()
+        self.span: Any = None
+
+    @handler(("in", "*"))
+    def on_in(self, key: Key, payload: Any) -> None:
+        span = self.span = otel_trace.get_current_span()
+        assert span.is_recording()
+        span.set_attribute("order.id", "o-1")
+        span.set_attributes({"order.qty": 100, "tickbus.actor": "renamed by the handler"})
+        span.set_attribute("order.bad", object())  # not an attribute value: not kept, as the SDK does
+        for n in range(payload):
+            span.add_event("tick seen", {"n": n})
+        span.add_link(otel_trace.SpanContext(0xABC, 0xDEF, is_remote=True))
+        span.add_link(otel_trace.INVALID_SPAN_CONTEXT)  # not kept
+        span.update_name("process in (annotated)")
+        span.set_status(StatusCode.OK)
+        span.set_status(StatusCode.ERROR, "after OK: ignored, as the SDK does")
+        tracer = observability.tracing.tracer
+        assert tracer is not None
+        with tracer.start_as_current_span("decide"):
+            pass
+        self.done.set()
+
+
+async def annotate(events: int) -> tuple[Annotating, InMemorySpanExporter]:
+    exporter = trace_to_memory("always_on")
+    hub = Hub(name="memory")
+    annotating, source = Annotating(hub), Actor(hub, name="source")
+    for actor in (annotating, source):
+        await actor.start()
+    try:
+        source.publish(("in", "AAPL"), events)
+        await asyncio.wait_for(annotating.done.wait(), 5)
+    finally:
+        for actor in (source, annotating):
+            await actor.stop(drain_timeout=2)
+    return annotating, exporter
+
+
+async def test_a_handler_uses_its_consumer_span_as_an_sdk_span_and_the_record_keeps_it():
+    annotating, exporter = await annotate(events=2)
+    spans = finished(exporter)
+    by_name = {s.name: s for s in spans}
+    consumer, child = by_name["process in (annotated)"], by_name["decide"]
+    assert consumer.kind is SpanKind.CONSUMER and consumer.status.status_code is StatusCode.OK
+    attributes = dict(consumer.attributes)
+    assert (attributes["order.id"], attributes["order.qty"]) == ("o-1", 100)
+    assert attributes["tickbus.actor"] == "renamed by the handler"  # the handler's value wins
+    assert attributes["messaging.system"] == "tickbus" and attributes.get("order.bad") is None
+    assert [(e.name, dict(e.attributes)) for e in consumer.events] == [
+        ("tick seen", {"n": 0}),
+        ("tick seen", {"n": 1}),
+    ]
+    producer = by_name["publish in"]
+    assert [link.context.span_id for link in consumer.links] == [producer.context.span_id, 0xDEF]
+    assert child.parent is not None and child.parent.span_id == consumer.context.span_id  # nested
+    assert child.context.trace_id == consumer.context.trace_id == producer.context.trace_id
+    span = annotating.span
+    assert not span.is_recording()
+    span.set_attribute("late", 1)  # after the end: ignored
+    span.end()  # twice: recorded once
+    assert "late" not in dict(consumer.attributes)
+    assert len(finished(exporter)) == len(spans)
+
+
+async def test_a_consumer_span_keeps_128_events_and_counts_the_rest_as_dropped():
+    _, exporter = await annotate(events=130)
+    consumer = next(s for s in finished(exporter) if s.kind is SpanKind.CONSUMER)
+    assert (len(consumer.events), consumer.dropped_events) == (128, 2)
 
 
 async def test_a_malformed_trace_context_is_counted_and_the_handler_runs_untraced():
