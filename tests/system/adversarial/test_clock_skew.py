@@ -39,7 +39,13 @@ class Sink(Actor):
 
 async def test_implausible_send_times_do_not_flag_the_hub_slow_and_are_counted():
     with BrokerProcess.start() as broker:
-        hub = await actors.connect(broker.frontend, broker.backend, name="clocks", slow_after=0.5)
+        # "mono_ns = 0 on this host" is boot time: within the default hour of now on a machine
+        # booted less than an hour ago (a fresh CI machine). Half the uptime makes it implausible
+        # on any machine, and leaves the legitimate messages (milliseconds old) plausible.
+        max_age = min(3600.0, time.monotonic() / 2)
+        hub = await actors.connect(
+            broker.frontend, broker.backend, name="clocks", slow_after=0.5, max_message_age=max_age
+        )
         legit = await actors.connect(broker.frontend, broker.backend, name="legit")
         sink = Sink(hub)
         await sink.start()
