@@ -48,9 +48,9 @@ import os
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from loguru import logger
 
@@ -81,6 +81,20 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, SpanContext, Tracer
+
+
+class _Consuming(NamedTuple):
+    """What :meth:`Tracing.handler` makes consumer spans with, imported once by :meth:`Tracing.enable`."""
+
+    remote_parent: Callable[[list[str]], SpanContext | None]  # the producer's context, or None
+    span: Callable[..., Any]  # observability._consumer_span.ConsumerSpan
+    make: Callable[..., Any]  # ReadableSpan with this provider's resource and scope
+    on_end: Callable[[Any], None]  # the span processor's
+    set_span_in_context: Callable[[Any], Context]
+    attach: Callable[[Context], Token[Context]]
+    detach: Callable[[Token[Context]], None]
+    span_context: Callable[..., SpanContext]
+    sampled: Any  # TraceFlags(SAMPLED)
 
 
 @dataclass(frozen=True)
@@ -114,7 +128,7 @@ class Tracing:
         self._processor: SpanProcessor | None = None
         self._scope: Any = None
         self._made: tuple[Any, ...] | None = None  # what send() builds spans with, imported once
-        self._consuming: tuple[Any, ...] | None = None  # what handler() does, imported once
+        self._consuming: _Consuming | None = None
         self._policy: SamplingPolicy | None = None
         self._ratio = 0.0
         self._random = random.random
@@ -196,7 +210,7 @@ class Tracing:
         from ._consumer_span import ConsumerSpan, remote_parent
 
         make = functools.partial(ReadableSpan, resource=provider.resource, instrumentation_scope=self._scope)
-        self._consuming = (
+        self._consuming = _Consuming(
             remote_parent,
             ConsumerSpan,
             make,
@@ -336,11 +350,11 @@ class Tracing:
             self._ignored += 1
             return fn
         consuming, trace = self._consuming, message.header.trace if message.header is not None else None
-        remote = consuming[0](trace) if consuming is not None and trace is not None else None
+        remote = consuming.remote_parent(trace) if consuming is not None and trace is not None else None
         if remote is None or consuming is None:
             self._invalid += remote is None
             return fn
-        detach = consuming[6]
+        detach = consuming.detach
         start = functools.partial(self._process, consuming, actor, fn, message, remote)
         if is_async:
 
@@ -436,7 +450,7 @@ class Tracing:
 
     def _process(
         self,
-        consuming: tuple[Any, ...],
+        consuming: _Consuming,
         actor: TracedActor,
         fn: Handler,
         message: TracedMessage,
@@ -444,7 +458,6 @@ class Tracing:
     ) -> tuple[Span, Token[Context]]:
         # tickbus's own recording span (observability._consumer_span): the handler starts as soon
         # as it is current; the record is built when it ends
-        _, consumer_span, make, on_end, set_span_in_context, attach, _, span_context, sampled = consuming
         key, header = message.key, message.header
         attributes: dict[str, str] = {
             "messaging.system": SYSTEM,
@@ -457,12 +470,12 @@ class Tracing:
         }
         if header is not None:
             attributes["messaging.message.id"] = f"{header.publisher}:{header.seq}"
-        context = span_context(remote.trace_id, _new_id(64), False, sampled, remote.trace_state)
-        span = consumer_span(
-            f"process {key[0] if key else ''}", context, remote, attributes, finish=on_end, make=make
-        )
+        trace_id, state = remote.trace_id, remote.trace_state
+        context = consuming.span_context(trace_id, _new_id(64), False, consuming.sampled, state)
+        name = f"process {key[0] if key else ''}"
+        span = consuming.span(name, context, remote, attributes, finish=consuming.on_end, make=consuming.make)
         self._consumed += 1
-        return span, attach(set_span_in_context(span))
+        return span, consuming.attach(consuming.set_span_in_context(span))
 
 
 def _publish_name(key: tuple[str, ...]) -> str:
