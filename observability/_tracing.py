@@ -83,18 +83,20 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, SpanContext, Tracer
 
 
-class _Consuming(NamedTuple):
-    """What :meth:`Tracing.handler` makes consumer spans with, imported once by :meth:`Tracing.enable`."""
+class _Made(NamedTuple):
+    """What the hooks make spans with, imported and bound once by :meth:`Tracing.enable`."""
 
-    remote_parent: Callable[[list[str]], SpanContext | None]  # the producer's context, or None
-    span: Callable[..., Any]  # observability._consumer_span.ConsumerSpan
     make: Callable[..., Any]  # ReadableSpan with this provider's resource and scope
-    on_end: Callable[[Any], None]  # the span processor's
-    set_span_in_context: Callable[[Any], Context]
-    attach: Callable[[Context], Token[Context]]
-    detach: Callable[[Token[Context]], None]
+    on_end: Callable[[Any], None]  # the span processor's: takes a finished span
     span_context: Callable[..., SpanContext]
     sampled: Any  # TraceFlags(SAMPLED)
+    producer: Any  # SpanKind.PRODUCER
+    get_current_span: Callable[[], Span]
+    remote_parent: Callable[[list[str]], SpanContext | None]  # the producer's context, or None
+    consumer_span: Callable[..., Span]  # observability._consumer_span.ConsumerSpan
+    set_span_in_context: Callable[[Span], Context]
+    attach: Callable[[Context], Token[Context]]
+    detach: Callable[[Token[Context]], None]
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,7 @@ class Tracing:
         self.origin_ratio = 0.0
         self.tracer: Tracer | None = None
         self._provider: TracerProvider | None = None
-        self._processor: SpanProcessor | None = None
-        self._scope: Any = None
-        self._made: tuple[Any, ...] | None = None  # what send() builds spans with, imported once
-        self._consuming: _Consuming | None = None
+        self._made: _Made | None = None
         self._policy: SamplingPolicy | None = None
         self._ratio = 0.0
         self._random = random.random
@@ -194,32 +193,34 @@ class Tracing:
         )
         provider.add_span_processor(processor)
         self._provider, self._policy, self._ratio = provider, policy, policy.ratio
-        self._processor = processor
         self.origin_ratio = policy.ratio
         self.tracer = provider.get_tracer("tickbus", tickbus_version())
+        from opentelemetry import context as otel_context
         from opentelemetry.sdk.trace import ReadableSpan
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-        from opentelemetry.trace import SpanContext, SpanKind, TraceFlags, get_current_span
-
-        self._scope = InstrumentationScope("tickbus", tickbus_version())  # the tracer's, for send()
-        sampled = TraceFlags(TraceFlags.SAMPLED)
-        self._made = (ReadableSpan, SpanContext, SpanKind.PRODUCER, sampled, get_current_span)
-        from opentelemetry import context as otel_context
-        from opentelemetry.trace import set_span_in_context
+        from opentelemetry.trace import (
+            SpanContext,
+            SpanKind,
+            TraceFlags,
+            get_current_span,
+            set_span_in_context,
+        )
 
         from ._consumer_span import ConsumerSpan, remote_parent
 
-        make = functools.partial(ReadableSpan, resource=provider.resource, instrumentation_scope=self._scope)
-        self._consuming = _Consuming(
+        scope = InstrumentationScope("tickbus", tickbus_version())  # the tracer's
+        self._made = _Made(
+            functools.partial(ReadableSpan, resource=provider.resource, instrumentation_scope=scope),
+            processor.on_end,
+            SpanContext,
+            TraceFlags(TraceFlags.SAMPLED),
+            SpanKind.PRODUCER,
+            get_current_span,
             remote_parent,
             ConsumerSpan,
-            make,
-            processor.on_end,
             set_span_in_context,
             otel_context.attach,
             otel_context.detach,
-            SpanContext,
-            sampled,
         )
         self._produced = self._consumed = self._invalid = self._ignored = 0
         self.enabled = True
@@ -288,7 +289,7 @@ class Tracing:
         self.enabled = False
         self.origin_ratio = 0.0
         provider, self._provider, self.tracer = self._provider, None, None
-        self._made = self._consuming = None
+        self._made = None
         if provider is not None:
             provider.shutdown()
         stream, self._stream = self._stream, None
@@ -329,7 +330,7 @@ class Tracing:
         if made is None:  # disabled meanwhile
             actor.hub.publish(key, payload)
             return
-        current = made[4]().get_span_context()  # get_current_span
+        current = made.get_current_span().get_span_context()
         in_trace = current.is_valid and format(current.trace_id, "032x") == traceparent[3:35]
         if not in_trace and (  # not in that handler's span:
             TRACEPARENT.match(traceparent) is None  # the handler ran untraced (malformed context)
@@ -349,13 +350,16 @@ class Tracing:
         if not self._forced.take(_monotonic()):  # decided before any OpenTelemetry object exists
             self._ignored += 1
             return fn
-        consuming, trace = self._consuming, message.header.trace if message.header is not None else None
-        remote = consuming.remote_parent(trace) if consuming is not None and trace is not None else None
-        if remote is None or consuming is None:
-            self._invalid += remote is None
+        made = self._made
+        if made is None:  # disabled meanwhile
             return fn
-        detach = consuming.detach
-        start = functools.partial(self._process, consuming, actor, fn, message, remote)
+        trace = message.header.trace if message.header is not None else None
+        remote = made.remote_parent(trace) if trace is not None else None
+        if remote is None:
+            self._invalid += 1
+            return fn
+        detach = made.detach
+        start = functools.partial(self._process, made, actor, fn, message, remote)
         if is_async:
 
             @functools.wraps(fn)
@@ -404,12 +408,11 @@ class Tracing:
         # rather than through the SDK's Span (~14 us idle, 20-30 under load): it is never current,
         # nothing nests in it, and the sampler always records tickbus spans (sdk_sampler). Only a
         # publish that raises goes through the SDK, to record the exception as it always did.
-        tracer, processor, provider, made = self.tracer, self._processor, self._provider, self._made
-        if tracer is None or processor is None or provider is None or made is None:  # disabled meanwhile
+        tracer, made = self.tracer, self._made
+        if tracer is None or made is None:  # disabled meanwhile
             actor.hub.publish(key, payload)
             return
-        readable_span, span_context, producer, sampled, get_current_span = made
-        current = get_current_span().get_span_context()
+        current = made.get_current_span().get_span_context()
         parent = current if current.is_valid else None  # in a handler's consumer span: its trace
         trace_id = current.trace_id if parent is not None else _new_id(128)
         state = current.trace_state if parent is not None else None
@@ -421,8 +424,9 @@ class Tracing:
         try:
             seq = hub.publish(key, payload, trace)
         except Exception as exc:
+            attributes = _send_attributes(actor, key)
             span = tracer.start_span(
-                _publish_name(key), kind=producer, attributes=_send_attributes(actor, key), start_time=start
+                _publish_name(key), kind=made.producer, attributes=attributes, start_time=start
             )
             failed(span, exc)
             span.end()
@@ -433,24 +437,22 @@ class Tracing:
             attributes["messaging.message.id"] = f"{getattr(hub, 'publisher_id', hub.name)}:{seq}"
         else:
             attributes["tickbus.skipped"] = True  # no subscriber anywhere: nothing was sent
-        processor.on_end(
-            readable_span(
+        made.on_end(
+            made.make(
                 name=_publish_name(key),
-                context=span_context(trace_id, span_id, False, sampled, state),
+                context=made.span_context(trace_id, span_id, False, made.sampled, state),
                 parent=parent,
-                resource=provider.resource,
                 attributes=attributes,
-                kind=producer,
+                kind=made.producer,
                 start_time=start,
                 end_time=end,
-                instrumentation_scope=self._scope,
             )
         )
         self._produced += 1
 
     def _process(
         self,
-        consuming: _Consuming,
+        made: _Made,
         actor: TracedActor,
         fn: Handler,
         message: TracedMessage,
@@ -471,11 +473,11 @@ class Tracing:
         if header is not None:
             attributes["messaging.message.id"] = f"{header.publisher}:{header.seq}"
         trace_id, state = remote.trace_id, remote.trace_state
-        context = consuming.span_context(trace_id, _new_id(64), False, consuming.sampled, state)
+        context = made.span_context(trace_id, _new_id(64), False, made.sampled, state)
         name = f"process {key[0] if key else ''}"
-        span = consuming.span(name, context, remote, attributes, finish=consuming.on_end, make=consuming.make)
+        span = made.consumer_span(name, context, remote, attributes, finish=made.on_end, make=made.make)
         self._consumed += 1
-        return span, consuming.attach(consuming.set_span_in_context(span))
+        return span, made.attach(made.set_span_in_context(span))
 
 
 def _publish_name(key: tuple[str, ...]) -> str:
