@@ -41,7 +41,7 @@ from ._checked import Gate
 from ._config import BrokerConfig
 from ._forwarder import CheckedForwarder
 from ._lvc_thread import CacheThread, cache_thread
-from ._peer_log import PeerLog, closed_by_peer, closing_hosts_of, peer_address
+from ._peer_log import PeerLog, closed_by_peer_of, closing_hosts_of, peer_address
 from ._peers import MONITOR_EVENTS, PeerCounter
 from ._permissions import Permissions
 from ._reserved import instance_name, new_publisher_id
@@ -341,7 +341,7 @@ class Broker:
                     peer_address,
                     denied_key=auth.denied_key if auth else _no_denial,
                     closing_hosts=closing_hosts_of(bound),
-                    closed_by_peer=closed_by_peer,
+                    closed_by_peer=closed_by_peer_of(bound),
                 )
                 for monitor, role, bound in (
                     (fe_monitor, "frontend", fe_bound),

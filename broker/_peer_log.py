@@ -186,17 +186,23 @@ def _tcp_rows() -> Iterator[tuple[list[str], int]]:
                 yield fields, family
 
 
-def closed_by_peer(address: str) -> bool:
-    """True unless this host's tcp connection to ``address`` (``host:port`` or ``[v6]:port``) shows
-    that this side closed it (FIN_WAIT, TIME_WAIT, CLOSING) or has not seen the peer close (ESTABLISHED):
-    a peer that closes first leaves us in CLOSE_WAIT/LAST_ACK, or nothing (ipc, or already gone)."""
+def closed_by_peer(address: str, ports: frozenset[int]) -> bool:
+    """True unless this host's tcp connection from one of its ``ports`` to ``address`` (``host:port`` or
+    ``[v6]:port``) shows that this side closed it (FIN_WAIT, TIME_WAIT, CLOSING) or has not seen the
+    peer close (ESTABLISHED): a peer that closes first leaves us in CLOSE_WAIT/LAST_ACK, or nothing (ipc,
+    or already gone). Only ``ports`` count: the peer's port may also be the far end of another socket's
+    connection, such as one an earlier process on another port closed (TIME_WAIT lingers a minute)."""
     host, _, port = address.rpartition(":")
     if not port.isdigit():
         return True
     host = host.strip("[]")
     for fields, family in _tcp_rows():
         remote_host, _, remote_port = fields[2].rpartition(":")
-        if int(remote_port, 16) == int(port) and _kernel_address(remote_host, family) == host:
+        if (
+            int(remote_port, 16) == int(port)
+            and int(fields[1].rpartition(":")[2], 16) in ports
+            and _kernel_address(remote_host, family) == host
+        ):
             return fields[3] not in _CLOSED_HERE
     return True
 
@@ -218,7 +224,17 @@ def _kernel_address(hexed: str, family: int) -> str:
     return text.removeprefix("::ffff:") if family == socket.AF_INET6 else text
 
 
+def _tcp_ports(endpoints: Iterable[str]) -> frozenset[int]:
+    return frozenset(int(e.rpartition(":")[2]) for e in endpoints if e.startswith("tcp://"))
+
+
 def closing_hosts_of(endpoints: Iterable[str]) -> Callable[[], set[str]]:
     """:func:`closing_hosts` for the ports of the bound tcp ``endpoints`` (none for ipc only)."""
-    ports = frozenset(int(e.rpartition(":")[2]) for e in endpoints if e.startswith("tcp://"))
+    ports = _tcp_ports(endpoints)
     return (lambda: closing_hosts(ports)) if ports else set
+
+
+def closed_by_peer_of(endpoints: Iterable[str]) -> Callable[[str], bool]:
+    """:func:`closed_by_peer` for connections to the ports of the bound tcp ``endpoints``."""
+    ports = _tcp_ports(endpoints)
+    return lambda address: closed_by_peer(address, ports)

@@ -61,18 +61,47 @@ def test_a_connection_the_broker_closed_itself_is_a_peer_gone_warning():
 def test_closed_by_peer_tells_which_side_of_a_real_tcp_connection_closed_first():
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
+        ports = frozenset({port})
         client = socket.create_connection(("127.0.0.1", port))
         accepted, address = server.accept()
         with accepted:
             client.close()  # the peer closes first: our side is in CLOSE_WAIT
-            assert closed_by_peer(f"{address[0]}:{address[1]}") is True
+            assert closed_by_peer(f"{address[0]}:{address[1]}", ports) is True
         client = socket.create_connection(("127.0.0.1", port))
         accepted, address = server.accept()
         with client:
-            assert closed_by_peer(f"{address[0]}:{address[1]}") is False  # established: nobody closed
+            assert closed_by_peer(f"{address[0]}:{address[1]}", ports) is False  # established: nobody closed
             accepted.close()  # we close first: FIN_WAIT2 here, then TIME_WAIT
-            assert closed_by_peer(f"{address[0]}:{address[1]}") is False
-    assert closed_by_peer("ipc pid 12 uid 0") is True
+            assert closed_by_peer(f"{address[0]}:{address[1]}", ports) is False
+    assert closed_by_peer("ipc pid 12 uid 0", frozenset()) is True
+
+
+def _client(port: int, own_port: int = 0) -> socket.socket:
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    client.bind(("127.0.0.1", own_port))
+    client.connect(("127.0.0.1", port))
+    return client
+
+
+def test_closed_by_peer_looks_only_at_connections_to_its_own_ports():
+    # An earlier server (a broker killed in another test, say) closed first on a connection from the
+    # client port p: its row lingers a minute in TIME_WAIT with remote 127.0.0.1:p. A new client of
+    # ours from that same port closes first: that is "left", whatever the stale row says. (Found by
+    # CI: a clean stop logged as "peer gone" after the chaos tests.)
+    with socket.create_server(("127.0.0.1", 0)) as earlier:
+        client = _client(earlier.getsockname()[1])
+        reused = client.getsockname()[1]
+        accepted, _ = earlier.accept()
+        accepted.close()
+        client.close()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = _client(server.getsockname()[1], reused)
+        accepted, address = server.accept()
+        assert address[1] == reused
+        with accepted:
+            client.close()
+            assert closed_by_peer(f"127.0.0.1:{reused}", frozenset({server.getsockname()[1]})) is True
 
 
 def test_a_failed_handshake_is_a_counted_refusal_named_by_address_and_denied_key():
