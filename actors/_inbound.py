@@ -18,6 +18,7 @@ from msgpack import unpackb
 
 from broker import (
     FIXED,
+    FLAG_TRACE,
     FORMAT_VERSION,
     DecodeLimits,
     Header,
@@ -30,6 +31,7 @@ from broker import (
     decode_small_payload,
     describe_frames,
     header_length,
+    trace_at,
 )
 from observability import EnvelopeError, InvalidKeyError, RateLimitedLog
 
@@ -201,6 +203,7 @@ class Inbound:
         counted_above = self._counted_above
         slow = self.handle
         fixed_size = _FIXED_SIZE
+        flag_trace = FLAG_TRACE
         received = delivered = n = 0
         try:
             while n < count:
@@ -221,12 +224,19 @@ class Inbound:
                 stop = start + fixed_size + publen
                 publisher = (
                     publishers.get(frame[start + fixed_size : stop])
-                    if version == FORMAT_VERSION and not flags and stop <= size
+                    if version == FORMAT_VERSION and stop <= size
                     else None
                 )
                 if publisher is None:
                     slow(frame)
                     continue
+                trace = None
+                if flags:  # a sampled message: its trace context inline as well, anything else checked
+                    traced = trace_at(frame, stop, start) if flags == flag_trace else None
+                    if traced is None:
+                        slow(frame)
+                        continue
+                    trace, stop = traced
                 stream = (publisher, kb)
                 previous = last.get(stream)  # none: the stream's first message, the tracker's to see
                 if previous is None or seq != previous + 1 or size - stop > counted_above:
@@ -243,7 +253,7 @@ class Inbound:
                     continue
                 last[stream] = seq
                 received += 1
-                header = _new_header(Header, (FORMAT_VERSION, publisher, seq, mono_ns, wall_ns, None))
+                header = _new_header(Header, (FORMAT_VERSION, publisher, seq, mono_ns, wall_ns, trace))
                 if self.oldest_header is None:
                     self.oldest_header = header
                 for route in routes:
@@ -275,6 +285,7 @@ class Inbound:
         counted_above = self._counted_above
         slow = self.handle
         fixed_size = _FIXED_SIZE
+        flag_trace = FLAG_TRACE
         received = delivered = n = 0
         try:
             while n < count:
@@ -295,10 +306,20 @@ class Inbound:
                 stop = start + fixed_size + publen
                 publisher = (
                     publishers.get(frame[start + fixed_size : stop])
-                    if version == FORMAT_VERSION and not flags and seq > 0 and stop <= size
+                    if version == FORMAT_VERSION and seq > 0 and stop <= size
                     else None
                 )
-                if publisher is None or size - stop > counted_above:
+                if publisher is None:
+                    slow(frame)
+                    continue
+                trace = None
+                if flags:  # as in read()
+                    traced = trace_at(frame, stop, start) if flags == flag_trace else None
+                    if traced is None:
+                        slow(frame)
+                        continue
+                    trace, stop = traced
+                if size - stop > counted_above:
                     slow(frame)
                     continue
                 seen = next_copy((publisher, kb), seq)
@@ -308,7 +329,7 @@ class Inbound:
                 received += 1
                 if self.oldest_header is None:
                     self.oldest_header = _new_header(
-                        Header, (FORMAT_VERSION, publisher, seq, mono_ns, wall_ns, None)
+                        Header, (FORMAT_VERSION, publisher, seq, mono_ns, wall_ns, trace)
                     )
                 if seen:  # redundant: counted by the tracker
                     continue
@@ -323,7 +344,7 @@ class Inbound:
                         "payload", "dropped a message on {}: payload is not valid msgpack: {}", key, exc
                     )
                     continue
-                header = _new_header(Header, (FORMAT_VERSION, publisher, seq, mono_ns, wall_ns, None))
+                header = _new_header(Header, (FORMAT_VERSION, publisher, seq, mono_ns, wall_ns, trace))
                 for route in routes:
                     try:
                         route(key, payload, header)

@@ -57,6 +57,7 @@ from ._envelope import (
     register_type,
     reset_payload_packer,
     split_message,
+    trace_at,
 )
 from ._index import SubscriptionIndex
 from ._keys import (
@@ -159,5 +160,6 @@ __all__ = [
     "reset_payload_packer",
     "split_message",
     "subscription_prefix",
+    "trace_at",
     "validate",
 ]

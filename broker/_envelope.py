@@ -358,6 +358,24 @@ def decode_header_at(frame: bytes | memoryview, start: int) -> Header:
     return Header(version, publisher, seq, mono_ns, wall_ns, trace)
 
 
+def trace_at(frame: bytes, at: int, start: int) -> tuple[list[str], int] | None:
+    """``(trace context, end of the header)`` of a header with only :data:`FLAG_TRACE` set that
+    began at ``frame[start]``, its publisher id ending at ``frame[at]``; None when that part is not
+    well-formed, for the checked path (:func:`header_length`, :func:`decode_header_at`) to say why.
+    What it returns is what :func:`decode_header_at` decodes: a receive path's inline shape for
+    sampled messages."""
+    end = at + 2
+    if end > len(frame):
+        return None
+    end += _TRACE_LEN.unpack_from(frame, at)[0]
+    if end > len(frame) or end - start > MAX_HEADER_BYTES:
+        return None
+    try:
+        return _decode_trace(frame[at + 2 : end]), end
+    except EnvelopeError:
+        return None
+
+
 def _decode_trace(data: bytes | memoryview) -> list[str]:
     try:
         trace = _unpackb(data, use_list=False)
