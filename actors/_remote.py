@@ -45,7 +45,7 @@ from broker import (
     new_publisher_id,
     subscription_prefix,
 )
-from broker import encode_header as _encode_header
+from broker import encode_traced_header as _encode_traced_header
 from broker import pack_payload as _pack_payload
 from broker import reset_payload_packer as _reset_payload_packer
 from observability import ConnectError, EnvelopeError, InvalidKeyError
@@ -363,7 +363,7 @@ class RemoteHub(Hub):
                 + payload
             )
         else:
-            header = _encode_header(self.publisher_id, seq, _monotonic_ns(), _time_ns(), trace)
+            header = _encode_traced_header(self._publisher_bytes, seq, _monotonic_ns(), _time_ns(), trace)
             frame = out[4] + header + payload
         if self._fanout is None:
             try:  # one frame on the Cython socket (format 2); XPUB_NODROP refuses it when the queue is full

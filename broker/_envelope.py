@@ -243,6 +243,11 @@ def encode_header(
         raise EnvelopeError(f"publisher id {publisher[:40]!r}... is {len(pub)} bytes, over 255")
     if trace is None:
         return _pack_fixed(FORMAT_VERSION, 0, len(pub), seq, mono_ns, wall_ns) + pub
+    return encode_traced_header(pub, seq, mono_ns, wall_ns, trace)
+
+
+def encode_traced_header(pub: bytes, seq: int, mono_ns: int, wall_ns: int, trace: list[str]) -> bytes:
+    """:func:`encode_header` with a trace context, for a publisher id already encoded (<= 255 bytes)."""
     context = _pack_header(trace)
     return (
         _pack_fixed(FORMAT_VERSION, FLAG_TRACE, len(pub), seq, mono_ns, wall_ns)

@@ -65,7 +65,12 @@ class LoopSpanProcessor:
 
     def on_end(self, span: ReadableSpan) -> None:
         """Queue a finished span (sampled ones only) and make sure a drain is scheduled."""
-        if self._closed or not span.context.trace_flags.sampled:
+        if span.context.trace_flags.sampled:
+            self.on_end_sampled(span)
+
+    def on_end_sampled(self, span: ReadableSpan) -> None:
+        """:meth:`on_end` for a span known to be sampled (tickbus's own: its context is not read)."""
+        if self._closed:
             return
         if len(self._queue) >= self._max_queue:
             self.dropped += 1

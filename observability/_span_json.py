@@ -25,11 +25,13 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
+from ._producer_span import Fields, ProducerSpan
 from ._ratelimit import RateLimitedLog
 
 _HAS_IS_REMOTE = 0x100  # SpanFlags: the context's is_remote bit is known
 _IS_REMOTE = 0x200
 _KIND = {kind: kind.value + 1 for kind in SpanKind}
+_PRODUCER = SpanKind.PRODUCER
 _json = msgspec.json.Encoder()  # ~8x json.dumps here; writes UTF-8 as is (json.dumps escapes it)
 
 
@@ -91,28 +93,63 @@ def _flags(parent: Any) -> int:
     return _HAS_IS_REMOTE | _IS_REMOTE if parent is not None and parent.is_remote else _HAS_IS_REMOTE
 
 
-def _span(span: ReadableSpan) -> dict[str, Any]:
-    context = span.get_span_context()
-    out: dict[str, Any] = {
-        "traceId": (context.trace_id if context else 0).to_bytes(16, "big").hex(),
-        "spanId": (context.span_id if context else 0).to_bytes(8, "big").hex(),
-    }
-    state = context.trace_state if context else None
+def _head(  # noqa: PLR0917 -- the fields every span has, as the OTLP mapping orders them
+    trace_id: int,
+    span_id: int,
+    state: Any,
+    parent: Any,
+    name: str,
+    kind: SpanKind,
+    start_time: int | None,
+    end_time: int | None,
+    attributes: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"traceId": f"{trace_id:032x}", "spanId": f"{span_id:016x}"}
     if state:
         out["traceState"] = ",".join(f"{k}={v}" for k, v in state.items())
-    parent = span.parent
     if parent is not None:
-        out["parentSpanId"] = parent.span_id.to_bytes(8, "big").hex()
+        out["parentSpanId"] = f"{parent.span_id:016x}"
     out["flags"] = _flags(parent)
-    if span.name:
-        out["name"] = span.name
-    out["kind"] = _KIND[span.kind]  # SPAN_KIND_INTERNAL is 1 in OTLP, 0 in the SDK
-    if span.start_time:
-        out["startTimeUnixNano"] = str(span.start_time)
-    if span.end_time:
-        out["endTimeUnixNano"] = str(span.end_time)
-    if attributes := _attributes(span.attributes):
-        out["attributes"] = attributes
+    if name:
+        out["name"] = name
+    out["kind"] = _KIND[kind]  # SPAN_KIND_INTERNAL is 1 in OTLP, 0 in the SDK
+    if start_time:
+        out["startTimeUnixNano"] = str(start_time)
+    if end_time:
+        out["endTimeUnixNano"] = str(end_time)
+    if encoded := _attributes(attributes):
+        out["attributes"] = encoded
+    return out
+
+
+def _span(span: ReadableSpan) -> dict[str, Any]:
+    if type(span) is ProducerSpan:  # from its fields: none of the SDK's made (see _producer_span)
+        f: Fields = span._fields
+        out = _head(
+            f.trace_id,
+            f.span_id,
+            f.state,
+            f.parent,
+            f.name,
+            _PRODUCER,
+            f.start_time,
+            f.end_time,
+            f.attributes,
+        )
+        out["status"] = {}  # unset: a publish that raised is recorded through the SDK
+        return out
+    context = span.get_span_context()
+    out = _head(
+        context.trace_id if context else 0,
+        context.span_id if context else 0,
+        context.trace_state if context else None,
+        span.parent,
+        span.name,
+        span.kind,
+        span.start_time,
+        span.end_time,
+        span.attributes,
+    )
     if span.dropped_attributes:
         out["droppedAttributesCount"] = span.dropped_attributes
     if span.events:

@@ -64,6 +64,7 @@ from ._trace_context import TRACEPARENT, Handler, TracedActor, TracedMessage, fa
 
 DEFAULT_MAX_FORCED_SPANS = 100.0
 """Consumer spans a second that received sampled trace contexts may make a process create."""
+_MAX_SENDS = 4096  # (actor, key) pairs whose producer span name and attributes are kept
 _monotonic = time.monotonic
 
 
@@ -87,7 +88,9 @@ class _Made(NamedTuple):
     """What the hooks make spans with, imported and bound once by :meth:`Tracing.enable`."""
 
     make: Callable[..., Any]  # ReadableSpan with this provider's resource and scope
-    on_end: Callable[[Any], None]  # the span processor's: takes a finished span
+    producer_fields: Callable[..., Any]  # observability._producer_span.Fields, resource and scope bound
+    producer_span: Callable[[Any], Any]  # observability._producer_span.ProducerSpan
+    on_end: Callable[[Any], None]  # the span processor's: takes a finished (sampled) span
     span_context: Callable[..., SpanContext]
     sampled: Any  # TraceFlags(SAMPLED)
     producer: Any  # SpanKind.PRODUCER
@@ -128,6 +131,8 @@ class Tracing:
         self.tracer: Tracer | None = None
         self._provider: TracerProvider | None = None
         self._made: _Made | None = None
+        # a producer span's name and attributes by (actor, key), copied per span: most repeat
+        self._sends: dict[tuple[str, tuple[str, ...]], tuple[str, dict[str, Any]]] = {}
         self._policy: SamplingPolicy | None = None
         self._ratio = 0.0
         self._random = random.random
@@ -207,11 +212,14 @@ class Tracing:
         )
 
         from ._consumer_span import ConsumerSpan, remote_parent
+        from ._producer_span import Fields, ProducerSpan
 
         scope = InstrumentationScope("tickbus", tickbus_version())  # the tracer's
         self._made = _Made(
             functools.partial(ReadableSpan, resource=provider.resource, instrumentation_scope=scope),
-            processor.on_end,
+            functools.partial(Fields, provider.resource, scope),
+            ProducerSpan,
+            getattr(processor, "on_end_sampled", processor.on_end),  # every span made here is sampled
             SpanContext,
             TraceFlags(TraceFlags.SAMPLED),
             SpanKind.PRODUCER,
@@ -404,10 +412,11 @@ class Tracing:
     # -- sampled messages only ------------------------------------------------------------------
     def send(self, actor: TracedActor, key: tuple[str, ...], payload: Any) -> None:
         """Publish ``payload`` in a producer span: an origin the sampler chose, or a trace's next hop."""
-        # The producer span is made as the finished record it will be (a ReadableSpan, ~1.5 us)
-        # rather than through the SDK's Span (~14 us idle, 20-30 under load): it is never current,
-        # nothing nests in it, and the sampler always records tickbus spans (sdk_sampler). Only a
-        # publish that raises goes through the SDK, to record the exception as it always did.
+        # The producer span is made as the finished record it will be (observability._producer_span:
+        # its values, a ReadableSpan once read) rather than through the SDK's Span (~14 us idle,
+        # 20-30 under load): it is never current, nothing nests in it, and the sampler always records
+        # tickbus spans (sdk_sampler). Only a publish that raises goes through the SDK, to record
+        # the exception as it always did.
         tracer, made = self.tracer, self._made
         if tracer is None or made is None:  # disabled meanwhile
             actor.hub.publish(key, payload)
@@ -432,22 +441,19 @@ class Tracing:
             span.end()
             raise
         end = time.time_ns()
-        attributes = _send_attributes(actor, key)
+        sends = self._sends
+        named = sends.get((actor.name, key))
+        if named is None:
+            if len(sends) >= _MAX_SENDS:
+                sends.clear()
+            named = sends[(actor.name, key)] = (_publish_name(key), _send_attributes(actor, key))
+        attributes = named[1].copy()
         if seq:
             attributes["messaging.message.id"] = f"{getattr(hub, 'publisher_id', hub.name)}:{seq}"
         else:
             attributes["tickbus.skipped"] = True  # no subscriber anywhere: nothing was sent
-        made.on_end(
-            made.make(
-                name=_publish_name(key),
-                context=made.span_context(trace_id, span_id, False, made.sampled, state),
-                parent=parent,
-                attributes=attributes,
-                kind=made.producer,
-                start_time=start,
-                end_time=end,
-            )
-        )
+        fields = made.producer_fields(trace_id, span_id, parent, state, named[0], attributes, start, end)
+        made.on_end(made.producer_span(fields))  # a ReadableSpan whose SDK fields are made when read
         self._produced += 1
 
     def _process(

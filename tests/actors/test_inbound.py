@@ -19,7 +19,10 @@ from observability import RateLimitedLog
 def make_inbound(max_payload: int = 1024) -> tuple[Inbound, list]:
     index: SubscriptionIndex = SubscriptionIndex()
     got: list = []
-    index.add(Key("t", "*"), lambda k, p, h: got.append((k, p, h.seq) if h.trace is None else (k, p, h.seq, h.trace)))
+    index.add(
+        Key("t", "*"),
+        lambda k, p, h: got.append((k, p, h.seq) if h.trace is None else (k, p, h.seq, h.trace)),
+    )
     return Inbound(index, max_payload=max_payload, log=RateLimitedLog(), name="test"), got
 
 
@@ -76,7 +79,9 @@ def test_read_takes_a_sampled_message_inline_once_its_publisher_is_known():
     handle = inbound.handle
     inbound.handle = lambda frame: (checked.append(frame), handle(frame))  # type: ignore[method-assign]
     frames = [
-        encode_message(GOOD_KEY, encode_header("p", seq, 1, 1, TRACE if seq % 2 else None), encode_payload(seq))
+        encode_message(
+            GOOD_KEY, encode_header("p", seq, 1, 1, TRACE if seq % 2 else None), encode_payload(seq)
+        )
         for seq in range(1, 7)
     ]
     receive = iter(frames).__next__

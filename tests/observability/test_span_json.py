@@ -17,6 +17,7 @@ from opentelemetry.exporter.otlp.json.file import FileSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -29,6 +30,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 
+from observability._producer_span import Fields, ProducerSpan
 from observability._span_json import SpanLineExporter
 
 
@@ -95,6 +97,37 @@ def test_the_spans_tickbus_makes_are_written_as_the_library_writes_them() -> Non
     assert_same(keep.spans)
     assert_same(keep.spans[:1])
     assert lines(SpanLineExporter, []) == lines(FileSpanExporter, []) == []
+
+
+def test_a_producer_span_is_written_from_its_fields_as_the_library_writes_it_and_reads_as_the_sdks() -> None:
+    made, _ = provider()
+    scope = InstrumentationScope("tickbus", "0.1.0")
+    for parent, state in ((None, None), (REMOTE, REMOTE.trace_state)):
+        attributes = {"messaging.system": "tickbus", "messaging.message.id": "feed@h:1:2:3"}
+        fields = Fields(made.resource, scope, 0xABC, 0x123, parent, state, "publish tick", attributes, 10, 20)
+        span = ProducerSpan(fields)
+        assert "_name" not in vars(span)  # nothing of the SDK's made yet
+        assert_same([span])  # ours from its fields, then the library's through the SDK's properties
+        assert "_name" in vars(span)  # the library's read made them
+        assert (span.name, span.kind, span.parent, span.attributes) == (
+            "publish tick",
+            SpanKind.PRODUCER,
+            parent,
+            attributes,
+        )
+        assert (span.start_time, span.end_time, span.resource, span.instrumentation_scope) == (
+            10,
+            20,
+            made.resource,
+            scope,
+        )
+        context = span.get_span_context()
+        assert (context.trace_id, context.span_id, context.is_remote) == (0xABC, 0x123, False)
+        assert context.trace_flags.sampled and context.trace_state == (state or TraceState())
+        assert json.loads(span.to_json())["kind"] == "SpanKind.PRODUCER"  # the SDK's own method
+        assert (span.events, span.links, span.dropped_attributes) == ((), (), 0)
+        with pytest.raises(AttributeError):
+            span._not_a_field  # noqa: B018 -- an attribute nobody set is still missing
 
 
 def test_spans_of_two_resources_in_one_export() -> None:
