@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-AB_ROUNDS = 3
+AB_ROUNDS = 5
 """Rounds of the rows measured in turn for the acceptance checks (:func:`bench.run._alternate`)."""
 _TURNS = f"medians of {AB_ROUNDS} in turn"
 
