@@ -1,0 +1,50 @@
+"""``actors.run_group``'s start-up hooks, on an in-process hub: ``before_start`` runs before any
+actor's ``on_start`` (``tickbus run`` collects and freezes the heap there, so the full collection
+does not stall the actors' first messages), ``on_ready`` once every actor runs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import actors
+from actors import Actor, Hub
+
+EVENTS: list[str] = []
+
+
+class First(Actor):
+    async def on_start(self) -> None:
+        EVENTS.append("first started")
+
+
+class Second(Actor):
+    async def on_start(self) -> None:
+        EVENTS.append("second started")
+
+
+async def test_before_start_runs_before_the_first_actor_starts_and_on_ready_after_the_last() -> None:
+    EVENTS.clear()
+    targets = [f"{__name__}:First", f"{__name__}:Second"]
+    config = actors.group_from_flags(targets, name="g", frontend=None, backend=None, drain_timeout=1.0)
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+
+    def on_ready(running: list[Actor]) -> None:
+        EVENTS.append(f"ready with {len(running)}")
+        ready.set()
+
+    task = asyncio.get_running_loop().create_task(
+        actors.run_group(
+            config,
+            hub=Hub(name="g"),
+            stop=stop,
+            on_ready=on_ready,
+            before_start=lambda: EVENTS.append("before start"),
+        )
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 10) == 0
+    assert EVENTS == ["before start", "first started", "second started", "ready with 2"]
