@@ -29,6 +29,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_SUN_PATH_MAX = 107  # bytes of a Unix socket's path (sun_path, less its NUL)
+
+
+def broker_endpoints(workdir: Path, transport: str) -> tuple[str, str]:
+    """The broker's frontend and backend: Unix sockets in ``workdir`` for ``ipc`` (every process
+    on one host, as a trading server runs them), free loopback ports for ``tcp`` or when the
+    socket paths would be too long for the kernel."""
+    if transport == "ipc":
+        front, back = workdir / "frontend.sock", workdir / "backend.sock"
+        if len(os.fsencode(front)) <= _SUN_PATH_MAX and len(os.fsencode(back)) <= _SUN_PATH_MAX:
+            return f"ipc://{front}", f"ipc://{back}"
+    return f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+
+
 def child_environment() -> dict[str, str]:
     """Our environment, with ``examples`` importable and no ``TICKBUS_*`` overrides of the files."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKBUS_")}

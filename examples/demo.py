@@ -2,7 +2,8 @@
 
 ``python -m examples.demo --seconds 20 --rate 2000`` (what ``make demo`` runs):
 
-1. starts a broker (``python -m tickbus broker``) on free loopback ports;
+1. starts a broker (``python -m tickbus broker``) on Unix sockets in its log directory (every
+   process is on this host; ``--transport tcp`` uses free loopback ports instead);
 2. starts ``tickbus run --config <group>.toml`` for ui, strategy, model and feed, in that order
    (subscribers before their publishers), each waiting for its ready line;
 3. watches the bus with its own hub for ``--seconds``: every decision's latency, each group's
@@ -44,7 +45,7 @@ from typing import Any
 import actors
 import observability
 
-from ._processes import DemoError, Processes, free_port, tail, tickbus_command
+from ._processes import DemoError, Processes, broker_endpoints, tail, tickbus_command
 from ._profiling import READY_PREFIX, profiler_command, top_lines
 
 GROUPS = {  # start order: every subscriber is up before its publisher starts
@@ -179,7 +180,7 @@ class Outcome:
 
 async def run_pipeline(args: argparse.Namespace, processes: Processes) -> Outcome:
     """Start everything, run for ``args.seconds``, stop everything in order."""
-    frontend, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    frontend, backend = broker_endpoints(processes.workdir, args.transport)
     broker_args = [sys.executable, "-m", "tickbus", "broker", "--frontend", frontend, "--backend", backend]
     broker_args += ["--stats-interval", "0.5"]
     realtime = realtime_prefix(args.realtime)
@@ -401,6 +402,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="PRIORITY",
         choices=range(1, 100),
         help="run the broker and the groups at SCHED_FIFO PRIORITY (1-99; needs root or CAP_SYS_NICE)",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=("ipc", "tcp"),
+        default="ipc",
+        help="how every process reaches the broker: Unix sockets (ipc, one host) or loopback tcp",
     )
     parser.add_argument(
         "--data-dir",

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from actors import Actor, ConfigError, Hub, Key, Subscriber
+from examples._processes import broker_endpoints
 from examples.demo import percentile
 from examples.pipeline import UI, Feed, Model, Strategy, replay_csv
 
@@ -144,6 +145,16 @@ def test_percentile_is_the_nearest_rank():
     assert percentile([7], 0.999) == 7
 
 
+def test_the_demo_reaches_its_broker_by_unix_sockets_unless_their_paths_are_too_long(tmp_path: Path):
+    assert broker_endpoints(tmp_path, "ipc") == (
+        f"ipc://{tmp_path}/frontend.sock",
+        f"ipc://{tmp_path}/backend.sock",
+    )
+    deep = tmp_path / ("d" * 100)  # sun_path holds 107 bytes
+    for frontend, backend in (broker_endpoints(deep, "ipc"), broker_endpoints(tmp_path, "tcp")):
+        assert re.fullmatch(r"tcp://127\.0\.0\.1:\d+", frontend) and re.fullmatch(r"tcp://127\.0\.0\.1:\d+", backend)
+
+
 def run_demo(tmp_path: Path, *extra: str) -> str:
     """``python -m examples.demo`` for a few seconds with its logs and data in ``tmp_path``; its
     output, once it exited 0 with result OK."""
@@ -168,6 +179,7 @@ def run_demo(tmp_path: Path, *extra: str) -> str:
 @pytest.mark.slow
 def test_demo_runs_five_processes_without_gaps_and_prints_latency(tmp_path: Path):
     out = run_demo(tmp_path)
+    assert re.search(r"broker ready: ipc://\S+/frontend\.sock -> ipc://\S+/backend\.sock", out), out
     assert "warnings in logs" in out  # the demo reads its children's logs (`make demo` fails on any)
     assert re.search(r"^\s*gaps\s+0$", out, re.MULTILINE), out
     decisions = re.search(r"^\s*decisions received\s+([\d,]+)$", out, re.MULTILINE)
