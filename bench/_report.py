@@ -309,6 +309,42 @@ def acceptance_lines(checks: list[dict[str, Any]]) -> str:
     )
 
 
+def floor(systems: dict[str, dict[str, Any]], meta: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Raw pyzmq's ratios to NATS on the latency checks that compare tails, from the same turns.
+
+    Not targets: raw pyzmq is tickbus's transport with no Python work beyond decoding, so where
+    it does not reach a ratio on this machine, no code above it can. ``value`` None when raw-zmq
+    or nats did not run in the turns."""
+    low = f"{(meta or {}).get('rate', 10_000) / 1000:g}k"
+    out = []
+    for name, measurement, field, target in (
+        (f"raw-zmq p99 @{low} / nats p99 @{low} ({_TURNS})", "latency_ab", "p99_us", 0.8),
+        (f"raw-zmq 3-hop p99.9 / nats 3-hop p99.9 ({_TURNS})", "pipeline_ab", "p999_us", 0.8),
+    ):
+        raw = _value(systems.get("raw-zmq", {}), measurement, field)
+        nats = _value(systems.get("nats", {}), measurement, field)
+        if raw is not None and nats:
+            value: float | None = raw / nats
+            detail = f"{raw:,.1f} / {nats:,.1f}"
+        else:
+            value, detail = None, f"needs raw-zmq and nats {measurement}"
+        out.append({"check": name, "value": value, "actors_target": f"<= {target:g}x", "detail": detail})
+    return out
+
+
+def floor_lines(lines: list[dict[str, Any]]) -> str:
+    """The floor as a small table below the acceptance checks."""
+    rows = [["the floor (raw pyzmq, same turns; not a check)", "value", "actors' target", ""]]
+    for line in lines:
+        shown = "-" if line["value"] is None else f"{line['value']:.2f}x"
+        rows.append([line["check"], shown, line["actors_target"], line["detail"]])
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join([r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].rjust(widths[2]), r[3]]).rstrip()
+        for r in rows
+    )
+
+
 def _routing_lines(routing: dict[str, Any] | None) -> list[str]:
     if routing is None:
         return []
