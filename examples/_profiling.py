@@ -11,8 +11,11 @@ READY_PREFIX = "tickbus profiler ready"  # the line `tickbus profiler` prints on
 __all__ = ["READY_PREFIX", "profiler_command", "top_lines"]
 
 
-def profiler_command(frontend: str, backend: str, data_dir: Path, seconds: float) -> list[str]:
-    """``tickbus profiler`` for the demo: windows short enough that a short run fills a few."""
+def profiler_command(
+    frontend: str, backend: str, data_dir: Path, seconds: float, hz: float = 100.0
+) -> list[str]:
+    """``tickbus profiler`` for the demo, sampling at ``hz``: windows short enough that a short run
+    fills a few."""
     window = max(1.0, min(10.0, seconds / 4))
     return [
         *tickbus_command(),
@@ -23,19 +26,23 @@ def profiler_command(frontend: str, backend: str, data_dir: Path, seconds: float
         backend,
         "--window",
         f"{window:g}",
+        "--interval-us",
+        str(round(1e6 / hz)),
         "--data-dir",
         str(data_dir),
     ]
 
 
-def top_lines(data_dir: Path, groups: list[str], since: float, limit: int = 3) -> list[str]:
+def top_lines(
+    data_dir: Path, groups: list[str], since: float, limit: int = 3, hz: float = 100.0
+) -> list[str]:
     """The summary's profile lines: each group's top functions by self share over its windows of
     this run (ending after ``since``), leaving out the event loop's idle wait."""
     from observability import ProfilerError
     from observability.profiling import IDLE_FUNCTIONS, ProfileStore, merge_windows, short_function
 
     path = data_dir / "profiles.sqlite"
-    lines = [f"  profiles             Austin at 100 Hz into {path}"]
+    lines = [f"  profiles             Austin at {hz:g} Hz into {path}"]
     try:
         with ProfileStore(path, create=False) as store:
             for group in groups:

@@ -192,9 +192,12 @@ async def run_pipeline(args: argparse.Namespace, processes: Processes) -> Outcom
     try:
         monitor.attach(hub)
         await hub.sync()  # our subscriptions are in place before anything is published
-        profiler = profiler_command(frontend, backend, Path(args.data_dir), args.seconds)
-        await processes.start("profiler", profiler, READY_PREFIX)  # before the groups: it hears every hello
-        print("  profiler ready (Austin on every group as it starts)")
+        if args.profile_hz:
+            profiler = profiler_command(frontend, backend, Path(args.data_dir), args.seconds, args.profile_hz)
+            await processes.start(
+                "profiler", profiler, READY_PREFIX
+            )  # before the groups: it hears every hello
+            print(f"  profiler ready (Austin at {args.profile_hz:g} Hz on every group as it starts)")
         for name, path in write_configs(args, processes.workdir, frontend, backend).items():
             await processes.start(
                 name, [*realtime, *tickbus_command(), "run", "--config", str(path)], "tickbus run ready"
@@ -209,7 +212,8 @@ async def run_pipeline(args: argparse.Namespace, processes: Processes) -> Outcom
         for name in STOP_ORDER:
             codes[name] = await processes[name].stop()
             await monitor.wait_gone(name)
-        codes["profiler"] = await processes["profiler"].stop()
+        if args.profile_hz:
+            codes["profiler"] = await processes["profiler"].stop()
         await monitor.next_broker_report()
         demo_stats = {"group": "demo", "hub": _asdict(hub.statistics()), "actors": {}}
     finally:
@@ -325,7 +329,9 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> int:
     if warned and not args.allow_warnings:
         ok = False  # a clean run logs nothing that needs a look
         lines[-1] = "  result               FAILED (warnings in the logs; --allow-warnings to accept them)"
-    profiles = top_lines(Path(args.data_dir), list(GROUPS), since)
+    profiles = (
+        top_lines(Path(args.data_dir), list(GROUPS), since, hz=args.profile_hz) if args.profile_hz else []
+    )
     print("\n".join([*lines, *trace_lines(args, since_ns), *profiles]))
     if not ok:
         _print_tails(workdir)
@@ -404,6 +410,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run the broker and the groups at SCHED_FIFO PRIORITY (1-99; needs root or CAP_SYS_NICE)",
     )
     parser.add_argument(
+        "--profile-hz",
+        type=float,
+        default=100.0,
+        help="Austin's sampling rate on every group (100, the profiler's default); 0 runs no profiler",
+    )
+    parser.add_argument(
         "--transport",
         choices=("ipc", "tcp"),
         default="ipc",
@@ -414,7 +426,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=str(Path(__file__).resolve().parent.parent / "data"),
         help="where the groups write traces and metrics (./data in the repository)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 0 <= args.profile_hz <= 10_000:
+        parser.error(f"--profile-hz {args.profile_hz:g}: give 0 (no profiler) to 10000")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

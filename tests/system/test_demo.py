@@ -188,6 +188,14 @@ def test_demo_runs_five_processes_without_gaps_and_prints_latency(tmp_path: Path
 
 
 @pytest.mark.slow
+def test_demo_without_the_profiler_starts_none_and_still_reports_latency(tmp_path: Path):
+    out = run_demo(tmp_path, "--profile-hz", "0", "--transport", "tcp")
+    assert "profiler ready" not in out and "profiler=" not in out and "Austin at" not in out, out
+    assert re.search(r"broker ready: tcp://127\.0\.0\.1:\d+ -> tcp://127\.0\.0\.1:\d+", out), out
+    assert re.search(r"p99 \d+\.\d+ ms", out), out
+
+
+@pytest.mark.slow
 def test_demo_with_realtime_runs_the_broker_and_groups_at_sched_fifo(tmp_path: Path):
     """``--realtime 20`` (deploy/README.md, "Lower tail latency"): the broker and every group log
     that they run at SCHED_FIFO priority 20, and the demo still ends OK."""
