@@ -194,9 +194,8 @@ async def run_pipeline(args: argparse.Namespace, processes: Processes) -> Outcom
         await hub.sync()  # our subscriptions are in place before anything is published
         if args.profile_hz:
             profiler = profiler_command(frontend, backend, Path(args.data_dir), args.seconds, args.profile_hz)
-            await processes.start(
-                "profiler", profiler, READY_PREFIX
-            )  # before the groups: it hears every hello
+            # before the groups: it hears every hello
+            await processes.start("profiler", profiler, READY_PREFIX)
             print(f"  profiler ready (Austin at {args.profile_hz:g} Hz on every group as it starts)")
         for name, path in write_configs(args, processes.workdir, frontend, backend).items():
             await processes.start(
