@@ -135,23 +135,28 @@ def _alternate(
     plan: Plan,
     names: tuple[str, ...],
     fields: tuple[str, ...],
+    *,
+    references: tuple[str, ...] = (),
 ) -> None:
     """Row ``label`` of ``names`` measured in turn, ``AB_ROUNDS`` times each; medians in ``<label>_ab``.
 
     The systems' own rows run minutes apart, and on this 2-core VM a throughput moves 10-20 % and a
     p99 up to 2x between runs: a 5 % cost, or a ratio of two tails, cannot be read from one pair
     taken that far apart. Medians of runs taken in turn are what the acceptance checks compare; the
-    rows stay as measured (the table).
+    rows stay as measured (the table). ``references`` join the turns (raw pyzmq, for the floor):
+    one that fails leaves them, where a failure of ``names`` ends the turns.
     """
-    found: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    found: dict[str, list[dict[str, Any]]] = {name: [] for name in (*names, *references)}
     for round_ in range(1, AB_ROUNDS + 1):
-        for name in names:
+        for name in list(found):
             print(f"[{name}] {label} in turn, round {round_}/{AB_ROUNDS} ...", flush=True)
             try:
                 found[name].append(measure(name, plan))
             except Exception as exc:
                 print(f"[{name}] {label} in turn: FAILED: {exc}", flush=True)
-                return
+                if name not in references:
+                    return
+                del found[name]  # a reference that failed leaves the turns; the checks' systems go on
     for name, runs in found.items():
         medians = {field: statistics.median(run[field] for run in runs) for field in fields}
         systems[name][f"{label}_ab"] = {**medians, "runs": [{f: run[f] for f in fields} for run in runs]}
@@ -266,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, names, fields, references in ALTERNATED:
         if label in plans and all(ran.get(name, {}).get(label) for name in names):
             joined = tuple(name for name in references if ran.get(name, {}).get(label))
-            _alternate(ran, label, plans[label], (*names, *joined), fields)
+            _alternate(ran, label, plans[label], names, fields, references=joined)
     if ROUTING in selected or "tickbus" in selected:
         document["routing"] = _run_routing(args.quick)
     document["ratios"] = _report.ratios(document["systems"])
