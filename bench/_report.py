@@ -310,25 +310,30 @@ def acceptance_lines(checks: list[dict[str, Any]]) -> str:
 
 
 def floor(systems: dict[str, dict[str, Any]], meta: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Raw pyzmq's ratios to NATS on the latency checks that compare tails, from the same turns.
+    """Raw pyzmq's ratios to NATS on the checks that compare actors' tails with NATS's in turn.
 
     Not targets: raw pyzmq is tickbus's transport with no Python work beyond decoding, so where
     it does not reach a ratio on this machine, no code above it can. ``value`` None when raw-zmq
     or nats did not run in the turns."""
-    low = f"{(meta or {}).get('rate', 10_000) / 1000:g}k"
     out = []
-    for name, measurement, field, target in (
-        (f"raw-zmq p99 @{low} / nats p99 @{low} ({_TURNS})", "latency_ab", "p99_us", 0.8),
-        (f"raw-zmq 3-hop p99.9 / nats 3-hop p99.9 ({_TURNS})", "pipeline_ab", "p999_us", 0.8),
-    ):
+    for name, (system, measurement, field), divisor, op, target in _checks(meta or {}):
+        if system != "actors" or divisor is None or divisor[0] != "nats" or not measurement.endswith("_ab"):
+            continue
         raw = _value(systems.get("raw-zmq", {}), measurement, field)
-        nats = _value(systems.get("nats", {}), measurement, field)
+        nats = _value(systems.get("nats", {}), divisor[1], divisor[2])
         if raw is not None and nats:
             value: float | None = raw / nats
             detail = f"{raw:,.1f} / {nats:,.1f}"
         else:
             value, detail = None, f"needs raw-zmq and nats {measurement}"
-        out.append({"check": name, "value": value, "actors_target": f"<= {target:g}x", "detail": detail})
+        out.append(
+            {
+                "check": name.replace("actors ", "raw-zmq ", 1),
+                "value": value,
+                "actors_target": f"{op} {target:g}x",
+                "detail": detail,
+            }
+        )
     return out
 
 
