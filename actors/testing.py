@@ -10,6 +10,7 @@ turns these into fixtures: ``tickbus_broker``, ``tickbus_hub`` and ``tickbus_act
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import selectors
@@ -43,11 +44,29 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 10.0, what:
         await asyncio.sleep(0.01)  # polling is the point: there is no event
 
 
+_GIVEN: collections.deque[int] = collections.deque(maxlen=256)  # ports free_tcp_port() returned
+
+
 def free_tcp_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago.
+
+    The kernel may hand a port just released out again at once, so two calls in a row (a
+    frontend and a backend) could get the same one: ports this process was given recently are
+    skipped.
+    """
+    held: list[socket.socket] = []
+    try:
+        while True:  # a port given out recently stays bound here, so the kernel picks another
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port not in _GIVEN:
+                _GIVEN.append(port)
+                return port
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def wait_for_line(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:

@@ -10,6 +10,7 @@ behind.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import multiprocessing
@@ -35,12 +36,30 @@ class ServerError(RuntimeError):
     """A server or client process failed to start or answer in time."""
 
 
+_GIVEN: collections.deque[int] = collections.deque(maxlen=256)  # ports free_port() returned
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    The kernel may hand a port just released out again at once, so two calls in a row (a
+    frontend and a backend) could get the same one: ports this process was given recently are
+    skipped. (``actors.testing.free_tcp_port`` does the same; the harness must also run where
+    tickbus does not import, to measure the other systems.)
+    """
+    held: list[socket.socket] = []
+    try:
+        while True:  # a port given out recently stays bound here, so the kernel picks another
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port not in _GIVEN:
+                _GIVEN.append(port)
+                return port
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def die_with_parent() -> None:

@@ -7,10 +7,11 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from actors.testing import free_tcp_port
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 20.0
@@ -20,13 +21,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 class DemoError(Exception):
     """Something went wrong that the summary cannot report: a process did not start or died."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 _SUN_PATH_MAX = 107  # bytes of a Unix socket's path (sun_path, less its NUL)
@@ -40,7 +34,7 @@ def broker_endpoints(workdir: Path, transport: str) -> tuple[str, str]:
         front, back = workdir / "frontend.sock", workdir / "backend.sock"
         if len(os.fsencode(front)) <= _SUN_PATH_MAX and len(os.fsencode(back)) <= _SUN_PATH_MAX:
             return f"ipc://{front}", f"ipc://{back}"
-    return f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    return f"tcp://127.0.0.1:{free_tcp_port()}", f"tcp://127.0.0.1:{free_tcp_port()}"
 
 
 def child_environment() -> dict[str, str]:

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import actors
+from actors.testing import free_tcp_port
 
-from ._processes import DemoError, Processes, free_port, tickbus_command
+from ._processes import DemoError, Processes, tickbus_command
 from ._profiling import READY_PREFIX
 from .demo import group_toml
 
@@ -42,7 +43,7 @@ INTERVAL_US = 400
 async def run(args: argparse.Namespace, processes: Processes) -> int:
     """The demo's steps; see the module docstring."""
     workdir = processes.workdir
-    frontend, backend = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    frontend, backend = f"tcp://127.0.0.1:{free_tcp_port()}", f"tcp://127.0.0.1:{free_tcp_port()}"
     await processes.start(
         "broker",
         [sys.executable, "-m", "tickbus", "broker", "--frontend", frontend, "--backend", backend],
