@@ -186,16 +186,16 @@ def _checks(meta: dict[str, Any]) -> list[Check]:
     low, high = f"{meta.get('rate', 10_000) / 1000:g}k", f"{meta.get('rate_high', 40_000) / 1000:g}k"
     return [
         (
-            "actors 1->1 throughput / nats",
-            ("actors", "throughput", "rate"),
-            ("nats", "throughput", "rate"),
+            f"actors 1->1 throughput / nats ({_TURNS})",
+            ("actors", "throughput_ab", "rate"),
+            ("nats", "throughput_ab", "rate"),
             ">=",
             1.2,
         ),
         (
-            "tickbus (aiopubsub) 1->1 throughput / nats",
-            ("tickbus", "throughput", "rate"),
-            ("nats", "throughput", "rate"),
+            f"tickbus (aiopubsub) 1->1 throughput / nats ({_TURNS})",
+            ("tickbus", "throughput_ab", "rate"),
+            ("nats", "throughput_ab", "rate"),
             ">=",
             1.2,
         ),
@@ -309,15 +309,18 @@ def acceptance_lines(checks: list[dict[str, Any]]) -> str:
     )
 
 
-def floor(systems: dict[str, dict[str, Any]], meta: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Raw pyzmq's ratios to NATS on the checks that compare actors' tails with NATS's in turn.
+def floor(
+    systems: dict[str, dict[str, Any]], meta: dict[str, Any] | None = None, measurements: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Raw pyzmq's ratios to NATS on the checks that compare actors with NATS in the turns raw pyzmq
+    joins (``measurements``, e.g. ``latency_ab``: the tails).
 
     Not targets: raw pyzmq is tickbus's transport with no Python work beyond decoding, so where
     it does not reach a ratio on this machine, no code above it can. ``value`` None when raw-zmq
     or nats did not run in the turns."""
     out = []
     for name, (system, measurement, field), divisor, op, target in _checks(meta or {}):
-        if system != "actors" or divisor is None or divisor[0] != "nats" or not measurement.endswith("_ab"):
+        if system != "actors" or divisor is None or divisor[0] != "nats" or measurement not in measurements:
             continue
         raw = _value(systems.get("raw-zmq", {}), measurement, field)
         nats = _value(systems.get("nats", {}), divisor[1], divisor[2])
