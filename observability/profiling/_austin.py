@@ -20,14 +20,22 @@ Reading another process's memory needs ptrace access: the same user and
 ``kernel.yama.ptrace_scope`` <= 1 (and Austin being the tracee's ancestor when it is 1), or
 ``CAP_SYS_PTRACE``. Without it Austin exits claiming the target is "not a Python process"; this module
 checks ``/proc/<pid>/mem`` itself and raises :class:`PtraceNotPermittedError` naming the fix.
+
+Austin logs its sampling misses with ``syslog(3)``, which falls back to ``/dev/console`` where no
+syslog daemon listens: a millisecond a line with interrupts off on a serial console. Where this
+process may write to the console (root), Austin starts through :mod:`._austin_exec`, which leaves it
+unable to open files for writing (:func:`quiet_launcher`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import os
 import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +135,53 @@ def ptrace_fix(pid: int) -> str:
     )
 
 
+def console_writable() -> bool:
+    """True when this process (and so an Austin it starts) may open ``/dev/console`` for writing."""
+    return os.access("/dev/console", os.W_OK)
+
+
+_launchers: dict[Path, Path] = {}
+_SHEBANG_MAX = 255  # the kernel reads 256 bytes of a script's first line (Linux >= 5.1)
+
+
+def quiet_launcher(binary: Path) -> Path | None:
+    """An executable that runs ``binary`` (Austin) under :mod:`._austin_exec`'s filter, written once
+    per process into a private temporary directory; None where it is not needed (the console is not
+    writable) or cannot work (no Linux seccomp for this machine, a ``noexec`` temporary directory, an
+    interpreter path too long for a ``#!`` line)."""
+    from . import _austin_exec
+
+    if not console_writable() or _austin_exec.read_only_filter(os.uname().machine) is None:
+        return None
+    if binary in _launchers:
+        return _launchers[binary]
+    shebang = f"#!{sys.executable} -IS"
+    if len(shebang.encode()) > _SHEBANG_MAX or "\n" in sys.executable:
+        return None
+    directory = tempfile.mkdtemp(prefix="tickbus-austin-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    if os.statvfs(directory).f_flag & os.ST_NOEXEC:
+        return None
+    source = Path(_austin_exec.__file__).read_text()
+    launcher = Path(directory) / "austin"
+    launcher.write_text(f"{shebang}\n{source}\nexec_filtered({str(binary)!r}, sys.argv[1:])\n")
+    launcher.chmod(0o700)
+    _launchers[binary] = launcher
+    return launcher
+
+
+def seccomp_mode(pid: int) -> int | None:
+    """``Seccomp:`` of ``/proc/<pid>/status`` (0 none, 2 filtered), None when unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("Seccomp:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 class AustinSampler:
     """Austin attached to one process, delivering parsed samples until the process exits.
 
@@ -184,6 +239,8 @@ class AustinSampler:
 
         def ready(austin: Any, target: Any, cmdline: str) -> None:
             logger.debug("austin {} attached to pid {} ({})", austin.pid, self.pid, cmdline)
+            if launcher is not None and seccomp_mode(austin.pid) == 0:
+                _warn_unfiltered(austin.pid)
             self._ready.set()
             if self._stopping:  # stop() came while the Austin process was being created
                 self.stop()
@@ -191,7 +248,8 @@ class AustinSampler:
         austin = AsyncAustin(sample_callback=sample, ready_callback=ready)
         # binary_path is a functools.cached_property: an instance value takes precedence over
         # austin-python's lookup (cwd, $AUSTINPATH, ~/.austinrc, PATH), which misses an inactive venv.
-        austin.binary_path = str(binary)
+        launcher = quiet_launcher(binary)
+        austin.binary_path = str(launcher or binary)
         self._austin = austin
         try:
             await austin.start(self.args())
@@ -286,3 +344,16 @@ class AustinSampler:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await asyncio.shield(proc.wait())
+
+
+_warned: set[str] = set()  # kinds of warning already logged by this process
+
+
+def _warn_unfiltered(austin_pid: int) -> None:
+    if "unfiltered" not in _warned:
+        _warned.add("unfiltered")
+        logger.warning(
+            "austin {} runs without its seccomp filter (the kernel refused it): its log lines may go "
+            "to /dev/console when no syslog daemon listens on /dev/log",
+            austin_pid,
+        )
