@@ -145,27 +145,32 @@ _SHEBANG_MAX = 255  # the kernel reads 256 bytes of a script's first line (Linux
 
 
 def quiet_launcher(binary: Path) -> Path | None:
-    """An executable that runs ``binary`` (Austin) under :mod:`._austin_exec`'s filter, written once
-    per process into a private temporary directory; None where it is not needed (the console is not
-    writable) or cannot work (no Linux seccomp for this machine, a ``noexec`` temporary directory, an
-    interpreter path too long for a ``#!`` line)."""
+    """An executable that runs ``binary`` (Austin) under :mod:`._austin_exec`'s filter, written into
+    a private temporary directory when first needed (again if a cleaner removed it); None where it is
+    not needed (the console is not writable) or cannot work (no Linux seccomp for this machine, a
+    ``noexec`` or unwritable temporary directory, an interpreter path too long for a ``#!`` line)."""
     from . import _austin_exec
 
     if not console_writable() or _austin_exec.read_only_filter(os.uname().machine) is None:
         return None
-    if binary in _launchers:
-        return _launchers[binary]
+    known = _launchers.get(binary)
+    if known is not None and known.is_file():
+        return known
     shebang = f"#!{sys.executable} -IS"
     if len(shebang.encode()) > _SHEBANG_MAX or "\n" in sys.executable:
         return None
-    directory = tempfile.mkdtemp(prefix="tickbus-austin-")
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    if os.statvfs(directory).f_flag & os.ST_NOEXEC:
+    try:
+        if os.statvfs(tempfile.gettempdir()).f_flag & os.ST_NOEXEC:
+            return None
+        directory = tempfile.mkdtemp(prefix="tickbus-austin-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        source = Path(_austin_exec.__file__).read_text()
+        launcher = Path(directory) / "austin"
+        launcher.write_text(f"{shebang}\n{source}\nexec_filtered({str(binary)!r}, sys.argv[1:])\n")
+        launcher.chmod(0o700)
+    except OSError as exc:
+        logger.debug("austin starts without its launcher: {}", exc)
         return None
-    source = Path(_austin_exec.__file__).read_text()
-    launcher = Path(directory) / "austin"
-    launcher.write_text(f"{shebang}\n{source}\nexec_filtered({str(binary)!r}, sys.argv[1:])\n")
-    launcher.chmod(0o700)
     _launchers[binary] = launcher
     return launcher
 

@@ -207,6 +207,18 @@ def test_the_quiet_launcher_lets_its_program_read_files_but_not_open_one_for_wri
 
 
 @needs_console
+def test_the_quiet_launcher_is_written_again_when_a_tmp_cleaner_removed_it():
+    launcher = quiet_launcher(Path(sys.executable))
+    assert launcher is not None
+    assert quiet_launcher(Path(sys.executable)) == launcher, "written once while it is there"
+    launcher.unlink()
+    again = quiet_launcher(Path(sys.executable))
+    assert again is not None
+    assert again.is_file()
+    assert os.access(again, os.X_OK)
+
+
+@needs_console
 async def test_austin_started_by_the_sampler_runs_filtered_and_still_samples(busy_child):
     sampler = AustinSampler(busy_child.pid, interval_us=5_000)
     twenty = asyncio.Event()
