@@ -160,7 +160,9 @@ def quiet_launcher(binary: Path) -> Path | None:
     if len(shebang.encode()) > _SHEBANG_MAX or "\n" in sys.executable:
         return None
     try:
-        if os.statvfs(tempfile.gettempdir()).f_flag & os.ST_NOEXEC:
+        temporary = tempfile.gettempdir()
+        if os.statvfs(temporary).f_flag & os.ST_NOEXEC:
+            _warn_once("noexec", "austin starts without its launcher: {} is mounted noexec", temporary)
             return None
         directory = tempfile.mkdtemp(prefix="tickbus-austin-")
         atexit.register(shutil.rmtree, directory, ignore_errors=True)
@@ -169,7 +171,7 @@ def quiet_launcher(binary: Path) -> Path | None:
         launcher.write_text(f"{shebang}\n{source}\nexec_filtered({str(binary)!r}, sys.argv[1:])\n")
         launcher.chmod(0o700)
     except OSError as exc:
-        logger.debug("austin starts without its launcher: {}", exc)
+        _warn_once("unwritable", "austin starts without its launcher, which could not be written: {}", exc)
         return None
     _launchers[binary] = launcher
     return launcher
@@ -354,11 +356,14 @@ class AustinSampler:
 _warned: set[str] = set()  # kinds of warning already logged by this process
 
 
+def _warn_once(kind: str, message: str, *args: object) -> None:
+    if kind not in _warned:
+        _warned.add(kind)
+        logger.warning(message + _CONSOLE_RISK, *args)
+
+
+_CONSOLE_RISK = " (its log lines may go to /dev/console when no syslog daemon listens on /dev/log)"
+
+
 def _warn_unfiltered(austin_pid: int) -> None:
-    if "unfiltered" not in _warned:
-        _warned.add("unfiltered")
-        logger.warning(
-            "austin {} runs without its seccomp filter (the kernel refused it): its log lines may go "
-            "to /dev/console when no syslog daemon listens on /dev/log",
-            austin_pid,
-        )
+    _warn_once("unfiltered", "austin {} runs without its seccomp filter (the kernel refused it)", austin_pid)
