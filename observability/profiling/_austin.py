@@ -47,6 +47,7 @@ from austin.stats import InvalidSample, MetricType, Sample
 from loguru import logger
 
 from .._errors import PtraceNotPermittedError, SamplerError
+from ._austin_exec import read_only_filter
 
 Mode = Literal["cpu", "wall"]
 
@@ -149,9 +150,7 @@ def quiet_launcher(binary: Path) -> Path | None:
     a private temporary directory when first needed (again if a cleaner removed it); None where it is
     not needed (the console is not writable) or cannot work (no Linux seccomp for this machine, a
     ``noexec`` or unwritable temporary directory, an interpreter path too long for a ``#!`` line)."""
-    from . import _austin_exec
-
-    if not console_writable() or _austin_exec.read_only_filter(os.uname().machine) is None:
+    if not console_writable() or read_only_filter(os.uname().machine) is None:
         return None
     known = _launchers.get(binary)
     if known is not None and known.is_file():
@@ -166,7 +165,7 @@ def quiet_launcher(binary: Path) -> Path | None:
             return None
         directory = tempfile.mkdtemp(prefix="tickbus-austin-")
         atexit.register(shutil.rmtree, directory, ignore_errors=True)
-        source = Path(_austin_exec.__file__).read_text()
+        source = Path(__file__).with_name("_austin_exec.py").read_text()
         launcher = Path(directory) / "austin"
         launcher.write_text(f"{shebang}\n{source}\nexec_filtered({str(binary)!r}, sys.argv[1:])\n")
         launcher.chmod(0o700)
