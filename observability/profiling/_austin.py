@@ -246,7 +246,11 @@ class AustinSampler:
         def ready(austin: Any, target: Any, cmdline: str) -> None:
             logger.debug("austin {} attached to pid {} ({})", austin.pid, self.pid, cmdline)
             if launcher is not None and seccomp_mode(austin.pid) == 0:
-                _warn_unfiltered(austin.pid)
+                _warn_once(
+                    "unfiltered",
+                    "austin {} runs without its seccomp filter (the kernel refused it)",
+                    austin.pid,
+                )
             self._ready.set()
             if self._stopping:  # stop() came while the Austin process was being created
                 self.stop()
@@ -362,7 +366,3 @@ def _warn_once(kind: str, message: str, *args: object) -> None:
 
 
 _CONSOLE_RISK = " (its log lines may go to /dev/console when no syslog daemon listens on /dev/log)"
-
-
-def _warn_unfiltered(austin_pid: int) -> None:
-    _warn_once("unfiltered", "austin {} runs without its seccomp filter (the kernel refused it)", austin_pid)
