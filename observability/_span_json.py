@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
-from ._producer_span import Fields, ProducerSpan
+from ._producer_span import Fields, ProducerSpan, span_attributes
 from ._ratelimit import RateLimitedLog
 
 _HAS_IS_REMOTE = 0x100  # SpanFlags: the context's is_remote bit is known
@@ -122,9 +122,36 @@ def _head(  # noqa: PLR0917 -- the fields every span has, as the OTLP mapping or
     return out
 
 
-def _span(span: ReadableSpan) -> dict[str, Any]:
-    if type(span) is ProducerSpan:  # from its fields: none of the SDK's made (see _producer_span)
-        f: Fields = span._fields
+# A producer span's JSON between its times and its message id is the same for every publish of one
+# actor at one key: made once per (common attributes, name), then each span is one string format
+# (~1 us against ~4 us for the dict). Keyed by the common attributes' identity, held so that the id
+# is not reused while cached; bounded as _PAIRS is.
+_PRODUCER_PARTS: dict[int, tuple[dict[str, Any], str, str, str]] = {}
+_MAX_PRODUCER_PARTS = 4096
+_MESSAGE_ID = '{"key":"messaging.message.id","value":{"stringValue":'
+_SKIPPED = '{"key":"tickbus.skipped","value":{"boolValue":true}}'
+_PRODUCER_JSON = (  # one % format: ~30 % less than the same as an f-string
+    '{"traceId":"%032x","spanId":"%016x"%s,"flags":%d%s,"startTimeUnixNano":"%d","endTimeUnixNano":"%d",'
+    '"attributes":[%s%s],"status":{}}'
+)
+
+
+def _producer_parts(common: dict[str, Any], name: str) -> tuple[str, str]:
+    """(``"name"`` and ``"kind"`` members, the common attributes' pairs each followed by a comma)."""
+    held = _PRODUCER_PARTS.get(id(common))
+    if held is None or held[0] is not common or held[1] != name:
+        if len(_PRODUCER_PARTS) >= _MAX_PRODUCER_PARTS:
+            _PRODUCER_PARTS.clear()
+        named = f',"name":{_json.encode(name).decode()}' if name else ""
+        pairs = _json.encode(_attributes(common)).decode()[1:-1]
+        held = (common, name, f'{named},"kind":{_KIND[_PRODUCER]}', pairs + "," if pairs else "")
+        _PRODUCER_PARTS[id(common)] = held
+    return held[2], held[3]
+
+
+def _producer(f: Fields) -> Any:
+    """A producer span from its fields (none of the SDK's made: see _producer_span)."""
+    if f.state or not f.start_time or not f.end_time:  # not tickbus's usual shape: the general way
         out = _head(
             f.trace_id,
             f.span_id,
@@ -134,10 +161,21 @@ def _span(span: ReadableSpan) -> dict[str, Any]:
             _PRODUCER,
             f.start_time,
             f.end_time,
-            f.attributes,
+            span_attributes(f),
         )
         out["status"] = {}  # unset: a publish that raised is recorded through the SDK
         return out
+    named, pairs = _producer_parts(f.common, f.name)
+    parent = "" if f.parent is None else ',"parentSpanId":"%016x"' % f.parent.span_id  # noqa: UP031
+    last = _SKIPPED if f.message_id is None else _MESSAGE_ID + _json.encode(f.message_id).decode() + "}}"
+    values = (f.trace_id, f.span_id, parent, _flags(f.parent), named, f.start_time, f.end_time, pairs, last)
+    return msgspec.Raw((_PRODUCER_JSON % values).encode())
+
+
+def _span(span: ReadableSpan) -> Any:
+    """The OTLP JSON of one span: a dict, or a producer span's encoded bytes (``msgspec.Raw``)."""
+    if type(span) is ProducerSpan:
+        return _producer(span._fields)
     context = span.get_span_context()
     out = _head(
         context.trace_id if context else 0,
@@ -236,7 +274,7 @@ def encode_spans(spans: Sequence[ReadableSpan], cache: _Encoded | None = None) -
     cache = cache if cache is not None else _Encoded()
     # grouped by resource, then scope, as the library groups them (equal resources together), but
     # keyed by identity first: hashing a Resource dumps its attributes to JSON (~10 us) every time
-    by_id: dict[int, tuple[Any, dict[Any, list[dict[str, Any]]]]] = {}
+    by_id: dict[int, tuple[Any, dict[Any, list[Any]]]] = {}
     for span in spans:
         resource = span.resource
         entry = by_id.get(id(resource))
@@ -245,9 +283,9 @@ def encode_spans(spans: Sequence[ReadableSpan], cache: _Encoded | None = None) -
         entry[1].setdefault(span.instrumentation_scope or None, []).append(_span(span))
     if not by_id:
         return None
-    groups: Iterable[tuple[Any, dict[Any, list[dict[str, Any]]]]] = by_id.values()
+    groups: Iterable[tuple[Any, dict[Any, list[Any]]]] = by_id.values()
     if len(by_id) > 1:  # equal resources merged; one resource object (the usual case) needs no hashing
-        grouped: dict[Any, dict[Any, list[dict[str, Any]]]] = {}
+        grouped: dict[Any, dict[Any, list[Any]]] = {}
         for resource, scopes in by_id.values():
             into = grouped.setdefault(resource, {})
             for scope, encoded in scopes.items():

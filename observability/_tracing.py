@@ -88,7 +88,7 @@ class _Made(NamedTuple):
     """What the hooks make spans with, imported and bound once by :meth:`Tracing.enable`."""
 
     make: Callable[..., Any]  # ReadableSpan with this provider's resource and scope
-    producer_fields: Callable[..., Any]  # observability._producer_span.Fields, resource and scope bound
+    producer_fields: Callable[..., Any]  # observability._producer_span.Fields with resource and scope given
     producer_span: Callable[[Any], Any]  # observability._producer_span.ProducerSpan
     on_end: Callable[[Any], None]  # the span processor's: takes a finished (sampled) span
     span_context: Callable[..., SpanContext]
@@ -217,7 +217,7 @@ class Tracing:
         scope = InstrumentationScope("tickbus", tickbus_version())  # the tracer's
         self._made = _Made(
             functools.partial(ReadableSpan, resource=provider.resource, instrumentation_scope=scope),
-            functools.partial(Fields, provider.resource, scope),
+            _fields_maker(Fields, provider.resource, scope),
             ProducerSpan,
             getattr(processor, "on_end_sampled", processor.on_end),  # every span made here is sampled
             SpanContext,
@@ -429,7 +429,8 @@ class Tracing:
         start = time.time_ns()
         hub = actor.hub
         # the message first: everything else about the span waits until it is on its way
-        trace = [f"00-{trace_id:032x}-{span_id:016x}-01", state.to_header() if state else ""]
+        traceparent = "00-%032x-%016x-01" % (trace_id, span_id)  # noqa: UP031 -- 100 ns less than an f-string
+        trace = [traceparent, state.to_header() if state else ""]
         try:
             seq = hub.publish(key, payload, trace)
         except Exception as exc:
@@ -447,12 +448,10 @@ class Tracing:
             if len(sends) >= _MAX_SENDS:
                 sends.clear()
             named = sends[(actor.name, key)] = (_publish_name(key), _send_attributes(actor, key))
-        attributes = named[1].copy()
-        if seq:
-            attributes["messaging.message.id"] = f"{getattr(hub, 'publisher_id', hub.name)}:{seq}"
-        else:
-            attributes["tickbus.skipped"] = True  # no subscriber anywhere: nothing was sent
-        fields = made.producer_fields(trace_id, span_id, parent, state, named[0], attributes, start, end)
+        # no subscriber anywhere: nothing was sent (tickbus.skipped)
+        message_id = f"{getattr(hub, 'publisher_id', hub.name)}:{seq}" if seq else None
+        name, common = named
+        fields = made.producer_fields(trace_id, span_id, parent, state, name, common, message_id, start, end)
         made.on_end(made.producer_span(fields))  # a ReadableSpan whose SDK fields are made when read
         self._produced += 1
 
@@ -484,6 +483,16 @@ class Tracing:
         span = made.consumer_span(name, context, remote, attributes, finish=made.on_end, make=made.make)
         self._consumed += 1
         return span, made.attach(made.set_span_in_context(span))
+
+
+def _fields_maker(fields: type[tuple[Any, ...]], resource: Any, scope: Any) -> Callable[..., Any]:
+    """``fields(resource, scope, *values)`` as a call, ~2x faster than the named tuple's own."""
+    new: Callable[..., Any] = tuple.__new__
+
+    def make(*values: Any) -> Any:
+        return new(fields, (resource, scope, *values))
+
+    return make
 
 
 def _publish_name(key: tuple[str, ...]) -> str:

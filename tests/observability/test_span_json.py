@@ -102,19 +102,29 @@ def test_the_spans_tickbus_makes_are_written_as_the_library_writes_them() -> Non
 def test_a_producer_span_is_written_from_its_fields_as_the_library_writes_it_and_reads_as_the_sdks() -> None:
     made, _ = provider()
     scope = InstrumentationScope("tickbus", "0.1.0")
-    for parent, state in ((None, None), (REMOTE, REMOTE.trace_state)):
-        attributes = {"messaging.system": "tickbus", "messaging.message.id": "feed@h:1:2:3"}
-        fields = Fields(made.resource, scope, 0xABC, 0x123, parent, state, "publish tick", attributes, 10, 20)
+    common = {"messaging.system": "tickbus", "messaging.destination.name": 'tick/"A\u2028"'}
+    other = {"messaging.system": "tickbus"}  # another actor or key: its own cached parts
+    cases = (  # the usual shapes (one string format each), then a trace state (the general way)
+        (None, None, common, "publish tick", "feed@h:1:2:3"),
+        (REMOTE, None, common, "publish tick", 'feed "q"\u2028@h:1:2:3'),
+        (None, None, other, "publish \u00e9", None),  # nothing sent: tickbus.skipped
+        (None, None, common, "", "feed@h:1:2:4"),  # the same common attributes under another name
+        (REMOTE, REMOTE.trace_state, common, "publish tick", "feed@h:1:2:5"),
+    )
+    for parent, state, attributes, name, message_id in cases:
+        fields = Fields(made.resource, scope, 0xABC, 0x123, parent, state, name, attributes, message_id, 10, 20)
         span = ProducerSpan(fields)
         assert "_name" not in vars(span)  # nothing of the SDK's made yet
         assert_same([span])  # ours from its fields, then the library's through the SDK's properties
         assert "_name" in vars(span)  # the library's read made them
+        last = {"messaging.message.id": message_id} if message_id else {"tickbus.skipped": True}
         assert (span.name, span.kind, span.parent, span.attributes) == (
-            "publish tick",
+            name,
             SpanKind.PRODUCER,
             parent,
-            attributes,
+            {**attributes, **last},
         )
+        assert attributes in (common, other) and "tickbus.skipped" not in attributes  # never changed
         assert (span.start_time, span.end_time, span.resource, span.instrumentation_scope) == (
             10,
             20,
