@@ -10,10 +10,14 @@ feed -> model -> strategy pipeline with 1 % of ticks traced had a tick->decision
 Approach: a finished span is appended to a bounded deque (past ``max_queue`` the new one is dropped
 and counted in ``dropped``); a loop timer every ``interval`` seconds exports at most ``batch`` spans
 per callback and comes back with ``call_soon`` while more wait, so other callbacks run between
-slices: a message waits for at most one slice (16 spans, ~0.5 ms), and the loop pays the same
-encoding time as before, spread out. Spans that end where no event loop runs (at exit, in another
-thread with no loop) are exported by the next drain, by :meth:`force_flush` or at shutdown.
-Nothing per span takes a lock; a lock orders whole exports (drain, flush, shutdown).
+slices: a message waits for at most one slice, and the loop pays the same encoding time as
+before, spread out. A slice is 64 spans: ~0.2-0.3 ms of encoding with tickbus's own encoder
+(observability._span_json, 3-5 us a span warm). Measured in a publisher at 150k msgs/s, 1 % traced
+(CPU time of the loop's thread): 16-span slices cost 7.3 us a span, 64-span slices 5.1 (fewer
+writes, and the encoder's code stays warm through a slice). Spans that end where no event loop
+runs (at exit, in another thread with no loop) are exported by the next drain, by
+:meth:`force_flush` or at shutdown. Nothing per span takes a lock; a lock orders whole exports
+(drain, flush, shutdown).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
 DEFAULT_INTERVAL = 0.2  # seconds between drains
-DEFAULT_BATCH = 16  # spans exported per loop callback
+DEFAULT_BATCH = 64  # spans exported per loop callback
 DEFAULT_MAX_QUEUE = 2048  # spans waiting; more are dropped (counted)
 
 
