@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -52,13 +53,15 @@ class LoopSpanProcessor:
     ) -> None:
         self._exporter = exporter
         self._interval, self._batch, self._max_queue = interval, batch, max_queue
-        self._queue: collections.deque[ReadableSpan] = collections.deque()
+        # finished spans, and records that finish makes into spans as they are exported
+        self._queue: collections.deque[ReadableSpan | tuple[Any, ...]] = collections.deque()
         self._export_lock = threading.Lock()
         self._timer: asyncio.Handle | None = None
         self._closed = False
         self.dropped = 0
         self.exported = 0
         self.failures = 0
+        self.finish: Callable[[tuple[Any, ...]], ReadableSpan] | None = None  # see on_end_record
 
     # -- SpanProcessor -------------------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -74,12 +77,20 @@ class LoopSpanProcessor:
 
     def on_end_sampled(self, span: ReadableSpan) -> None:
         """:meth:`on_end` for a span known to be sampled (tickbus's own: its context is not read)."""
+        self._enqueue(span)
+
+    def on_end_record(self, record: tuple[Any, ...]) -> None:
+        """Queue a sampled span as a record that :attr:`finish` turns into the span when it is
+        exported (tickbus's producer spans: see ``Tracing.send``); bounded and counted as spans are."""
+        self._enqueue(record)
+
+    def _enqueue(self, item: ReadableSpan | tuple[Any, ...]) -> None:
         if self._closed:
             return
         if len(self._queue) >= self._max_queue:
             self.dropped += 1
             return
-        self._queue.append(span)
+        self._queue.append(item)
         if self._timer is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -116,9 +127,15 @@ class LoopSpanProcessor:
 
     def _export_some(self, count: int) -> None:
         spans: list[ReadableSpan] = []
-        queue = self._queue
+        queue, finish = self._queue, self.finish
         while queue and len(spans) < count:
-            spans.append(queue.popleft())
+            item = queue.popleft()
+            if not isinstance(item, tuple):
+                spans.append(item)
+            elif finish is not None:
+                spans.append(finish(item))
+            else:  # a record nobody can finish (not queued by Tracing): dropped
+                self.dropped += 1
         if spans:
             with self._export_lock:
                 self._exporter.export(spans)

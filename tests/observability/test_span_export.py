@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from actors.testing import eventually
@@ -14,10 +14,12 @@ from observability._span_export import LoopSpanProcessor
 class Recorder(SpanExporter):
     def __init__(self) -> None:
         self.calls: list[tuple[int, str]] = []
+        self.names: list[str] = []
         self.shut = False
 
     def export(self, spans):  # type: ignore[no-untyped-def]
         self.calls.append((len(spans), threading.current_thread().name))
+        self.names += [span.name for span in spans]
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
@@ -69,3 +71,35 @@ def test_spans_ended_without_a_loop_are_exported_by_flush_and_shutdown() -> None
         pass
     provider.shutdown()
     assert sum(n for n, _ in recorder.calls) == 2 and recorder.shut
+
+
+async def test_records_become_spans_when_exported_in_their_place_among_spans() -> None:
+    recorder = Recorder()
+    processor = LoopSpanProcessor(recorder, interval=0.01, batch=16, max_queue=40)
+    made: list[tuple[object, ...]] = []
+
+    def finish(record: tuple[object, ...]) -> ReadableSpan:
+        made.append(record)
+        return ReadableSpan(name=f"record {record[0]}")
+
+    processor.finish = finish
+    provider, t = tracer(processor)
+    for n in range(20):
+        processor.on_end_record((n,))
+        with t.start_as_current_span(f"span {n}"):
+            pass
+    processor.on_end_record((20,))  # past max_queue: dropped and counted, as a span would be
+    assert made == [] and processor.dropped == 1  # nothing made while queued
+    await eventually(lambda: processor.exported == 40, 5, "every record and span exported")
+    assert recorder.names == [name for n in range(20) for name in (f"record {n}", f"span {n}")]
+    assert [n for n, _ in recorder.calls] == [16, 16, 8]
+    assert {name for _, name in recorder.calls} == {threading.current_thread().name}
+    provider.shutdown()
+
+
+def test_a_record_nobody_can_finish_is_dropped_and_counted() -> None:
+    recorder = Recorder()
+    processor = LoopSpanProcessor(recorder)
+    processor.on_end_record((1,))
+    assert processor.force_flush()
+    assert (processor.dropped, processor.exported, recorder.names) == (1, 0, [])
