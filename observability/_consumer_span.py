@@ -49,13 +49,15 @@ def remote_parent(trace: list[str]) -> SpanContext | None:
     return context if context.is_valid else None
 
 
-Finish = Callable[[ReadableSpan], None]
+Record = tuple[Any, ...]  # (function making the span from this record, what it needs)
+Finish = Callable[[Record], None]  # takes a finished span's record: see ConsumerSpan.end
 
 
 class ConsumerSpan(Span):
     """A recording CONSUMER span, child of and linked to the producer's ``parent``: ``attributes``
     given at creation (the messaging ones), what the handler adds kept apart and bounded; at
-    :meth:`end`, once, ``make`` builds the ``ReadableSpan`` and ``finish`` takes it."""
+    :meth:`end`, once, ``finish`` takes the record of the finished span, from which ``make`` builds
+    the ``ReadableSpan`` when it is needed (see ``observability._span_export``)."""
 
     def __init__(
         self,
@@ -150,19 +152,23 @@ class ConsumerSpan(Span):
     def end(self, end_time: int | None = None) -> None:
         if self._ended:
             return
-        self._ended = True
-        attributes = self._fixed if self._added is None else {**self._fixed, **self._added}
-        self._finish(
-            self._make(
-                name=self._name,
-                context=self._context,
-                parent=self._parent,
-                attributes=attributes,
-                events=self._events if self._events is not None else (),
-                links=self._links if self._links is not None else (Link(self._parent),),
-                kind=SpanKind.CONSUMER,
-                status=self._status,
-                start_time=self._start,
-                end_time=end_time if end_time is not None else time.time_ns(),
-            )
-        )
+        self._ended = True  # nothing changes it from here: the span is made later, from the record
+        self._finish((_readable, self, end_time if end_time is not None else time.time_ns()))
+
+
+def _readable(record: Record) -> ReadableSpan:
+    """The ``ReadableSpan`` of an ended :class:`ConsumerSpan`'s record ``(_readable, span, end_time)``."""
+    span: ConsumerSpan = record[1]
+    attributes = span._fixed if span._added is None else {**span._fixed, **span._added}
+    return span._make(
+        name=span._name,
+        context=span._context,
+        parent=span._parent,
+        attributes=attributes,
+        events=span._events if span._events is not None else (),
+        links=span._links if span._links is not None else (Link(span._parent),),
+        kind=SpanKind.CONSUMER,
+        status=span._status,
+        start_time=span._start,
+        end_time=record[2],
+    )

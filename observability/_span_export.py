@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -61,7 +60,6 @@ class LoopSpanProcessor:
         self.dropped = 0
         self.exported = 0
         self.failures = 0
-        self.finish: Callable[[tuple[Any, ...]], ReadableSpan] | None = None  # see on_end_record
 
     # -- SpanProcessor -------------------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -80,8 +78,9 @@ class LoopSpanProcessor:
         self._enqueue(span)
 
     def on_end_record(self, record: tuple[Any, ...]) -> None:
-        """Queue a sampled span as a record that :attr:`finish` turns into the span when it is
-        exported (tickbus's producer spans: see ``Tracing.send``); bounded and counted as spans are."""
+        """Queue a finished, sampled span as a record: ``record[0](record)`` makes the span when it is
+        exported, with the others of its slice (tickbus's spans: see ``Tracing.send`` and
+        ``ConsumerSpan.end``); bounded and counted as spans are."""
         self._enqueue(record)
 
     def _enqueue(self, item: ReadableSpan | tuple[Any, ...]) -> None:
@@ -127,15 +126,10 @@ class LoopSpanProcessor:
 
     def _export_some(self, count: int) -> None:
         spans: list[ReadableSpan] = []
-        queue, finish = self._queue, self.finish
+        queue = self._queue
         while queue and len(spans) < count:
             item = queue.popleft()
-            if not isinstance(item, tuple):
-                spans.append(item)
-            elif finish is not None:
-                spans.append(finish(item))
-            else:  # a record nobody can finish (not queued by Tracing): dropped
-                self.dropped += 1
+            spans.append(item[0](item) if isinstance(item, tuple) else item)
         if spans:
             with self._export_lock:
                 self._exporter.export(spans)

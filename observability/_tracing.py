@@ -88,7 +88,8 @@ class _Made(NamedTuple):
     """What the hooks make spans with, imported and bound once by :meth:`Tracing.enable`."""
 
     make: Callable[..., Any]  # ReadableSpan with this provider's resource and scope
-    record: Callable[[tuple[Any, ...]], None]  # takes a sampled publish's record (see Tracing.send)
+    record: Callable[[tuple[Any, ...]], None]  # takes a finished span's record: (maker, its values)
+    producer_span: Callable[[tuple[Any, ...]], Any]  # makes a sampled publish's span from its record
     on_end: Callable[[Any], None]  # the span processor's: takes a finished (sampled) span
     span_context: Callable[..., SpanContext]
     sampled: Any  # TraceFlags(SAMPLED)
@@ -215,17 +216,16 @@ class Tracing:
 
         scope = InstrumentationScope("tickbus", tickbus_version())  # the tracer's
         on_end = getattr(processor, "on_end_sampled", processor.on_end)  # every span made here is sampled
+        # A finished span is handed over as a record, its first item the function that makes the
+        # span from it: the LoopSpanProcessor makes it at the drain, with its neighbours; another
+        # processor (an OTLP endpoint's batch processor, a test's exporter) gets the span at once.
+        record = processor.on_end_record if isinstance(processor, LoopSpanProcessor) else _finishing(on_end)
         producer = _producer_maker(ProducerSpan, _fields_maker(Fields, provider.resource, scope), self._sends)
-        record: Callable[[tuple[Any, ...]], None]
-        if isinstance(processor, LoopSpanProcessor):  # the span is made at the drain, with its neighbours
-            processor.finish = producer
-            record = processor.on_end_record
-        else:
-            record = _finishing(producer, on_end)
 
         self._made = _Made(
             functools.partial(ReadableSpan, resource=provider.resource, instrumentation_scope=scope),
             record,
+            producer,
             on_end,
             SpanContext,
             TraceFlags(TraceFlags.SAMPLED),
@@ -450,7 +450,10 @@ class Tracing:
             raise
         # the rest of the span when it is exported: made there with the other spans of a drain, its
         # code warm, rather than here once in a hundred messages (see _producer_maker)
-        made.record((trace_id, span_id, parent, state, actor.name, key, hub, seq, start, time.time_ns()))
+        end = time.time_ns()
+        made.record(
+            (made.producer_span, trace_id, span_id, parent, state, actor.name, key, hub, seq, start, end)
+        )
         self._produced += 1
 
     def _process(
@@ -478,7 +481,7 @@ class Tracing:
         trace_id, state = remote.trace_id, remote.trace_state
         context = made.span_context(trace_id, _new_id(64), False, made.sampled, state)
         name = f"process {key[0] if key else ''}"
-        span = made.consumer_span(name, context, remote, attributes, finish=made.on_end, make=made.make)
+        span = made.consumer_span(name, context, remote, attributes, finish=made.record, make=made.make)
         self._consumed += 1
         return span, made.attach(made.set_span_in_context(span))
 
@@ -486,11 +489,11 @@ class Tracing:
 def _producer_maker(
     span: Callable[[Any], Any], fields: Callable[..., Any], sends: dict[tuple[str, tuple[str, ...]], Any]
 ) -> Callable[[tuple[Any, ...]], Any]:
-    """``producer(record)``: the ``ProducerSpan`` of a sampled publish's record, ``(trace_id, span_id,
-    parent, state, actor name, key, hub, seq, start, end)``; a seq of 0: nothing was sent."""
+    """``producer(record)``: the ``ProducerSpan`` of a sampled publish's record, ``(producer, trace_id,
+    span_id, parent, state, actor name, key, hub, seq, start, end)``; a seq of 0: nothing was sent."""
 
     def producer(record: tuple[Any, ...]) -> Any:
-        trace_id, span_id, parent, state, actor, key, hub, seq, start, end = record
+        _, trace_id, span_id, parent, state, actor, key, hub, seq, start, end = record
         named = sends.get((actor, key))
         if named is None:
             if len(sends) >= _MAX_SENDS:
@@ -502,13 +505,11 @@ def _producer_maker(
     return producer
 
 
-def _finishing(
-    producer: Callable[[tuple[Any, ...]], Any], on_end: Callable[[Any], None]
-) -> Callable[[tuple[Any, ...]], None]:
+def _finishing(on_end: Callable[[Any], None]) -> Callable[[tuple[Any, ...]], None]:
     """``record(values)`` for a span processor that takes spans only: the span made at once."""
 
     def record(values: tuple[Any, ...]) -> None:
-        on_end(producer(values))
+        on_end(values[0](values))
 
     return record
 
