@@ -281,6 +281,47 @@ async def test_a_handler_uses_its_consumer_span_as_an_sdk_span_and_the_record_ke
     assert len(finished(exporter)) == len(spans)
 
 
+def written_spans(file: Path) -> list[dict[str, Any]]:
+    """Every span of an OTLP JSON lines file."""
+    return [
+        span
+        for line in file.read_text().splitlines()
+        for resource in json.loads(line)["resourceSpans"]
+        for scope in resource["scopeSpans"]
+        for span in scope["spans"]
+    ]
+
+
+async def test_spans_written_on_the_loop_are_made_at_the_export_as_they_ended(monkeypatch, tmp_path: Path):
+    # to a file, spans leave as records and are made when the loop exports them (_span_export):
+    # what the handler did is in them, what was done to the span after its end is not
+    monkeypatch.setenv("TICKBUS_DATA_DIR", str(tmp_path))
+    observability.enable_tracing("unit", sampler="always_on")
+    hub = Hub(name="memory")
+    annotating, source = Annotating(hub), Actor(hub, name="source")
+    for actor in (annotating, source):
+        await actor.start()
+    try:
+        source.publish(("in", "AAPL"), 2)
+        await asyncio.wait_for(annotating.done.wait(), 5)
+        annotating.span.set_attribute("late", 1)  # ended, not yet exported: still ignored
+        annotating.span.add_event("late")
+    finally:
+        for actor in (source, annotating):
+            await actor.stop(drain_timeout=2)
+    file = Path(observability.tracing.statistics().file or "")
+    observability.disable_tracing()  # exports what is queued
+    by_name = {span["name"]: span for span in written_spans(file)}
+    assert sorted(by_name) == ["decide", "process in (annotated)", "publish in"]
+    consumer, producer = by_name["process in (annotated)"], by_name["publish in"]
+    attributes = {a["key"]: a["value"] for a in consumer["attributes"]}
+    assert attributes["order.id"] == {"stringValue": "o-1"} and "late" not in attributes
+    assert [e["name"] for e in consumer["events"]] == ["tick seen", "tick seen"]
+    assert consumer["parentSpanId"] == producer["spanId"] and consumer["status"] == {"code": 1}
+    produced = {a["key"]: a["value"]["stringValue"] for a in producer["attributes"]}
+    assert produced["messaging.message.id"].endswith(":1") and produced["tickbus.actor"] == "source"
+
+
 async def test_a_consumer_span_keeps_128_events_and_counts_the_rest_as_dropped():
     _, exporter = await annotate(events=130)
     consumer = next(s for s in finished(exporter) if s.kind is SpanKind.CONSUMER)
