@@ -494,31 +494,36 @@ class RegressionDetector:
         cfg = self.config
         smallest = tests[min(tests)]
         functions = {f for c in (*smallest[-3:], *run) for f in c.incl if not any(i in f for i in cfg.ignore)}
-        window_set = {id(c): c for base in tests.values() for c in (*base, *run)}.values()
-        leaves = {
-            f
-            for f in functions
-            # a leaf everywhere has equal self and inclusive counts: one test, not two
-            if all(c.count(f, "self") == c.count(f, "inclusive") for c in window_set)
+        windows = list({id(c): c for base in tests.values() for c in (*base, *run)}.values())
+        position = {id(c): i for i, c in enumerate(windows)}
+        # every function's counts in `windows`, per kind: made once, sliced for every pool size
+        counts = {
+            "self": {f: [c.own.get(f, 0) for c in windows] for f in functions},
+            "inclusive": {f: [c.incl.get(f, 0) for c in windows] for f in functions},
         }
+        # a leaf everywhere has equal self and inclusive counts: one test, not two
+        leaves = {f for f in functions if counts["self"][f] == counts["inclusive"][f]}
         best: dict[str, _Candidate] = {}
         for m, base in tests.items():
-            n_base = sum(c.total for c in base)
-            handled_base = sum(c.window.handled_total for c in base)
+            at_base = [position[id(c)] for c in base]
             pool = run[-m:]
+            at_pool = [position[id(c)] for c in pool]
+            totals = [c.total for c in base]
+            n_base = sum(totals)
+            handled_base = sum(c.window.handled_total for c in base)
             n_cur = sum(c.total for c in pool)
             handled = sum(c.window.handled_total for c in pool)
             phis: dict[tuple[str, Kind], float] = {}
+            sums: dict[tuple[str, Kind], tuple[int, int]] = {}
             for kind in _KINDS:
-                for function in functions:
-                    phis[(function, kind)] = dispersion(
-                        [c.count(function, kind) for c in base], [c.total for c in base]
-                    )
+                for function, every in counts[kind].items():
+                    in_base = [every[i] for i in at_base]
+                    phis[(function, kind)] = dispersion(in_base, totals)
+                    sums[(function, kind)] = (sum(in_base), sum([every[i] for i in at_pool]))
             floor = max(1.0, statistics.median(phis.values())) if phis else 1.0
             for function in functions:
                 for kind in _KINDS[:1] if function in leaves else _KINDS:
-                    x_base = sum(c.count(function, kind) for c in base)
-                    x_cur = sum(c.count(function, kind) for c in pool)
+                    x_base, x_cur = sums[(function, kind)]
                     base_share, cur_share = x_base / n_base, x_cur / n_cur
                     if max(cur_share, base_share) < cfg.min_share:
                         continue

@@ -78,7 +78,8 @@ def dispersion(counts: Sequence[int], totals: Sequence[int]) -> float:
     p = sum(counts) / n
     if p <= 0.0 or p >= 1.0:
         return 1.0
-    chi2 = sum((x - t * p) ** 2 / (t * p * (1 - p)) for x, t in zip(counts, totals, strict=True) if t)
+    q = 1 - p
+    chi2 = sum([(x - t * p) ** 2 / (t * p * q) for x, t in zip(counts, totals, strict=True) if t])
     return chi2 / (len(counts) - 1)
 
 
