@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Collection
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.backend
@@ -93,6 +93,15 @@ def _publisher_bytes(publisher_id: str) -> bytes:
             f"hub name in {publisher_id[:40]!r}... is too long: its publisher id must fit 255 bytes"
         )
     return raw
+
+
+def _pending(sock: zmq.Socket[bytes]) -> bool:
+    """True when ``sock`` holds a message to read (``ZMQ_EVENTS`` also takes the socket's pending
+    commands, as a receive would); False once it is closed."""
+    try:
+        return bool(cast("int", sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+    except zmq.ZMQError:
+        return False
 
 
 class RemoteHub(Hub):
@@ -254,12 +263,16 @@ class RemoteHub(Hub):
         self._sweeps += 1
         now = time.monotonic()
         try:
-            self._on_pub_readable()
-            self._on_sub_readable()
+            # a look at each socket's events first (~1.4 us; a recv that finds nothing ~3.6 us)
+            if any(map(_pending, self._pubs)):
+                self._on_pub_readable()
+            if any(map(_pending, self._subs)):
+                self._on_sub_readable()
             if self._expiry is None and len(self._subs) > 1:
                 self._release()
-            for index in range(len(self._monitors)):
-                self._on_monitor(index)
+            for index, monitor in enumerate(self._monitors):
+                if _pending(monitor):
+                    self._on_monitor(index)
             if self._watch.schedule.due(now, self._published + self._publish_skipped):
                 self._send_heartbeat(now)
             inbound = self._inbound
