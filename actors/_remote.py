@@ -67,10 +67,12 @@ _pack_fixed = FIXED.pack
 _perf = time.perf_counter
 _monotonic_ns = time.monotonic_ns
 _time_ns = time.time_ns
-_HOUSEKEEPING = 0.02  # seconds between safety drains of every socket (see _sweep)
-_LAG_EVERY = 5  # sweeps between lag checks (100 ms)
+_HOUSEKEEPING = 0.02  # seconds between safety drains of every socket while the hub is busy (_sweep)
+_HOUSEKEEPING_IDLE = 0.1  # ... once it sent and received nothing since the last (idle heartbeats allowing)
+_LAG_EVERY = 0.1  # seconds between lag checks
 _SIDES = ("frontend", "backend")  # the broker sockets of _pub and _sub, by monitor index
-_LIVENESS_EVERY = 25  # sweeps between checks for publishers gone quiet (500 ms)
+_LIVENESS_EVERY = 0.5  # seconds between checks for publishers gone quiet
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: the IntFlag's `&` costs ~0.7 us
 _HANDSHAKE_FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -99,7 +101,7 @@ def _pending(sock: zmq.Socket[bytes]) -> bool:
     """True when ``sock`` holds a message to read (``ZMQ_EVENTS`` also takes the socket's pending
     commands, as a receive would); False once it is closed."""
     try:
-        return bool(cast("int", sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+        return bool(cast("int", sock.getsockopt(_EVENTS)) & _POLLIN)
     except zmq.ZMQError:
         return False
 
@@ -187,7 +189,12 @@ class RemoteHub(Hub):
             sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_PREFIX)  # every hub hears every heartbeat
         self._heartbeat_key = Key(*HEARTBEAT, name)
         self._heartbeat_kb = encode_key(self._heartbeat_key)
-        self._sweeps = 0
+        # a heartbeat goes at most a quarter of its interval late: idle sweeps are no further apart
+        self._idle_sweep = max(
+            _HOUSEKEEPING, min(_HOUSEKEEPING_IDLE, idle_heartbeat / 4 or _HOUSEKEEPING_IDLE)
+        )
+        self._activity = 0  # messages sent and received at the last sweep
+        self._next_lag = self._next_liveness = 0.0
         self._snapshots = SnapshotClient(self, self.publisher_id, self._log)
         self._connected = [False] * len(self._monitors)
         self._connected_event = asyncio.Event()
@@ -255,12 +262,17 @@ class RemoteHub(Hub):
     def _sweep(self) -> None:
         # ZeroMQ's descriptor is edge-triggered, and any send or setsockopt may consume its edge
         # while processing commands (a subscription arriving during a publish burst, say). A cheap
-        # periodic drain of every socket bounds how long such an event can wait unseen.
+        # periodic drain of every socket bounds how long such an event can wait unseen: 20 ms while
+        # the hub sends or receives, 100 ms once it did neither since the last sweep (an idle process
+        # then wakes 10 times a second for it, not 50; nothing it sends can have taken an edge but
+        # its own heartbeats).
         if self._closed:
             return
+        inbound = self._inbound
+        activity = self._published + self._publish_skipped + inbound.received
+        idle, self._activity = activity == self._activity, activity
         # rescheduled first: nothing below may stop the heartbeats and the safety drains
-        self._housekeeping = self._loop.call_later(_HOUSEKEEPING, self._sweep)
-        self._sweeps += 1
+        self._housekeeping = self._loop.call_later(self._idle_sweep if idle else _HOUSEKEEPING, self._sweep)
         now = time.monotonic()
         try:
             # a look at each socket's events first (~1.4 us; a recv that finds nothing ~3.6 us)
@@ -275,13 +287,16 @@ class RemoteHub(Hub):
                     self._on_monitor(index)
             if self._watch.schedule.due(now, self._published + self._publish_skipped):
                 self._send_heartbeat(now)
-            inbound = self._inbound
-            if self._sweeps % _LAG_EVERY == 0:
+                if any(map(_pending, self._pubs)):  # the send may have taken a subscription's edge
+                    self._on_pub_readable()
+            if now >= self._next_lag:
+                self._next_lag = now + _LAG_EVERY
                 header, inbound.oldest_header = inbound.oldest_header, None
                 event = self._watch.check_lag(header, inbound.tracker.gaps)
                 if event is not None:
                     self.publish(Key(*SLOW, self.name), event)
-            if self._sweeps % _LIVENESS_EVERY == 0:
+            if now >= self._next_liveness:
+                self._next_liveness = now + _LIVENESS_EVERY
                 self._watch.check_liveness(now, inbound.tracker)
         except Exception as exc:  # housekeeping must outlive its own bugs
             self._log.log("ERROR", "housekeeping", "hub {}: housekeeping failed", self.name, exception=exc)
