@@ -37,6 +37,8 @@ class Recorder:
         self.warm_received = 0
         self.tail_index = -1  # the number of the first tail probe received (-1: none)
         self.latencies: list[int] | None = [] if latency else None
+        self.first_cpu_ns = 0  # this process's CPU time (all threads) at the first measured message
+        self.cpu_ns = 0  # ... and from there to the finish: what handling the measured messages cost
 
     def on_message(self, seq: int, sent_ns: int) -> None:
         """Record one received message."""
@@ -47,6 +49,7 @@ class Recorder:
                 # clock), so a subscriber that queues internally (an actor's mailbox) and handles
                 # late cannot shrink it: rate = messages handled / (last handled - first sent).
                 self.first_ns = sent_ns if 0 < sent_ns <= now else now
+                self.first_cpu_ns = time.process_time_ns()
             self.count += 1
             self.last_ns = now
             if seq > self.max_seq:
@@ -76,6 +79,8 @@ class Recorder:
         """Stop the measurement (first reason wins)."""
         if not self.finished.is_set():
             self.reason = reason
+            if self.count:
+                self.cpu_ns = time.process_time_ns() - self.first_cpu_ns
             self.finished.set()
 
     def idle_ns(self) -> int:
@@ -96,4 +101,5 @@ class Recorder:
             "tail_index": self.tail_index,
             "finished_by": self.reason,
             "latencies_ns": self.latencies,
+            "cpu_ns": self.cpu_ns,
         }

@@ -270,6 +270,7 @@ def acceptance(
                 "detail": detail if value is not None else f"{missing} in this run",
             }
         )
+    _cpu_detail(systems, out)
     # every overload run of actors, the row's and those for the goodput's median
     actors = systems.get("actors", {})
     row, more = actors.get("overload"), actors.get("overload_ab")
@@ -291,6 +292,16 @@ def acceptance(
         }
     )
     return out
+
+
+def _cpu_detail(systems: dict[str, dict[str, Any]], checks: list[dict[str, Any]]) -> None:
+    """Add to the obs-on check what observability costs in CPU per message (publisher + subscriber,
+    medians in turn): the rate ratio answers for throughput, this for the CPU an operator pays."""
+    on = _value(systems.get("actors+obs", {}), "throughput_ab", "cpu_ns_per_msg")
+    off = _value(systems.get("actors", {}), "throughput_ab", "cpu_ns_per_msg")
+    for check in checks:
+        if check["check"].startswith("actors+obs") and on and off and check["detail"]:
+            check["detail"] += f"; CPU per message {on:,.0f} / {off:,.0f} ns ({on / off - 1:+.1%})"
 
 
 def acceptance_lines(checks: list[dict[str, Any]]) -> str:

@@ -170,13 +170,17 @@ async def _publish(
             elapsed = time.monotonic() - start
         else:
             warm = await _flat_out(client, WARM_BASE, params["warm_s"])
+            cpu_ns = time.process_time_ns()
             sent, elapsed = await _flat_out_timed(client, params["duration_s"])
+            cpu_ns = time.process_time_ns() - cpu_ns
         result = {
             "sent": sent,
             "warm_sent": warm,
             "elapsed_s": elapsed,
             "send_rate": sent / elapsed if elapsed > 0 else 0.0,
         }
+        if mode == "throughput":
+            result["cpu_ns"] = cpu_ns
         if mode == "overload":
             conn.send(("result", {**result, "client": client.stats()}))
             await _tail(client, conn)
