@@ -219,7 +219,7 @@ class Actor:
             self.hub.publish(full, payload)
         elif self._key is _NOTHING:  # an origin: the sampler decides here, before any span exists
             if _random() < tracing.origin_ratio:
-                tracing.send(self, full, payload)
+                tracing.origin(self, full, payload)
             else:
                 self.hub.publish(full, payload)
         elif (trace := self._header.trace if self._header is not None else None) is None:

@@ -3,13 +3,16 @@
 The ``tickbus`` system measures the bare bus (a sync listener); these two run the same traffic
 through ``Actor.publish`` and an ``@handler``, the path where observability hooks in. ``actors+obs``
 turns on in both client processes what ``tickbus run`` turns on: metrics (OTLP JSON file, 1 s
-export), loop-lag and slow-callback probes, and tracing with 1 % of origins sampled (OTLP JSON file
-through the batch span processor). Comparing the two in one run is the cost of observability.
+export), loop-lag and slow-callback probes, and tracing with 1 % of origins sampled (OTLP JSON lines
+exported on the loop), without ``tickbus run``'s budget of 100 traces started a second: at 230k
+msgs/s that is 2,300 sampled publishes a second, 1 % as issue 12 asks. Comparing the two in one
+run is the cost of observability.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import tempfile
 import time
@@ -35,8 +38,12 @@ def _observe(hub: Any, service: str, actor: Any, enabled: bool) -> tempfile.Temp
     observability.loop_lag.enable()
     observability.slow_callbacks.enable()
     os.environ["TICKBUS_DATA_DIR"] = tmp.name  # the default span exporter writes under it
-    observability.enable_tracing(
-        service, actors=[actor.name], sampler="parentbased_traceidratio", ratio=TRACE_RATIO
+    observability.enable_tracing(  # 1 % of every origin, as issue 12 asks: no budget of traces a second
+        service,
+        actors=[actor.name],
+        sampler="parentbased_traceidratio",
+        ratio=TRACE_RATIO,
+        max_origin_spans_per_second=math.inf,
     )
     return tmp
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import secrets
 import statistics
 import tempfile
@@ -95,7 +96,13 @@ def configure(mode: str, directory: Path) -> None:
 
     exporter = FileSpanExporter(directory / f"{mode}.jsonl")
     ratio = 1.0 if mode == "sampled" else 0.0
-    observability.enable_tracing("bench", sampler="parentbased_traceidratio", ratio=ratio, exporter=exporter)
+    observability.enable_tracing(  # every origin at ratio 1: no budget of traces a second
+        "bench",
+        sampler="parentbased_traceidratio",
+        ratio=ratio,
+        exporter=exporter,
+        max_origin_spans_per_second=math.inf,
+    )
 
 
 def measure(

@@ -5,11 +5,13 @@
 only after checking :attr:`Tracing.enabled` (or, when consuming, that the message carries a trace
 context), so with tracing off nothing here runs at all:
 
-- :meth:`Tracing.send` and :meth:`Tracing.publish` from ``Actor.publish``. Outside a handler (a
+- :meth:`Tracing.origin` and :meth:`Tracing.publish` from ``Actor.publish``. Outside a handler (a
   timer, a ``run`` loop) the publish is an *origin*: the actor tests ``random() <``
-  :attr:`Tracing.origin_ratio` itself (see :mod:`._sampling`) and calls ``send`` for the chosen
-  ones. Inside a handler it follows the message being handled: untraced, the hub publishes as it
-  would without tracing; traced, ``publish`` decides. Sampled: a PRODUCER span ``publish <first key
+  :attr:`Tracing.origin_ratio` itself (see :mod:`._sampling`) and calls ``origin`` for the chosen
+  ones, which sends them in a producer span (:meth:`Tracing.send`) while the process's budget of
+  traces started a second allows (``max_origin_spans_per_second``; the others go untraced,
+  counted). Inside a handler it follows the message being handled: untraced, the hub publishes as
+  it would without tracing; traced, ``publish`` decides. Sampled: a PRODUCER span ``publish <first key
   segment>`` whose context travels in the header as ``[traceparent, tracestate]``, a child of the
   consumer span when inside a handler.
 - :meth:`Tracing.handler` from ``Actor._consume`` for a message that arrived with a trace context:
@@ -64,6 +66,8 @@ from ._trace_context import TRACEPARENT, Handler, TracedActor, TracedMessage, fa
 
 DEFAULT_MAX_FORCED_SPANS = 100.0
 """Consumer spans a second that received sampled trace contexts may make a process create."""
+DEFAULT_MAX_ORIGIN_SPANS = 100.0
+"""Traces a second a process starts at most: origins the sampler chose past it go untraced."""
 _MAX_SENDS = 4096  # (actor, key) pairs whose producer span name and attributes are kept
 _monotonic = time.monotonic
 
@@ -116,6 +120,9 @@ class TracingStatistics:
     forced_ignored: int = 0
     """Received sampled contexts not honoured: over ``max_forced_spans_per_second``."""
     max_forced_spans_per_second: float = DEFAULT_MAX_FORCED_SPANS
+    origins_over_budget: int = 0
+    """Origins the sampler chose that went untraced: over ``max_origin_spans_per_second``."""
+    max_origin_spans_per_second: float = DEFAULT_MAX_ORIGIN_SPANS
 
 
 class Tracing:
@@ -138,9 +145,11 @@ class Tracing:
         self._file: str | None = None
         self._stream: RotatingFile | None = None
         self._endpoint: str | None = None
-        self._produced = self._consumed = self._invalid = self._ignored = 0
+        self._produced = self._consumed = self._invalid = self._ignored = self._over_budget = 0
         self._max_forced = DEFAULT_MAX_FORCED_SPANS
         self._forced = TokenBucket(self._max_forced, max(1.0, self._max_forced))
+        self._max_origins = DEFAULT_MAX_ORIGIN_SPANS
+        self._origins = TokenBucket(self._max_origins, max(1.0, self._max_origins))
 
     # -- switching ------------------------------------------------------------------------------
     def enable(
@@ -154,6 +163,7 @@ class Tracing:
         max_forced_spans_per_second: float | None = None,
         rotation: Rotation | None = None,
         version: str | None = None,
+        max_origin_spans_per_second: float | None = None,
     ) -> None:
         """Start tracing this process as ``service`` (``$OTEL_SERVICE_NAME`` wins).
 
@@ -164,13 +174,29 @@ class Tracing:
         ``parentbased_traceidratio`` at 0.01. ``exporter`` replaces the exporter the environment
         would choose. ``max_forced_spans_per_second`` (default ``$TICKBUS_MAX_FORCED_SPANS``, else
         100) bounds the consumer spans that received sampled contexts make this process create;
-        the rest run untraced, counted in ``forced_ignored``. ``rotation`` bounds the trace files
-        (default :meth:`Rotation.from_environment`). Enabling again first disables (and flushes)
-        the running setup.
+        the rest run untraced, counted in ``forced_ignored``. ``max_origin_spans_per_second``
+        (default ``$TICKBUS_MAX_ORIGIN_SPANS``, else 100) bounds the traces this process starts:
+        past it an origin the sampler chose is sent untraced, counted in ``origins_over_budget``,
+        so that tracing costs at most that many sampled sends a second however fast the process
+        publishes (a market open at ten times the usual rate) and downstream processes, which
+        honour 100 received contexts a second by default, see whole traces. ``rotation`` bounds
+        the trace files (default :meth:`Rotation.from_environment`). Enabling again first disables
+        (and flushes) the running setup.
         """
         if self.enabled:
             self.disable()
-        self._set_forced_rate(max_forced_spans_per_second)
+        self._forced, self._max_forced = _bucket(
+            max_forced_spans_per_second,
+            "TICKBUS_MAX_FORCED_SPANS",
+            DEFAULT_MAX_FORCED_SPANS,
+            "max_forced_spans_per_second",
+        )
+        self._origins, self._max_origins = _bucket(
+            max_origin_spans_per_second,
+            "TICKBUS_MAX_ORIGIN_SPANS",
+            DEFAULT_MAX_ORIGIN_SPANS,
+            "max_origin_spans_per_second",
+        )
         if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
             return
         kind = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
@@ -238,31 +264,16 @@ class Tracing:
             otel_context.attach,
             otel_context.detach,
         )
-        self._produced = self._consumed = self._invalid = self._ignored = 0
+        self._produced = self._consumed = self._invalid = self._ignored = self._over_budget = 0
         self.enabled = True
         logger.info(
-            "tracing {} with {} (origin ratio {}) to {}",
+            "tracing {} with {} (origin ratio {}, at most {:g} traces started a second) to {}",
             service,
             policy.name,
             policy.ratio,
+            self._max_origins,
             self._endpoint or self._file or type(exporter).__name__,
         )
-
-    def _set_forced_rate(self, rate: float | None) -> None:
-        if rate is None:
-            text = os.environ.get("TICKBUS_MAX_FORCED_SPANS", "").strip()
-            try:
-                rate = float(text) if text else DEFAULT_MAX_FORCED_SPANS
-            except ValueError:
-                raise TracingError(
-                    f"TICKBUS_MAX_FORCED_SPANS={text!r} is not a number of spans per second >= 0"
-                ) from None
-        if not isinstance(rate, int | float) or isinstance(rate, bool) or not rate >= 0:
-            raise TracingError(
-                f"max_forced_spans_per_second={rate!r} is not a number of spans per second >= 0"
-            )
-        self._max_forced = float(rate)
-        self._forced = TokenBucket(self._max_forced, max(1.0, self._max_forced) if rate else 0.0)
 
     def _exporter(self, service: str, kind: str, rotation: Rotation) -> SpanExporter:
         if kind == "console":
@@ -331,6 +342,8 @@ class Tracing:
             otlp_endpoint=self._endpoint if self.enabled else None,
             forced_ignored=self._ignored,
             max_forced_spans_per_second=self._max_forced,
+            origins_over_budget=self._over_budget,
+            max_origin_spans_per_second=self._max_origins,
         )
 
     # -- the hooks ------------------------------------------------------------------------------
@@ -348,13 +361,24 @@ class Tracing:
             return
         current = made.get_current_span().get_span_context()
         in_trace = current.is_valid and format(current.trace_id, "032x") == traceparent[3:35]
-        if not in_trace and (  # not in that handler's span:
-            TRACEPARENT.match(traceparent) is None  # the handler ran untraced (malformed context)
-            or self._random() >= self._ratio  # a timer's publish while an async handler awaits
+        if in_trace:
+            self.send(actor, key, payload)
+        elif (  # not in that handler's span: an origin, sampled at the origin ratio
+            TRACEPARENT.match(traceparent) is not None  # (the handler ran untraced: malformed context)
+            and self._random() < self._ratio  # a timer's publish while an async handler awaits
         ):
+            self.origin(actor, key, payload)
+        else:
             actor.hub.publish(key, payload)
-            return
-        self.send(actor, key, payload)
+
+    def origin(self, actor: TracedActor, key: tuple[str, ...], payload: Any) -> None:
+        """Publish ``payload`` as an origin the sampler chose: in a producer span (:meth:`send`) while
+        the process's trace budget (``max_origin_spans_per_second``) allows, else untraced, counted."""
+        if self._origins.take(_monotonic()):
+            self.send(actor, key, payload)
+        else:
+            self._over_budget += 1
+            actor.hub.publish(key, payload)
 
     def handler(self, actor: TracedActor, fn: Handler, is_async: bool, message: TracedMessage) -> Handler:
         """``fn`` wrapped in a consumer span for ``message``, which arrived with a trace context.
@@ -487,6 +511,20 @@ class Tracing:
         return span, made.attach(made.set_span_in_context(span))
 
 
+def _bucket(rate: float | None, variable: str, default: float, name: str) -> tuple[TokenBucket, float]:
+    """A per-second bound's bucket (burst: one second's worth, at least 1) and its rate: ``rate``,
+    else ``$variable``, else ``default``; :class:`TracingError` for anything but a number >= 0."""
+    if rate is None:
+        text = os.environ.get(variable, "").strip()
+        try:
+            rate = float(text) if text else default
+        except ValueError:
+            raise TracingError(f"{variable}={text!r} is not a number of spans per second >= 0") from None
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or not rate >= 0:
+        raise TracingError(f"{name}={rate!r} is not a number of spans per second >= 0")
+    return TokenBucket(float(rate), max(1.0, float(rate)) if rate else 0.0), float(rate)
+
+
 def _producer_maker(
     span: Callable[[Any], Any], fields: Callable[..., Any], sends: dict[tuple[str, tuple[str, ...]], Any]
 ) -> Callable[[tuple[Any, ...]], Any]:
@@ -542,6 +580,7 @@ def enable_tracing(
     max_forced_spans_per_second: float | None = None,
     rotation: Rotation | None = None,
     version: str | None = None,
+    max_origin_spans_per_second: float | None = None,
 ) -> None:
     """Trace this process's actor messages: ``observability.tracing.enable(...)`` (see :class:`Tracing`)."""
     tracing.enable(
@@ -553,6 +592,7 @@ def enable_tracing(
         max_forced_spans_per_second=max_forced_spans_per_second,
         rotation=rotation,
         version=version,
+        max_origin_spans_per_second=max_origin_spans_per_second,
     )
 
 

@@ -1,11 +1,15 @@
-"""Received sampled trace contexts are honoured only up to max_forced_spans_per_second (issue 11).
+"""Received sampled trace contexts are honoured only up to max_forced_spans_per_second (issue 11);
+a process starts at most max_origin_spans_per_second traces.
 
 A sender decides that a message is sampled; without a bound any peer could make a receiver export a
-span per message. Spans go to the SDK's real in-memory exporter.
+span per message. And a ratio alone makes tracing cost grow with the rate: a burst at ten times the
+usual rate would pay for ten times the sampled sends exactly when CPU is short. Spans go to the
+SDK's real in-memory exporter.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -27,6 +31,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch):
         "OTEL_SDK_DISABLED",
         "OTEL_TRACES_EXPORTER",
         "TICKBUS_MAX_FORCED_SPANS",
+        "TICKBUS_MAX_ORIGIN_SPANS",
     ):
         monkeypatch.delenv(name, raising=False)
     yield
@@ -91,3 +96,76 @@ async def test_the_bound_defaults_to_100_a_second_and_reads_the_environment(monk
     monkeypatch.setenv("TICKBUS_MAX_FORCED_SPANS", "lots")
     with pytest.raises(observability.TracingError, match="TICKBUS_MAX_FORCED_SPANS='lots'"):
         observability.enable_tracing("unit", exporter=InMemorySpanExporter())
+
+
+class Feed(Actor):
+    name = "feed"
+    prefix = ("feed",)
+
+
+class Sink(Actor):
+    name = "sink"
+
+    async def on_start(self) -> None:
+        self.handled = 0
+
+    @handler(("feed", "*"))
+    def on_feed(self, key: Key, payload: Any) -> None:
+        self.handled += 1
+
+
+async def _publish_origins(count: int) -> Sink:
+    hub = Hub(name="memory")
+    feed, sink = Feed(hub), Sink(hub)
+    await sink.start()
+    await feed.start()
+    try:
+        for n in range(count):
+            feed.publish(("x",), n)  # outside any handler: every one an origin, sampled (always_on)
+        await eventually(lambda: sink.handled == count, 10, "every message handled")
+    finally:
+        await feed.stop(drain_timeout=2)
+        await sink.stop(drain_timeout=2)
+    return sink
+
+
+async def test_origins_past_the_budget_go_untraced_counted_and_are_all_delivered():
+    exporter = InMemorySpanExporter()
+    observability.enable_tracing(
+        "unit", sampler="always_on", exporter=exporter, max_origin_spans_per_second=5
+    )
+    sink = await _publish_origins(1000)
+    assert observability.tracing.flush(5)
+    producers = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.PRODUCER]
+    consumers = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+    stats = observability.tracing.statistics()
+    assert sink.handled == 1000  # every message delivered, traced or not
+    assert 5 <= len(producers) <= 5 + 5 * 10  # the burst, plus the rate over at most 10 s
+    assert stats.producer_spans == len(producers)
+    assert stats.origins_over_budget == 1000 - len(producers)
+    assert len(consumers) == len(producers)  # each trace started is whole: the sink honoured it
+    assert stats.max_origin_spans_per_second == 5.0
+
+
+async def test_the_origin_budget_defaults_to_100_a_second_reads_the_environment_and_may_be_unbounded(
+    monkeypatch,
+):
+    observability.enable_tracing("unit", sampler="always_on", exporter=InMemorySpanExporter())
+    assert observability.tracing.statistics().max_origin_spans_per_second == 100.0
+    monkeypatch.setenv("TICKBUS_MAX_ORIGIN_SPANS", "0")
+    observability.enable_tracing("unit", sampler="always_on", exporter=InMemorySpanExporter())
+    await _publish_origins(50)
+    stats = observability.tracing.statistics()
+    assert (stats.producer_spans, stats.origins_over_budget) == (0, 50)  # 0: start no trace
+    monkeypatch.setenv("TICKBUS_MAX_ORIGIN_SPANS", "inf")
+    observability.enable_tracing(
+        "unit", sampler="always_on", exporter=InMemorySpanExporter(), max_forced_spans_per_second=math.inf
+    )
+    await _publish_origins(500)
+    stats = observability.tracing.statistics()
+    assert (stats.producer_spans, stats.origins_over_budget) == (500, 0)
+    monkeypatch.setenv("TICKBUS_MAX_ORIGIN_SPANS", "many")
+    with pytest.raises(observability.TracingError, match="TICKBUS_MAX_ORIGIN_SPANS='many'"):
+        observability.enable_tracing("unit", exporter=InMemorySpanExporter())
+    with pytest.raises(observability.TracingError, match="max_origin_spans_per_second=-1"):
+        observability.enable_tracing("unit", exporter=InMemorySpanExporter(), max_origin_spans_per_second=-1)
