@@ -7,7 +7,8 @@ callbacks run in the exporter's thread, once per collection, and nothing touches
 message. Attributes: ``tickbus.actor`` (actor name), ``tickbus.hub`` (hub name, the group's name
 under ``tickbus run``), ``messaging.destination.name`` (a key's first segment), ``messaging.system``
 (``tickbus``), ``cpu.mode``, ``network.io.direction``, ``tickbus.broker`` (a broker's frontend
-endpoint, on a hub's per-broker series when it connects to several).
+endpoint, on a hub's per-broker series when it connects to several), ``span.kind`` and
+``tickbus.reason`` (tracing's spans, and sampled messages left untraced).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ._alert_counters import profile_alerts
 from ._histogram_export import HistogramMetric, HistogramSeries
 from ._loop_health import hang_watchdog, loop_lag, slow_callbacks
 from ._metric_sources import Sources
+from ._tracing import tracing
 
 _PROCESS_START_NS = time.time_ns()
 _MESSAGING = {"messaging.system": "tickbus"}
@@ -291,6 +293,80 @@ def _profile_alerts(options: CallbackOptions) -> Iterable[Observation]:
     ]
 
 
+def _spans(options: CallbackOptions) -> Iterable[Observation]:
+    stats = tracing.statistics()
+    if not (stats.enabled or stats.producer_spans or stats.consumer_spans):
+        return []
+    return [
+        Observation(stats.producer_spans, {"span.kind": "producer"}),
+        Observation(stats.consumer_spans, {"span.kind": "consumer"}),
+    ]
+
+
+def _untraced(options: CallbackOptions) -> Iterable[Observation]:
+    stats = tracing.statistics()
+    counts = {
+        "over_budget": stats.origins_over_budget,  # origins past max_origin_spans_per_second
+        "forced_ignored": stats.forced_ignored,  # received contexts past max_forced_spans_per_second
+        "invalid_context": stats.invalid_contexts,
+    }
+    if not (stats.enabled or any(counts.values())):
+        return []
+    return [Observation(n, {"tickbus.reason": reason}) for reason, n in counts.items()]
+
+
+_PROCESS_INSTRUMENTS: tuple[
+    tuple[str, Callback, str, str, bool], ...
+] = (  # (name, callback, unit, description, up-down)
+    ("process.cpu.time", _cpu, "s", "CPU time of this process, by cpu.mode", False),
+    ("process.memory.usage", _rss, "By", "Resident set size of this process", True),
+    (
+        "tickbus.loop.slow_callbacks",
+        _loop_counters,
+        "{callback}",
+        "Event-loop callbacks that ran longer than the slow-callback threshold",
+        False,
+    ),
+    (
+        "tickbus.profile.alerts",
+        _profile_alerts,
+        "{alert}",
+        "Profile regression alerts raised and resolved by this collector (tickbus.alert.state)",
+        False,
+    ),
+    (
+        "tickbus.profile.alerts.active",
+        lambda options: [Observation(profile_alerts.active)],
+        "{alert}",
+        "Profile regression alerts currently active",
+        True,
+    ),
+    (
+        "tickbus.tracing.spans",
+        _spans,
+        "{span}",
+        "Spans made for sampled messages, by span.kind (producer: a send, consumer: a handler)",
+        False,
+    ),
+    (
+        "tickbus.tracing.untraced",
+        _untraced,
+        "{message}",
+        "Sampled messages sent or handled without a span, by tickbus.reason (over_budget: origins past "
+        "max_origin_spans_per_second; forced_ignored: received contexts past max_forced_spans_per_second; "
+        "invalid_context)",
+        False,
+    ),
+    (
+        "tickbus.loop.hangs",
+        _hangs,
+        "{hang}",
+        "Times the event loop did not turn for the hang watchdog's timeout",
+        False,
+    ),
+)
+
+
 def create_instruments(meter: Meter, sources: Sources) -> None:
     """Create every observable instrument on ``meter``, reading ``sources`` at each collection."""
     for spec in _ACTOR_SPECS:
@@ -313,36 +389,9 @@ def create_instruments(meter: Meter, sources: Sources) -> None:
         unit="{message}",
         description="Messages an actor published, by key prefix (messaging.destination.name)",
     )
-    meter.create_observable_counter(
-        "process.cpu.time", callbacks=[_cpu], unit="s", description="CPU time of this process, by cpu.mode"
-    )
-    meter.create_observable_up_down_counter(
-        "process.memory.usage", callbacks=[_rss], unit="By", description="Resident set size of this process"
-    )
-    meter.create_observable_counter(
-        "tickbus.loop.slow_callbacks",
-        callbacks=[_loop_counters],
-        unit="{callback}",
-        description="Event-loop callbacks that ran longer than the slow-callback threshold",
-    )
-    meter.create_observable_counter(
-        "tickbus.profile.alerts",
-        callbacks=[_profile_alerts],
-        unit="{alert}",
-        description="Profile regression alerts raised and resolved by this collector (tickbus.alert.state)",
-    )
-    meter.create_observable_up_down_counter(
-        "tickbus.profile.alerts.active",
-        callbacks=[lambda options: [Observation(profile_alerts.active)]],
-        unit="{alert}",
-        description="Profile regression alerts currently active",
-    )
-    meter.create_observable_counter(
-        "tickbus.loop.hangs",
-        callbacks=[_hangs],
-        unit="{hang}",
-        description="Times the event loop did not turn for the hang watchdog's timeout",
-    )
+    for name, callback, unit, description, updown in _PROCESS_INSTRUMENTS:
+        create = meter.create_observable_up_down_counter if updown else meter.create_observable_counter
+        create(name, callbacks=[callback], unit=unit, description=description)
 
 
 def histograms(sources: Sources) -> list[HistogramMetric]:

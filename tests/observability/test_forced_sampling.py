@@ -9,7 +9,10 @@ SDK's real in-memory exporter.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import re
+import urllib.request
 from typing import Any
 
 import pytest
@@ -18,8 +21,8 @@ from opentelemetry.trace import SpanKind
 
 import observability
 from actors import Actor, Hub, Key, handler
-from actors.testing import eventually
-from observability import TokenBucket
+from actors.testing import eventually, free_tcp_port
+from observability import Metrics, TokenBucket
 
 SAMPLED = ["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", ""]
 
@@ -169,3 +172,41 @@ async def test_the_origin_budget_defaults_to_100_a_second_reads_the_environment_
         observability.enable_tracing("unit", exporter=InMemorySpanExporter())
     with pytest.raises(observability.TracingError, match="max_origin_spans_per_second=-1"):
         observability.enable_tracing("unit", exporter=InMemorySpanExporter(), max_origin_spans_per_second=-1)
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def _counter(text: str, name: str, label: str) -> float:
+    """The value of Prometheus series ``name`` whose labels include ``label``."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and label in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} with {label} in:\n{text}")
+
+
+async def test_spans_made_and_sampled_messages_left_untraced_are_metrics():
+    exporter = InMemorySpanExporter()
+    observability.enable_tracing(
+        "unit", sampler="always_on", exporter=exporter, max_origin_spans_per_second=5
+    )
+    await _publish_origins(200)
+    await _flood(300)  # received 'sampled' contexts: 100 honoured (the default bound), the rest not
+    stats = observability.tracing.statistics()
+    port = free_tcp_port()
+    metrics = Metrics()
+    metrics.enable("unit", prometheus_port=port, otlp_file=False)
+    try:
+        text = await asyncio.to_thread(_scrape, port)
+    finally:
+        metrics.disable()
+    assert stats.origins_over_budget >= 200 - 55 and stats.forced_ignored >= 300 - 110
+    spans, untraced = "tickbus_tracing_spans_total", "tickbus_tracing_untraced_total"
+    assert _counter(text, spans, 'span_kind="producer"') == stats.producer_spans
+    assert _counter(text, spans, 'span_kind="consumer"') == stats.consumer_spans
+    assert _counter(text, untraced, 'tickbus_reason="over_budget"') == stats.origins_over_budget
+    assert _counter(text, untraced, 'tickbus_reason="forced_ignored"') == stats.forced_ignored
+    assert _counter(text, untraced, 'tickbus_reason="invalid_context"') == 0
+    assert re.search(r"^# TYPE tickbus_tracing_untraced_total counter$", text, re.M)
