@@ -363,9 +363,10 @@ class Tracing:
         in_trace = current.is_valid and format(current.trace_id, "032x") == traceparent[3:35]
         if in_trace:
             self.send(actor, key, payload)
-        elif (  # not in that handler's span: an origin, sampled at the origin ratio
-            TRACEPARENT.match(traceparent) is not None  # (the handler ran untraced: malformed context)
-            and self._random() < self._ratio  # a timer's publish while an async handler awaits
+        elif (  # not in that handler's span (a timer's publish while an async handler awaits, or
+            # the handler ran untraced): an origin, sampled at the origin ratio, unless the context
+            # was malformed (then nothing of it is traced)
+            TRACEPARENT.match(traceparent) is not None and self._random() < self._ratio
         ):
             self.origin(actor, key, payload)
         else:
