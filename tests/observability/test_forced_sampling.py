@@ -202,7 +202,7 @@ async def test_spans_made_and_sampled_messages_left_untraced_are_metrics():
         text = await asyncio.to_thread(_scrape, port)
     finally:
         metrics.disable()
-    assert stats.origins_over_budget >= 200 - 55 and stats.forced_ignored >= 300 - 110
+    assert stats.origins_over_budget >= 100 and stats.forced_ignored >= 100  # both bounds were at work
     spans, untraced = "tickbus_tracing_spans_total", "tickbus_tracing_untraced_total"
     assert _counter(text, spans, 'span_kind="producer"') == stats.producer_spans
     assert _counter(text, spans, 'span_kind="consumer"') == stats.consumer_spans
