@@ -103,23 +103,12 @@ async def test_the_bound_defaults_to_100_a_second_and_reads_the_environment(monk
 
 class Feed(Actor):
     name = "feed"
-    prefix = ("feed",)
+    prefix = ("in",)  # to the Counter
 
 
-class Sink(Actor):
-    name = "sink"
-
-    async def on_start(self) -> None:
-        self.handled = 0
-
-    @handler(("feed", "*"))
-    def on_feed(self, key: Key, payload: Any) -> None:
-        self.handled += 1
-
-
-async def _publish_origins(count: int) -> Sink:
+async def _publish_origins(count: int) -> Counter:
     hub = Hub(name="memory")
-    feed, sink = Feed(hub), Sink(hub)
+    feed, sink = Feed(hub), Counter(hub)
     await sink.start()
     await feed.start()
     try:
