@@ -20,7 +20,6 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from importlib import metadata
 
 from loguru import logger
 
@@ -40,11 +39,8 @@ EXIT_ACTOR_FAILED = 1
 
 
 def version() -> str:
-    """The installed tickbus version."""
-    try:
-        return metadata.version("tickbus")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
+    """The installed tickbus version (``0+unknown`` from a bare checkout; looked up once)."""
+    return observability.tickbus_version()
 
 
 def app_version(config: GroupConfig) -> str:
@@ -89,14 +85,14 @@ def load_actor_class(target: str) -> type[Actor]:
     return cls
 
 
-def _announcement(config: GroupConfig, actors: list[Actor]) -> dict[str, object]:
+def _announcement(config: GroupConfig, actors: list[Actor], app: str) -> dict[str, object]:
     return {
         "group": config.name,
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "actors": [a.name for a in actors],
         "classes": [f"{type(a).__module__}:{type(a).__qualname__}" for a in actors],
-        "version": app_version(config),
+        "version": app,
         "tickbus": version(),
         "python": sys.version.split()[0],
     }
@@ -120,6 +116,7 @@ async def run_group(
     starts; ``on_ready`` once every actor has started and the hub's subscriptions are in place.
     """
     classes = [(load_actor_class(spec.target), spec) for spec in config.actors]
+    app = app_version(config)  # reads installed metadata: not between the actors' first messages
     stop = stop or asyncio.Event()
     own_hub = hub is None
     if hub is None:
@@ -143,7 +140,7 @@ async def run_group(
             observability.metrics.add_actor(actor)
         if isinstance(hub, RemoteHub):
             await hub.sync()
-        hello = _announcement(config, running)
+        hello = _announcement(config, running, app)
         announcer = asyncio.get_running_loop().create_task(
             _announce(hub, config.name, hello, running, announce=announce_interval, stats=stats_interval)
         )
