@@ -18,7 +18,8 @@ Tracing: the groups sample ``--trace-ratio`` of the ticks (``parentbased_traceid
 git-ignored); ``tickbus trace list|show --data-dir DIR`` reads them.
 
 ``--realtime PRIORITY`` starts the broker and the groups under ``chrt --fifo PRIORITY`` (their
-threads inherit it; the profiler and this process stay in the normal class): what a trading server's
+threads inherit it; this process stays in the normal class and the profiler at ``SCHED_IDLE``, its
+default): what a trading server's
 units do with ``CPUSchedulingPolicy=fifo`` (deploy/README.md, "Lower tail latency"). It needs root or
 CAP_SYS_NICE.
 

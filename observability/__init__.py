@@ -82,7 +82,14 @@ from ._loop_health import (
 )
 from ._metrics import Metrics, MetricsStatistics, metrics
 from ._ratelimit import RateLimitedLog, TokenBucket
-from ._resource import data_dir, module_version, process_resource, real_time_scheduling, tickbus_version
+from ._resource import (
+    data_dir,
+    idle_scheduling,
+    module_version,
+    process_resource,
+    real_time_scheduling,
+    tickbus_version,
+)
 from ._rotation import RotatingFile, Rotation
 from ._systemd import SystemdNotifier, WatchdogFeeder, notify_service, parse_notify_address, watchdog_interval
 from ._trace_view import (
@@ -156,6 +163,7 @@ __all__ = [
     "exception_fields",
     "find_trace",
     "hang_watchdog",
+    "idle_scheduling",
     "list_traces",
     "load_table",
     "log_failure",

@@ -39,6 +39,7 @@ One file format serves every service (see :mod:`actors._config` for ``[group]`` 
     data_dir = "/var/lib/tickbus"
     alerts_file = "/var/lib/tickbus/alerts.jsonl"   # regression alerts, JSON lines (this is the default)
     webhook = "https://alerts.example/tickbus"      # also POST each alert here (default: none)
+    scheduling = "idle"         # "idle": only CPU time the actors leave (SCHED_IDLE); "normal"
 
 Every table may live in the same file; each command reads its own and ignores the others'.
 Precedence: a command-line flag (one that differs from its default) beats an environment variable,
@@ -233,6 +234,7 @@ PROFILER_KEYS: dict[str, Key] = {
     "data_dir": Key(_path, "TICKBUS_DATA_DIR", "data_dir"),
     "alerts_file": Key(_path, "TICKBUS_PROFILER_ALERTS_FILE", "alerts_file"),
     "webhook": Key(_url, "TICKBUS_PROFILER_WEBHOOK", "webhook"),
+    "scheduling": Key(_choice("idle", "normal"), "TICKBUS_PROFILER_SCHEDULING", "scheduling"),
 }
 """The ``[profiler]`` table, as :data:`BROKER_KEYS` for ``tickbus profiler``."""
 

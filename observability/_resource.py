@@ -90,3 +90,20 @@ def real_time_scheduling() -> str | None:
     policy = os.sched_getscheduler(0)
     name = _REAL_TIME.get(policy)
     return None if name is None else f"{name} priority {os.sched_getparam(0).sched_priority}"
+
+
+def idle_scheduling() -> None:
+    """Move every thread of this process to ``SCHED_IDLE``, the class that runs only on CPU time
+    every other process leaves; threads and child processes started later inherit it.
+
+    For observers (``tickbus profiler`` and its Austin samplers): a burst of their work then never
+    delays an actor's wake-up. Lowering needs no privilege; :class:`OSError` where the kernel has no
+    such class.
+    """
+    if not hasattr(os, "SCHED_IDLE"):
+        raise OSError("SCHED_IDLE is Linux's; this system has no such scheduling class")
+    for task in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setscheduler(int(task), os.SCHED_IDLE, os.sched_param(0))
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue

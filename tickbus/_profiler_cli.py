@@ -67,6 +67,13 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     collector.add_argument("--webhook", metavar="URL", help="also POST each alert as JSON to this URL")
     collector.add_argument("--no-detect", action="store_true", help="store windows only, detect nothing")
+    collector.add_argument(
+        "--scheduling",
+        choices=("idle", "normal"),
+        default="idle",
+        help="idle (default): the collector and its Austin samplers run at SCHED_IDLE, only on CPU "
+        "time the actors leave, so their bursts never delay an actor; normal: the usual class",
+    )
 
     query = subparsers.add_parser("profile", help="query the profiles stored by `tickbus profiler`")
     queries = query.add_subparsers(dest="profile_command", required=True, metavar="QUERY")
@@ -132,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_collector(args: argparse.Namespace) -> int:
-    from observability import configure_logging
+    from loguru import logger
+
+    from observability import configure_logging, idle_scheduling
     from observability.profiling import ProfileStore, default_store_path
 
     from ._service_config import apply_command_config
@@ -157,7 +166,20 @@ def _run_collector(args: argparse.Namespace) -> int:
         raise ProfilerError(
             f"--window {config.window} and --interval-us {config.interval_us} must both be positive"
         )
+    idle = getattr(args, "scheduling", "idle") == "idle"
+    idle_error = None
+    if idle:  # before any thread or Austin starts: they inherit it
+        try:
+            idle_scheduling()
+        except OSError as exc:
+            idle_error = exc
     configure_logging("profiler")
+    if idle_error is not None:
+        logger.warning("profiler runs in the normal scheduling class: {}", idle_error)
+    elif idle:
+        logger.info(
+            "profiler runs at SCHED_IDLE: only on CPU time the actors leave (scheduling = normal to change)"
+        )
     store = ProfileStore(default_store_path(config.data_dir))
 
     async def main() -> None:

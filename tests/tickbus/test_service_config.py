@@ -100,6 +100,16 @@ def test_profiler_table_errors_name_the_key_and_the_choices(tmp_path):
         load_table(write(tmp_path, "[profiler]\nwindow = 0\n"), "profiler")
 
 
+def test_profiler_scheduling_is_idle_unless_the_file_or_the_environment_says_normal(tmp_path, monkeypatch):
+    assert _parse("profiler").scheduling == "idle"
+    path = write(tmp_path, "[profiler]\nscheduling = 'normal'\n")
+    assert apply_command_config(_parse("profiler", "--config", str(path)), "profiler").scheduling == "normal"
+    monkeypatch.setenv("TICKBUS_PROFILER_SCHEDULING", "idle")
+    assert apply_command_config(_parse("profiler", "--config", str(path)), "profiler").scheduling == "idle"
+    with pytest.raises(ConfigError, match=r"profiler.scheduling = 'fifo'; allowed: idle, normal"):
+        load_table(write(tmp_path, "[profiler]\nscheduling = 'fifo'\n"), "profiler")
+
+
 def test_profiler_table_sets_the_alerts_file_and_webhook_and_the_environment_beats_it(tmp_path, monkeypatch):
     path = write(tmp_path, "[profiler]\nalerts_file = '/a/alerts.jsonl'\nwebhook = 'https://h/hook'\n")
     assert load_table(path, "profiler") == {
@@ -224,12 +234,12 @@ def test_tickbus_profiler_takes_its_store_from_the_config_file_and_notifies_read
         path = write(
             tmp_path,
             f'[profiler]\nfrontend = "{broker.frontend}"\nbackend = "{broker.backend}"\n'
-            f'window = 1.0\ndata_dir = "{data}"\n',
+            f'window = 1.0\ndata_dir = "{data}"\nscheduling = "normal"\n',
         )
-        _run_profiler_under_notify(tmp_path, path, data)
+        _run_profiler_under_notify(tmp_path, path, data, os.SCHED_OTHER)
 
 
-def _run_profiler_under_notify(tmp_path: Path, path: Path, data: Path) -> None:
+def _run_profiler_under_notify(tmp_path: Path, path: Path, data: Path, policy: int) -> None:
     listener = NotifyListener(tmp_path / "notify.sock")
     env = {k: v for k, v in os.environ.items() if k != "TICKBUS_DATA_DIR"}  # it would beat the file
     env.update(NOTIFY_SOCKET=str(listener.path), WATCHDOG_USEC="600000")
@@ -238,6 +248,7 @@ def _run_profiler_under_notify(tmp_path: Path, path: Path, data: Path) -> None:
         with service(argv, env, "tickbus profiler ready") as (proc, line):
             assert line.endswith(f"store={data / 'profiles.sqlite'}")
             assert listener.wait_for("READY")["STATUS"] == line
+            assert os.sched_getscheduler(proc.pid) == policy
             listener.wait_for("WATCHDOG", timeout=5)
             proc.send_signal(signal.SIGTERM)
             listener.wait_for("STOPPING", timeout=10)

@@ -102,6 +102,16 @@ def _ready_windows(store_path: Path, pid: int) -> list:
     return [w for w in windows if w.labels.pid == pid and w.samples >= 20 and w.handled_total > 0]
 
 
+def _policies_of_process_and_children(pid: int) -> set[tuple[str, int]]:
+    """The scheduling policies of every thread of ``pid`` ("collector") and of its children ("child")."""
+    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return {
+        (who, os.sched_getscheduler(int(task)))
+        for who, process in (("collector", pid), *(("child", c) for c in children))
+        for task in os.listdir(f"/proc/{process}/task")
+    }
+
+
 def _start_collector(broker: BrokerProcess, data_dir: Path, log_path: Path) -> subprocess.Popen[str]:
     """``tickbus profiler`` with 2 s windows, logging human-readable lines to ``log_path``."""
     with open(log_path, "w") as log:
@@ -134,6 +144,12 @@ async def test_collector_profiles_a_busy_actor_and_follows_it_across_a_kill_and_
         assert window.function_shares()[0].function.endswith(f":{HANDLER}")
         assert window.labels.actors == ("busy",)
         assert window.labels.version == actors.version()
+        # the collector and the Austin it started run at SCHED_IDLE: they take no actor's CPU time
+        assert _policies_of_process_and_children(collector.pid) == {
+            ("collector", os.SCHED_IDLE),
+            ("child", os.SCHED_IDLE),
+        }
+        assert "profiler runs at SCHED_IDLE" in log_path.read_text()
 
         busy.proc.kill()  # kill -9: no bye
         busy.proc.wait(10)

@@ -486,7 +486,7 @@ def test_the_readmes_realtime_drop_in_runs_every_thread_at_fifo_20_and_the_undo_
             limits = container.run("cat", f"/proc/{pid}/limits").stdout
             # and it cannot raise it: no RLIMIT_RTPRIO
             assert re.search(r"^Max realtime priority\s+0\s+0\s", limits, re.MULTILINE), limits
-        assert {cls for cls, _, _ in _threads(container, "tickbus-profiler")} == {"TS"}
+        assert {cls for cls, _, _ in _threads(container, "tickbus-profiler")} == {"IDL"}
         for unit, who in (("tickbus-broker", "broker"), ("tickbus-actors@model", "group model")):
             until(
                 lambda unit=unit, who=who: any(
