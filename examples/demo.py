@@ -19,9 +19,8 @@ git-ignored); ``tickbus trace list|show --data-dir DIR`` reads them.
 
 ``--realtime PRIORITY`` starts the broker and the groups under ``chrt --fifo PRIORITY`` (their
 threads inherit it; this process stays in the normal class and the profiler at ``SCHED_IDLE``, its
-default): what a trading server's
-units do with ``CPUSchedulingPolicy=fifo`` (deploy/README.md, "Lower tail latency"). It needs root or
-CAP_SYS_NICE.
+default): what a trading server's units do with ``CPUSchedulingPolicy=fifo`` (deploy/README.md,
+"Lower tail latency"). It needs root or CAP_SYS_NICE.
 
 Child processes log to files in a temporary directory (printed, kept with ``--keep-logs`` or on
 failure); on failure the tails of the logs are printed.

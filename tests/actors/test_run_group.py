@@ -63,7 +63,9 @@ async def test_the_installed_metadata_is_read_before_the_actors_start(monkeypatc
         return found(module)
 
     monkeypatch.setattr(observability, "module_version", module_version)
-    config = actors.group_from_flags([f"{__name__}:First"], name="g", frontend=None, backend=None, drain_timeout=1.0)
+    config = actors.group_from_flags(
+        [f"{__name__}:First"], name="g", frontend=None, backend=None, drain_timeout=1.0
+    )
     stop = asyncio.Event()
     ready = asyncio.Event()
     task = asyncio.get_running_loop().create_task(
