@@ -9,7 +9,9 @@ iterations (work, not time: CPU mode measures CPU, and a loaded machine must not
 times a second (no driver process, no broker traffic: the least contention for the sampler). An ask of
 ``('control', 'sync')`` is answered once everything queued before it was handled (asks wait in the
 same mailbox as messages), with the model's state: a test knows a switch took effect, whatever backlog
-a slow machine built up.
+a slow machine built up. The state includes the model's own clock of each function (``spent``: the
+nanoseconds spent in each since start, ``calls``: ticks handled), a measure of their costs that does
+not come from the sampler.
 
 The work per call varies at random (uniformly within +-30 %): a strictly periodic workload beats with
 the sampler's fixed interval and shifts samples between the two functions for many windows in a row,
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any
 
 from actors import Actor, Key, answers, handler
@@ -47,6 +50,8 @@ class Model(Actor):
         self.rng = random.Random()
         self.drive_rate = 0.0
         self.driver: asyncio.Task[None] | None = None
+        self.spent = dict.fromkeys(self.factors, 0)  # ns in each function, by the clock (~0.1 us a call)
+        self.calls = 0
 
     async def on_stop(self) -> None:
         if self.driver is not None:
@@ -68,7 +73,19 @@ class Model(Actor):
 
     @handler(("tick", "*"))
     def on_tick(self, key: Key, payload: Any) -> None:
-        self.last = self.compute_features(payload) + self.score_signal(payload) + self.check_limits(payload)
+        clock, spent = time.perf_counter_ns, self.spent
+        t0 = clock()
+        features = self.compute_features(payload)
+        t1 = clock()
+        score = self.score_signal(payload)
+        t2 = clock()
+        limits = self.check_limits(payload)
+        t3 = clock()
+        spent["compute_features"] += t1 - t0
+        spent["score_signal"] += t2 - t1
+        spent["check_limits"] += t3 - t2
+        self.calls += 1
+        self.last = features + score + limits
 
     def compute_features(self, payload: Any) -> int:
         iterations = self.iterations(FEATURES_ITERATIONS, "compute_features")
@@ -100,7 +117,13 @@ class Model(Actor):
     @answers(("control", "sync"))
     def sync(self, key: Key, payload: Any) -> dict[str, Any]:
         """The state once every message queued before this ask was handled."""
-        return {"refactored": self.refactored, "factors": dict(self.factors), "drive_rate": self.drive_rate}
+        return {
+            "refactored": self.refactored,
+            "factors": dict(self.factors),
+            "drive_rate": self.drive_rate,
+            "spent": dict(self.spent),
+            "calls": self.calls,
+        }
 
     @handler(("control", "*"))
     def on_control(self, key: Key, payload: Any) -> None:

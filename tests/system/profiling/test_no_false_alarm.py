@@ -6,6 +6,11 @@ callee (a pure refactor). Each replayed 2 s window merges two recorded windows o
 random, so 120 windows per phase come from ~12 real ones; the detector sees them in order, as the
 collector would, under several random draws.
 
+A false alarm is an alert for a function whose cost did not change. The model times its functions
+with its own clock as well (``spent`` in its state), so an alert the machine explains (the clock
+found the function at least the detector's minimum effect costlier in the alert's windows than in
+its baseline's) is told apart from one the detector made up.
+
 Nothing here assumes a machine speed: the rate is calibrated on the target first (a slower machine
 gets fewer messages, not a saturated target), each phase starts when the model confirms the switch
 (not a fixed delay after sending it), and the recording goes on until every phase has its windows,
@@ -16,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import random
 import statistics
 import time
+from typing import Any
 
 import pytest
 
@@ -27,6 +34,7 @@ from actors.testing import BrokerProcess
 from observability.profiling import (
     DetectionConfig,
     ProfileWindow,
+    Regression,
     RegressionDetector,
     dispersion,
     merge_windows,
@@ -57,6 +65,8 @@ class Recording:
     phases: dict[str, list[ProfileWindow]]
     base_rate: float
     busy_at_calibration: float
+    # phase -> function -> ns per call, by the model's own clock over all the phase's blocks
+    cost: dict[str, dict[str, float]]
 
 
 def busy(windows: list[ProfileWindow]) -> float:
@@ -94,9 +104,11 @@ async def calibrate(run: LiveRun, deadline: float) -> tuple[float, float]:
     return BASE_RATE * min(4.0, max(0.125, BUSY / measured)), measured
 
 
-async def switch(run: LiveRun, messages_per_s: float, refactored: bool, deadline: float) -> float:
+async def switch(
+    run: LiveRun, messages_per_s: float, refactored: bool, deadline: float
+) -> tuple[float, dict[str, Any]]:
     """Drive at ``messages_per_s``, refactored or not; once the model confirms it, the time from
-    which its windows are in the new phase."""
+    which its windows are in the new phase, and the model's state then."""
     run.rates.append(round(messages_per_s))
     run.control("refactor", {"on": refactored})
     left = max(1.0, deadline - time.monotonic())
@@ -108,7 +120,21 @@ async def switch(run: LiveRun, messages_per_s: float, refactored: bool, deadline
             f"{refactored}, within {left:.0f} s: it is that far behind the messages sent before"
         ) from None
     assert state["refactored"] is refactored, state
-    return time.time()
+    return time.time(), state
+
+
+def clock_costs(marks: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Per phase, the ns per call of each function the model times, from its state at each switch
+    (``marks``: the phase that starts there and the state; the last one closes the last block)."""
+    spent: dict[str, dict[str, int]] = {}
+    calls: dict[str, int] = {}
+    for (phase, state), (_, after) in itertools.pairwise(marks):
+        calls[phase] = calls.get(phase, 0) + after["calls"] - state["calls"]
+        for function, ns in after["spent"].items():
+            spent.setdefault(phase, {})[function] = (
+                spent.get(phase, {}).get(function, 0) + ns - state["spent"][function]
+            )
+    return {phase: {f: ns / max(1, calls[phase]) for f, ns in by.items()} for phase, by in spent.items()}
 
 
 async def record(run: LiveRun) -> Recording:
@@ -133,6 +159,7 @@ async def record(run: LiveRun) -> Recording:
     phases: dict[str, list[ProfileWindow]] = {p: [] for p, _, _ in PHASES}
     block: list[ProfileWindow] = []
     since = 0.0
+    marks: list[tuple[str, dict[str, Any]]] = []
 
     def collected() -> bool:
         # between two statistics of the phase, so that its handled messages interpolate within it
@@ -157,9 +184,11 @@ async def record(run: LiveRun) -> Recording:
 
     while any(len(windows) < WINDOWS_PER_PHASE for windows in phases.values()):
         for phase, factor, refactored in PHASES:
-            since = await switch(run, factor * base_rate, refactored, deadline)
+            since, state = await switch(run, factor * base_rate, refactored, deadline)
+            marks.append((phase, state))
             await run.wait_until(collected, deadline - time.monotonic(), reached)
             phases[phase] += block[:BLOCK]
+    marks.append(("", await run.sync(max(1.0, deadline - time.monotonic()))))
     relabelled = {
         phase: [
             dataclasses.replace(w, handled={"model": run.handled_between(w.start, w.end) or 0})
@@ -167,7 +196,7 @@ async def record(run: LiveRun) -> Recording:
         ]
         for phase, windows in phases.items()
     }
-    return Recording(relabelled, base_rate, measured)
+    return Recording(relabelled, base_rate, measured, clock_costs(marks))
 
 
 @pytest.fixture(scope="module")
@@ -250,6 +279,25 @@ def evaluable(recorded: dict[str, list[ProfileWindow]], config: DetectionConfig)
     return out
 
 
+def clock_summary(recorded: Recording) -> dict[str, dict[str, float]]:
+    return {p: {f: round(ns / 1000, 1) for f, ns in by.items()} for p, by in recorded.cost.items()}
+
+
+def clock_change(recorded: Recording, index: int, alert: Regression) -> float | None:
+    """How much costlier per call the model's clock found ``alert``'s function in the phases of the
+    alert's windows (the ``alert.windows`` up to replayed window ``index``) than in those of its
+    baseline (the ``alert.baseline_windows`` before them); ``None`` for a function it does not time."""
+    name = alert.function.rpartition(":Model.")[2]
+    if name not in recorded.cost[PHASES[0][0]]:
+        return None
+    first = index - alert.windows + 1
+
+    def mean(windows: range) -> float:
+        return statistics.fmean(recorded.cost[PHASES[i // REPLAYED_PER_PHASE][0]][name] for i in windows)
+
+    return mean(range(first, index + 1)) / mean(range(max(0, first - alert.baseline_windows), first)) - 1
+
+
 def test_the_recording_has_the_three_phases(recorded):
     phases = recorded.phases
     assert all(len(phases[p]) >= WINDOWS_PER_PHASE for p in phases), {p: len(w) for p, w in phases.items()}
@@ -282,7 +330,8 @@ def test_the_recording_has_the_three_phases(recorded):
         )
     print(
         f"base rate {recorded.base_rate:.0f}/s (busy {recorded.busy_at_calibration:.0%} at {BASE_RATE}/s); "
-        f"evaluable windows {evaluable(phases, DetectionConfig())}; noise {recording_noise(phases)}"
+        f"evaluable windows {evaluable(phases, DetectionConfig())}; noise {recording_noise(phases)}; "
+        f"us per call by the model's clock {clock_summary(recorded)}"
     )
     # the load doubled: the target kept up with the doubled rate (it was not saturated)
     assert handled["double"] > 1.6 * handled["base"], handled
@@ -317,8 +366,29 @@ def test_no_alert_over_360_replayed_windows_with_a_load_change_and_a_refactor(re
         phase: sum(evaluated[k * REPLAYED_PER_PHASE : (k + 1) * REPLAYED_PER_PHASE])
         for k, (phase, _, _) in enumerate(PHASES)
     }
-    assert alerts == [], [
-        (i, a.function.rpartition(":")[2], a.kind, a.baseline_share, a.current_share) for i, a in alerts
+    # An alert for a function the model's own clock found costlier by at least the detector's minimum
+    # effect is not a false one: the machine changed its cost (CI once recorded check_limits 22 % costlier
+    # in the refactored phase). The rest are.
+    minimum = detector.config.min_relative_change
+    changes = [(i, a, clock_change(recorded, i, a)) for i, a in alerts]
+    explained = [
+        (i, a.function.rpartition(":")[2], f"{c:+.1%}")
+        for i, a, c in changes
+        if c is not None and c >= minimum
+    ]
+    if explained:
+        print(f"\nalerts for functions the clock found costlier (true ones): {explained}")
+    assert [(i, a) for i, a, c in changes if c is None or c < minimum] == [], [
+        (
+            i,
+            a.function.rpartition(":")[2],
+            a.kind,
+            a.baseline_share,
+            a.current_share,
+            c,
+            clock_summary(recorded),
+        )
+        for i, a, c in changes
     ]
     # Enough evaluations for this to mean something, derived from the recording: every replayed
     # window the detector can evaluate at all (``evaluable``: all but its warm-up at each new load,
