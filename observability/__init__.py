@@ -83,8 +83,10 @@ from ._loop_health import (
 from ._metrics import Metrics, MetricsStatistics, metrics
 from ._ratelimit import RateLimitedLog, TokenBucket
 from ._resource import (
+    child_processes,
     data_dir,
     idle_scheduling,
+    low_scheduling,
     module_version,
     process_resource,
     real_time_scheduling,
@@ -152,6 +154,7 @@ __all__ = [
     "TracingStatistics",
     "WatchdogFeeder",
     "apply_service_config",
+    "child_processes",
     "configure_logging",
     "data_dir",
     "describe_exception",
@@ -168,6 +171,7 @@ __all__ = [
     "load_table",
     "log_failure",
     "loop_lag",
+    "low_scheduling",
     "metrics",
     "module_version",
     "notify_service",

@@ -72,7 +72,8 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         choices=("idle", "normal"),
         default="idle",
         help="idle (default): the collector and its Austin samplers run at SCHED_IDLE, only on CPU "
-        "time the actors leave, so their bursts never delay an actor; normal: the usual class",
+        "time the actors leave, so their bursts never delay an actor (at nice 19 while its CPUs stay "
+        "saturated); normal: the usual class",
     )
 
     query = subparsers.add_parser("profile", help="query the profiles stored by `tickbus profiler`")
@@ -138,10 +139,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_failure(task: asyncio.Task[None]) -> None:
+    """A background task of the collector must not end in silence."""
+    if not task.cancelled() and task.exception() is not None:
+        from loguru import logger
+
+        logger.opt(exception=task.exception()).error("profiler: {} failed", task.get_name())
+
+
 def _run_collector(args: argparse.Namespace) -> int:
     from loguru import logger
 
-    from observability import configure_logging, idle_scheduling
+    from observability import child_processes, configure_logging, idle_scheduling, low_scheduling
     from observability.profiling import ProfileStore, default_store_path
 
     from ._service_config import apply_command_config
@@ -167,29 +176,38 @@ def _run_collector(args: argparse.Namespace) -> int:
             f"--window {config.window} and --interval-us {config.interval_us} must both be positive"
         )
     idle = getattr(args, "scheduling", "idle") == "idle"
-    idle_error = None
-    if idle:  # before any thread or Austin starts: they inherit it
-        try:
-            idle_scheduling()
-        except OSError as exc:
-            idle_error = exc
+    if idle:  # it starts at nice 19, before any thread or Austin (they inherit it); at SCHED_IDLE once ready
+        low_scheduling()
     configure_logging("profiler")
-    if idle_error is not None:
-        logger.warning("profiler runs in the normal scheduling class: {}", idle_error)
-    elif idle:
+    store = ProfileStore(default_store_path(config.data_dir))
+
+    def lower() -> bool:
+        """SCHED_IDLE for the collector and the samplers started so far; False where there is none."""
+        try:
+            idle_scheduling(child_processes())
+        except OSError as exc:
+            logger.warning("profiler runs in the normal scheduling class at nice 19: {}", exc)
+            return False
         logger.info(
             "profiler runs at SCHED_IDLE: only on CPU time the actors leave (scheduling = normal to change)"
         )
-    store = ProfileStore(default_store_path(config.data_dir))
+        return True
 
     async def main() -> None:
         from observability import notify_service
 
+        from ._scheduling import keep_from_starving
+
         stop = asyncio.Event()
         # SIGTERM/SIGINT: STOPPING=1, then stop; WATCHDOG=1 from this loop (no-ops outside systemd)
         notifier, feeder = notify_service(asyncio.get_running_loop(), stop)
+        guard: asyncio.Task[None] | None = None
 
         def ready() -> None:
+            nonlocal guard
+            if idle and lower():  # a starved collector goes back to nice 19 (tickbus/_scheduling.py)
+                guard = asyncio.get_running_loop().create_task(keep_from_starving(stop), name="scheduling")
+                guard.add_done_callback(_report_failure)
             sys.stdout.write(f"{READY_PREFIX} host={config.host} store={store.path}\n")  # one write
             sys.stdout.flush()
             notifier.ready(f"{READY_PREFIX} host={config.host} store={store.path}")
@@ -202,6 +220,8 @@ def _run_collector(args: argparse.Namespace) -> int:
             await Profiler(config, store=store).run(stop, on_ready=ready)
         finally:
             feeder.cancel()
+            if guard is not None:
+                guard.cancel()
             metrics.disable()
 
     asyncio.run(main())

@@ -64,3 +64,63 @@ def test_idle_scheduling_moves_every_thread_and_what_starts_later_to_sched_idle(
     )
     assert done.stdout.split() == ["late", "True", "main", "True", "worker", "True"], done.stderr
     assert os.sched_getscheduler(0) == before
+
+
+_LOW = """
+import os, resource, signal, sys, time
+import observability
+rlimit, user = int(sys.argv[1]), int(sys.argv[2])
+try:
+    resource.setrlimit(resource.RLIMIT_NICE, (rlimit, rlimit))
+except ValueError:  # raising it needs CAP_SYS_RESOURCE
+    print("may not raise RLIMIT_NICE")
+    sys.exit()
+if user:  # as an unprivileged user: no CAP_SYS_NICE, only RLIMIT_NICE
+    os.setgroups([])
+    os.setgid(user)
+    os.setuid(user)
+child = os.fork()  # forked: this user may not be allowed to run the interpreter's file
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+try:
+    observability.idle_scheduling(observability.child_processes())
+    print("idle", os.sched_getscheduler(0) == os.SCHED_IDLE, os.sched_getscheduler(child) == os.SCHED_IDLE)
+    try:
+        observability.low_scheduling(observability.child_processes())
+    except PermissionError:
+        print("refused")
+    else:
+        policies = {os.sched_getscheduler(p) for p in (0, child)}
+        nices = {os.getpriority(os.PRIO_PROCESS, p) for p in (0, child)}
+        print("low", policies == {os.SCHED_OTHER}, nices == {19})
+finally:
+    os.kill(child, signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize(
+    ("rlimit", "user", "expected"),
+    [
+        (0, 0, "low True True"),  # CAP_SYS_NICE (root) needs no limit
+        (0, 65534, "refused"),  # an unprivileged user with the default limit may not leave SCHED_IDLE
+        (1, 65534, "low True True"),  # LimitNICE=+19, as tickbus-profiler.service sets it
+    ],
+)
+def test_low_scheduling_leaves_sched_idle_for_nice_19_with_its_children_where_rlimit_nice_allows(
+    rlimit: int, user: int, expected: str
+):
+    # tickbus profiler on saturated CPUs (tickbus/_scheduling.py); child_processes finds its samplers
+    if os.geteuid() != 0:
+        pytest.skip("needs root to set RLIMIT_NICE and change to another user")
+    done = subprocess.run(
+        [sys.executable, "-c", _LOW, str(rlimit), str(user)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    if done.stdout.strip() == "may not raise RLIMIT_NICE":
+        pytest.skip("this machine may not raise RLIMIT_NICE (no CAP_SYS_RESOURCE, as in some containers)")
+    assert done.stdout.splitlines() == ["idle True True", expected], done.stderr

@@ -145,10 +145,12 @@ async def test_collector_profiles_a_busy_actor_and_follows_it_across_a_kill_and_
         assert window.labels.actors == ("busy",)
         assert window.labels.version == actors.version()
         # the collector and the Austin it started run at SCHED_IDLE: they take no actor's CPU time
-        assert _policies_of_process_and_children(collector.pid) == {
-            ("collector", os.SCHED_IDLE),
-            ("child", os.SCHED_IDLE),
-        }
+        # (unless this machine's CPUs were saturated for seconds: then at nice 19, and it says so)
+        policies = _policies_of_process_and_children(collector.pid)
+        if "profiler starved at SCHED_IDLE" in log_path.read_text():
+            assert policies == {("collector", os.SCHED_OTHER), ("child", os.SCHED_OTHER)}, policies
+        else:
+            assert policies == {("collector", os.SCHED_IDLE), ("child", os.SCHED_IDLE)}, policies
         assert "profiler runs at SCHED_IDLE" in log_path.read_text()
 
         busy.proc.kill()  # kill -9: no bye
@@ -190,5 +192,7 @@ async def test_collector_profiles_a_busy_actor_and_follows_it_across_a_kill_and_
         assert collector.stdout is not None
         collector.stdout.close()
     assert code == 0, log_path.read_text()[-3000:]
+    # asked to stop, it left SCHED_IDLE first: a shutdown must not wait for a busy host
+    assert "profiler stopping" in log_path.read_text() or "profiler starved at" in log_path.read_text()
     with contextlib.suppress(FileNotFoundError):
         assert "Traceback" not in log_path.read_text()
