@@ -120,8 +120,13 @@ def child_processes() -> list[int]:
 
 
 def _each_thread(pids: Iterable[int], move: Callable[[int], None]) -> None:
-    for pid in (os.getpid(), *pids):
-        for tid in _threads(pid):
+    """``move`` every thread of this process and of ``pids``, again for threads that a thread not yet
+    moved started meanwhile (they inherit its old class), until none is new."""
+    done: set[int] = set()
+    processes = (os.getpid(), *pids)
+    while todo := [tid for pid in processes for tid in _threads(pid) if tid not in done]:
+        for tid in todo:
+            done.add(tid)
             try:
                 move(tid)
             except ProcessLookupError:  # a thread that ended meanwhile

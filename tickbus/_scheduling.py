@@ -117,7 +117,7 @@ async def keep_from_starving(stop: asyncio.Event, starvation: Starvation | None 
     shutdown must not wait for a busy host) and return."""
     state = starvation or Starvation()
     loop = asyncio.get_running_loop()
-    allowed = True
+    allowed, unreadable, fake = True, False, 0
     while True:
         started = loop.time()
         try:
@@ -129,7 +129,14 @@ async def keep_from_starving(stop: asyncio.Event, starvation: Starvation | None 
                 _move_low("stopping")
             return
         lag = loop.time() - started - CHECK_EVERY
-        decision = state.observe(loop.time(), lag, cpu_ticks(os.sched_getaffinity(0)))
+        try:
+            ticks = cpu_ticks(os.sched_getaffinity(0))
+        except (OSError, ValueError, IndexError) as exc:  # no /proc/stat to read: judge by the lag alone
+            if not unreadable:
+                logger.info("profiler judges starvation by its loop alone: /proc/stat unreadable ({})", exc)
+            unreadable, fake = True, fake + 1
+            ticks = (fake, fake)  # as if idle: the lag alone sends it low, 30 s bring it back
+        decision = state.observe(loop.time(), lag, ticks)
         if decision == "low" and allowed:
             allowed = _move_low(
                 f"starved at SCHED_IDLE ({state.reason}; episode {state.episodes}): at nice 19 until "
@@ -143,7 +150,7 @@ async def keep_from_starving(stop: asyncio.Event, starvation: Starvation | None 
             except OSError as exc:  # cannot happen where it was at SCHED_IDLE before: say so, stay
                 logger.warning("profiler stays at nice 19: {}", exc)
             else:
-                logger.info("profiler back at SCHED_IDLE: the host has CPU to spare")
+                logger.info("profiler back at SCHED_IDLE: its CPUs have time to spare")
 
 
 def _move_low(why: str) -> bool:
