@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from pathlib import Path
 
@@ -139,6 +140,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _AustinReapedFirst:
+    """A filter of asyncio's log: "Unknown child process pid N, will report returncode 255" becomes a
+    DEBUG line. This process's only children are its Austin samplers; when one exits on its own (a pid
+    that is not Python, a target gone), terminating it (austin-python's cleanup, ours) polls it first
+    (``subprocess.Popen.send_signal``) and so reaps it before asyncio's watcher thread, which then
+    warns. The sampler's failure is logged, with Austin's own words, by the sampler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "Unknown child process pid %d, will report returncode 255":
+            return True
+        from loguru import logger
+
+        logger.debug(
+            "Austin pid {} was reaped by its terminate before asyncio's watcher", *record.args or ("?",)
+        )
+        return False
+
+
 def _report_failure(task: asyncio.Task[None]) -> None:
     """A background task of the collector must not end in silence."""
     if not task.cancelled() and task.exception() is not None:
@@ -179,6 +198,7 @@ def _run_collector(args: argparse.Namespace) -> int:
     if idle:  # it starts at nice 19, before any thread or Austin (they inherit it); at SCHED_IDLE once ready
         low_scheduling()
     configure_logging("profiler")
+    logging.getLogger("asyncio").addFilter(_AustinReapedFirst())
     store = ProfileStore(default_store_path(config.data_dir))
 
     def lower() -> bool:

@@ -196,3 +196,44 @@ async def test_collector_profiles_a_busy_actor_and_follows_it_across_a_kill_and_
     assert "profiler stopping" in log_path.read_text() or "profiler starved at" in log_path.read_text()
     with contextlib.suppress(FileNotFoundError):
         assert "Traceback" not in log_path.read_text()
+
+
+def test_a_pid_that_is_not_python_is_reported_by_its_sampler_without_asyncios_unknown_child_warning(tmp_path):
+    # Austin exits at once; terminating it reaps it before asyncio's watcher thread, which warned
+    # "Unknown child process pid N, will report returncode 255" for each attempt (now a DEBUG line)
+    target = subprocess.Popen(["sleep", "120"])
+    log_path = tmp_path / "profiler.log"
+    try:
+        with open(log_path, "w") as log:
+            collector = subprocess.Popen(
+                [sys.executable, "-m", "tickbus", "profiler", "--pid", str(target.pid), "--window", "2"]
+                + [
+                    "--data-dir",
+                    str(tmp_path),
+                    "--frontend",
+                    "tcp://127.0.0.1:9",
+                    "--backend",
+                    "tcp://127.0.0.1:9",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env={**os.environ, "TICKBUS_LOG_JSON": "0", "TICKBUS_LOG_LEVEL": "DEBUG"},
+            )
+        try:
+            wait_for_line(collector, READY_PREFIX, 30)
+            # two failed attempts: the first and its retry
+            asyncio.run(eventually(lambda: "failed (2 in a row)" in log_path.read_text(), 60, "two failures"))
+        finally:
+            collector.send_signal(signal.SIGTERM)
+            code = collector.wait(30)
+            assert collector.stdout is not None
+            collector.stdout.close()
+    finally:
+        target.kill()
+        target.wait()
+    text = log_path.read_text()
+    assert code == 0, text[-3000:]
+    assert "not a Python process" in text
+    assert "Unknown child process" not in text
+    assert "was reaped by its terminate before asyncio's watcher" in text
