@@ -25,9 +25,9 @@ from loguru import logger
 
 from observability import child_processes, idle_scheduling, low_scheduling
 
-CHECK_EVERY = 1.0  # s between two looks at the loop's timer and the host's CPU time
+CHECK_EVERY = 1.0  # s between two looks at the loop's timer and the CPU time of the CPUs it may use
 STARVED_LAG = 2.0  # s the timer may be late before the collector counts itself starved
-SATURATED_CPU = 0.02  # the host's idle share of all its CPUs below which it counts as saturated...
+SATURATED_CPU = 0.02  # the idle share of those CPUs below which they count as saturated...
 SATURATED_FOR = 5.0  # ...when it lasts this many seconds: its samplers at SCHED_IDLE get nothing
 SPARE_CPU = 0.1  # the idle share that lets the collector return to SCHED_IDLE...
 RECOVER_AFTER = 30.0  # ...measured over this many seconds at nice 19
@@ -40,10 +40,8 @@ def cpu_ticks(cpus: Iterable[int], stat: Path = Path("/proc/stat")) -> tuple[int
     with stat.open(encoding="ascii") as f:
         for line in f:
             name, _, values = line.partition(" ")
-            if name in wanted:
-                fields = [
-                    int(v) for v in values.split()[:8]
-                ]  # user nice system idle iowait irq softirq steal
+            if name in wanted:  # user nice system idle iowait irq softirq steal (guest: within user)
+                fields = [int(v) for v in values.split()[:8]]
                 idle += fields[3] + fields[4]
                 total += sum(fields)
     return idle, total
@@ -53,7 +51,7 @@ def cpu_ticks(cpus: Iterable[int], stat: Path = Path("/proc/stat")) -> tuple[int
 class Starvation:
     """When to leave ``SCHED_IDLE`` and when to return to it; fed a look every :data:`CHECK_EVERY`.
 
-    Free of the OS: :meth:`observe` takes the timer's lag and the host's CPU ticks and answers
+    Free of the OS: :meth:`observe` takes the timer's lag and the CPUs' ticks and answers
     ``"low"`` (go to nice 19), ``"idle"`` (back to ``SCHED_IDLE``) or ``None`` (stay); ``reason``
     says why it went low. At ``SCHED_IDLE`` either sign is enough: the loop's timer late by more than
     ``starved_lag``, or the CPUs it may run on idle less than ``saturated_cpu`` of the time for
@@ -73,7 +71,7 @@ class Starvation:
     _looks: collections.deque[tuple[float, int, int]] = dataclasses.field(default_factory=collections.deque)
 
     def observe(self, now: float, lag: float, ticks: tuple[int, int]) -> str | None:
-        """One look at ``now`` (s, monotonic): the timer ``lag`` s late, the host's (idle, total) ticks."""
+        """One look at ``now`` (s, monotonic): the timer ``lag`` s late, the CPUs' (idle, total) ticks."""
         looks = self._looks
         looks.append((now, *ticks))
         span = max(self.saturated_for, self.recover_after)
@@ -102,8 +100,8 @@ class Starvation:
         return decision
 
     def _idle_share(self, now: float, span: float) -> float | None:
-        """The host's idle share of its CPUs from the newest look at least ``span`` s old to the
-        newest; ``None`` before there is such a look."""
+        """The CPUs' idle share from the newest look at least ``span`` s old to the newest; ``None``
+        before there is such a look."""
         _, idle, total = self._looks[-1]
         for then, idle0, total0 in reversed(self._looks):
             if now - then >= span:
@@ -112,9 +110,9 @@ class Starvation:
 
 
 async def keep_from_starving(stop: asyncio.Event, starvation: Starvation | None = None) -> None:
-    """Watch the loop and the host until ``stop`` is set, moving this process and its children between
-    ``SCHED_IDLE`` and nice 19 as :class:`Starvation` says; once ``stop`` is set, move to nice 19 (the
-    shutdown must not wait for a busy host) and return."""
+    """Watch the loop and the CPUs it may run on until ``stop`` is set, moving this process and its
+    children between ``SCHED_IDLE`` and nice 19 as :class:`Starvation` says; once ``stop`` is set,
+    move to nice 19 (the shutdown must not wait for a busy host) and return."""
     state = starvation or Starvation()
     loop = asyncio.get_running_loop()
     allowed, unreadable, fake = True, False, 0
