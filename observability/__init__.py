@@ -27,7 +27,7 @@ message starts and travels in its envelope), and read back with ``tickbus trace 
     observability.disable_tracing()             # flushes the queued spans
 """
 
-from ._alert_counters import AlertCounters, profile_alerts
+from ._alert_counters import AlertCounters, SchedulingCounters, profile_alerts, profiler_scheduling
 from ._config import (
     BROKER_KEYS,
     PROFILER_KEYS,
@@ -139,6 +139,7 @@ __all__ = [
     "RotatingFile",
     "Rotation",
     "SamplerError",
+    "SchedulingCounters",
     "SlowCallbackMonitor",
     "SlowCallbackStatistics",
     "SnapshotError",
@@ -178,6 +179,7 @@ __all__ = [
     "parse_notify_address",
     "process_resource",
     "profile_alerts",
+    "profiler_scheduling",
     "read_spans",
     "read_toml",
     "real_time_scheduling",

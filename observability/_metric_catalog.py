@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from ._alert_counters import profile_alerts
+from ._alert_counters import profile_alerts, profiler_scheduling
 from ._histogram_export import HistogramMetric, HistogramSeries
 from ._loop_health import hang_watchdog, loop_lag, slow_callbacks
 from ._metric_sources import Sources
@@ -293,6 +293,16 @@ def _profile_alerts(options: CallbackOptions) -> Iterable[Observation]:
     ]
 
 
+def _starved(options: CallbackOptions) -> Iterable[Observation]:
+    state = profiler_scheduling
+    return [Observation(int(state.starved))] if state.watching else []
+
+
+def _starvation_episodes(options: CallbackOptions) -> Iterable[Observation]:
+    state = profiler_scheduling
+    return [Observation(state.episodes)] if state.watching or state.episodes else []
+
+
 def _spans(options: CallbackOptions) -> Iterable[Observation]:
     stats = tracing.statistics()
     if not (stats.enabled or stats.producer_spans or stats.consumer_spans):
@@ -340,6 +350,20 @@ _PROCESS_INSTRUMENTS: tuple[
         "{alert}",
         "Profile regression alerts currently active",
         True,
+    ),
+    (
+        "tickbus.profile.starved",
+        _starved,
+        "{state}",
+        "1 while the collector runs at nice 19 because its CPUs were saturated, 0 at SCHED_IDLE",
+        True,
+    ),
+    (
+        "tickbus.profile.starvation.episodes",
+        _starvation_episodes,
+        "{episode}",
+        "Times the collector left SCHED_IDLE for nice 19 because its CPUs were saturated",
+        False,
     ),
     (
         "tickbus.tracing.spans",

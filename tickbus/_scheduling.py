@@ -23,7 +23,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from observability import child_processes, idle_scheduling, low_scheduling
+from observability import child_processes, idle_scheduling, low_scheduling, profiler_scheduling
 
 CHECK_EVERY = 1.0  # s between two looks at the loop's timer and the CPU time of the CPUs it may use
 STARVED_LAG = 2.0  # s the timer may be late before the collector counts itself starved
@@ -116,6 +116,10 @@ async def keep_from_starving(stop: asyncio.Event, starvation: Starvation | None 
     state = starvation or Starvation()
     loop = asyncio.get_running_loop()
     allowed, unreadable, fake = True, False, 0
+    counters = (
+        profiler_scheduling  # read by the metrics exporter: tickbus.profile.starved, .starvation.episodes
+    )
+    counters.watching = True
     while True:
         started = loop.time()
         try:
@@ -140,7 +144,9 @@ async def keep_from_starving(stop: asyncio.Event, starvation: Starvation | None 
                 f"starved at SCHED_IDLE ({state.reason}; episode {state.episodes}): at nice 19 until "
                 f"its CPUs are {state.spare_cpu:.0%} idle for {state.recover_after:.0f} s"
             )
-            if not allowed:
+            if allowed:
+                counters.starved, counters.episodes = True, counters.episodes + 1
+            else:
                 state.idle = True  # stays where it is; not asked again
         elif decision == "idle":
             try:
@@ -148,6 +154,7 @@ async def keep_from_starving(stop: asyncio.Event, starvation: Starvation | None 
             except OSError as exc:  # cannot happen where it was at SCHED_IDLE before: say so, stay
                 logger.warning("profiler stays at nice 19: {}", exc)
             else:
+                counters.starved = False
                 logger.info("profiler back at SCHED_IDLE: its CPUs have time to spare")
 
 

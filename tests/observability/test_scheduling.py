@@ -4,6 +4,7 @@ observability.idle_scheduling, which `tickbus profiler` uses to yield to the act
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -124,3 +125,35 @@ def test_low_scheduling_leaves_sched_idle_for_nice_19_with_its_children_where_rl
     if done.stdout.strip() == "may not raise RLIMIT_NICE":
         pytest.skip("this machine may not raise RLIMIT_NICE (no CAP_SYS_RESOURCE, as in some containers)")
     assert done.stdout.splitlines() == ["idle True True", expected], done.stderr
+
+
+def test_the_collectors_starvation_is_exported_as_opentelemetry_metrics(tmp_path):
+    # tickbus/_scheduling.py sets these plain fields; the exporter reads them at each collection
+    state = observability.profiler_scheduling
+    before = (state.watching, state.starved, state.episodes)
+    path = tmp_path / "metrics.jsonl"
+
+    def points() -> dict[str, int]:
+        assert observability.metrics.flush()
+        found = {}
+        for line in path.read_text().splitlines():
+            for rm in json.loads(line)["resourceMetrics"]:
+                for sm in rm["scopeMetrics"]:
+                    for metric in sm["metrics"]:
+                        if metric["name"].startswith("tickbus.profile.starv"):
+                            data = metric.get("sum") or metric.get("gauge") or {}
+                            for point in data.get("dataPoints", []):
+                                found[metric["name"]] = int(point["asInt"])
+        return found
+
+    observability.metrics.enable("scheduling-test", otlp_file=path)
+    try:
+        state.watching, state.starved, state.episodes = False, False, 0
+        assert points() == {}  # a process that does not watch exports neither
+        state.watching, state.starved, state.episodes = True, True, 2
+        assert points() == {"tickbus.profile.starved": 1, "tickbus.profile.starvation.episodes": 2}
+        state.starved = False
+        assert points()["tickbus.profile.starved"] == 0
+    finally:
+        observability.metrics.disable()
+        state.watching, state.starved, state.episodes = before
