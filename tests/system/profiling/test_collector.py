@@ -198,23 +198,21 @@ async def test_collector_profiles_a_busy_actor_and_follows_it_across_a_kill_and_
         assert "Traceback" not in log_path.read_text()
 
 
+REAPED = "was reaped by its terminate before asyncio's watcher"  # the collector's DEBUG line
+
+
 def test_a_pid_that_is_not_python_is_reported_by_its_sampler_without_asyncios_unknown_child_warning(tmp_path):
     # Austin exits at once; terminating it reaps it before asyncio's watcher thread, which warned
     # "Unknown child process pid N, will report returncode 255" for each attempt (now a DEBUG line)
     target = subprocess.Popen(["sleep", "120"])
+    nobody = "tcp://127.0.0.1:9"  # no broker: the pid alone
+    argv = [sys.executable, "-m", "tickbus", "profiler", "--pid", str(target.pid), "--window", "2"]
+    argv += ["--data-dir", str(tmp_path), "--frontend", nobody, "--backend", nobody]
     log_path = tmp_path / "profiler.log"
     try:
         with open(log_path, "w") as log:
             collector = subprocess.Popen(
-                [sys.executable, "-m", "tickbus", "profiler", "--pid", str(target.pid), "--window", "2"]
-                + [
-                    "--data-dir",
-                    str(tmp_path),
-                    "--frontend",
-                    "tcp://127.0.0.1:9",
-                    "--backend",
-                    "tcp://127.0.0.1:9",
-                ],
+                argv,
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
@@ -222,8 +220,15 @@ def test_a_pid_that_is_not_python_is_reported_by_its_sampler_without_asyncios_un
             )
         try:
             wait_for_line(collector, READY_PREFIX, 30)
-            # two failed attempts: the first and its retry
-            asyncio.run(eventually(lambda: "failed (2 in a row)" in log_path.read_text(), 60, "two failures"))
+            # attempts until the race happened (asyncio's watcher may also reap first: no warning to
+            # hide then), four at most (at 0, 1, 3 and 7 s)
+            asyncio.run(
+                eventually(
+                    lambda: REAPED in log_path.read_text() or "failed (4 in a row)" in log_path.read_text(),
+                    60,
+                    "the race or four failures",
+                )
+            )
         finally:
             collector.send_signal(signal.SIGTERM)
             code = collector.wait(30)
@@ -236,4 +241,5 @@ def test_a_pid_that_is_not_python_is_reported_by_its_sampler_without_asyncios_un
     assert code == 0, text[-3000:]
     assert "not a Python process" in text
     assert "Unknown child process" not in text
-    assert "was reaped by its terminate before asyncio's watcher" in text
+    if REAPED not in text:
+        pytest.skip("in four attempts asyncio's watcher reaped Austin first every time: no race to judge")
