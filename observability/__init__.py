@@ -27,7 +27,7 @@ message starts and travels in its envelope), and read back with ``tickbus trace 
     observability.disable_tracing()             # flushes the queued spans
 """
 
-from ._alert_counters import AlertCounters, SchedulingCounters, profile_alerts, profiler_scheduling
+from ._alert_counters import AlertCounters, profile_alerts
 from ._config import (
     BROKER_KEYS,
     PROFILER_KEYS,
@@ -82,17 +82,16 @@ from ._loop_health import (
 )
 from ._metrics import Metrics, MetricsStatistics, metrics
 from ._ratelimit import RateLimitedLog, TokenBucket
-from ._resource import (
+from ._resource import data_dir, module_version, process_resource, tickbus_version
+from ._rotation import RotatingFile, Rotation
+from ._scheduling import (
+    SchedulingCounters,
     child_processes,
-    data_dir,
     idle_scheduling,
     low_scheduling,
-    module_version,
-    process_resource,
+    profiler_scheduling,
     real_time_scheduling,
-    tickbus_version,
 )
-from ._rotation import RotatingFile, Rotation
 from ._systemd import SystemdNotifier, WatchdogFeeder, notify_service, parse_notify_address, watchdog_interval
 from ._trace_view import (
     TraceSpan,

@@ -1,6 +1,5 @@
-"""The profiling collector's plain counters, read by the metrics exporter: its alerts, and its
-scheduling class (kept apart: importing this must not load the profiler, Austin or the detector
-into actor processes)."""
+"""The profile alerts' plain counters, read by the metrics exporter (kept apart: importing this must
+not load the profiler, Austin or the detector into actor processes)."""
 
 from __future__ import annotations
 
@@ -20,16 +19,3 @@ class AlertCounters:
 
 
 profile_alerts = AlertCounters()
-
-
-@dataclass
-class SchedulingCounters:
-    """The collector's scheduling class (``tickbus profiler``, tickbus/_scheduling.py): whether it
-    watches for starvation, whether it is at nice 19 for it now, how many times it went there."""
-
-    watching: bool = False
-    starved: bool = False
-    episodes: int = 0
-
-
-profiler_scheduling = SchedulingCounters()

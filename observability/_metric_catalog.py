@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from ._alert_counters import profile_alerts, profiler_scheduling
+from ._alert_counters import profile_alerts
 from ._histogram_export import HistogramMetric, HistogramSeries
 from ._loop_health import hang_watchdog, loop_lag, slow_callbacks
 from ._metric_sources import Sources
+from ._scheduling import profiler_scheduling
 from ._tracing import tracing
 
 _PROCESS_START_NS = time.time_ns()

@@ -116,9 +116,7 @@ async def keep_from_starving(stop: asyncio.Event, starvation: Starvation | None 
     state = starvation or Starvation()
     loop = asyncio.get_running_loop()
     allowed, unreadable, fake = True, False, 0
-    counters = (
-        profiler_scheduling  # read by the metrics exporter: tickbus.profile.starved, .starvation.episodes
-    )
+    counters = profiler_scheduling  # the metrics exporter reads it: tickbus.profile.starved, ...
     counters.watching = True
     while True:
         started = loop.time()
@@ -141,8 +139,9 @@ async def keep_from_starving(stop: asyncio.Event, starvation: Starvation | None 
         decision = state.observe(loop.time(), lag, ticks)
         if decision == "low" and allowed:
             allowed = _move_low(
-                f"starved at SCHED_IDLE ({state.reason}; episode {state.episodes}): at nice 19 until "
-                f"its CPUs are {state.spare_cpu:.0%} idle for {state.recover_after:.0f} s"
+                "starved at SCHED_IDLE",
+                f" ({state.reason}; episode {state.episodes}): at nice 19 until its CPUs are "
+                f"{state.spare_cpu:.0%} idle for {state.recover_after:.0f} s",
             )
             if allowed:
                 counters.starved, counters.episodes = True, counters.episodes + 1
@@ -158,8 +157,9 @@ async def keep_from_starving(stop: asyncio.Event, starvation: Starvation | None 
                 logger.info("profiler back at SCHED_IDLE: its CPUs have time to spare")
 
 
-def _move_low(why: str) -> bool:
-    """Move this process and its children to nice 19; False (said once) where it may not.
+def _move_low(event: str, detail: str = "") -> bool:
+    """Move this process and its children to nice 19, logging "profiler <event><detail>"; False
+    (said once, with ``event`` only) where it may not.
 
     Logged at INFO: it is how the collector is meant to behave on saturated CPUs (the saturation itself
     shows in the actors' loop lag); outside systemd, without ``RLIMIT_NICE``, staying is normal too.
@@ -170,9 +170,9 @@ def _move_low(why: str) -> bool:
         logger.info(
             "profiler {} but may not leave SCHED_IDLE ({}): allow nice 19 with LimitNICE=+19 "
             "(RLIMIT_NICE 1), as deploy/systemd/tickbus-profiler.service does",
-            why.partition(" (")[0],
+            event,
             exc,
         )
         return False
-    logger.info("profiler {}", why)
+    logger.info("profiler {}{}", event, detail)
     return True

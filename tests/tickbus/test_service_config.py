@@ -236,10 +236,10 @@ def test_tickbus_profiler_takes_its_store_from_the_config_file_and_notifies_read
             f'[profiler]\nfrontend = "{broker.frontend}"\nbackend = "{broker.backend}"\n'
             f'window = 1.0\ndata_dir = "{data}"\nscheduling = "normal"\n',
         )
-        _run_profiler_under_notify(tmp_path, path, data, os.SCHED_OTHER)
+        _run_profiler_under_notify(tmp_path, path, data)
 
 
-def _run_profiler_under_notify(tmp_path: Path, path: Path, data: Path, policy: int) -> None:
+def _run_profiler_under_notify(tmp_path: Path, path: Path, data: Path) -> None:
     listener = NotifyListener(tmp_path / "notify.sock")
     env = {k: v for k, v in os.environ.items() if k != "TICKBUS_DATA_DIR"}  # it would beat the file
     env.update(NOTIFY_SOCKET=str(listener.path), WATCHDOG_USEC="600000")
@@ -248,7 +248,7 @@ def _run_profiler_under_notify(tmp_path: Path, path: Path, data: Path, policy: i
         with service(argv, env, "tickbus profiler ready") as (proc, line):
             assert line.endswith(f"store={data / 'profiles.sqlite'}")
             assert listener.wait_for("READY")["STATUS"] == line
-            assert os.sched_getscheduler(proc.pid) == policy
+            assert os.sched_getscheduler(proc.pid) == os.SCHED_OTHER  # the file's scheduling = "normal"
             listener.wait_for("WATCHDOG", timeout=5)
             proc.send_signal(signal.SIGTERM)
             listener.wait_for("STOPPING", timeout=10)
