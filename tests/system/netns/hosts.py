@@ -18,7 +18,9 @@ them their peers), and is called even when building fails half-way.
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -132,6 +134,25 @@ class Network:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False, timeout=30)
 
 
+_STAMP = re.compile(r"(\d\d):(\d\d):(\d\d)\.(\d{3}) ")
+
+
+def _wall_time(line: str, near: float) -> float | None:
+    """The ``time.time()`` of a text log line's local ``HH:MM:SS.mmm`` stamp, taken on the day that
+    puts it within 12 hours of ``near``; None for a line without one."""
+    match = _STAMP.match(line)
+    if match is None:
+        return None
+    hours, minutes, seconds, millis = (int(g) for g in match.groups())
+    day = datetime.datetime.fromtimestamp(near).replace(hour=0, minute=0, second=0, microsecond=0)
+    stamped = day.replace(hour=hours, minute=minutes, second=seconds, microsecond=millis * 1000).timestamp()
+    if stamped - near > 12 * 3600:
+        stamped -= 86_400
+    elif near - stamped > 12 * 3600:
+        stamped += 86_400
+    return stamped
+
+
 @dataclass
 class HostProcess:
     """A process in a host's namespace; its stderr lines are kept with their arrival times."""
@@ -171,6 +192,18 @@ class HostProcess:
     def first(self, text: str, after: float = 0.0) -> float | None:
         """Arrival time of the first stderr line containing ``text`` that came after ``after``."""
         return next((t for t, line in list(self.lines) if t > after and text in line), None)
+
+    def logged_at(self, text: str, after_wall: float) -> float | None:
+        """When the process itself stamped the first stderr line containing ``text`` at or after
+        ``after_wall`` (``time.time()``), from the line's ``HH:MM:SS.mmm`` (tickbus's text logs).
+
+        Unlike :meth:`first`, this does not count how late the test read the line: on a loaded
+        machine the test process, with a pump thread per child, can read a line a second late."""
+        for _, line in list(self.lines):
+            stamped = _wall_time(line, after_wall)
+            if stamped is not None and stamped >= after_wall - 0.001 and text in line:
+                return stamped
+        return None
 
     def wait_stdout(self, prefix: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout

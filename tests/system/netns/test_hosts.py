@@ -8,6 +8,7 @@ its own allow-listed key. Every byte between them crosses veth cables and a brid
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -56,14 +57,19 @@ async def test_pipeline_across_hosts_survives_a_cut_cable_with_exact_gap_account
         await eventually(lambda: received("strategy") > RATE, 20, "states flowing from host b to host c")
         assert "peer gone" not in broker.log()
 
-        cut = time.monotonic()
+        cut_wall, cut = time.time(), time.monotonic()
         network.cut("b")
         await eventually(lambda: broker.first("peer gone", cut) is not None, 10, "the broker reported b gone")
         await eventually(
             lambda: model.first("lost the broker", cut) is not None, 10, "b's hub lost the broker"
         )
-        broker_gone = (broker.first("peer gone", cut) or 0.0) - cut
-        hub_gone = (model.first("lost the broker", cut) or 0.0) - cut
+        # when each process logged it (its own stamp), not when this test got round to reading the line
+        broker_gone = (broker.logged_at("peer gone", cut_wall) or math.inf) - cut_wall
+        hub_gone = (model.logged_at("lost the broker", cut_wall) or math.inf) - cut_wall
+        read_after = (
+            (broker.first("peer gone", cut) or cut) - cut,
+            (model.first("lost the broker", cut) or cut) - cut,
+        )
         await asyncio.sleep(max(0.0, cut + CUT_SECONDS - time.monotonic()))  # the cable stays out 5 s
         network.restore("b")
         restored = time.monotonic()
@@ -108,7 +114,8 @@ async def test_pipeline_across_hosts_survives_a_cut_cable_with_exact_gap_account
         handled_states = stats["strategy"]["actors"]["strategy"]["handled"]
         print(
             f"\nbroker reported b gone after {broker_gone:.2f} s, b's hub lost the broker after {hub_gone:.2f} s;"
-            f" traffic resumed {resumed:.2f} s after the restore\n"
+            f" traffic resumed {resumed:.2f} s after the restore (this test read the two lines after"
+            f" {read_after[0]:.2f} s and {read_after[1]:.2f} s)\n"
             f"ticks: sent {sent}, handled {handled_ticks}, gaps {ticks_hub['gaps']}\n"
             f"states: published {states}, handled {handled_states}, gaps {states_hub['gaps']}\n"
             + "\n".join(gone_lines)
