@@ -5,8 +5,10 @@
 - **model** (:func:`model`, its own process): receives every tick, derives a signal from it
   (:func:`derive`: mid, edge, side) and publishes it on ``signal.AAPL`` with the tick's sequence
   ``s`` and send time ``t`` in the signal's payload.
-- **strategy** (:func:`strategy`, its own process): receives the signals and hands ``(s, t)`` to
-  the harness's recorder, which records tick sent -> signal handled (same host, same clock).
+- **strategy** (:func:`strategy`, its own process): receives the signals and hands ``(s, t, m)`` to
+  the harness's recorder, which records tick sent -> signal handled (same host, same clock), and
+  the two hops apart: ``m`` is when the model's code got the tick (its handler's or callback's
+  first line), so ``m - t`` is feed -> model and ``handled - m`` is model -> strategy.
 
 Per system:
 
@@ -32,14 +34,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
 import zmq
 
-from ._systems import Config, OnMessage, SubClient
+from ._systems import Config, SubClient
 from ._wire import quote
+
+OnSignal = Callable[[int, int, int], None]
+"""A strategy's callback: the tick's sequence, its send time, and when the model got it (ns)."""
 
 PIPELINE_SYSTEMS = ("tickbus", "actors", "actors+obs", "actors+pair", "nats", "raw-zmq")
 SIGNAL_KEY = b"signal\x00AAPL\x00"
@@ -85,8 +90,8 @@ async def model(system: str, config: Config) -> SubClient:
     raise ValueError(unavailable(system))
 
 
-async def strategy(system: str, config: Config, on_message: OnMessage) -> SubClient:
-    """Connect and start ``system``'s strategy, which calls ``on_message(s, t)`` per signal."""
+async def strategy(system: str, config: Config, on_message: OnSignal) -> SubClient:
+    """Connect and start ``system``'s strategy, which calls ``on_message(s, t, m)`` per signal."""
     if system == "tickbus":
         return await _tickbus_strategy(config, on_message)
     if system in ("actors", "actors+obs", "actors+pair"):
@@ -105,16 +110,16 @@ class _Signals:
         self._seq = 0
         self._quote = quote()
 
-    def encode(self, seq: int, sent_ns: int) -> tuple[bytes, bytes]:
+    def encode(self, seq: int, sent_ns: int, via_ns: int) -> tuple[bytes, bytes]:
         self._seq += 1
         head = _pack((1, MODEL, self._seq, time.monotonic_ns(), time.time_ns(), None))
-        return head, _pack({**derive(self._quote), "s": seq, "t": sent_ns})
+        return head, _pack({**derive(self._quote), "s": seq, "t": sent_ns, "m": via_ns})
 
 
-def _decode_signal(head: bytes, payload: bytes) -> tuple[int, int]:
+def _decode_signal(head: bytes, payload: bytes) -> tuple[int, int, int]:
     msgpack.unpackb(head)  # decoded, as a real strategy would check it
     fields = msgpack.unpackb(payload)
-    return fields["s"], fields["t"]
+    return fields["s"], fields["t"], fields["m"]
 
 
 # -- tickbus (aiopubsub API) ---------------------------------------------------------------------
@@ -127,13 +132,14 @@ async def _tickbus_model(config: Config) -> SubClient:
     publish = actors.Publisher(hub, ("signal",)).publish
 
     def on_tick(key: Any, tick: Any) -> None:
-        publish(("AAPL",), {**derive(tick), "s": tick["s"], "t": tick["t"]})
+        via = time.monotonic_ns()
+        publish(("AAPL",), {**derive(tick), "s": tick["s"], "t": tick["t"], "m": via})
 
     actors.Subscriber(hub, "model").add_sync_listener(actors.Key("quote", "*"), on_tick)
     return _Sub(hub)
 
 
-async def _tickbus_strategy(config: Config, on_message: OnMessage) -> SubClient:
+async def _tickbus_strategy(config: Config, on_message: OnSignal) -> SubClient:
     import actors
 
     from ._tickbus import _connect, _Sub
@@ -141,7 +147,7 @@ async def _tickbus_strategy(config: Config, on_message: OnMessage) -> SubClient:
     hub = await _connect(config, "bench-strategy")
 
     def on_signal(key: Any, signal: Any) -> None:
-        on_message(signal["s"], signal["t"])
+        on_message(signal["s"], signal["t"], signal["m"])
 
     actors.Subscriber(hub, "strategy").add_sync_listener(actors.Key("signal", "*"), on_signal)
     return _Sub(hub)
@@ -160,7 +166,8 @@ async def _actor_model(config: Config, *, observed: bool) -> SubClient:
 
         @actors.handler(("quote", "*"))
         def on_tick(self, key: Any, tick: Any) -> None:
-            self.publish(("AAPL",), {**derive(tick), "s": tick["s"], "t": tick["t"]})
+            via = time.monotonic_ns()
+            self.publish(("AAPL",), {**derive(tick), "s": tick["s"], "t": tick["t"], "m": via})
 
     hub = await _connect(config, "bench-model")
     actor = Model(hub)
@@ -169,7 +176,7 @@ async def _actor_model(config: Config, *, observed: bool) -> SubClient:
     return _Client(hub, actor, tmp)
 
 
-async def _actor_strategy(config: Config, on_message: OnMessage, *, observed: bool) -> SubClient:
+async def _actor_strategy(config: Config, on_message: OnSignal, *, observed: bool) -> SubClient:
     import actors
 
     from ._tickbus import _connect
@@ -180,7 +187,7 @@ async def _actor_strategy(config: Config, on_message: OnMessage, *, observed: bo
 
         @actors.handler(("signal", "*"))
         def on_signal(self, key: Any, signal: Any) -> None:
-            on_message(signal["s"], signal["t"])
+            on_message(signal["s"], signal["t"], signal["m"])
 
     hub = await _connect(config, "bench-strategy")
     actor = Strategy(hub)
@@ -199,7 +206,8 @@ async def _nats_model(config: Config) -> SubClient:
     decode, signals = BodyDecoder(), _Signals()
 
     async def on_tick(msg: Any) -> None:
-        head, payload = signals.encode(*decode(msg.data))
+        via = time.monotonic_ns()
+        head, payload = signals.encode(*decode(msg.data), via)
         await nc.publish(SIGNAL_SUBJECT, head + payload)
 
     await nc.subscribe(NATS_WILDCARD, cb=on_tick)
@@ -207,7 +215,7 @@ async def _nats_model(config: Config) -> SubClient:
     return _Sub(nc, counters)
 
 
-async def _nats_strategy(config: Config, on_message: OnMessage) -> SubClient:
+async def _nats_strategy(config: Config, on_message: OnSignal) -> SubClient:
     from ._nats import _connect, _Counters, _Sub
 
     counters = _Counters()
@@ -218,7 +226,7 @@ async def _nats_strategy(config: Config, on_message: OnMessage) -> SubClient:
         unpacker.feed(msg.data)
         unpacker.unpack()  # the header
         fields = unpacker.unpack()
-        on_message(fields["s"], fields["t"])
+        on_message(fields["s"], fields["t"], fields["m"])
 
     await nc.subscribe("signal.>", cb=on_signal)
     await nc.flush(timeout=10)
@@ -235,7 +243,7 @@ class _RawModel:
         self.sub: SubClient | None = None
 
     def on_tick(self, seq: int, sent_ns: int) -> None:
-        head, payload = self._signals.encode(seq, sent_ns)
+        head, payload = self._signals.encode(seq, sent_ns, time.monotonic_ns())
         self._pub.send(SIGNAL_KEY + b"\xff" + bytes((len(head),)) + head + payload)
 
     def stats(self) -> dict[str, int]:
@@ -251,7 +259,7 @@ class _RawModel:
 class _RawStrategy:
     """SUB to the signals through the proxy, read like the raw-zmq benchmark subscriber reads."""
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], sock: zmq.Socket[bytes], on_message: OnMessage):
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], sock: zmq.Socket[bytes], on_message: OnSignal):
         self._ctx, self._sock, self._on_message = ctx, sock, on_message
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.FD, self._drain)
@@ -293,7 +301,7 @@ async def _rawzmq_model(config: Config) -> SubClient:
     return model
 
 
-async def _rawzmq_strategy(config: Config, on_message: OnMessage) -> SubClient:
+async def _rawzmq_strategy(config: Config, on_message: OnSignal) -> SubClient:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.RCVHWM, _HWM)

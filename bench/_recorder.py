@@ -37,6 +37,7 @@ class Recorder:
         self.warm_received = 0
         self.tail_index = -1  # the number of the first tail probe received (-1: none)
         self.latencies: list[int] | None = [] if latency else None
+        self.hops: tuple[list[int], list[int]] | None = ([], []) if latency else None  # 3-hop: in, out
         self.first_cpu_ns = 0  # this process's CPU time (all threads) at the first measured message
         self.cpu_ns = 0  # ... and from there to the finish: what handling the measured messages cost
 
@@ -75,6 +76,14 @@ class Recorder:
         elif seq < END:
             self.warm_received += 1
 
+    def on_signal(self, seq: int, sent_ns: int, via_ns: int) -> None:
+        """Record one signal of the 3-hop pipeline: ``via_ns`` is when the model got its tick, so
+        the two hops (feed -> model, model -> strategy) are kept apart as well."""
+        if seq >= 0 and self.hops is not None:
+            self.hops[0].append(via_ns - sent_ns)
+            self.hops[1].append(time.monotonic_ns() - via_ns)
+        self.on_message(seq, sent_ns)
+
     def finish(self, reason: str) -> None:
         """Stop the measurement (first reason wins)."""
         if not self.finished.is_set():
@@ -101,5 +110,6 @@ class Recorder:
             "tail_index": self.tail_index,
             "finished_by": self.reason,
             "latencies_ns": self.latencies,
+            "hops_ns": self.hops,
             "cpu_ns": self.cpu_ns,
         }

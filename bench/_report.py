@@ -57,6 +57,8 @@ ROWS: list[Row] = [
     ("3-hop tick->decision p50 @ {pipeline_rate}", "pipeline", "p50_us", _us),
     ("3-hop p99 (us)", "pipeline", "p99_us", _us),
     ("3-hop p99.9 (us)", "pipeline", "p999_us", _us),
+    ("  feed -> model p99.9 (us)", "pipeline", "hop_in_p999_us", _us),
+    ("  model -> strategy p99.9 (us)", "pipeline", "hop_out_p999_us", _us),
     ("  achieved tick rate", "pipeline", "send_rate", _rate),
     ("  loss 3-hop", "pipeline", "loss_pct", _pct),
     ("overload: offered target ({factor} cap)", "overload", "target_rate", _rate),

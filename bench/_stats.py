@@ -97,8 +97,14 @@ def counted_loss(stats: dict[str, int]) -> int | None:
 
 
 def pipeline(pub: dict[str, Any], subs: list[dict[str, Any]], models: list[dict[str, Any]]) -> dict[str, Any]:
-    """Tick sent -> signal handled percentiles, loss, and what model and strategy counted as lost."""
+    """Tick sent -> signal handled percentiles, each hop's (``hop_in_*``: tick sent -> the model's
+    code got it; ``hop_out_*``: from there -> signal handled), loss, and what model and strategy
+    counted as lost."""
     figures = latency(pub, subs)
+    for hop, name in enumerate(("in", "out")):  # feed -> model, model -> strategy
+        ordered = sorted(x for s in subs for x in ((s.get("hops_ns") or ((), ()))[hop]))
+        for q, label in ((50, "p50"), (99, "p99"), (99.9, "p999")):
+            figures[f"hop_{name}_{label}_us"] = percentile(ordered, q) / 1e3
     counts = [counted_loss(m["client"]) for m in models] + [counted_loss(s["client"]) for s in subs]
     figures["models"] = [m["client"] for m in models]
     figures["undelivered"] = pub["sent"] * len(subs) - figures["received"]

@@ -81,7 +81,7 @@ async def _subscribe(system: str, config: Config, params: dict[str, Any], conn: 
     recorder = Recorder(conn, latency=params["mode"] in PACED)
     client: SubClient
     if params["mode"] == "pipeline":
-        client = await asyncio.wait_for(_pipeline.strategy(system, config, recorder.on_message), 15.0)
+        client = await asyncio.wait_for(_pipeline.strategy(system, config, recorder.on_signal), 15.0)
     else:
         # ``overload``: subscribers keep the product's default queue bounds (see bench._tickbus_actors)
         config = {**config, "overload": params["mode"] == "overload"}
