@@ -146,11 +146,7 @@ def _wall_time(line: str, near: float) -> float | None:
     hours, minutes, seconds, millis = (int(g) for g in match.groups())
     day = datetime.datetime.fromtimestamp(near).replace(hour=0, minute=0, second=0, microsecond=0)
     stamped = day.replace(hour=hours, minute=minutes, second=seconds, microsecond=millis * 1000).timestamp()
-    if stamped - near > 12 * 3600:
-        stamped -= 86_400
-    elif near - stamped > 12 * 3600:
-        stamped += 86_400
-    return stamped
+    return stamped + round((near - stamped) / 86_400) * 86_400  # the nearest day's
 
 
 @dataclass
