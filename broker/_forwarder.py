@@ -80,6 +80,9 @@ class CheckedForwarder:
         except BrokerConfigError as exc:
             logger.error("broker permissions not reloaded, keeping the previous ones: {}", exc)
             return
+        except Exception:  # a bug in validation must not stop the broker; once per change of the file
+            logger.exception("broker permissions not reloaded (unexpected error), keeping the previous ones")
+            return
         self.gate.set_permissions(permissions)
         self.reloads += 1
         logger.info("broker permissions {} reloaded: {} identities", path, len(permissions.identities))

@@ -203,6 +203,8 @@ class Permissions:
             raise BrokerConfigError(f"broker permissions file {where}: cannot be read: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise BrokerConfigError(f"broker permissions file {where} is not valid TOML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise BrokerConfigError(f"broker permissions file {where} is not UTF-8 text: {exc}") from exc
         return cls(parse_document(document, where), where)
 
 

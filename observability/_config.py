@@ -253,6 +253,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{source}: cannot read the config file: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text: {exc}") from None
     unknown = sorted(set(data) - set(TABLES))
     if unknown:
         allowed = ", ".join(f"[{t}]" if t != "actor" else "[[actor]]" for t in TABLES)

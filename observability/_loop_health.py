@@ -26,6 +26,7 @@ from typing import Any
 from loguru import logger
 
 from ._histogram import Histogram
+from ._ratelimit import RateLimitedLog
 
 SlowCallback = Callable[[str, float], None]
 
@@ -90,7 +91,11 @@ class SlowCallbackMonitor:
         self.slow = 0
         self.worst_seconds = 0.0
         self.worst = ""
+        self.hook_errors = 0
         self._on_slow: SlowCallback | None = None
+        # one line per 5 s, with the count of the others: a loop that is slow all the time (a
+        # saturated host) must not add a log line per callback to its troubles
+        self._log = RateLimitedLog(5.0)
 
     @property
     def enabled(self) -> bool:
@@ -101,6 +106,7 @@ class SlowCallbackMonitor:
         """Start watching every callback of every loop in this process."""
         self.threshold = threshold
         self._on_slow = on_slow
+        self._log = RateLimitedLog(5.0)
         if self._original is not None:
             return
         original = asyncio.Handle._run
@@ -131,9 +137,15 @@ class SlowCallbackMonitor:
             what = f"<undescribable callback: {exc!r}>"
         if took > self.worst_seconds:
             self.worst_seconds, self.worst = took, what
-        logger.warning("slow callback: {} took {:.3f} s (threshold {:.3f} s)", what, took, self.threshold)
+        self._log.warning(
+            "slow", "slow callback: {} took {:.3f} s (threshold {:.3f} s)", what, took, self.threshold
+        )
         if self._on_slow is not None:
-            self._on_slow(what, took)
+            try:
+                self._on_slow(what, took)
+            except Exception as exc:  # runs inside the loop's Handle._run: a hook bug must not end the loop
+                self.hook_errors += 1
+                self._log.log("ERROR", "hook", "slow-callback hook failed: {!r}", exc, exception=exc)
 
     def statistics(self) -> SlowCallbackStatistics:
         """Counters so far."""
@@ -209,6 +221,7 @@ class HangWatchdog:
 
     def __init__(self) -> None:
         self.hangs = 0
+        self.hook_errors = 0
         self.last_dump = ""
         self._beat = time.monotonic()
         self._stop = threading.Event()
@@ -264,7 +277,11 @@ class HangWatchdog:
                     self.last_dump,
                 )
                 if self._on_hang is not None:
-                    self._on_hang(self.last_dump)
+                    try:
+                        self._on_hang(self.last_dump)
+                    except Exception:  # the watchdog thread must outlive a bug in its hook
+                        self.hook_errors += 1
+                        logger.exception("hang watchdog hook failed")  # at most once per hang
 
 
 slow_callbacks = SlowCallbackMonitor()

@@ -58,6 +58,7 @@ class LoopSpanProcessor:
         self._queue: collections.deque[ReadableSpan | tuple[Any, ...]] = collections.deque()
         self._export_lock = threading.Lock()
         self._timer: asyncio.Handle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self.dropped = 0
         self.exported = 0
@@ -92,12 +93,14 @@ class LoopSpanProcessor:
             self.dropped += 1
             return
         self._queue.append(item)
-        if self._timer is None:
+        # a drain scheduled on a loop that has closed since (asyncio.run twice, a test, an embedding
+        # application) never runs: schedule one on the running loop instead
+        if self._timer is None or self._timer_loop is None or self._timer_loop.is_closed():
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # no loop in this thread: the next drain, a flush or shutdown
                 return
-            self._timer = loop.call_later(self._interval, self._drain, loop)
+            self._timer, self._timer_loop = loop.call_later(self._interval, self._drain, loop), loop
 
     def shutdown(self) -> None:
         """Export what is queued, then shut the exporter down."""

@@ -36,7 +36,13 @@ from loguru import logger
 
 import actors
 from broker import ACTORS, ALERTS_PROFILE
-from observability import ConnectError, ProfileStoreError, PtraceNotPermittedError, SamplerError
+from observability import (
+    ConnectError,
+    ProfileStoreError,
+    PtraceNotPermittedError,
+    RateLimitedLog,
+    SamplerError,
+)
 from observability.profiling import (
     DEFAULT_INTERVAL_US,
     DEFAULT_WINDOW,
@@ -95,6 +101,7 @@ class ProfilerStatistics:
     sampler_failures: int
     evaluations: int
     alerts_active: int
+    internal_errors: int = 0  # a turn of housekeeping or a sample that raised (logged, then skipped)
 
 
 def pid_alive(pid: int) -> bool:
@@ -130,6 +137,8 @@ class Profiler:
         self._stored = 0
         self._starts = 0
         self._failures = 0
+        self._internal_errors = 0
+        self._log = RateLimitedLog(30.0)
         self.detector = RegressionDetector(config.detection)
         self._seeded: set[tuple[str, str]] = set()
         self._told: dict[tuple[str, str], bool] = {}  # group -> readiness logged (False: waiting)
@@ -216,6 +225,7 @@ class Profiler:
             sampler_failures=self._failures,
             evaluations=self.detector.evaluations,
             alerts_active=len(self.detector.active()),
+            internal_errors=self._internal_errors,
         )
 
     def sampler(self, pid: int) -> AustinSampler | None:
@@ -259,25 +269,8 @@ class Profiler:
                 if not pid_alive(pid):
                     reason = "said bye and exited" if target.said_bye else "exited"
                     break
-                sampler = AustinSampler(pid, interval_us=self.config.interval_us, mode=self.config.mode)
-                self._samplers[pid] = sampler
-                self._starts += 1
                 started = time.monotonic()
-                ready = asyncio.get_running_loop().create_task(self._report_attach(target, sampler))
-                failure: str
-                try:
-                    await sampler.run(self._on_sample(target))
-                    failure = "Austin exited while the process still runs"
-                except PtraceNotPermittedError as exc:
-                    failure = str(exc)
-                    if not self._ptrace_reported:
-                        self._ptrace_reported = True
-                        logger.error("cannot profile {}: {}", target.describe(), exc)
-                except SamplerError as exc:
-                    failure = str(exc)
-                finally:
-                    ready.cancel()
-                    self._samplers.pop(pid, None)
+                failure = await self._run_sampler(target)
                 if self._stopping.is_set():
                     break
                 if not pid_alive(pid):
@@ -306,6 +299,30 @@ class Profiler:
             self._save(self.targets.remove(pid, time.time()))
             logger.info("{} {}; stopped profiling it", target.describe(), reason)
 
+    async def _run_sampler(self, target: Target) -> str:
+        """Run one Austin on ``target`` until it ends; returns why it ended."""
+        pid = target.pid
+        sampler = AustinSampler(pid, interval_us=self.config.interval_us, mode=self.config.mode)
+        self._samplers[pid] = sampler
+        self._starts += 1
+        ready = asyncio.get_running_loop().create_task(self._report_attach(target, sampler))
+        try:
+            await sampler.run(self._on_sample(target))
+            return "Austin exited while the process still runs"
+        except PtraceNotPermittedError as exc:
+            if not self._ptrace_reported:
+                self._ptrace_reported = True
+                logger.error("cannot profile {}: {}", target.describe(), exc)
+            return str(exc)
+        except SamplerError as exc:
+            return str(exc)
+        except Exception as exc:  # a bug on the sample path: restart with backoff, not drop
+            self._internal_error("sampler", exc)
+            return f"internal error {type(exc).__name__}: {exc}"
+        finally:
+            ready.cancel()
+            self._samplers.pop(pid, None)
+
     async def _report_attach(self, target: Target, sampler: AustinSampler) -> None:
         await sampler.wait_ready()
         stats = sampler.statistics()
@@ -322,9 +339,12 @@ class Profiler:
 
         def on_sample(sample: AustinSample) -> None:
             self._samples += 1
-            closed = folder.add(sample, time.time())
-            if closed:
-                self._save(closed)
+            try:
+                closed = folder.add(sample, time.time())
+                if closed:
+                    self._save(closed)
+            except Exception as exc:  # one odd sample (or a bug) costs that sample, not the sampler
+                self._internal_error("sample", exc)
 
         return on_sample
 
@@ -332,17 +352,39 @@ class Profiler:
         period = min(1.0, self.config.window / 4)
         next_retention = time.monotonic()
         while True:
-            self._save(self.targets.tick(time.time()))
-            if time.monotonic() >= next_retention:
-                next_retention += self.config.retention_every
-                try:
-                    report = self.store.apply_retention(time.time())
-                except ProfileStoreError as exc:
-                    logger.error("{}", exc)
-                else:
-                    if report.rolled_up or report.expired_rollups or report.dropped_for_size:
-                        logger.info("profile store retention: {}", report)
+            try:
+                self._save(self.targets.tick(time.time()))
+                if time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + self.config.retention_every
+                    self._retain()
+            except Exception as exc:  # the ticker closes windows and bounds the store: it must not end
+                self._internal_error("tick", exc)
             await asyncio.sleep(period)
+
+    def _retain(self) -> None:
+        try:
+            report = self.store.apply_retention(time.time())
+        except ProfileStoreError as exc:
+            logger.error("{}", exc)
+            return
+        if report.dropped_unreadable:
+            logger.warning(
+                "profile store retention dropped {} stored window(s) that no longer decode",
+                report.dropped_unreadable,
+            )
+        if report.rolled_up or report.expired_rollups or report.dropped_for_size:
+            logger.info("profile store retention: {}", report)
+
+    def _internal_error(self, where: str, exc: Exception) -> None:
+        self._internal_errors += 1
+        self._log.log(
+            "ERROR",
+            where,
+            "profiler: unexpected {} in its {} path; carrying on",
+            type(exc).__name__,
+            where,
+            exception=exc,
+        )
 
     def _save(self, windows: list[ProfileWindow]) -> None:
         for window in windows:

@@ -25,7 +25,6 @@ import functools
 import json
 import math
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,7 @@ from .._alert_counters import AlertCounters, profile_alerts
 from ._regression import Regression
 
 WEBHOOK_TIMEOUT = 5.0
+MAX_WEBHOOK_POSTS = 100  # posts queued or in flight; more (a webhook that hangs) are failures at once
 _FAILURE_LOG_EVERY = 60.0
 
 
@@ -173,10 +173,11 @@ class AlertDispatcher:
                 self._post(record)
         return records
 
-    async def drain(self) -> None:
-        """Wait for the webhook posts still in flight."""
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait for the webhook posts still in flight, at most ``timeout`` (default: two post timeouts,
+        not one per queued post: a webhook that hangs must not hold a stopping collector for minutes)."""
         if self._posts:
-            await asyncio.gather(*self._posts, return_exceptions=True)
+            await asyncio.wait(set(self._posts), timeout=2 * self.timeout if timeout is None else timeout)
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.alerts_file is None:
@@ -200,6 +201,9 @@ class AlertDispatcher:
         except RuntimeError:  # no loop (a script): post inline
             self._send(body)
             return
+        if len(self._posts) >= MAX_WEBHOOK_POSTS:
+            self._failed(f"{MAX_WEBHOOK_POSTS} posts already queued or in flight; this one dropped")
+            return
         future = loop.run_in_executor(self._poster, self._send, body)
         self._posts.add(future)
         future.add_done_callback(self._posts.discard)
@@ -213,16 +217,19 @@ class AlertDispatcher:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 response.read()
             self.counters.webhook_sent += 1
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            self.counters.webhook_failures += 1
-            now = time.monotonic()
-            if now - self._last_failure_log >= _FAILURE_LOG_EVERY:
-                self._last_failure_log = now
-                with contextlib.suppress(Exception):
-                    logger.error(
-                        "profile alert webhook {} failed ({} failure(s) so far): {}; alerts still go "
-                        "to the file and the bus",
-                        self.webhook,
-                        self.counters.webhook_failures,
-                        exc,
-                    )
+        except Exception as exc:  # URLError, OSError, http.client's BadStatusLine / IncompleteRead, ...
+            self._failed(f"{type(exc).__name__}: {exc}")
+
+    def _failed(self, why: str) -> None:
+        self.counters.webhook_failures += 1
+        now = time.monotonic()
+        if now - self._last_failure_log >= _FAILURE_LOG_EVERY:
+            self._last_failure_log = now
+            with contextlib.suppress(Exception):
+                logger.error(
+                    "profile alert webhook {} failed ({} failure(s) so far): {}; alerts still go "
+                    "to the file and the bus",
+                    self.webhook,
+                    self.counters.webhook_failures,
+                    why,
+                )

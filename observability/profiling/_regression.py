@@ -371,6 +371,9 @@ class RegressionDetector:
             keep = 2 * (self.config.baseline_windows + self.config.max_pool)
             group = self._groups[key] = _Group(deque(maxlen=keep))
         group.history.append(WindowCounts.of(window))
+        if group.spells:  # a spell that ended before the oldest kept window can no longer matter
+            oldest = group.history[0].window.start
+            group.spells = [(since, until) for since, until in group.spells if until > oldest]
         return group
 
     def _current(

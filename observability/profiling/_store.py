@@ -88,6 +88,7 @@ class RetentionReport:
     rollups_written: int
     expired_rollups: int
     dropped_for_size: int
+    dropped_unreadable: int = 0  # rows past the roll-up age whose body no longer decodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +113,11 @@ def encode_window(window: ProfileWindow) -> bytes:
 
 
 def decode_window(body: bytes) -> ProfileWindow:
-    """The window :func:`encode_window` stored."""
-    return ProfileWindow.from_dict(msgpack.unpackb(zlib.decompress(body), strict_map_key=False))
+    """The window :func:`encode_window` stored; ``ValueError`` if ``body`` is not one (a damaged row)."""
+    try:
+        return ProfileWindow.from_dict(msgpack.unpackb(zlib.decompress(body), strict_map_key=False))
+    except Exception as exc:  # zlib.error, msgpack's errors, a missing or mistyped field
+        raise ValueError(f"not a stored profile window ({type(exc).__name__}: {exc})") from exc
 
 
 class ProfileStore:
@@ -202,6 +206,20 @@ class ProfileStore:
 
     def load(self, ids: Sequence[int]) -> list[ProfileWindow]:
         """The windows with these ids, in the order given."""
+        bodies = self._bodies(ids)
+        windows = []
+        for i in ids:
+            if i in bodies:
+                try:
+                    windows.append(decode_window(bodies[i]))
+                except ValueError as exc:
+                    raise ProfileStoreError(
+                        f"window {i} of the profile store {self.path} cannot be read: {exc}; the collector "
+                        "drops such rows when they reach the roll-up age, or move the file away"
+                    ) from exc
+        return windows
+
+    def _bodies(self, ids: Sequence[int]) -> dict[int, bytes]:
         bodies: dict[int, bytes] = {}
         try:
             for start in range(0, len(ids), 500):  # SQLite limits bound parameters per statement
@@ -213,7 +231,7 @@ class ProfileStore:
                     bodies[int(row_id)] = bytes(body)
         except sqlite3.Error as exc:
             raise self._error("cannot read windows from", exc) from exc
-        return [decode_window(bodies[i]) for i in ids if i in bodies]
+        return bodies
 
     def windows(
         self, *, actor: str | None = None, resolution: Resolution = "raw", last: int | None = None
@@ -226,7 +244,7 @@ class ProfileStore:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                rolled, written = self._roll_up(now - self.raw_days * _DAY)
+                rolled, written, unreadable = self._roll_up(now - self.raw_days * _DAY)
                 expired = self._db.execute(
                     "DELETE FROM windows WHERE resolution = 'hour' AND \"end\" < ?",
                     (now - self.rollup_days * _DAY,),
@@ -242,7 +260,7 @@ class ProfileStore:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             raise self._error("cannot apply retention to", exc) from exc
-        return RetentionReport(rolled, written, expired, dropped)
+        return RetentionReport(rolled, written, expired, dropped, unreadable)
 
     def statistics(self) -> ProfileStoreStatistics:
         """Row counts and sizes (live bytes exclude free pages)."""
@@ -258,7 +276,10 @@ class ProfileStore:
             file_bytes=sum(p.stat().st_size for p in (self.path, self._wal) if p.exists()),
         )
 
-    def _roll_up(self, cutoff: float) -> tuple[int, int]:
+    def _roll_up(self, cutoff: float) -> tuple[int, int, int]:
+        """Merge raw windows older than ``cutoff`` into hour roll-ups; returns (rolled up, roll-ups
+        written, rows dropped because their body does not decode: one damaged row must not stop
+        retention, and with it the bound on the file's size, for good)."""
         old = [
             s
             for s in self._select(
@@ -266,12 +287,13 @@ class ProfileStore:
             )
         ]
         if not old:
-            return 0, 0
+            return 0, 0, 0
+        unreadable = 0
         buckets: dict[tuple[str, str, str, float], list[int]] = defaultdict(list)
         for s in old:
             buckets[(s.host, s.group, s.version, (s.start // _HOUR) * _HOUR)].append(s.id)
+        written = 0
         for (host, group, version, hour), ids in buckets.items():
-            parts = self.load(ids)
             existing = list(
                 self._db.execute(
                     "SELECT id, body FROM windows WHERE resolution = 'hour' AND host = ? AND grp = ? "
@@ -279,14 +301,22 @@ class ProfileStore:
                     (host, group, version, hour, hour + _HOUR),
                 )
             )
-            parts += [decode_window(bytes(body)) for _, body in existing]
+            bodies = [*self._bodies(ids).values(), *(bytes(body) for _, body in existing)]
+            parts = []
+            for body in bodies:
+                try:
+                    parts.append(decode_window(body))
+                except ValueError:
+                    unreadable += 1
             self._db.executemany("DELETE FROM windows WHERE id = ?", [(i,) for i, _ in existing])
-            self._db.execute(
-                f"INSERT INTO windows ({_COLUMNS}, body) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                _row(merge_windows(parts), "hour"),
-            )
+            if parts:
+                self._db.execute(
+                    f"INSERT INTO windows ({_COLUMNS}, body) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _row(merge_windows(parts), "hour"),
+                )
+                written += 1
         self._db.executemany("DELETE FROM windows WHERE id = ?", [(s.id,) for s in old])
-        return len(old), len(buckets)
+        return len(old), written, unreadable
 
     def _enforce_size(self) -> int:
         dropped = 0

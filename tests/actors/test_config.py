@@ -20,6 +20,13 @@ def test_valid_config_loads_with_defaults(tmp_path):
     assert config.actors[0].target == "m:A" and config.actors[0].config == {"rate": 5}
 
 
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "group.toml"
+    path.write_bytes(b'[[actor]]\nclass = "m:\xff"\n')
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_group_config(path)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -93,3 +93,29 @@ def test_a_bad_permissions_file_stops_the_start_naming_it(
         BrokerConfigError, match=r"permissions\.toml, table \[identities\.feed\], field 'publish'"
     ):
         Broker(config).start()
+
+
+def test_a_rewritten_file_that_is_not_utf8_keeps_the_previous_rules_and_the_broker(
+    setup: tuple[Path, BrokerConfig, ClientCurve], ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    from loguru import logger
+
+    permissions, config, curve = setup
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="ERROR")
+    try:
+        with Broker(config) as broker:
+            sub = client(ctx, zmq.SUB, curve, broker.backend_endpoints[0])
+            sub.setsockopt(zmq.SUBSCRIBE, encode_key(("md",)))
+            pub = client(ctx, zmq.XPUB, curve, broker.frontend_endpoints[0])
+            assert pub.poll(10_000) and pub.recv() == b"\x01" + encode_key(("md",))
+            permissions.write_bytes(b"[identities.feed]\npublish = ['md.\xff']\n")
+            deadline = time.monotonic() + 20
+            while not any("not UTF-8 text" in line for line in lines):  # the reload check: once a second
+                assert time.monotonic() < deadline, f"no reload error logged: {lines}"
+                time.sleep(0.05)
+            pub.send(encode_message(MD, encode_header(FEED, 1, 0, 0), b"still"))
+            assert sub.poll(10_000) and sub.recv().endswith(b"still")  # alive, previous rules kept
+            assert broker.statistics().checked is True
+    finally:
+        logger.remove(sink)

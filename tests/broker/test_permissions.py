@@ -72,6 +72,13 @@ def test_a_bad_file_is_refused_naming_file_table_and_field(tmp_path: Path, text:
     assert message in str(error.value)
 
 
+def test_a_file_that_is_not_utf8_is_refused_not_raised(tmp_path: Path) -> None:
+    path = tmp_path / "permissions.toml"
+    path.write_bytes(b"[identities.feed]\npublish = ['md.\xff']\n")
+    with pytest.raises(BrokerConfigError, match="is not UTF-8 text"):
+        Permissions.load(path)
+
+
 def test_a_missing_file_is_refused_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(BrokerConfigError, match="no such file; write one"):
         Permissions.load(tmp_path / "nope.toml")

@@ -95,3 +95,29 @@ async def test_records_become_spans_when_exported_in_their_place_among_spans() -
     assert [n for n, _ in recorder.calls] == [16, 16, 8]
     assert {name for _, name in recorder.calls} == {threading.current_thread().name}
     provider.shutdown()
+
+
+def test_a_drain_left_on_a_closed_loop_does_not_stop_export_on_the_next_loop() -> None:
+    """A process may run more than one loop (asyncio.run twice, an embedding application): spans of
+    the second are exported although the drain scheduled on the first never ran."""
+    import asyncio
+
+    recorder = Recorder()
+    processor = LoopSpanProcessor(recorder, interval=10.0, batch=16, max_queue=100)
+    provider, t = tracer(processor)
+
+    async def spans(count: int) -> None:
+        for _ in range(count):
+            with t.start_as_current_span("s"):
+                pass
+
+    asyncio.run(spans(3))  # its drain is due in 10 s; the loop closes first
+    processor._interval = 0.01
+
+    async def second() -> None:
+        await spans(3)
+        await eventually(lambda: processor.exported == 6, 5, "the queued spans exported on the new loop")
+
+    asyncio.run(second())
+    assert processor.dropped == 0
+    provider.shutdown()

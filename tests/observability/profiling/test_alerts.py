@@ -132,6 +132,64 @@ async def test_a_dead_webhook_is_counted_and_logged_once_and_nothing_else_stops(
     assert len([e for e in errors if "webhook" in e]) == 1, errors
 
 
+@pytest.fixture
+def raw_server() -> Iterator[tuple[str, threading.Event]]:
+    """A TCP server that is not HTTP: it answers garbage, or nothing at all once ``hang`` is set."""
+    import socket
+
+    hang = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            if hang.is_set():
+                held.append(conn)  # never answered: the client times out
+            else:
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(b"hello there\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook", hang
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+
+
+async def test_a_webhook_that_does_not_speak_http_is_counted_as_failed(tmp_path, raw_server):
+    url, _ = raw_server
+    counters = AlertCounters()
+    dispatcher = AlertDispatcher(tmp_path / "alerts.jsonl", webhook=url, counters=counters, timeout=2)
+    dispatcher.handle([regression()])
+    await dispatcher.drain()
+    assert (counters.webhook_failures, counters.webhook_sent) == (1, 0)
+
+
+async def test_posts_to_a_hanging_webhook_are_bounded_and_drain_does_not_wait_for_each(tmp_path, raw_server):
+    import time
+
+    from observability.profiling._alerts import MAX_WEBHOOK_POSTS
+
+    url, hang = raw_server
+    hang.set()
+    counters = AlertCounters()
+    dispatcher = AlertDispatcher(tmp_path / "alerts.jsonl", webhook=url, counters=counters, timeout=1)
+    dispatcher.handle([regression() for _ in range(MAX_WEBHOOK_POSTS + 20)])
+    assert counters.webhook_failures == 20  # over the bound: failed at once, not queued
+    start = time.monotonic()
+    await dispatcher.drain(timeout=0.5)
+    assert time.monotonic() - start < 5  # not 100 posts x 1 s
+    assert len((tmp_path / "alerts.jsonl").read_text().splitlines()) == MAX_WEBHOOK_POSTS + 20
+
+
 def test_an_unwritable_alerts_file_is_counted_and_logged(tmp_path):
     counters = AlertCounters()
     blocker = tmp_path / "file"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 
 import pytest
 
@@ -77,6 +78,32 @@ def test_rolling_up_later_into_an_existing_hour_merges_with_it(store):
     store.apply_retention(NOW)
     (rollup,) = store.windows(resolution="hour")
     assert rollup.samples == 8
+
+
+def _damage(store, row_id, body=b"not zlib"):
+    store._db.execute("UPDATE windows SET body = ? WHERE id = ?", (body, row_id))
+
+
+@pytest.mark.parametrize(
+    "body", [b"not zlib", zlib.compress(b"\xc1"), zlib.compress(b"\x90")]
+)  # bad msgpack, no map
+def test_a_damaged_row_is_dropped_by_retention_and_does_not_stop_it(store, body):
+    hour = (NOW // 3600) * 3600 - 10 * DAY
+    store.add(window("alpha", hour, handled={"x": 1}))
+    _damage(store, store.add(window("alpha", hour + 600)), body)
+    _damage(store, store.add(window("beta", hour + 600)), body)  # a bucket with nothing readable
+    report = store.apply_retention(NOW)
+    assert (report.rolled_up, report.rollups_written, report.dropped_unreadable) == (3, 1, 2)
+    (rollup,) = store.windows(resolution="hour")
+    assert (rollup.labels.group, rollup.samples) == ("alpha", 4)
+    assert store.apply_retention(NOW).dropped_unreadable == 0  # gone, and retention goes on
+
+
+def test_loading_a_damaged_row_names_it(store):
+    row_id = store.add(window("alpha", NOW))
+    _damage(store, row_id)
+    with pytest.raises(ProfileStoreError, match=f"window {row_id} of the profile store .* cannot be read"):
+        store.load([row_id])
 
 
 def test_rollups_older_than_their_retention_are_deleted(store):

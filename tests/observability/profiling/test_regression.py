@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 
 import pytest
@@ -217,3 +218,19 @@ def test_readiness_after_a_deploy_needs_only_the_pool_of_the_new_version():
     assert not state.ready and state.remaining == config.min_persist - 1
     detector.observe(window(rng, old + 1, version="2.0"))
     assert detector.readiness("h", "model").ready and detector.evaluations == 1
+
+
+def test_spells_that_ended_before_the_oldest_kept_window_are_forgotten():
+    """Each raised regression remembers its spell (no baseline in it); one that ended before the
+    oldest kept window can no longer matter and is dropped, so a function that flaps for months
+    does not grow the detector's memory (or the time of each evaluation)."""
+    rng = random.Random(7)
+    detector = RegressionDetector()
+    for w in steady(rng, WARMUP):
+        detector.observe(w)
+    (group,) = detector._groups.values()
+    oldest = group.history[0].window.start
+    kept = [(oldest - 10.0, oldest + 1.0), (oldest + 5.0, math.inf)]
+    group.spells = [(oldest - 20.0, oldest - 10.0)] * 1000 + kept
+    detector.observe(window(rng, WARMUP))
+    assert group.spells == kept

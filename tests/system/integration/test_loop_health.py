@@ -82,3 +82,42 @@ async def test_time_dilated_loop_runs_sleeps_faster():
 
     elapsed = await asyncio.get_running_loop().run_in_executor(None, run)
     assert elapsed < 0.5
+
+
+async def test_slow_callbacks_log_once_per_interval_and_a_failing_hook_does_not_end_the_loop(captured):
+    def hook(what: str, took: float) -> None:
+        raise RuntimeError("bug in the hook")
+
+    monitor = observability.slow_callbacks
+    before = monitor.slow, monitor.hook_errors
+    monitor.enable(0.02, on_slow=hook)
+    try:
+        loop = asyncio.get_running_loop()
+        for _ in range(5):  # five slow callbacks in well under the 5 s interval
+            loop.call_soon(time.sleep, 0.03)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.01)  # the loop still turns after the hook raised five times
+        assert (monitor.slow - before[0], monitor.hook_errors - before[1]) == (5, 5)
+        firsts = [line.splitlines()[0] for line in captured]  # not the tracebacks' source lines
+        assert len([line for line in firsts if "slow callback:" in line]) == 1, firsts
+        assert len([line for line in firsts if "slow-callback hook failed" in line]) == 1, firsts
+    finally:
+        monitor.disable()
+
+
+async def test_a_failing_hang_hook_leaves_the_watchdog_watching():
+    dumps: list[str] = []
+
+    def hook(dump: str) -> None:
+        dumps.append(dump)
+        raise RuntimeError("bug in the hook")
+
+    watchdog = observability.hang_watchdog
+    watchdog.enable(0.3, on_hang=hook)
+    try:
+        for _ in range(2):
+            await asyncio.sleep(0.2)  # a beat between the hangs
+            time.sleep(0.8)  # noqa: ASYNC251 -- deliberately blocks the loop
+        assert len(dumps) == 2 and watchdog.hook_errors == 2
+    finally:
+        watchdog.disable()
