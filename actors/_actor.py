@@ -53,6 +53,7 @@ _SLICE_NS = 1_000_000  # queued sync handlers run for at most this long before t
 _SAMPLE_NS = 50_000  # the histograms record at most one message per this many ns (see the module doc)
 _NOTHING: Any = object()  # no message is being handled
 _CONSUMERS: dict[asyncio.Task[None], Actor] = {}  # consumer task -> actor, for loop-health reports
+_HOSTS_LIMIT = 10_000  # publisher ids whose host is remembered (a peer can make up any number: cleared)
 
 
 def handler_running_in(task: asyncio.Task[Any]) -> str | None:
@@ -164,7 +165,7 @@ class Actor:
         self._header: Header | None = None
         self.last_handler: Callable[..., Any] | None = None
         self.stopped: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._mailbox: Mailbox[tuple[Callable[[Key, Any], Any], bool, Message]] = Mailbox(
+        self._mailbox: Mailbox[tuple[Callable[[Key, Any], Any], bool, Message, str]] = Mailbox(
             self.queue_size, self.overflow
         )
         self._routes: list[tuple[Key, Route]] = []
@@ -183,7 +184,9 @@ class Actor:
         # Hot-path instrumentation: plain ints and local histograms, read by the metrics exporter.
         self.handler_ns = Histogram()  # handler run time, ns
         self.latency_ns = Histogram()  # publisher send -> handler start, ns (wall clock across hosts)
-        self.messages_in: dict[str, int] = {}  # by the key's first segment
+        # by the first segment of the handler's pattern (the actor's choice, '*' for a leading
+        # wildcard), never the key's: a peer must not choose metric attributes
+        self.messages_in: dict[str, int] = {}
         self.messages_out: dict[str, int] = {}
         self._hosts: dict[str, bool] = {}
 
@@ -253,7 +256,7 @@ class Actor:
         for attr, fn in self._methods(_PATTERNS_ATTR):
             is_async = inspect.iscoroutinefunction(fn)
             for pattern in getattr(fn, _PATTERNS_ATTR):
-                route = self._route(fn, is_async)
+                route = self._route(fn, is_async, pattern[0] if pattern else "")
                 if getattr(fn, _SNAPSHOT_ATTR, False):
                     route = await self._subscribe_with_snapshot(pattern, route)
                 else:
@@ -264,7 +267,7 @@ class Actor:
             is_async = inspect.iscoroutinefunction(fn)
             answer = answering(self.hub, fn, is_async, f"{self.name}.{attr}")
             for pattern in map(request_pattern, getattr(fn, ANSWERS_ATTR)):
-                route = self._route(answer, is_async)
+                route = self._route(answer, is_async, pattern[0])
                 self.hub.add_subscriber(pattern, route)
                 self._routes.append((pattern, route))
         for attr, fn in self._methods(_EVERY_ATTR):
@@ -336,7 +339,8 @@ class Actor:
                 found.append((attr, getattr(self, attr)))
         return found
 
-    def _route(self, fn: Callable[[Key, Any], Any], is_async: bool) -> Route:
+    def _route(self, fn: Callable[[Key, Any], Any], is_async: bool, label: str) -> Route:
+        """The route of ``fn`` for one pattern; ``label``: what ``messages_in`` counts it under."""
         mailbox = self._mailbox
         put = mailbox.put
         maxsize = mailbox.maxsize
@@ -344,7 +348,7 @@ class Actor:
         overflowed = self._overflowed
 
         def queue(key: Key, payload: Any, header: Header | None) -> None:
-            if not put((fn, is_async, Message(key, payload, header))):
+            if not put((fn, is_async, Message(key, payload, header), label)):
                 overflowed()
             elif len(mailbox) >= maxsize:
                 hold(self)  # the hub stops reading until the consumer has emptied half of it
@@ -357,7 +361,7 @@ class Actor:
 
         def route(key: Key, payload: Any, header: Header | None) -> None:
             if self._idle and not queued:  # nothing before it: handle now, in order
-                handle(fn, key, payload, header)
+                handle(fn, key, payload, header, label)
             else:
                 queue(key, payload, header)
 
@@ -373,7 +377,7 @@ class Actor:
         )
 
     def _handle_sync(
-        self, fn: Callable[[Key, Any], Any], key: Key, payload: Any, header: Header | None
+        self, fn: Callable[[Key, Any], Any], key: Key, payload: Any, header: Header | None, label: str
     ) -> None:
         """Run one sync handler under the failure policy, with the per-message bookkeeping."""
         idle, self._idle = self._idle, False
@@ -386,9 +390,8 @@ class Actor:
                 self._record_latency(header)
             if header.trace is not None and tracing.enabled:  # sampled upstream: run in a consumer span
                 fn = tracing.handler(self, fn, False, Message(key, payload, header))
-        prefix = key[0] if key else ""
         counts = self.messages_in
-        counts[prefix] = counts.get(prefix, 0) + 1
+        counts[label] = counts.get(label, 0) + 1
         try:
             fn(key, payload)
         except Exception as exc:  # the policy: count, log, skip; stop after too many in a row
@@ -437,11 +440,11 @@ class Actor:
                 await mailbox.wait()
                 continue
             self._idle = False
-            fn, is_async, message = mailbox.get_nowait()
+            fn, is_async, message, label = mailbox.get_nowait()
             if len(mailbox) * 2 <= mailbox.maxsize:
                 hub.release(self)
             if not is_async:
-                self._handle_sync(fn, message.key, message.payload, message.header)
+                self._handle_sync(fn, message.key, message.payload, message.header, label)
                 if _perf_ns() - self._slice_start >= _SLICE_NS:
                     await asyncio.sleep(0)  # the loop's other callbacks get their turn
                     self._slice_start = _perf_ns()
@@ -456,9 +459,8 @@ class Actor:
                     self._record_latency(header)
                 if header.trace is not None and tracing.enabled:  # sampled upstream: run in a consumer span
                     fn = tracing.handler(self, fn, True, message)
-            prefix = message.key[0] if message.key else ""
             counts = self.messages_in
-            counts[prefix] = counts.get(prefix, 0) + 1
+            counts[label] = counts.get(label, 0) + 1
             try:
                 await fn(message.key, message.payload)
             except Exception as exc:  # the policy: count, log, skip; stop after too many in a row
@@ -510,6 +512,8 @@ class Actor:
     def _same_host(self, publisher: str) -> bool:
         same = self._hosts.get(publisher)
         if same is None:
+            if len(self._hosts) >= _HOSTS_LIMIT:  # bounded: a peer can make up any number of ids
+                self._hosts.clear()
             parsed = parse_publisher_id(publisher)
             same = self._hosts[publisher] = parsed is not None and parsed.host == _HOST
         return same

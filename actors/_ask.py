@@ -61,7 +61,9 @@ whichever comes first; a reply still unroutable then is counted (``replies_unrou
 Bounds (``max_pending_asks`` of :class:`HubLimits`, default 10,000): an ask beyond that many waiting
 raises :class:`AskError` at once (``refused``); an answerer holds at most that many replies for
 inboxes not yet routed, and drops further ones (``replies_dropped``): 20,000 asks naming inboxes
-nobody reads used to pin a task each (61 MB).
+nobody reads used to pin a task each (61 MB). A request whose ``reply_to`` is over 255 bytes (an
+inbox is a publisher id) is refused as malformed: a 64 KiB one blocked the answering hub's loop
+for 0.5 s and each was cached.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ from observability import (
 
 from ._hub import Hub
 from ._request import (
+    MAX_REPLY_TO,
     AskStatistics,
     PendingTable,
     Reply,
@@ -138,8 +141,12 @@ class _AskState:
     def __init__(self, hub: Hub) -> None:
         self._hub_ref = weakref.ref(hub)  # weak: the state is the value of a WeakKeyDictionary keyed by hub
         publisher_id = getattr(hub, "publisher_id", None)
+        # an inbox fits MAX_REPLY_TO (answerers refuse longer ones): a publisher id does, and so
+        # does an in-process hub's name, cut to fit, plus a token
         self.inbox: str = (
-            publisher_id if isinstance(publisher_id, str) else f"{hub.name}:{secrets.token_hex(6)}"
+            publisher_id
+            if isinstance(publisher_id, str)
+            else f"{hub.name.encode()[: MAX_REPLY_TO - 13].decode(errors='ignore')}:{secrets.token_hex(6)}"
         )
         self._inbox_key = Key(REPLY, self.inbox)
         self._table: PendingTable[asyncio.Future[Reply]] = PendingTable()

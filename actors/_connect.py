@@ -8,6 +8,7 @@ import zmq
 
 from broker import ClientCurve, DecodeLimits
 
+from ._inbound import DEFAULT_MAX_KEY
 from ._limits import (
     DEFAULT_MAX_CLOCK_SKEW,
     DEFAULT_MAX_MESSAGE_AGE,
@@ -32,6 +33,7 @@ async def connect(
     heartbeat_ivl: float = 0.5,
     heartbeat_timeout: float = 2.0,
     max_payload: int = 1024 * 1024,
+    max_key: int = DEFAULT_MAX_KEY,
     decode_limits: DecodeLimits | None = None,
     max_remote_subscriptions: int = 100_000,
     max_streams: int = 100_000,
@@ -74,7 +76,9 @@ async def connect(
     received one may build (``broker.DecodeLimits``; its ``max_bytes`` is ``max_payload``);
     ``max_remote_subscriptions`` bounds the subscriptions of the rest of the bus this hub stores to
     know who listens (further ones are refused and counted: keep it above what the bus really uses);
-    ``max_streams`` bounds the (publisher, key) sequences it tracks (``actors.SequenceTracker``).
+    ``max_streams`` bounds the (publisher, key) sequences it tracks (``actors.SequenceTracker``);
+    ``max_key`` the bytes of one encoded key (longer ones are refused on publish and dropped,
+    counted as ``oversize``, on receipt; at least 263, a reply key to the longest inbox).
 
     Security: ``curve`` (e.g. ``ClientCurve.from_files(broker_key, my_secret)``) makes both
     connections CURVE-encrypted and authenticated; without it, ``$TICKBUS_CURVE_SERVERKEY`` and
@@ -101,6 +105,7 @@ async def connect(
         heartbeat_ivl=heartbeat_ivl,
         heartbeat_timeout=heartbeat_timeout,
         max_payload=max_payload,
+        max_key=max_key,
         decode_limits=decode_limits,
         max_remote_subscriptions=max_remote_subscriptions,
         max_streams=max_streams,

@@ -1,11 +1,12 @@
 """Inbound protocol: from received frames to deliveries, with every reject counted.
 
 Socket-free: the remote hub hands :meth:`Inbound.read` a function that receives one frame (or hands
-each frame to :meth:`Inbound.handle`). Each frame: find the key's end, decode and cache the key,
-decode and validate the header (the common shape inline), record the sequence, match the
-subscription index and only then decode the payload (a message nobody in this process wants is
-never unpacked). A frame that fails any step is dropped, counted under its reason and logged
-rate-limited; nothing raises out of :meth:`handle` or :meth:`read` but a subscriber's own bug.
+each frame to :meth:`Inbound.handle`). Each frame: find the key's end, decode and cache the key (one
+over ``max_key`` bytes is dropped first, ``oversize``), decode and validate the header (the common
+shape inline), record the sequence, match the subscription index and only then decode the payload
+(a message nobody in this process wants is never unpacked). A frame that fails any step is dropped,
+counted under its reason and logged rate-limited; nothing raises out of :meth:`handle` or
+:meth:`read` but a subscriber's own bug.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from msgpack import unpackb
 
 from broker import (
     FIXED,
@@ -28,6 +27,7 @@ from broker import (
     decode_key,
     decode_large_payload,
     decode_message,
+    decode_payload,
     decode_small_payload,
     describe_frames,
     header_length,
@@ -39,6 +39,11 @@ from ._hub import Route
 from ._liveness import HEARTBEAT_PREFIX, is_farewell, parse_heartbeat
 from ._sequence import Observation, SequenceTracker
 
+DEFAULT_MAX_KEY = 512
+"""Bytes of a received wire key (segments and separators); longer keys are dropped, ``oversize``.
+The recorded production keys (``aiopubsub_recorded_keys``) are at most 87 bytes; a reply key to an
+inbox of 255 bytes (the publisher-id limit) is 263. 100,000 cached keys (``_CACHE_LIMIT``) at 512
+bytes cost ~140 MiB with their streams (at 87 bytes: ~56 MiB); unbounded, 200 of 1.9 MB cost 730."""
 _CACHE_LIMIT = 100_000
 _PUBLISHER_LIMIT = 10_000
 _unpack_fixed = FIXED.unpack_from
@@ -74,9 +79,12 @@ class Inbound:
         name: str,
         limits: DecodeLimits | None = None,
         tracker: SequenceTracker | None = None,
+        max_key: int = DEFAULT_MAX_KEY,
     ) -> None:
         self._index = index
         self._max_payload = max_payload
+        # each cached key and tracked stream keeps its bytes: this bounds them, not the peer
+        self._max_key = max_key
         self._limits = limits if limits is not None else DecodeLimits(max_bytes=max_payload)
         # payloads above this go the counted way, which also checks max_payload
         self._counted_above = min(self._limits.counted_above, max_payload)
@@ -111,6 +119,10 @@ class Inbound:
         kb = frame[:end]
         key = self._keys.get(kb)
         if key is None:
+            if end > self._max_key:  # before it is cached or tracked: a cached key pays nothing
+                self.oversize += 1
+                self._drop("oversize", "dropped a message with a {}-byte key {!r}... (max_key)", end, kb[:40])
+                return
             if kb.startswith(HEARTBEAT_PREFIX):  # never cached, so ordinary keys pay nothing
                 self._heartbeat(frame)
                 return
@@ -141,16 +153,16 @@ class Inbound:
                 return
             at = start + _FIXED_SIZE
             self._remember(frame[at : at + frame[start + 2]], header.publisher)
-        if self.oldest_header is None:
-            self.oldest_header = header
         # SequenceTracker.observe's fast path, inlined (one tuple, one dict get, one dict set).
         stream = (header.publisher, kb)
         seq = header.seq
         last = self._last.get(stream)
+        ahead = True  # the number is past the stream's head: not a duplicate, replay or late copy
         if last is not None and seq == last + 1:
             self._last[stream] = seq
         else:
             seen = self.tracker.observe(header.publisher, kb, seq)
+            ahead = seen <= Observation.GAP
             if seen > Observation.FIRST:
                 if seen >= Observation.REDUNDANT:  # several brokers: not delivered (now)
                     if seen is Observation.HELD:
@@ -171,6 +183,10 @@ class Inbound:
                 return
         elif (payload := self._large_payload(key, memoryview(frame)[stop:])) is _DROPPED:
             return
+        # the lag sample: a message delivered and new to its stream, never one nobody here wants, a
+        # duplicate or a replay (any send time costs a peer nothing there: actors._liveness.LagMonitor)
+        if ahead and self.oldest_header is None:
+            self.oldest_header = header
         for route in routes:
             try:
                 route(key, payload, header)
@@ -327,10 +343,6 @@ class Inbound:
                     slow(frame)
                     continue
                 received += 1
-                if self.oldest_header is None:
-                    self.oldest_header = _new_header(
-                        Header, (FORMAT_VERSION, publisher, seq, mono_ns, wall_ns, trace)
-                    )
                 if seen:  # redundant: counted by the tracker
                     continue
                 routes = match(key)
@@ -345,6 +357,8 @@ class Inbound:
                     )
                     continue
                 header = _new_header(Header, (FORMAT_VERSION, publisher, seq, mono_ns, wall_ns, trace))
+                if self.oldest_header is None:  # as in handle(): only from a message delivered
+                    self.oldest_header = header
                 for route in routes:
                     try:
                         route(key, payload, header)
@@ -391,13 +405,16 @@ class Inbound:
         except EnvelopeError as exc:
             self._drop("heartbeat", "dropped a heartbeat with a bad header: {}", exc)
             return
-        try:
-            body = unpackb(pb, strict_map_key=False)
-            interval, entries = parse_heartbeat(body)
-        except EnvelopeError as exc:
-            self._drop("heartbeat", "dropped a heartbeat with a bad payload: {}", exc)
+        if len(pb) > self._max_payload:  # as any payload: control traffic is no less untrusted
+            self.oversize += 1
+            self._drop(
+                "oversize", "dropped a {}-byte heartbeat from {} (max_payload)", len(pb), header.publisher
+            )
             return
-        except Exception as exc:  # msgpack's several error types, and ValueError from the parser
+        try:
+            body = decode_payload(pb, self._limits)  # under the data path's DecodeLimits
+            interval, entries = parse_heartbeat(body)
+        except Exception as exc:  # not msgpack, over the limits (EnvelopeError), not a heartbeat (ValueError)
             self._drop("heartbeat", "dropped a heartbeat with a bad payload: {}", exc)
             return
         self.heartbeats += 1

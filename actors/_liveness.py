@@ -34,6 +34,12 @@ Approach:
   broker never waits for a slow subscriber: its queue to that subscriber overflows and the messages
   dropped there come back as gaps, counted by sequence.
 
+Untrusted heartbeats: any peer can send one under a made-up publisher id. The table of publishers
+watched holds at most ``max_publishers`` (10,000; the least recently heard goes first, counted in
+``PublisherLiveness.evicted``), and a heartbeat whose interval is not a finite number of seconds
+above 0 and at most ``max_interval`` (1 h) is refused: :func:`parse_heartbeat` raises (the hub counts
+it as malformed, ``heartbeat``) and :meth:`PublisherLiveness.heard` ignores it (``refused``).
+
 Limits: lag is measured on messages this hub processed, so a hub stopped outright (SIGSTOP, a blocked
 loop) flags itself when it runs again, not while stopped; the broker and its other subscribers carry
 on regardless. Tail losses are counted only for streams the subscriber had already seen.
@@ -42,11 +48,12 @@ on regardless. Tail losses are counted only for streams the subscriber had alrea
 from __future__ import annotations
 
 import itertools
+import math
 import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from broker import HEARTBEAT, encode_key, parse_publisher_id
 from observability import RateLimitedLog
@@ -59,6 +66,8 @@ _IN_A_ROW = 3  # idle heartbeats that carry the report one after another
 _SPACING = 16  # ... then every 16th, for as long as the publisher stays idle
 _MAX_ENTRIES = 20_000  # keys in one idle report (the ones that moved longest ago go first)
 _HOST = socket.gethostname()
+DEFAULT_MAX_PUBLISHERS = 10_000  # publishers a subscriber watches (as many as it tracks sequences of)
+DEFAULT_MAX_INTERVAL = 3600.0  # seconds: the longest heartbeat interval a subscriber accepts
 
 
 class HeartbeatSchedule:
@@ -122,13 +131,27 @@ def is_farewell(payload: Any) -> bool:
     return isinstance(payload, dict) and payload.get("bye") is True
 
 
-def parse_heartbeat(payload: Any) -> tuple[float, list[tuple[bytes, int]]]:
-    """``(interval, [(wire key, seq), ...])`` from a heartbeat payload; ``ValueError`` if malformed."""
+def _valid_interval(interval: object, max_interval: float) -> TypeGuard[float]:
+    return (
+        isinstance(interval, int | float)
+        and not isinstance(interval, bool)
+        and 0 < interval <= max_interval  # False for NaN; first, so that no huge int meets isfinite
+        and math.isfinite(interval)
+    )
+
+
+def parse_heartbeat(
+    payload: Any, max_interval: float = DEFAULT_MAX_INTERVAL
+) -> tuple[float, list[tuple[bytes, int]]]:
+    """``(interval, [(wire key, seq), ...])`` from a heartbeat payload; ``ValueError`` if malformed.
+
+    The interval must be a finite number of seconds, above 0 and at most ``max_interval``.
+    """
     if not isinstance(payload, dict):
         raise ValueError("heartbeat payload is not a map")
     interval, entries = payload.get("i"), payload.get("k")
-    if not isinstance(interval, int | float) or not interval > 0 or not isinstance(entries, list):
-        raise ValueError("heartbeat payload lacks a positive interval 'i' or a list 'k'")
+    if not _valid_interval(interval, max_interval) or not isinstance(entries, list):
+        raise ValueError(f"heartbeat payload lacks an interval 'i' in (0, {max_interval:g}] s or a list 'k'")
     out: list[tuple[bytes, int]] = []
     for entry in entries:
         if (
@@ -151,19 +174,42 @@ class _Peer:
 
 
 class PublisherLiveness:
-    """Which publishers are alive, from their heartbeats (subscriber side)."""
+    """Which publishers are alive, from their heartbeats (subscriber side).
 
-    def __init__(self, *, misses: int = 3) -> None:
+    Bounded by configuration: at most ``max_publishers`` watched (the least recently heard is
+    forgotten, ``evicted``), heartbeat intervals at most ``max_interval`` seconds (others ``refused``).
+    """
+
+    def __init__(
+        self,
+        *,
+        misses: int = 3,
+        max_publishers: int = DEFAULT_MAX_PUBLISHERS,
+        max_interval: float = DEFAULT_MAX_INTERVAL,
+    ) -> None:
+        if max_publishers < 1:
+            raise ValueError(f"max_publishers must be >= 1, got {max_publishers}")
         self._misses = misses
-        self._peers: dict[str, _Peer] = {}
+        self._max_publishers = max_publishers
+        self._max_interval = max_interval
+        self._peers: dict[str, _Peer] = {}  # in order of the last heartbeat: least recent first
         self.gone_events = 0
+        self.evicted = 0  # publishers forgotten to stay within max_publishers
+        self.refused = 0  # heartbeats ignored: interval not finite, not positive or over max_interval
 
     def heard(self, publisher: str, interval: float, now: float) -> bool:
         """Record a heartbeat; True when the publisher was gone and is back."""
-        peer = self._peers.get(publisher)
+        if not _valid_interval(interval, self._max_interval):
+            self.refused += 1
+            return False
+        peer = self._peers.pop(publisher, None)  # re-inserted last: the order is recency
         if peer is None:
+            if len(self._peers) >= self._max_publishers:
+                del self._peers[next(iter(self._peers))]
+                self.evicted += 1
             self._peers[publisher] = _Peer(interval, now)
             return False
+        self._peers[publisher] = peer
         peer.interval, peer.heard = interval, now
         back, peer.gone = peer.gone, False
         return back
@@ -240,11 +286,19 @@ class HubWatch:
     """A remote hub's view of its publishers and of itself, run from the hub's periodic sweep."""
 
     def __init__(
-        self, name: str, publisher_id: str, *, idle_heartbeat: float, slow_after: float, log: RateLimitedLog
+        self,
+        name: str,
+        publisher_id: str,
+        *,
+        idle_heartbeat: float,
+        slow_after: float,
+        log: RateLimitedLog,
+        max_publishers: int = DEFAULT_MAX_PUBLISHERS,
+        max_heartbeat_interval: float = DEFAULT_MAX_INTERVAL,
     ) -> None:
         self.name, self.publisher_id = name, publisher_id
         self.schedule = HeartbeatSchedule(idle_heartbeat)
-        self.liveness = PublisherLiveness()
+        self.liveness = PublisherLiveness(max_publishers=max_publishers, max_interval=max_heartbeat_interval)
         self.lag = LagMonitor(slow_after)
         self._log = log
         self._incarnations_logged = 0

@@ -30,9 +30,22 @@ of the oldest hold ends. First-copy-wins also keeps a publisher's order across k
 broker drops: each broker is in order, so the earlier of two copies is.
 
 Untrusted numbers: memory is bounded by configuration (per source the same ``max_streams`` as the
-stream table, at most ``max_held`` held frames in all, plus those of one read: when full, every
-window ends at once and a frame waits only behind its own stream's holds, ``hold_overflows``).
-A frame behind a stream's holds is held too, whatever the other brokers did: order per stream.
+stream table, for its numbers and for its jumps, at most ``max_held`` held frames in all, plus those
+of one read: when full, every window ends at once and a frame waits only behind its own stream's
+holds, ``hold_overflows``). A frame behind a stream's holds is held too, whatever the other brokers
+did: order per stream.
+
+A forged jump (a real publisher's id, its sequence + 10⁶, through one broker or all) costs what it
+costs on one broker (see :mod:`actors._sequence`): each broker's numbers follow the single-broker
+rule. A jump on one broker remembers where it started for ``rollback_window`` seconds; when that
+broker then brings a number the jump skipped (outside the runs it brought since), the jump was not
+the publisher's: that broker's number goes back, the frames it brought above it that are still held
+are dropped (counted with ``duplicates``), and ``implausible`` counts it (``implausible_by_source``:
+a forgery sent through two brokers is two). A heartbeat reporting a number below such a jump does
+the same. Once no live broker stands behind the merged stream's head any more, the merged stream's
+jump is taken back as on one broker (not counted again): the frame that showed it is delivered and
+the stream goes on from there.
+
 Pure logic: no sockets, no asyncio; the caller says which source a frame came from
 (:attr:`RedundantTracker.source`) and what time it is.
 """
@@ -43,7 +56,7 @@ import itertools
 import time
 from typing import Any
 
-from ._sequence import Observation, SequenceTracker, Stream
+from ._sequence import _MAX_SEGMENTS, Observation, SequenceTracker, Stream
 
 DEFAULT_REORDER_WINDOW = 0.005  # seconds a message behind a hole waits for another broker's copy
 DEFAULT_MAX_HELD = 10_000  # frames held in all while waiting
@@ -83,21 +96,28 @@ class RedundantTracker(SequenceTracker):
         self.redundant_by_source = [0] * sources
         self.missed_by_source = [0] * sources  # numbers a broker skipped (another may have brought them)
         self.repeated_by_source = [0] * sources  # numbers a broker sent again (replays, forgeries)
+        self.implausible_by_source = [0] * sources  # a broker's jumps taken back (counted in implausible)
+        # per source, stream -> [origin, head, time, runs brought since]: its jumps (see the module)
+        self._jumped: list[dict[Stream, list[Any]]] = [{} for _ in range(sources)]
 
     def observe(self, publisher: str, key: bytes, seq: int) -> Observation:
         """Record one (publisher, key, seq) from :attr:`source`; return what it meant (see the module)."""
         stream = (publisher, key)
         source = self.source
+        refuted = False  # this broker's jump was just taken back: the merged head may be forged
         if not self.releasing:
             own = self._from[source]
             previous = own.get(stream)
             if previous is not None:
                 if seq <= previous:
-                    self.repeated_by_source[source] += 1
-                    self.duplicates += 1
-                    return Observation.REPEATED
-                if seq > previous + 1:
+                    if not self._refute(source, stream, seq, time.monotonic()):
+                        self.repeated_by_source[source] += 1
+                        self.duplicates += 1
+                        return Observation.REPEATED
+                    refuted = True
+                elif seq > previous + 1:
                     self.missed_by_source[source] += seq - previous - 1
+                    self._source_jump(source, stream, previous, seq)
             elif len(own) >= self._max_streams:
                 for old in list(itertools.islice(own, max(1, self._max_streams // 10))):
                     del own[old]
@@ -110,9 +130,7 @@ class RedundantTracker(SequenceTracker):
             if seq <= last:
                 missing = self._missing.get(stream)
                 if missing is None or seq not in missing:
-                    self.redundant += 1
-                    self.redundant_by_source[source] += 1
-                    return Observation.REDUNDANT
+                    return self._delivered_before(stream, seq, source, refuted)
             elif not self.releasing and (
                 queue := self._held.get(stream) or self._may_come(stream, seq - 1, source)
             ):
@@ -133,6 +151,84 @@ class RedundantTracker(SequenceTracker):
                 self.holds += 1
                 return Observation.HELD
         return self._slow(stream, last, seq)
+
+    def _source_jump(self, source: int, stream: Stream, previous: int, head: int) -> None:
+        """``source`` skipped from ``previous`` to ``head``: remember where it started, as
+        :meth:`SequenceTracker._jump` does (jumps soon after one another make one record)."""
+        now = time.monotonic()
+        jumped = self._jumped[source]
+        record = jumped.get(stream)
+        if record is None or now - record[2] > self._rollback_window or len(record[3]) >= _MAX_SEGMENTS:
+            if record is None and len(jumped) >= self._max_streams:
+                del jumped[next(iter(jumped))]
+            jumped[stream] = [previous, head, now, []]
+        else:  # another jump soon after: one record, with the run brought in between
+            record[3].append((record[1], previous))
+            record[1] = head
+
+    def _refute(self, source: int, stream: Stream, seq: int, now: float, *, report: bool = False) -> bool:
+        """``source`` brings ``seq`` (or, ``report``, its heartbeat says ``seq`` is the latest), at
+        or below the last number it brought. True, with its last number set back to ``seq``, when
+        its last jump skipped that number (the single-broker rule): the jump was not the publisher's.
+        The frames it brought above ``seq`` and still held are dropped (counted with ``duplicates``)."""
+        jumped = self._jumped[source]
+        record = jumped.get(stream)
+        if (
+            record is None
+            or not record[0] + (0 if report else 1) <= seq < record[1]
+            or now - record[2] > self._rollback_window
+            or any(lo <= seq <= hi for lo, hi in record[3])
+        ):
+            return False
+        del jumped[stream]
+        self._from[source][stream] = seq
+        self.implausible += 1
+        self.implausible_by_source[source] += 1
+        entries = self._held.get(stream)
+        if entries:
+            keep = [entry for entry in entries if entry[1] != source or entry[0] <= seq]
+            dropped = len(entries) - len(keep)
+            if dropped:
+                self.held -= dropped
+                self.duplicates += dropped
+                self.repeated_by_source[source] += dropped
+                if keep:
+                    entries[:] = keep
+                else:
+                    del self._held[stream]
+        return True
+
+    def _delivered_before(self, stream: Stream, seq: int, source: int, refuted: bool) -> Observation:
+        """A number at or below the stream's head and not missing: another broker's copy of one
+        delivered (``REDUNDANT``), unless ``source`` just took its jump back and the merged head
+        turns out forged too (``ROLLED_BACK``, delivered: see :meth:`_unvouched`)."""
+        if refuted and self._unvouched(stream, seq, source):
+            self.last[stream] = seq
+            return Observation.ROLLED_BACK
+        self.redundant += 1
+        self.redundant_by_source[source] += 1
+        return Observation.REDUNDANT
+
+    def _unvouched(self, stream: Stream, seq: int, source: int) -> bool:
+        """After ``source``'s jump was taken back: when no live broker has brought the merged head
+        any more, take the merged jump back as on one broker (already counted). True when ``seq``
+        is one the jump skipped (deliver it, the stream goes on from it); else the stream goes on
+        from where the jump started and ``seq`` is another copy of a number delivered."""
+        last = self.last[stream]
+        for other, own in enumerate(self._from):
+            if (other == source or self.up[other]) and own.get(stream, 0) >= last:
+                return False  # a live broker still stands behind the head
+        now = time.monotonic()
+        jump = self._refuted(stream, seq, now)
+        if jump is not None:
+            self._take_back(stream, jump, seq - 1, count=False)
+            return True
+        jump = self._jumps.get(stream)
+        if jump is not None and not jump[3] and now - jump[2] <= self._rollback_window:
+            before = jump[5][-1][1] if jump[5] else jump[0]  # the last number delivered before it
+            self._take_back(stream, jump, before, count=False)
+            self.last[stream] = before
+        return False
 
     def next_copy(self, stream: Stream, seq: int) -> int:
         """:meth:`observe`'s two common cases, for the hub's inline reader: a frame from
@@ -214,18 +310,31 @@ class RedundantTracker(SequenceTracker):
         What never came is counted only once no other live broker can still bring it.
         """
         stream = (publisher, key)
+        source = self.source
+        refuted = False
         if stream in self.last:
-            own = self._from[self.source]
-            if own.get(stream, 0) < seq:
+            own = self._from[source]
+            previous = own.get(stream)
+            if (0 if previous is None else previous) < seq:
                 own[stream] = seq
-        if self._may_come(stream, seq, self.source):
+                if previous is not None and seq > previous + 1:  # previous+1 .. seq-1 skipped
+                    self._source_jump(source, stream, previous, seq)
+            elif previous is not None and seq < previous:  # below this broker's jump: as on one broker
+                refuted = self._refute(source, stream, seq, time.monotonic(), report=True)
+        if self._may_come(stream, seq, source):
             return 0
-        return super().catch_up(publisher, key, seq)
+        counted = self.implausible
+        lost = super().catch_up(publisher, key, seq)
+        if refuted:
+            self.implausible = counted  # the merged stream's take-back is the same forgery
+        return lost
 
     def _drop_stream(self, stream: Stream) -> None:
         super()._drop_stream(stream)
         for own in self._from:
             own.pop(stream, None)
+        for jumped in self._jumped:
+            jumped.pop(stream, None)
         entries = self._held.pop(stream, None)
         if entries:
             self.held -= len(entries)

@@ -36,6 +36,7 @@ from broker import (
     FORMAT_VERSION,
     HEARTBEAT,
     KEY_END,
+    REPLY,
     SLOW,
     SYNC,
     ClientCurve,
@@ -51,9 +52,10 @@ from broker import reset_payload_packer as _reset_payload_packer
 from observability import ConnectError, EnvelopeError, InvalidKeyError
 
 from ._hub import BrokerCopies, Hub, HubStatistics, Message, Route
-from ._inbound import Inbound
+from ._inbound import DEFAULT_MAX_KEY, Inbound
 from ._liveness import HEARTBEAT_PREFIX, HubWatch
 from ._redundancy import DEFAULT_REORDER_WINDOW, RedundantTracker
+from ._request import MAX_REPLY_TO
 from ._sequence import SequenceTracker
 from ._snapshot import SnapshotClient
 
@@ -73,6 +75,8 @@ _LAG_EVERY = 0.1  # seconds between lag checks
 _SIDES = ("frontend", "backend")  # the broker sockets of _pub and _sub, by monitor index
 _LIVENESS_EVERY = 0.5  # seconds between checks for publishers gone quiet
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: the IntFlag's `&` costs ~0.7 us
+# a reply to the longest inbox must fit max_key, and so does a heartbeat (a publisher id holds its name)
+_MIN_MAX_KEY = len(encode_key((REPLY, "x" * MAX_REPLY_TO)))
 _HANDSHAKE_FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -134,7 +138,13 @@ class RemoteHub(Hub):
         max_subscription: int = DEFAULT_MAX_SUBSCRIPTION,
         max_streams: int = 100_000,
         reorder_window: float = DEFAULT_REORDER_WINDOW,
+        max_key: int = DEFAULT_MAX_KEY,
     ) -> None:
+        if type(max_key) is not int or max_key < _MIN_MAX_KEY:
+            raise ValueError(
+                f"hub option max_key={max_key!r} is not a byte count >= {_MIN_MAX_KEY} "
+                f"(a reply key to the longest inbox); the default is {DEFAULT_MAX_KEY}"
+            )
         super().__init__(name=name)
         self._curve = curve  # CURVE keys for both sockets (broker._curve); None: plain ZMTP
         self.frontends, self.backends = endpoint_list(frontend), endpoint_list(backend)
@@ -150,6 +160,7 @@ class RemoteHub(Hub):
         self._own_context = context is None
         self._ctx = context if context is not None else zmq.Context()
         self._max_payload = max_payload
+        self._max_key = max_key
         self._open_sockets(brokers, hwm, heartbeat_ivl, heartbeat_timeout, linger)
         self._out: dict[tuple[str, ...], list[Any]] = {}  # key -> [wire key, seq, epoch, wanted, key+end]
         self._seqs: dict[bytes, int] = {}  # sequences of keys evicted from _out
@@ -173,6 +184,7 @@ class RemoteHub(Hub):
             log=self._log,
             name=name,
             limits=limits,
+            max_key=max_key,
             tracker=(
                 SequenceTracker(max_streams=max_streams)
                 if brokers == 1
@@ -437,6 +449,11 @@ class RemoteHub(Hub):
 
     def _new_stream(self, key: tuple[str, ...]) -> list[Any]:
         kb = encode_key(key)
+        if len(kb) > self._max_key:  # every subscriber would drop it (Inbound): refuse it here, loudly
+            raise EnvelopeError(
+                f"key {tuple(key)[:3]}... is {len(kb)} bytes encoded, over max_key={self._max_key}: "
+                "every subscriber would drop it; use a shorter key or raise the limit on every hub"
+            )
         if len(self._out) >= _CACHE_LIMIT:  # evict, keeping every key's sequence so it never restarts
             self._seqs.update((o[0], o[1]) for o in self._out.values())
             self._out.clear()
@@ -446,10 +463,16 @@ class RemoteHub(Hub):
         return out
 
     def _is_wanted(self, kb: bytes) -> bool:
-        # ZeroMQ matches byte prefixes: hubs subscribe at segment ends, the broker's last-value
-        # cache to single bytes. Checked once per key and subscription change, not per message.
+        """True when a subscription of the bus covers the wire key (or prefix) ``kb``.
+
+        ZeroMQ matches byte prefixes: hubs subscribe at segment ends, the broker's last-value cache
+        to single bytes, a foreign ZeroMQ client to any. No stored prefix is longer than
+        ``max_subscription``, so no longer one is looked up: a bounded cost whatever ``kb`` (every
+        prefix of a 64 KiB reply key took 0.5 s). Checked once per key and subscription change, not
+        per message.
+        """
         prefixes = self._remote_prefixes
-        return any(kb[:i] in prefixes for i in range(len(kb) + 1))
+        return any(kb[:i] in prefixes for i in range(min(len(kb), self._max_subscription) + 1))
 
     def has_subscribers(self, key: tuple[str, ...] = Key("*")) -> bool:
         """True when a subscriber anywhere on the broker would receive ``key`` (``('*',)``: anything)."""
@@ -457,7 +480,8 @@ class RemoteHub(Hub):
             return bool(self._remote_prefixes)
         kb = subscription_prefix(key) if "*" in key else encode_key(key)
         if key and key[0].startswith("$"):  # reserved: a leading '*' (wire prefix b"") never matches it
-            return any(kb[: i + 1] in self._remote_prefixes for i, c in enumerate(kb) if c == 0)
+            ends = [i + 1 for i, c in enumerate(kb[: self._max_subscription]) if c == 0]
+            return any(kb[:end] in self._remote_prefixes for end in ends)
         return self._is_wanted(kb)
 
     async def wait_for_subscribers(self, key: tuple[str, ...], timeout: float = 5.0) -> None:

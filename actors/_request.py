@@ -10,6 +10,10 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from broker import ASK, WILDCARD, Key, PossibleKey
 
 _REMEMBER_EXPIRED = 10_000
+MAX_REPLY_TO = 255
+"""Bytes of a request's ``reply_to``: an inbox is a publisher id, which fits the header's 255 bytes.
+A longer one is refused (counted ``malformed``): each answerer caches its reply key and, until the
+inbox is routed, looks its prefixes up on every subscription change."""
 
 T = TypeVar("T")
 
@@ -38,10 +42,14 @@ def parse_request(message: Any) -> Request | str:
     if not isinstance(message, dict):
         return f"request is a {type(message).__name__}, not a map"
     reply_to, id_, deadline = message.get("reply_to"), message.get("id"), message.get("deadline")
+    if isinstance(reply_to, str) and (
+        len(reply_to) > MAX_REPLY_TO or len(reply_to.encode(errors="replace")) > MAX_REPLY_TO
+    ):  # the first test decides for a huge one without copying it
+        return f"request's reply_to {reply_to[:40]!r}... is over {MAX_REPLY_TO} bytes"
     if not isinstance(reply_to, str) or not reply_to or "\x00" in reply_to or reply_to == WILDCARD:
-        return f"request has no usable reply_to ({reply_to!r})"
+        return f"request has no usable reply_to ({reply_to!r:.80})"
     if type(id_) is not int or type(deadline) is not int:
-        return f"request id {id_!r} or deadline {deadline!r} is not an integer"
+        return f"request id {id_!r:.40} or deadline {deadline!r:.40} is not an integer"
     return Request(reply_to, id_, deadline, message.get("payload"))
 
 

@@ -14,9 +14,12 @@ Untrusted numbers (without per-identity permissions, any peer can send a header 
 publisher id, see the README's "Limits and permissions"):
 
 - **Memory is bounded by configuration**: at most ``max_streams`` streams (idle publishers go first,
-  then the oldest streams; ``evicted`` counts them), ``max_publishers`` publisher ids, ``max_missing``
-  skipped numbers per stream and ``max_missing_total`` in all (the oldest sets go first). A stream
-  evicted and seen again starts afresh, as a late joiner does.
+  then the oldest streams; ``evicted`` counts them), ``max_publishers`` publisher ids (and as many
+  ``name@host`` identities, to tell a restart), ``max_missing`` skipped numbers per stream and
+  ``max_missing_total`` in all (the oldest sets go first). A stream evicted and seen again starts
+  afresh, as a late joiner does. Each publisher's streams are indexed, so evicting publishers costs
+  what it removes, never a scan of every stream (the index changes only when a stream is created or
+  dropped: nothing per message).
 - **A forged jump cannot deafen a stream**: every jump remembers where it started for
   ``rollback_window`` seconds. If the stream then goes on above that point with a number the jump
   skipped and the tracker did not hold as missing (the jump was longer than ``max_missing``), the jump
@@ -99,6 +102,7 @@ class SequenceTracker:
         self._jumps: dict[Stream, list[Any]] = {}  # [origin, gaps since, time, reorders, head, runs received]
         self._anomalies: dict[str, _Anomalies] = {}
         self._seen: dict[str, float] = {}
+        self._keys: dict[str, set[bytes]] = {}  # publisher -> the keys of its streams in `last`
         self._max_missing = max_missing
         self._max_streams = max_streams
         self._max_missing_total = max_missing_total
@@ -158,14 +162,8 @@ class SequenceTracker:
                 if seq == jump[0] + 1:  # the jump's first number came after all: nothing to take back
                     del self._jumps[stream]
             return Observation.REORDERED
-        jump = self._jumps.get(stream)
-        if (
-            jump is not None
-            and jump[0] < seq < jump[4]
-            and not jump[3]
-            and now - jump[2] <= self._rollback_window
-            and not any(lo <= seq <= hi for lo, hi in jump[5])
-        ):
+        jump = self._refuted(stream, seq, now)
+        if jump is not None:
             # the stream goes on from below the jump, with numbers the jump skipped and nothing
             # held: the jump was not this publisher's. Take it back; count what this one skipped.
             self._take_back(stream, jump, seq - 1)
@@ -174,6 +172,20 @@ class SequenceTracker:
         anomalies.duplicates += 1
         self.duplicates += 1
         return Observation.DUPLICATE
+
+    def _refuted(self, stream: Stream, seq: int, now: float) -> list[Any] | None:
+        """The stream's jump record when ``seq`` (not held as missing) shows it was not the publisher's:
+        a number the jump skipped, within ``rollback_window``, no reordering since. Else None."""
+        jump = self._jumps.get(stream)
+        if (
+            jump is not None
+            and jump[0] < seq < jump[4]
+            and not jump[3]
+            and now - jump[2] <= self._rollback_window
+            and not any(lo <= seq <= hi for lo, hi in jump[5])
+        ):
+            return jump
+        return None
 
     def _jump(self, stream: Stream, anomalies: _Anomalies, last: int, seq: int, now: float) -> Observation:
         self.last[stream] = seq
@@ -224,18 +236,24 @@ class SequenceTracker:
                 for old in list(itertools.islice(self.last, max(1, self._max_streams // 10))):
                     self._drop_stream(old)
                     self.evicted += 1
+        keys = self._keys.get(publisher)
+        if keys is None:
+            keys = self._keys[publisher] = set()
+        keys.add(stream[1])  # the caller adds the stream to `last` next
 
     def _evict_publishers(self, now: float) -> None:
         self._forget_idle(now)
         if len(self._seen) >= self._max_publishers:
             for publisher in list(itertools.islice(self._seen, max(1, self._max_publishers // 10))):
                 self.evicted += self.forget(publisher)
-        if len(self._identities) >= self._max_publishers:
-            for identity in list(itertools.islice(self._identities, max(1, self._max_publishers // 10))):
-                del self._identities[identity]
 
     def _drop_stream(self, stream: Stream) -> None:
         del self.last[stream]
+        keys = self._keys.get(stream[0])
+        if keys is not None:
+            keys.discard(stream[1])
+            if not keys:
+                del self._keys[stream[0]]
         self._jumps.pop(stream, None)
         missing = self._missing.pop(stream, None)
         if missing:
@@ -250,6 +268,8 @@ class SequenceTracker:
         if previous is not None and previous != publisher:
             self.incarnations += 1
             self.last_incarnation = (previous, publisher)
+        elif len(self._identities) > self._max_publishers:  # bounded: the least recently new goes
+            del self._identities[next(iter(self._identities))]
 
     def catch_up(self, publisher: str, key: bytes, seq: int) -> int:
         """A publisher reported ``seq`` as its latest on ``key`` (a heartbeat): count what never came.
@@ -279,11 +299,12 @@ class SequenceTracker:
         self.last[stream] = seq
         return self.last_gap
 
-    def _take_back(self, stream: Stream, jump: list[Any], upto: int) -> None:
+    def _take_back(self, stream: Stream, jump: list[Any], upto: int, *, count: bool = True) -> None:
         """Undo a jump: the stream went on from before it, so the publisher never sent it.
 
         The numbers after the jump's origin up to ``upto`` that were not received (outside the runs
-        received between jumps) are counted as gaps instead.
+        received between jumps) are counted as gaps instead; ``implausible`` counts it unless
+        ``count`` is false (already counted).
         """
         del self._jumps[stream]
         origin = jump[0]
@@ -294,7 +315,8 @@ class SequenceTracker:
             anomalies.gaps += lost - jump[1]
         self.gaps += lost - jump[1]
         self.last_gap = lost
-        self.implausible += 1
+        if count:
+            self.implausible += 1
         dropped = self._missing.pop(stream, None)
         if dropped:
             self._missing_total -= len(dropped)
@@ -312,12 +334,15 @@ class SequenceTracker:
         return self._missing_total
 
     def forget(self, publisher: str) -> int:
-        """Drop every stream of one publisher (e.g. after it announced its exit); returns how many."""
-        doomed = [s for s in self.last if s[0] == publisher]
-        for stream in doomed:
-            self._drop_stream(stream)
+        """Drop every stream of one publisher (e.g. after it announced its exit); returns how many.
+
+        Costs what it removes: the publisher's keys are indexed (never a scan of every stream).
+        """
+        keys = self._keys.pop(publisher, ())
+        for key in keys:
+            self._drop_stream((publisher, key))
         self._seen.pop(publisher, None)
-        return len(doomed)
+        return len(keys)
 
     def forget_prefix(self, prefix: bytes, still_wanted: tuple[bytes, ...] = ()) -> int:
         """Forget every stream whose wire key starts with ``prefix`` and no ``still_wanted`` prefix.

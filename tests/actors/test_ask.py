@@ -282,10 +282,18 @@ def test_pending_table_tells_answers_late_duplicate_and_unknown_replies_apart():
         ({"reply_to": "a\x00b", "id": 1, "deadline": 1}, "reply_to"),
         ({"reply_to": "x", "id": "1", "deadline": 1}, "not an integer"),
         ({"reply_to": "x", "id": True, "deadline": 1}, "not an integer"),
+        ({"reply_to": "x" * 256, "id": 1, "deadline": 1}, "over 255 bytes"),  # an inbox is a publisher id
+        ({"reply_to": "\u00e9" * 128, "id": 1, "deadline": 1}, "over 255 bytes"),  # 256 bytes in UTF-8
     ],
 )
 def test_parse_request_says_why_a_request_is_malformed(message, reason):
     assert reason in parse_request(message)
+
+
+def test_an_inbox_of_255_bytes_is_a_usable_reply_to_and_every_hub_has_one():
+    assert parse_request({"reply_to": "x" * 255, "id": 1, "deadline": 1}) == ("x" * 255, 1, 1, None)
+    hub = Hub(name="h" * 1000)  # in-process: the inbox is the name, cut to fit, and a token
+    assert len(actors._ask._state(hub).inbox.encode()) <= 255
 
 
 def test_parse_reply_accepts_values_and_errors_and_rejects_the_rest():

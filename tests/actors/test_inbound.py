@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import time
+import tracemalloc
 
 import msgpack
 import pytest
@@ -10,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors import Key, encode_header, encode_key, encode_payload
-from actors._inbound import Inbound
+from actors._inbound import DEFAULT_MAX_KEY, Inbound
+from actors._liveness import LagMonitor
 from actors._redundancy import RedundantTracker
-from broker import FIXED, SubscriptionIndex, encode_message
+from broker import FIXED, DecodeLimits, SubscriptionIndex, encode_message
 from observability import RateLimitedLog
 
 
@@ -158,6 +161,7 @@ def test_read_does_exactly_what_handle_does_frame_by_frame(frames, count):
     assert got_many == got_one
     assert many.statistics() == one.statistics()
     assert many.malformed_by_reason == one.malformed_by_reason
+    assert many.oldest_header == one.oldest_header  # the lag sample
 
 
 def _counters(inbound: Inbound) -> dict[str, object]:
@@ -230,6 +234,7 @@ def test_read_copies_does_exactly_what_handle_does_with_two_brokers(copies, coun
     assert got_many == got_one
     assert many.statistics() == one.statistics()
     assert many.malformed_by_reason == one.malformed_by_reason
+    assert many.oldest_header == one.oldest_header  # the lag sample
     assert _counters(many) == _counters(one)
 
 
@@ -248,3 +253,105 @@ def test_read_copies_takes_the_second_copy_inline_and_counts_it_redundant():
     assert got == [1, 2, 3, 4, 5]
     assert inbound.tracker.redundant == 5
     assert len(calls) == 2  # each broker's first frame of the stream; the other 8 inline
+
+
+# -- bounds on what a peer's frames make the hub hold (issue 11) -------------------------------------
+def test_a_key_over_max_key_is_dropped_before_it_is_cached_or_tracked_and_counted_oversize():
+    # 200 distinct 1.9 MB keys under a subscribed prefix grew a hub 39 -> 770 MiB: each stayed in
+    # the key cache and in the tracker's stream table, both bounded in entries, not in bytes
+    inbound, got = make_inbound()
+    long_keys = [b"t\x00" + b"%06d" % n + b"x" * 100_000 + b"\x00" for n in range(50)]
+    frames = [encode_message(kb, encode_header("p", 1, 1, 2), encode_payload(1)) for kb in long_keys]
+    receive = iter(frames).__next__
+    assert inbound.read(receive, StopIteration, 100) == 50  # the inline reader hands misses to handle()
+    assert (inbound.oversize, inbound.malformed_by_reason) == (50, {"oversize": 50})
+    assert inbound._keys == {} and inbound.tracker.last == {} and got == []
+    longest = b"t\x00" + b"y" * (DEFAULT_MAX_KEY - 3) + b"\x00"  # exactly max_key: a key like any other
+    inbound.handle(encode_message(longest, encode_header("p", 1, 1, 2), encode_payload(2)))
+    inbound.handle_frames(good(1))
+    assert [p for _, p, _ in got] == [2, {"n": 1}] and inbound.statistics().streams == 2
+
+
+def test_a_cached_key_is_never_checked_again():
+    # the bound costs the hot path nothing: read() looks a cached key up and goes on
+    index: SubscriptionIndex = SubscriptionIndex()
+    got: list = []
+    index.add(Key("t", "*"), lambda k, p, h: got.append(h.seq))
+    inbound = Inbound(index, max_payload=1024, log=RateLimitedLog(), name="t", max_key=300)
+    frames = [_frame(("t", "x"), "p", seq, encode_payload(seq)) for seq in range(1, 4)]
+    inbound.handle(frames[0])
+    inbound._max_key = 0  # would drop every key, were it looked at again
+    checked: list[bytes] = []
+    handle = inbound.handle
+    inbound.handle = lambda frame: (checked.append(frame), handle(frame))  # type: ignore[method-assign]
+    inbound.read(iter(frames[1:]).__next__, StopIteration, 10)
+    assert got == [1, 2, 3] and checked == [] and inbound.oversize == 0
+
+
+def _heartbeat(body: object, publisher: str = "feed@h:1:a") -> bytes:
+    return encode_message(
+        encode_key(("$bus", "hb", "feed")), encode_header(publisher, 1, 1, 2), msgpack.packb(body)
+    )
+
+
+def test_a_heartbeat_over_max_payload_is_dropped_undecoded_and_counted_oversize():
+    # 1.9 MB of empty maps: +135 MiB when decoded with a bare unpackb, counted malformed only
+    inbound, _ = make_inbound(max_payload=1024 * 1024)
+    heard: list = []
+    inbound.on_heartbeat = lambda *beat: heard.append(beat)
+    bomb = _heartbeat({"i": 1, "k": [{}] * 1_900_000})
+    tracemalloc.start()
+    try:
+        inbound.handle(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * len(bomb)  # a copy or two of its bytes, never an object per byte
+    assert (inbound.oversize, inbound.malformed_by_reason, inbound.heartbeats) == (1, {"oversize": 1}, 0)
+    inbound.handle(_heartbeat({"i": 1, "k": [[GOOD_KEY, 3]]}))
+    assert heard == [("feed@h:1:a", 1.0, False)] and inbound.heartbeats == 1
+
+
+def test_a_heartbeat_is_decoded_under_the_same_limits_as_data():
+    index: SubscriptionIndex = SubscriptionIndex()
+    limits = DecodeLimits(max_bytes=1024 * 1024, max_containers=1000, counted_above=1024)
+    inbound = Inbound(index, max_payload=1024 * 1024, log=RateLimitedLog(), name="t", limits=limits)
+    heard: list = []
+    inbound.on_heartbeat = lambda *beat: heard.append(beat)
+    inbound.handle(_heartbeat({"i": 1, "k": [[GOOD_KEY, n] for n in range(2000)]}))  # 2,001 containers
+    assert heard == [] and inbound.malformed_by_reason == {"heartbeat": 1} and inbound.heartbeats == 0
+    inbound.handle(_heartbeat({"i": 1, "k": [[GOOD_KEY, n] for n in range(900)]}))
+    assert len(heard) == 1 and inbound.heartbeats == 1
+
+
+# -- the lag sample: only from messages delivered ---------------------------------------------------
+SEC = 1_000_000_000
+
+
+def _aged(key: tuple[str, ...], publisher: str, seq: int, age_s: int) -> bytes:
+    wall = time.time_ns() - age_s * SEC
+    return encode_message(encode_key(key), encode_header(publisher, seq, 0, wall), encode_payload(seq))
+
+
+def test_the_lag_sample_comes_only_from_messages_delivered_new_to_their_stream():
+    # a frame nobody here wants, a duplicate or a replay costs a peer nothing to stamp 600 s old:
+    # sampled, it flagged the hub slow ($bus.slow published, quiet publishers no longer reported)
+    inbound, got = make_inbound()
+    lag = LagMonitor(1.0)
+    inbound.handle(_aged(("t", "x"), "p@elsewhere:1:a", 1, 0))
+    inbound.handle(_aged(("t", "x"), "p@elsewhere:1:a", 2, 0))
+    assert inbound.oldest_header is not None and inbound.oldest_header.seq == 1
+    assert lag.check(inbound.oldest_header, 0, time.time_ns()) is None
+    inbound.oldest_header = None  # taken by the hub's lag check
+    for frame in (
+        _aged(("u",), "rogue@elsewhere:1:a", 1, 600),  # unmatched
+        _aged(("t", "x"), "p@elsewhere:1:a", 1, 600),  # a duplicate (delivered, as duplicates are)
+        _aged(("t", "x"), "p@elsewhere:1:a", 2, 600),
+        _aged(("t", "x"), "p@elsewhere:1:a", 9, 600)[:-1] + b"\xc1",  # ahead, but its payload is junk
+    ):
+        inbound.handle(frame)
+    assert inbound.statistics().duplicates == 2 and inbound.unmatched == 1 and len(got) == 4
+    assert inbound.oldest_header is None
+    assert lag.check(inbound.oldest_header, 0, time.time_ns()) is None and not lag.slow
+    inbound.read(iter([_aged(("t", "x"), "p@elsewhere:1:a", 10, 0)]).__next__, StopIteration, 5)
+    assert inbound.oldest_header is not None and inbound.oldest_header.seq == 10

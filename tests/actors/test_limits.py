@@ -1,5 +1,6 @@
 """A hub's bounds on what peers make it hold or believe (issue 11): pending asks and held replies,
-snapshot replies, implausible send times. In-process hubs, no sockets."""
+snapshot replies, implausible send times, reply inboxes, an actor's metric attributes. In-process
+hubs, and a broker-connected one connected to no broker."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from typing import Any
 
 import pytest
 
+import actors
 from actors import Actor, AskError, Hub, HubLimits, Key, SnapshotError, answers, ask, ask_statistics, handler
+from actors._inbound import Inbound
 from actors._limits import ClockSkew
 from actors._liveness import LagMonitor
 from actors._snapshot import MAX_PARTS, SnapshotClient, SnapshotRequest
 from actors.testing import eventually
-from broker import Header, encode_header, encode_key
-from observability import RateLimitedLog
+from broker import Header, encode_header, encode_key, encode_message
+from observability import EnvelopeError, RateLimitedLog
 
 SEC = 1_000_000_000
 
@@ -212,3 +215,108 @@ async def test_an_answerer_holds_at_most_max_pending_asks_replies_for_unrouted_i
         assert await ask(hub, ("svc", "echo"), "legit", timeout=5) == "legit"  # routed: not held
     finally:
         await echo.stop(1)
+
+
+async def test_a_request_with_an_overlong_reply_to_is_refused_not_answered_nor_held():
+    # a 64 KiB reply_to with a far deadline blocked the answering hub's loop for 0.5 s (every prefix
+    # of the reply key hashed, again in each waiting reply on each subscription change) and was cached
+    hub = Hub(name="memory")
+    echo = Echo(hub)
+    await echo.start()
+    try:
+        deadline = time.time_ns() + 3600 * SEC
+        for n in range(3):
+            hub.publish(
+                Key("$ask", "svc", "echo"),
+                {"reply_to": "i" * 64 * 1024, "id": n, "deadline": deadline, "payload": n},
+            )
+        await eventually(lambda: ask_statistics(hub).malformed == 3, 5, "requests refused")
+        stats = ask_statistics(hub)
+        assert (stats.requests_handled, stats.replies_waiting, stats.replies_dropped) == (0, 0, 0)
+        assert actors._ask._state(hub)._reply_keys == {}
+        assert await ask(hub, ("svc", "echo"), "legit", timeout=5) == "legit"
+    finally:
+        await echo.stop(1)
+
+
+class _CountingSet(set[bytes]):
+    """A prefix set that records the length of every prefix looked up in it."""
+
+    def __init__(self, *items: bytes) -> None:
+        super().__init__(items)
+        self.looked: list[int] = []
+
+    def __contains__(self, item: object) -> bool:
+        self.looked.append(len(item))  # type: ignore[arg-type]
+        return super().__contains__(item)
+
+
+async def test_whether_a_key_is_wanted_looks_up_no_prefix_longer_than_max_subscription(lonely_hub):
+    hub = lonely_hub(max_subscription=4096)
+    hub._remote_prefixes = prefixes = _CountingSet(b"t\x00x\x00", b"u", b"$reply\x00inbox\x00", b"wx")
+    assert [
+        hub._is_wanted(encode_key(k))
+        for k in [("t", "x"), ("t", "x", "y"), ("t", "y"), ("u", "1"), ("v",), ("wxy",)]
+    ] == [True, True, False, True, False, True]  # any byte prefix: a foreign ZeroMQ subscriber's too
+    assert hub.has_subscribers(("$reply", "inbox")) and not hub.has_subscribers(("$reply", "other"))
+    assert not hub.has_subscribers(("$u",))  # a reserved key: no first byte, no catch-all
+    prefixes.looked.clear()
+    huge = encode_key(("$reply", "i" * 1024 * 1024))  # the reply key of a 1 MiB reply_to: ~2 min
+    assert not hub._is_wanted(huge) and not hub.has_subscribers(("$reply", "i" * 1024 * 1024))
+    assert len(prefixes.looked) <= 2 * 4097 and max(prefixes.looked) <= 4096  # none past max_subscription
+    with pytest.raises(TimeoutError):
+        await hub.wait_for_subscribers(("$reply", "i" * 1024 * 1024), timeout=0.05)
+
+
+async def test_a_hub_publishes_no_key_its_subscribers_would_drop(lonely_hub):
+    hub = lonely_hub()
+    with pytest.raises(EnvelopeError, match="over max_key=512"):
+        hub.publish(("t", "x" * 510), 1)
+    assert hub.publish(("t", "x" * 509), 1) == 0  # under it: skipped as usual, nobody listens
+    with pytest.raises(ValueError, match="max_key"):
+        lonely_hub(max_key=100)  # under a reply key to the longest inbox
+
+
+class Anything(Actor):
+    name = "anything"
+
+    async def on_start(self) -> None:
+        self.handled = 0
+
+    @handler(("*", "x"))
+    def on_any(self, key: Key, payload: Any) -> None:
+        self.handled += 1
+
+
+async def test_peers_choose_neither_an_actors_metric_attributes_nor_how_many_hosts_it_remembers(monkeypatch):
+    # messages_in is exported as messaging.destination.name: keyed by the key's first segment, a
+    # leading-'*' pattern let peers add one series per made-up segment (50,000 confirmed), and
+    # _hosts grew one entry per made-up publisher id
+    monkeypatch.setattr(actors._actor, "_SAMPLE_NS", 0)  # every message's latency recorded
+    hub = Hub(name="victim")
+    anything, probe = Anything(hub), Probe(hub)
+    await anything.start()
+    await probe.start()
+    inbound = Inbound(hub._index, max_payload=1024, log=RateLimitedLog(), name="victim")
+    try:
+        now = time.time_ns()
+        n = actors._actor._HOSTS_LIMIT + 2_000
+        for i in range(n):
+            inbound.handle(
+                encode_message(
+                    encode_key((f"made-up-{i}", "x")), encode_header(f"rogue@h{i}:1:a", 1, 0, now), b"\x01"
+                )
+            )
+            if i % 10 == 0:
+                inbound.handle(
+                    encode_message(
+                        encode_key(("in", "a")), encode_header("p@h:1:a", i // 10 + 1, 0, now), b"\x01"
+                    )
+                )
+        assert anything.handled == n and probe.handled == n // 10
+        assert anything.messages_in == {"*": n} and probe.messages_in == {"in": n // 10}
+        assert anything.latency_ns.count == n  # each looked its publisher's host up
+        assert len(anything._hosts) <= actors._actor._HOSTS_LIMIT
+    finally:
+        await anything.stop(1)
+        await probe.stop(1)

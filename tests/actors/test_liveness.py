@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from loguru import logger
 
 from actors._liveness import (
+    DEFAULT_MAX_INTERVAL,
     HeartbeatSchedule,
     HubWatch,
     LagMonitor,
@@ -54,7 +55,18 @@ def test_an_idle_publisher_keeps_reporting_every_key_so_a_tail_behind_a_full_que
 
 @pytest.mark.parametrize(
     "payload",
-    [None, [], {"i": 0, "k": []}, {"i": 1.0}, {"i": 1.0, "k": [[b"a", -1]]}, {"i": 1.0, "k": [["a", 1]]}],
+    [
+        None,
+        [],
+        {"i": 0, "k": []},
+        {"i": 1.0},
+        {"i": 1.0, "k": [[b"a", -1]]},
+        {"i": 1.0, "k": [["a", 1]]},
+        {"i": float("inf"), "k": []},  # never gone: its entry would stay for ever
+        {"i": float("nan"), "k": []},
+        {"i": DEFAULT_MAX_INTERVAL * 2, "k": []},
+        {"i": True, "k": []},
+    ],
 )
 def test_malformed_heartbeats_are_refused(payload: object):
     with pytest.raises(ValueError):
@@ -126,3 +138,31 @@ def test_a_new_id_under_a_known_name_and_host_is_an_incarnation_not_a_sequence_e
         tracker.observe("feed@h:11:b", b"k\x00", seq)
     assert tracker.incarnations == 1 and tracker.last_incarnation == ("feed@h:10:a", "feed@h:11:b")
     assert tracker.gaps == tracker.duplicates == tracker.reordered == 0
+
+
+def test_made_up_publishers_stay_within_the_configured_table_and_the_least_recently_heard_goes():
+    """Heartbeats under 100,000 made-up ids (half with an infinite interval, never gone): the table
+    stays within max_publishers, evictions and refusals counted (it kept every id, the infinite ones
+    for ever)."""
+    live = PublisherLiveness(max_publishers=100, max_interval=60.0)
+    live.heard("real@h:1:a", 1.0, 0.0)
+    for n in range(100_000):
+        live.heard(f"forged{n}@h:2:{n:x}", 1.0 if n % 2 else float("inf"), 0.0)
+        if n % 50 == 0:
+            live.heard("real@h:1:a", 1.0, 0.0)  # heard recently: kept
+    assert live.refused == 50_000
+    assert live.live == 100 and live.evicted == 50_000 + 1 - 100
+    assert live.heard("slow@h:3:c", 61.0, 0.0) is False and live.refused == 50_001  # over max_interval
+    newly = dict(live.check(3.5))  # three missed intervals later: every entry is gone
+    assert len(newly) == 100 and "real@h:1:a" in newly  # the one heard recently was never evicted
+    assert live.gone == 100 and live.live == 0
+    assert live.check(3.5 + 3601.0) == [] and live.gone == 0  # forgotten an hour after gone
+
+
+def test_the_hub_watch_passes_its_bounds_to_liveness():
+    watch = HubWatch(
+        "sub", "sub@h:1:a", idle_heartbeat=1.0, slow_after=0.0, log=RateLimitedLog(0.0), max_publishers=2
+    )
+    for n in range(3):
+        watch.heard(f"p{n}@h:1:{n}", 1.0)
+    assert watch.liveness.live == 2 and watch.liveness.evicted == 1

@@ -190,3 +190,70 @@ def test_random_losses_each_message_at_most_once_in_order_and_every_loss_counted
     assert tracker.gaps == len(lost_after_first)
     assert tracker.duplicates == 0
     assert tracker.held == 0
+
+
+FORGED = 10 + 10**6  # a made-up number under the real publisher's id, far beyond max_missing
+_DELIVERED = (Observation.FIRST, Observation.IN_ORDER, Observation.GAP, Observation.ROLLED_BACK)
+
+
+def delivered_of(tracker: RedundantTracker, frames: list[tuple[int, int]], now: float = 0.0) -> list[int]:
+    """Observe (source, seq) frames in turn, releasing holds after each as the hub does at ``now``."""
+    delivered = []
+    for source, seq in frames:
+        if observe(tracker, source, seq) in _DELIVERED:
+            delivered.append(seq)
+        delivered += release(tracker, now)
+    return delivered
+
+
+@pytest.mark.parametrize("forged_through", [(0, 1), (1, 0), (0,), (1,)])
+def test_a_forged_jump_is_taken_back_as_on_one_broker(forged_through: tuple[int, ...]) -> None:
+    """A forged seq + 10**6 through both brokers (or one) released before the genuine stream goes
+    on: the genuine messages are still delivered, once each and in order, and the jump is counted.
+    (They were all REPEATED or REDUNDANT and dropped for good, ``implausible`` 0.)"""
+    tracker = RedundantTracker(2)
+    assert delivered_of(tracker, [(s, q) for q in range(1, 11) for s in (0, 1)]) == list(range(1, 11))
+    # through one broker it waits for the other's copies of what it skipped: the window ends
+    assert delivered_of(tracker, [(s, FORGED) for s in forged_through], now=float("inf")) == [FORGED]
+    genuine = delivered_of(tracker, [(s, q) for q in range(11, 31) for s in (0, 1)])
+    assert genuine == list(range(11, 31))
+    assert tracker.implausible == len(forged_through) == sum(tracker.implausible_by_source)
+    assert (tracker.gaps, tracker.duplicates, tracker.held) == (0, 0, 0)
+    assert tracker.observe(P, K, 31) is Observation.IN_ORDER  # the stream follows the genuine numbers
+
+
+def test_a_forged_frame_held_on_one_broker_is_dropped_when_that_broker_goes_on() -> None:
+    """Through one broker while the other brings the genuine stream: the forged frame waits for the
+    other broker's copies of what it skipped, and is dropped (counted) when its own broker goes on
+    from below it; that broker's genuine copies are redundant again, not all dropped as repeated."""
+    tracker = RedundantTracker(2, reorder_window=10.0)
+    delivered_of(tracker, [(s, q) for q in range(1, 11) for s in (0, 1)])
+    assert observe(tracker, 0, FORGED) is Observation.HELD
+    genuine = delivered_of(tracker, [(s, q) for q in range(11, 31) for s in (1, 0)])
+    assert genuine == list(range(11, 31))
+    assert (tracker.held, tracker.implausible, tracker.duplicates) == (0, 1, 1)  # the forged frame
+    assert tracker.repeated_by_source == [1, 0]
+    assert tracker.redundant_by_source == [20, 10]  # broker 0 second from 11 on: its copies are redundant
+    assert release(tracker, now=float("inf")) == []  # the forged frame never comes out
+
+
+def test_a_forged_heartbeat_report_through_both_brokers_is_taken_back() -> None:
+    tracker = RedundantTracker(2)
+    delivered_of(tracker, [(s, q) for q in range(1, 6) for s in (0, 1)])
+    for source in (0, 1):
+        tracker.source = source
+        tracker.catch_up(P, K, FORGED)
+    assert tracker.gaps == FORGED - 5
+    genuine = delivered_of(tracker, [(s, q) for q in range(6, 16) for s in (0, 1)])
+    assert genuine == list(range(6, 16))
+    assert (tracker.gaps, tracker.duplicates, tracker.implausible) == (0, 0, 2)
+
+
+def test_a_replay_below_a_genuine_jump_is_still_repeated() -> None:
+    """A broker that really lost messages and goes on: an old number from it is a replay, dropped."""
+    tracker = RedundantTracker(2)
+    delivered_of(tracker, [(s, q) for q in range(1, 11) for s in (0, 1)])
+    delivered_of(tracker, [(0, 20), (1, 11)])  # broker 0 lost 11..19
+    assert observe(tracker, 0, 5) is Observation.REPEATED  # below where its jump started
+    assert observe(tracker, 0, 20) is Observation.REPEATED
+    assert tracker.implausible == 0

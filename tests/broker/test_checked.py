@@ -86,6 +86,9 @@ def test_asks_need_the_ask_permission_and_the_askers_own_inbox() -> None:
     assert ask(g, key=("pricing", "quote")) == "ask"
     assert ask(g, reply_to=FEED) == "ask"
     assert send(g, "strategy", ("$ask", "risk", "check"), "junk", publisher=ASKER) == "ask"
+    assert (
+        ask(g, reply_to="strategy@host-b:78:" + "f" * 60_000) == "ask"
+    )  # its own, but held till its deadline
     assert len(g.asks) == 0
 
 
