@@ -53,7 +53,7 @@ from observability import ConnectError, EnvelopeError, InvalidKeyError
 
 from ._hub import BrokerCopies, Hub, HubStatistics, Message, Route
 from ._inbound import DEFAULT_MAX_KEY, Inbound
-from ._liveness import HEARTBEAT_PREFIX, HubWatch
+from ._liveness import DEFAULT_MAX_INTERVAL, HEARTBEAT_PREFIX, HubWatch
 from ._redundancy import DEFAULT_REORDER_WINDOW, RedundantTracker
 from ._request import MAX_REPLY_TO
 from ._sequence import SequenceTracker
@@ -144,6 +144,11 @@ class RemoteHub(Hub):
             raise ValueError(
                 f"hub option max_key={max_key!r} is not a byte count >= {_MIN_MAX_KEY} "
                 f"(a reply key to the longest inbox); the default is {DEFAULT_MAX_KEY}"
+            )
+        if not 0 <= idle_heartbeat <= DEFAULT_MAX_INTERVAL:  # subscribers refuse longer intervals
+            raise ValueError(
+                f"hub option idle_heartbeat={idle_heartbeat!r} is not 0 (off) or up to "
+                f"{DEFAULT_MAX_INTERVAL:g} s, the longest interval a subscriber accepts"
             )
         super().__init__(name=name)
         self._curve = curve  # CURVE keys for both sockets (broker._curve); None: plain ZMTP

@@ -275,6 +275,8 @@ async def test_a_hub_publishes_no_key_its_subscribers_would_drop(lonely_hub):
     assert hub.publish(("t", "x" * 509), 1) == 0  # under it: skipped as usual, nobody listens
     with pytest.raises(ValueError, match="max_key"):
         lonely_hub(max_key=100)  # under a reply key to the longest inbox
+    with pytest.raises(ValueError, match="idle_heartbeat"):
+        lonely_hub(idle_heartbeat=7200)  # every subscriber would refuse its heartbeats
 
 
 class Anything(Actor):
