@@ -110,6 +110,19 @@ def _pending(sock: zmq.Socket[bytes]) -> bool:
         return False
 
 
+def _check_options(max_key: int, idle_heartbeat: float) -> None:
+    if type(max_key) is not int or max_key < _MIN_MAX_KEY:
+        raise ValueError(
+            f"hub option max_key={max_key!r} is not a byte count >= {_MIN_MAX_KEY} "
+            f"(a reply key to the longest inbox); the default is {DEFAULT_MAX_KEY}"
+        )
+    if not 0 <= idle_heartbeat <= DEFAULT_MAX_INTERVAL:  # subscribers refuse longer intervals
+        raise ValueError(
+            f"hub option idle_heartbeat={idle_heartbeat!r} is not 0 (off) or up to "
+            f"{DEFAULT_MAX_INTERVAL:g} s, the longest interval a subscriber accepts"
+        )
+
+
 class RemoteHub(Hub):
     """A :class:`Hub` whose publish and subscribe go through a tickbus broker. Use :func:`connect`."""
 
@@ -140,16 +153,7 @@ class RemoteHub(Hub):
         reorder_window: float = DEFAULT_REORDER_WINDOW,
         max_key: int = DEFAULT_MAX_KEY,
     ) -> None:
-        if type(max_key) is not int or max_key < _MIN_MAX_KEY:
-            raise ValueError(
-                f"hub option max_key={max_key!r} is not a byte count >= {_MIN_MAX_KEY} "
-                f"(a reply key to the longest inbox); the default is {DEFAULT_MAX_KEY}"
-            )
-        if not 0 <= idle_heartbeat <= DEFAULT_MAX_INTERVAL:  # subscribers refuse longer intervals
-            raise ValueError(
-                f"hub option idle_heartbeat={idle_heartbeat!r} is not 0 (off) or up to "
-                f"{DEFAULT_MAX_INTERVAL:g} s, the longest interval a subscriber accepts"
-            )
+        _check_options(max_key, idle_heartbeat)
         super().__init__(name=name)
         self._curve = curve  # CURVE keys for both sockets (broker._curve); None: plain ZMTP
         self.frontends, self.backends = endpoint_list(frontend), endpoint_list(backend)
