@@ -180,7 +180,11 @@ class RedundantTracker(SequenceTracker):
             or any(lo <= seq <= hi for lo, hi in record[3])
         ):
             return False
-        del jumped[stream]
+        base = max((hi for _, hi in record[3] if hi < seq), default=record[0])
+        if seq > base + 1:  # itself a skip from the last number it brought: a jump of its own
+            jumped[stream] = [base, seq, now, []]
+        else:
+            del jumped[stream]
         self._from[source][stream] = seq
         self.implausible += 1
         self.implausible_by_source[source] += 1
@@ -221,7 +225,7 @@ class RedundantTracker(SequenceTracker):
         now = time.monotonic()
         jump = self._refuted(stream, seq, now)
         if jump is not None:
-            self._take_back(stream, jump, seq - 1, count=False)
+            self._roll_back(stream, jump, seq, now, count=False)
             return True
         jump = self._jumps.get(stream)
         if jump is not None and not jump[3] and now - jump[2] <= self._rollback_window:

@@ -139,12 +139,7 @@ class SequenceTracker:
             self.last[stream] = seq
             return Observation.FIRST
         self._seen[publisher] = now
-        anomalies = self._anomalies.get(publisher)
-        if anomalies is None:
-            if len(self._anomalies) >= self._max_publishers:  # the oldest tenth of the statistics go
-                for old in list(itertools.islice(self._anomalies, max(1, self._max_publishers // 10))):
-                    del self._anomalies[old]
-            anomalies = self._anomalies[publisher] = _Anomalies()
+        anomalies = self._anomalies_of(publisher)
         if seq > last:
             return self._jump(stream, anomalies, last, seq, now)
         missing = self._missing.get(stream)
@@ -165,13 +160,34 @@ class SequenceTracker:
         jump = self._refuted(stream, seq, now)
         if jump is not None:
             # the stream goes on from below the jump, with numbers the jump skipped and nothing
-            # held: the jump was not this publisher's. Take it back; count what this one skipped.
-            self._take_back(stream, jump, seq - 1)
-            self.last[stream] = seq
+            # held: the jump was not this publisher's
+            self._roll_back(stream, jump, seq, now)
             return Observation.ROLLED_BACK
         anomalies.duplicates += 1
         self.duplicates += 1
         return Observation.DUPLICATE
+
+    def _anomalies_of(self, publisher: str) -> _Anomalies:
+        anomalies = self._anomalies.get(publisher)
+        if anomalies is None:
+            if len(self._anomalies) >= self._max_publishers:  # the oldest tenth of the statistics go
+                for old in list(itertools.islice(self._anomalies, max(1, self._max_publishers // 10))):
+                    del self._anomalies[old]
+            anomalies = self._anomalies[publisher] = _Anomalies()
+        return anomalies
+
+    def _roll_back(
+        self, stream: Stream, jump: list[Any], seq: int, now: float, *, count: bool = True
+    ) -> None:
+        """``seq`` refuted ``jump`` (see :meth:`_refuted`): take the jump back to the last number
+        received below ``seq``; from there ``seq`` is in order, or a jump of its own, remembered like
+        any other, so that a second forgery below the first cannot deafen the stream either."""
+        base = max((hi for _, hi in jump[5] if hi < seq), default=jump[0])
+        self._take_back(stream, jump, base, count=count)
+        if seq == base + 1:
+            self.last[stream] = seq
+        else:
+            self._jump(stream, self._anomalies_of(stream[0]), base, seq, now)
 
     def _refuted(self, stream: Stream, seq: int, now: float) -> list[Any] | None:
         """The stream's jump record when ``seq`` (not held as missing) shows it was not the publisher's:

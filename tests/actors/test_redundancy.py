@@ -257,3 +257,19 @@ def test_a_replay_below_a_genuine_jump_is_still_repeated() -> None:
     assert observe(tracker, 0, 5) is Observation.REPEATED  # below where its jump started
     assert observe(tracker, 0, 20) is Observation.REPEATED
     assert tracker.implausible == 0
+
+
+@pytest.mark.parametrize("forged_through", [(0, 1), (1, 0), (0,), (1,)])
+def test_a_second_forged_jump_below_the_first_is_taken_back_too(forged_through: tuple[int, ...]) -> None:
+    """Two forged numbers, the larger first: the second one refutes the first, and is itself a jump
+    that the genuine stream refutes (it used to become the head, and every genuine message after it
+    was dropped for good)."""
+    tracker = RedundantTracker(2)
+    assert delivered_of(tracker, [(s, q) for q in range(1, 11) for s in (0, 1)]) == list(range(1, 11))
+    delivered_of(tracker, [(s, 10 * FORGED) for s in forged_through], now=float("inf"))
+    delivered_of(tracker, [(s, 5 * FORGED) for s in forged_through], now=float("inf"))
+    genuine = delivered_of(tracker, [(s, q) for q in range(11, 31) for s in (0, 1)])
+    assert genuine == list(range(11, 31))
+    assert (tracker.gaps, tracker.duplicates, tracker.held) == (0, 0, 0)
+    assert tracker.implausible >= 2
+    assert tracker.observe(P, K, 31) is Observation.IN_ORDER

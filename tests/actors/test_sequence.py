@@ -98,6 +98,18 @@ def test_a_forged_jump_is_taken_back_when_the_genuine_stream_goes_on():
     assert tracker.missing() == 0
 
 
+def test_a_second_forged_jump_below_the_first_is_taken_back_too():
+    tracker = SequenceTracker()
+    for seq in range(1, 11):
+        tracker.observe("p@h:1:a", b"k", seq)
+    assert tracker.observe("p@h:1:a", b"k", 10 * FORGED) is Observation.GAP
+    assert tracker.observe("p@h:1:a", b"k", 5 * FORGED) is Observation.ROLLED_BACK  # below the first
+    assert tracker.observe("p@h:1:a", b"k", 11) is Observation.ROLLED_BACK  # the real publisher goes on
+    assert [tracker.observe("p@h:1:a", b"k", s) for s in range(12, 20)] == [Observation.IN_ORDER] * 8
+    assert (tracker.gaps, tracker.duplicates, tracker.implausible) == (0, 0, 2)
+    assert tracker.missing() == 0
+
+
 def test_a_forged_heartbeat_report_is_taken_back_by_the_genuine_one():
     tracker = SequenceTracker()
     for seq in range(1, 6):
@@ -112,9 +124,13 @@ def test_a_forged_heartbeat_report_is_taken_back_by_the_genuine_one():
     st.lists(st.booleans(), min_size=1, max_size=300),
     st.lists(st.integers(0, 299), max_size=5),
     st.integers(0, 3000),
+    st.booleans(),
 )
-def test_a_real_loss_of_any_length_is_counted_exactly_despite_forged_numbers(arrived, forged_at, long_loss):
-    """received + gaps = published for the genuine stream; no genuine message is ever a duplicate."""
+def test_a_real_loss_of_any_length_is_counted_exactly_despite_forged_numbers(
+    arrived, forged_at, long_loss, descending
+):
+    """received + gaps = published for the genuine stream; no genuine message is ever a duplicate,
+    whether each forged number is above the one before or (``descending``) below it."""
     tracker = SequenceTracker(max_missing=64)
     publisher, key = "p@h:1:a", b"k"
     plan = [True, *arrived[: len(arrived) // 2], *([False] * long_loss), *arrived[len(arrived) // 2 :]]
@@ -126,7 +142,7 @@ def test_a_real_loss_of_any_length_is_counted_exactly_despite_forged_numbers(arr
             assert seen is not Observation.DUPLICATE, f"genuine seq {seq} dropped as a duplicate"
             received += 1
         if i in forged_positions:
-            tracker.observe(publisher, key, seq + FORGED + i)
+            tracker.observe(publisher, key, seq + (FORGED * (400 - i) if descending else FORGED + i))
     published = len(plan)
     tracker.catch_up(publisher, key, published)  # the genuine publisher's heartbeat reports its tail
     assert received + tracker.gaps == published
