@@ -97,6 +97,9 @@ class HubStatistics:
     """Publishers whose heartbeats arrive on time."""
     publishers_gone: int = 0
     """Publishers whose heartbeats stopped (reported once each, in the log)."""
+    publishers_evicted: int = 0
+    """Publishers forgotten to stay within the liveness table's bound (made-up ids, or more
+    publishers on the bus than ``actors._liveness.DEFAULT_MAX_PUBLISHERS``)."""
     incarnations: int = 0
     """Publishers seen restarting: a new id under a known ``name@host``."""
     slow: bool = False

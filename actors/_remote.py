@@ -847,6 +847,7 @@ class RemoteHub(Hub):
             heartbeats=self._inbound.heartbeats,
             publishers_live=self._watch.liveness.live,
             publishers_gone=self._watch.liveness.gone,
+            publishers_evicted=self._watch.liveness.evicted,
             incarnations=self._inbound.tracker.incarnations,
             slow=self._watch.lag.slow,
             slow_episodes=self._watch.lag.episodes,

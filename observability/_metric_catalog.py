@@ -146,6 +146,12 @@ _HUB_SPECS = (
         _one("publishers_gone"),
         True,
     ),
+    _Spec(
+        "tickbus.hub.publishers.evicted",
+        "{publisher}",
+        "Publishers forgotten to stay within the liveness table's bound",
+        _one("publishers_evicted"),
+    ),
     _Spec("tickbus.hub.incarnations", "{restart}", "Publishers seen restarting", _one("incarnations")),
     _Spec("tickbus.hub.slow", "{flag}", "1 while this hub is flagged a slow consumer", _one("slow"), True),
     _Spec("tickbus.hub.slow.episodes", "{episode}", "Times this hub was flagged slow", _one("slow_episodes")),

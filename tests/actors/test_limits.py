@@ -322,3 +322,12 @@ async def test_peers_choose_neither_an_actors_metric_attributes_nor_how_many_hos
     finally:
         await anything.stop(1)
         await probe.stop(1)
+
+
+async def test_publishers_forgotten_by_the_liveness_table_show_in_the_hub_statistics(lonely_hub):
+    from actors._liveness import DEFAULT_MAX_PUBLISHERS
+
+    hub = lonely_hub()
+    for i in range(DEFAULT_MAX_PUBLISHERS + 5):
+        hub._watch.liveness.heard(f"made-up@h{i}:1:a", 1.0, 0.0)
+    assert hub.statistics().publishers_evicted == 5
