@@ -63,7 +63,7 @@ from observability.profiling import (
     format_duration,
 )
 
-__all__ = ["Profiler", "ProfilerConfig", "ProfilerStatistics", "pid_alive"]
+__all__ = ["Profiler", "ProfilerConfig", "ProfilerStatistics", "own_process", "pid_alive"]
 
 _HEALTHY_RUN = 60.0  # a sampler that ran this long starts its backoff afresh after dying
 _BUS_WAIT = 2.0  # seconds to wait for the broker when --pid targets can be profiled without it
@@ -102,6 +102,28 @@ class ProfilerStatistics:
     evaluations: int
     alerts_active: int
     internal_errors: int = 0  # a turn of housekeeping or a sample that raised (logged, then skipped)
+    announcements_refused: int = 0  # hellos not taken: bad names, table full, not our user's process
+
+
+def own_process(pid: int) -> str | None:
+    """None when ``pid`` runs as this process's user, the only processes an announcement may make
+    the collector sample (under its unit it holds CAP_SYS_PTRACE: it could read anyone's stacks);
+    else why not. ``--pid`` targets are the operator's choice and are not checked."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Uid:"):
+                    uid = int(line.split()[1])
+                    break
+            else:
+                return "has no Uid line in /proc"
+    except FileNotFoundError:
+        return "is not running"
+    except (OSError, ValueError, IndexError) as exc:
+        return f"cannot be checked ({type(exc).__name__})"
+    if uid != os.getuid():
+        return f"runs as uid {uid}, not the collector's {os.getuid()}"
+    return None
 
 
 def pid_alive(pid: int) -> bool:
@@ -128,7 +150,7 @@ class Profiler:
     def __init__(self, config: ProfilerConfig, *, store: ProfileStore | None = None) -> None:
         self.config = config
         self.store = store or ProfileStore(default_store_path(config.data_dir))
-        self.targets = TargetTable(config.host, window=config.window)
+        self.targets = TargetTable(config.host, window=config.window, accept=own_process)
         self._samplers: dict[int, AustinSampler] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
@@ -226,6 +248,7 @@ class Profiler:
             evaluations=self.detector.evaluations,
             alerts_active=len(self.detector.active()),
             internal_errors=self._internal_errors,
+            announcements_refused=sum(self.targets.refused.values()),
         )
 
     def sampler(self, pid: int) -> AustinSampler | None:
@@ -237,7 +260,12 @@ class Profiler:
         if kind == "stats":
             self._save(self.targets.stats(payload, now))
         elif kind == "hello":
+            refused = sum(self.targets.refused.values())
             found = self.targets.hello(payload, now)
+            if sum(self.targets.refused.values()) != refused:
+                self._log.warning(
+                    "refused", "profiler: ignored an announcement: {}", self.targets.last_refusal
+                )
             if found is not None and not self._stopping.is_set():
                 target = found.target
                 if found.previous_pid is not None:
@@ -251,8 +279,11 @@ class Profiler:
                     logger.info("discovered {} actors {}", target.describe(), list(target.labels.actors))
                 self._start(target)
         elif kind == "bye":
-            leaving = self.targets.bye(payload)
-            if leaving is not None:
+            pid = payload.get("pid") if isinstance(payload, dict) else None
+            leaving = self.targets.get(pid) if type(pid) is int else None
+            said = leaving is not None and leaving.said_bye
+            self.targets.bye(payload)
+            if leaving is not None and not said:  # once: a repeated bye is no news
                 logger.info("{} said bye", leaving.describe())
 
     def _start(self, target: Target) -> None:

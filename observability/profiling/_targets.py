@@ -7,15 +7,24 @@ Targets are keyed by pid, not by group: several ``tickbus run`` processes may sh
 (the default is ``actors``). A process of this host announcing itself with an unknown pid becomes a
 target; a restarted group is simply a new pid, and the old target goes when its sampler finds the
 old pid gone. ``--pid`` targets are labelled ``pid-<pid>`` until an announcement names them.
+
+Announcements are untrusted (any peer may send one): a hello is taken only when its names are
+printable and short, the table has room (``max_targets``) and ``accept(pid)`` (the collector's check
+that the pid is a process it should sample: its own user's) says yes; a known pid is relabelled
+only when it was added by hand or keeps its group. Refusals are counted by kind in ``refused``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._windows import DEFAULT_WINDOW, ProfileWindow, WindowFolder, WindowLabels
+
+DEFAULT_MAX_TARGETS = 256  # processes one collector samples (each is an Austin process)
+_MAX_NAME = 200  # characters of a group, host, version or actor name in a hello
+_MAX_ACTORS = 1_000  # actor names in one hello
 
 
 @dataclass
@@ -54,11 +63,22 @@ def backoff_delay(failures: int, *, base: float = 1.0, cap: float = 60.0) -> flo
 class TargetTable:
     """The targets of one collector on ``host``, with their window folders."""
 
-    def __init__(self, host: str, *, window: float = DEFAULT_WINDOW) -> None:
+    def __init__(
+        self,
+        host: str,
+        *,
+        window: float = DEFAULT_WINDOW,
+        max_targets: int = DEFAULT_MAX_TARGETS,
+        accept: Callable[[int], str | None] | None = None,
+    ) -> None:
         self.host = host
         self.window = window
+        self._max_targets = max_targets
+        self._accept = accept
         self._targets: dict[int, Target] = {}
         self._last_pid: dict[str, int] = {}  # group -> most recent pid, to report restarts
+        self.refused: dict[str, int] = {}  # hellos not taken, by kind: labels, full, process, relabel
+        self.last_refusal = ""  # why the latest one was refused (for the collector's log)
 
     def __iter__(self) -> Iterator[Target]:
         return iter(list(self._targets.values()))
@@ -80,19 +100,43 @@ class TargetTable:
     def hello(self, payload: Any, now: float) -> Discovery | None:
         """Handle ``('$actors', 'hello', group)``; a :class:`Discovery` when it names a new process here."""
         labels = _labels(payload)
-        if labels is None or labels.host != self.host:
+        if labels is None:
+            return self._refuse("labels", "a hello without printable group, host and pid")
+        if labels.host != self.host:
             return None
-        previous = self._last_pid.get(labels.group)
-        self._last_pid[labels.group] = labels.pid
         known = self._targets.get(labels.pid)
         if known is not None:
-            if known.labels != labels:  # a --pid target announced itself, or it was relabelled
-                known.labels = labels
-                known.folder.relabel(labels)
+            self._relabel(known, labels)
             return None
+        if len(self._targets) >= self._max_targets:
+            return self._refuse("full", f"already {self._max_targets} targets (max_targets)")
+        why = self._accept(labels.pid) if self._accept is not None else None
+        if why is not None:
+            return self._refuse("process", f"pid {labels.pid} {why}")
+        previous = self._last_pid.pop(labels.group, None)
+        self._last_pid[labels.group] = labels.pid
+        if len(self._last_pid) > 4 * self._max_targets:  # bounded: the least recently announced go
+            del self._last_pid[next(iter(self._last_pid))]
         target = Target(labels, WindowFolder(labels, now, self.window))
         self._targets[labels.pid] = target
         return Discovery(target, previous if previous != labels.pid else None)
+
+    def _relabel(self, known: Target, labels: WindowLabels) -> None:
+        """A hello for a known pid: a --pid target announcing itself, or its own group's new
+        version or actors; never another group's name on it (a peer relabelling a process)."""
+        if known.labels == labels:
+            return
+        if not (known.manual or known.labels.group == labels.group):
+            self._refuse("relabel", f"a hello naming pid {labels.pid}, a target of another group")
+            return
+        known.labels = labels
+        known.folder.relabel(labels)
+
+    def _refuse(self, kind: str, why: str) -> Discovery | None:
+        """Count a hello not taken (``kind``: one of a fixed few); nothing found."""
+        self.refused[kind] = self.refused.get(kind, 0) + 1
+        self.last_refusal = why
+        return None
 
     def bye(self, payload: Any) -> Target | None:
         """Handle ``('$actors', 'bye', group)``: the target that is stopping, if it is ours."""
@@ -132,17 +176,22 @@ class TargetTable:
         return [w for t in self._targets.values() for w in t.folder.flush(now)]
 
 
+def _name(value: object) -> bool:
+    """A name a hello may carry: a short string of printable characters (it reaches logs, alerts,
+    the store and terminals)."""
+    return isinstance(value, str) and 0 < len(value) <= _MAX_NAME and value.isprintable()
+
+
 def _labels(payload: Any) -> WindowLabels | None:
     if not isinstance(payload, Mapping):
         return None
     group, pid, host = payload.get("group"), payload.get("pid"), payload.get("host")
-    if not (isinstance(group, str) and isinstance(pid, int) and isinstance(host, str)):
+    if not (_name(group) and type(pid) is int and 0 < pid < 2**31 and _name(host)):
         return None
-    actors = payload.get("actors")
-    return WindowLabels(
-        host=host,
-        group=group,
-        pid=pid,
-        actors=tuple(str(a) for a in actors) if isinstance(actors, list | tuple) else (),
-        version=str(payload.get("version", "")),
-    )
+    actors, version = payload.get("actors", []), payload.get("version", "")
+    if not isinstance(actors, list | tuple) or len(actors) > _MAX_ACTORS or not all(map(_name, actors)):
+        return None
+    if not (version == "" or _name(version)):
+        return None
+    assert isinstance(group, str) and isinstance(host, str) and isinstance(version, str)  # for mypy
+    return WindowLabels(host=host, group=group, pid=pid, actors=tuple(actors), version=version)

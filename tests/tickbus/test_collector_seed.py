@@ -85,3 +85,58 @@ def test_a_sample_that_raises_costs_that_sample_not_the_sampler(tmp_path):
         assert (stats.samples, stats.internal_errors) == (2, 2)
     finally:
         profiler.store.close()
+
+
+def _another_users_process():
+    """A process running as another uid: started as nobody when we are root, else found in /proc."""
+    import os
+    import subprocess
+
+    if os.getuid() == 0:
+        child = subprocess.Popen(["sleep", "30"], user=65534)
+        return child.pid, child
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid != os.getuid():
+                    return int(entry), None
+            except OSError:
+                continue
+    return None, None
+
+
+async def test_an_announcement_cannot_make_the_collector_sample_another_users_process(tmp_path):
+    """Under its unit the collector holds CAP_SYS_PTRACE: a hello naming another user's pid (or a
+    dead one, or with names that would forge log lines) is refused, counted and logged once."""
+    import os
+
+    import pytest
+    from loguru import logger
+
+    import actors
+    from tickbus.collector import Profiler, ProfilerConfig, own_process
+
+    pid, child = _another_users_process()
+    if pid is None:
+        pytest.skip("no process of another user to name (not root, and none in /proc)")
+    profiler = Profiler(ProfilerConfig(data_dir=tmp_path, host="h"))
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
+    try:
+        assert own_process(os.getpid()) is None
+        assert "runs as uid" in (own_process(pid) or "")
+        key = actors.Key("$actors", "hello", "g")
+        for bad in (pid, 2**22 + 7, os.getpid()):
+            group = "g\nforged" if bad == os.getpid() else "g"
+            profiler._on_announcement(key, {"group": group, "pid": bad, "host": "h", "actors": ["a"]})
+        stats = profiler.statistics()
+        assert (stats.targets, stats.announcements_refused) == (0, 3)
+        assert profiler.targets.refused == {"process": 2, "labels": 1}
+        refusals = [line for line in lines if "ignored an announcement" in line]
+        assert len(refusals) == 1 and "runs as uid" in refusals[0], lines  # rate-limited by kind
+    finally:
+        logger.remove(sink)
+        profiler.store.close()
+        if child is not None:
+            child.kill()
+            child.wait()

@@ -90,3 +90,52 @@ def test_bye_marks_the_target_and_remove_flushes_its_partial_window():
 )
 def test_backoff_doubles_from_one_second_up_to_a_minute(failures, delay):
     assert backoff_delay(failures) == delay
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"group": "g\nforged log line"},
+        {"group": "\x1b]8;;https://evil.example\x07g"},
+        {"group": "g" * 201},
+        {"group": ""},
+        {"host": "here\x1b[2J"},
+        {"version": "1.0\r"},
+        {"version": 3},
+        {"actors": ["ok", "bad\x00"]},
+        {"actors": ["a"] * 1001},
+        {"actors": "busy"},
+        {"pid": True},
+        {"pid": -1},
+        {"pid": 2**64},
+    ],
+)
+def test_a_hello_with_unprintable_or_oversized_names_is_refused_and_counted(bad):
+    table = TargetTable("here")
+    assert table.hello({**hello(11), **bad}, now=0.0) is None
+    assert len(table) == 0 and table.refused == {"labels": 1}
+
+
+def test_the_table_holds_at_most_max_targets_and_asks_accept_about_each_new_pid():
+    asked: list[int] = []
+
+    def accept(pid: int) -> str | None:
+        asked.append(pid)
+        return None if pid % 2 else "runs as another user"
+
+    table = TargetTable("here", max_targets=3, accept=accept)
+    found = [table.hello(hello(pid, group=f"g{pid}"), now=0.0) for pid in range(1, 12)]
+    assert sorted(t.pid for t in table) == [1, 3, 5]
+    assert [f.target.pid for f in found if f is not None] == [1, 3, 5]
+    assert table.refused == {"process": 2, "full": 6}
+    assert asked == [1, 2, 3, 4, 5]  # not asked once full
+    assert table.last_refusal == "already 3 targets (max_targets)"
+
+
+def test_a_hello_may_not_relabel_another_groups_process():
+    table = TargetTable("here")
+    table.hello(hello(11, group="risk"), now=0.0)
+    assert table.hello(hello(11, group="impostor"), now=1.0) is None
+    assert table.get(11).labels.group == "risk" and table.refused == {"relabel": 1}
+    table.hello(hello(11, group="risk", version="2.0"), now=2.0)  # its own group: a new version is fine
+    assert table.get(11).labels.version == "2.0"
