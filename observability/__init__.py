@@ -2,9 +2,10 @@
 
 The bottom floor of tickbus (``tickbus`` → ``actors`` → ``broker`` → ``observability``): the one
 exception tree (:mod:`observability._errors`), logging, metrics, tracing, loop health, histograms,
-systemd notification, the TOML config loader, rate-limited logs, and the profiling core as the
-subpackage :mod:`observability.profiling` (Austin, windows, store, regression detection, alerts,
-views; imported on its own so that actor processes never load Austin).
+systemd notification, the TOML config loader, rate-limited logs, peer text made safe for a terminal
+(:func:`printable`), and the profiling core as the subpackage :mod:`observability.profiling` (Austin,
+windows, store, regression detection, alerts, views; imported on its own so that actor processes
+never load Austin).
 
 Only this package configures loguru sinks; the rest of tickbus calls ``logger`` lazily.
 Loop-health probes are module-level objects with one-call ``enable()`` / ``disable()``::
@@ -93,6 +94,7 @@ from ._scheduling import (
     real_time_scheduling,
 )
 from ._systemd import SystemdNotifier, WatchdogFeeder, notify_service, parse_notify_address, watchdog_interval
+from ._text import printable
 from ._trace_view import (
     TraceSpan,
     TraceSummary,
@@ -176,6 +178,7 @@ __all__ = [
     "module_version",
     "notify_service",
     "parse_notify_address",
+    "printable",
     "process_resource",
     "profile_alerts",
     "profiler_scheduling",

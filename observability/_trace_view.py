@@ -5,6 +5,8 @@ What ``tickbus trace list`` and ``tickbus trace show`` print. Every line of a fi
 as the file exporter writes them; a line that does not parse (a process killed mid-write) is skipped.
 A trace's spans come from several files, one per process. The timeline nests spans by
 ``parentSpanId``, orders siblings by start time, and shows times relative to the trace's first span.
+Span names, keys, publisher ids and error texts come from peers: every string of a span goes through
+:func:`~._text.printable` before it is printed (no control character reaches the terminal).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from ._errors import TracingError
 from ._resource import data_dir
+from ._text import printable
 
 _KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 _ERROR = 2  # STATUS_CODE_ERROR
@@ -208,7 +211,7 @@ def find_trace(directory: str | Path | None, trace_id: str) -> list[TraceSpan]:
             "after they end, and at the latest when the process stops)"
         )
     if len(traces) > 1:
-        matches = ", ".join(sorted(traces))
+        matches = ", ".join(printable(t, 64) for t in sorted(traces))
         raise TracingError(f"{trace_id!r} matches {len(traces)} traces ({matches}); give more digits")
     return next(iter(traces.values()))
 
@@ -230,15 +233,16 @@ def render_trace(spans: list[TraceSpan]) -> list[str]:
     end = max(s.end_ns for s in spans)
     services = sorted({s.service for s in spans})
     lines = [
-        f"trace {spans[0].trace_id}: {len(spans)} spans from {len(services)} services "
-        f"({', '.join(services)}) over {(end - origin) / 1e6:.3f} ms",
+        f"trace {printable(spans[0].trace_id, 64)}: {len(spans)} spans from {len(services)} services "
+        f"({', '.join(printable(s) for s in services)}) over {(end - origin) / 1e6:.3f} ms",
         f"{'start ms':>10} {'dur ms':>8}  span",
     ]
 
     def walk(span: TraceSpan, lead: str, branch: str) -> None:
         lines.append(
             f"{(span.start_ns - origin) / 1e6:>10.3f} {span.duration_ns / 1e6:>8.3f}  "
-            f"{lead}{branch}{span.who}: {span.name} [{span.kind}]{_details(span, by_id)}"
+            f"{lead}{branch}{printable(span.who)}: {printable(span.name)} [{printable(span.kind, 32)}]"
+            f"{_details(span, by_id)}"
         )
         kids = children.get(span.span_id, [])
         below = lead + ("   " if branch in ("└─ ", "") else "│  ")
@@ -255,38 +259,39 @@ def _details(span: TraceSpan, by_id: Mapping[str, TraceSpan]) -> str:
     parts = []
     destination = attributes.get("messaging.destination.name")
     if destination is not None:
-        parts.append(f"dest={destination}")
+        parts.append(f"dest={printable(str(destination))}")
     if "tickbus.handler" in attributes:
-        parts.append(f"handler={attributes['tickbus.handler']}")
+        parts.append(f"handler={printable(str(attributes['tickbus.handler']))}")
     if "messaging.message.id" in attributes:
-        parts.append(f"msg={attributes['messaging.message.id']}")
+        parts.append(f"msg={printable(str(attributes['messaging.message.id']))}")
     if attributes.get("tickbus.skipped"):
         parts.append("skipped (no subscriber)")
     for trace_id, span_id in span.links:
         if span_id == span.parent_id and trace_id == span.trace_id:
             parts.append("link=parent")
         elif span_id in by_id:
-            parts.append(f"link={by_id[span_id].who}:{by_id[span_id].name}")
+            parts.append(f"link={printable(by_id[span_id].who)}:{printable(by_id[span_id].name)}")
         else:
-            parts.append(f"link={trace_id[:8]}/{span_id}")
+            parts.append(f"link={printable(trace_id[:8])}/{printable(span_id, 64)}")
     if span.parent_id and span.parent_id not in by_id:
-        parts.append(f"(parent {span.parent_id} not in the files)")
+        parts.append(f"(parent {printable(span.parent_id, 64)} not in the files)")
     if span.error is not None:
-        parts.append(f"ERROR {span.error}")
+        parts.append(f"ERROR {printable(span.error, 500)}")
     return "  " + "  ".join(parts) if parts else ""
 
 
 def render_list(summaries: list[TraceSummary]) -> list[str]:
     """One line per trace: start time, id, span count, duration, services and root span."""
-    width = max((len(",".join(s.services)) for s in summaries), default=8)
+    services = [printable(",".join(s.services)) for s in summaries]
+    width = max((len(text) for text in services), default=8)
     lines = [f"{'started':<23} {'trace id':<32} {'spans':>5} {'ms':>9}  {'services':<{width}}  root"]
-    for summary in summaries:
+    for summary, crossed in zip(summaries, services, strict=True):
         seconds, ns = divmod(summary.start_ns, 1_000_000_000)
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{ns // 1_000_000:03d}"
         root = summary.root
         lines.append(
-            f"{started:<23} {summary.trace_id:<32} {summary.spans:>5} "
-            f"{(summary.end_ns - summary.start_ns) / 1e6:>9.3f}  {','.join(summary.services):<{width}}  "
-            f"{root.who}: {root.name}"
+            f"{started:<23} {printable(summary.trace_id, 64):<32} {summary.spans:>5} "
+            f"{(summary.end_ns - summary.start_ns) / 1e6:>9.3f}  {crossed:<{width}}  "
+            f"{printable(root.who)}: {printable(root.name)}"
         )
     return lines

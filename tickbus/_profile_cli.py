@@ -82,8 +82,11 @@ def _group_summaries(store: ProfileStore, actor: str | None) -> tuple[str, list[
     if not groups:
         raise SelectionError(f"no windows{f' of {actor!r}' if actor else ''} in {store.path}")
     if len(groups) > 1 and actor is None:
+        from observability import printable  # group names came from announcements: peer text
+
         raise SelectionError(
-            f"{store.path} holds several groups ({', '.join(groups)}); pick one with --actor"
+            f"{store.path} holds several groups ({', '.join(printable(g, 64) for g in groups)}); "
+            "pick one with --actor"
         )
     return actor or groups[0], summaries
 

@@ -112,7 +112,17 @@ async def _once(model: Any, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    sys.stdout.write(plain_text(model, args.sort))
+    try:
+        frame = plain_text(model, args.sort)
+    except Exception as exc:  # one clear line, not a traceback, whatever a peer sent
+        from observability import printable
+
+        print(
+            f"tickbus top: cannot draw the frame: {printable(f'{type(exc).__name__}: {exc}')}",
+            file=sys.stderr,
+        )
+        return 1
+    sys.stdout.write(frame)
     sys.stdout.flush()
     return 0
 
@@ -133,11 +143,11 @@ def _keys_from(fd: int) -> Iterator[bool]:
 
 
 async def _live(model: Any, sort: str) -> int:
-    from rich.console import Console
+    from rich.console import Console, RenderableType
     from rich.live import Live
 
     from ._top_model import SORT_KEYS
-    from ._top_view import render
+    from ._top_view import Frames
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -165,9 +175,14 @@ async def _live(model: Any, sort: str) -> int:
         try:
             # auto_refresh off: every draw happens here, in the loop that owns the model
             with Live(console=Console(), screen=True, auto_refresh=False, transient=True) as live:
+                frames = Frames()  # a frame that fails is counted and shown; the previous one stays
+
+                def show(frame: RenderableType) -> None:
+                    live.update(frame, refresh=True)
+
                 while not stop.is_set():
                     model.refresh(time.monotonic())
-                    live.update(render(model, state["sort"]), refresh=True)
+                    frames.draw(model, state["sort"], show, rows=live.console.size.height)
                     redraw.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(_first(stop, redraw), timeout=1.0)

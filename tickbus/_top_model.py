@@ -12,10 +12,14 @@ A counter that went down, or a new pid, is a restart: no rate for that interval.
 
 Limits: rates and percentiles describe the last reporting interval only (about a second); a group
 that stops reporting is marked stale after :data:`STALE_AFTER` seconds and its rates drop to 0.
+Anyone on the bus may publish on these keys, so every table has a fixed size (``_MAX_*``): a row
+that would not fit is dropped and counted in :attr:`BusModel.ignored`, as is a malformed message.
+Values are type-checked when they arrive; the view draws only checked fields.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,10 +46,11 @@ def percentile(buckets: Mapping[int, int], q: float) -> int | None:
 
 
 def _buckets(raw: Any) -> dict[int, int]:
-    """``[[upper, count], ...]`` from a stats payload as a dict; malformed entries are skipped."""
+    """``[[upper, count], ...]`` from a stats payload as a dict; malformed entries are skipped, and
+    entries past :data:`_MAX_BUCKETS` too (a real histogram has fewer)."""
     out: dict[int, int] = {}
     if isinstance(raw, Sequence):
-        for entry in raw:
+        for entry in raw[:_MAX_BUCKETS]:
             if isinstance(entry, Sequence) and len(entry) == 2 and all(type(v) is int for v in entry):
                 out[entry[0]] = entry[1]
     return out
@@ -69,6 +74,18 @@ def _int(d: Mapping[str, Any], name: str) -> int:
 def _float(d: Mapping[str, Any], name: str) -> float:
     value = d.get(name, 0.0)
     return float(value) if type(value) in (int, float) else 0.0
+
+
+def _number(d: Mapping[str, Any], name: str) -> float | None:
+    """``d[name]`` when it is a number (not a bool), as a float; else None."""
+    value = d.get(name)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _text(d: Mapping[str, Any], name: str, default: str) -> str:
+    """``d[name]`` when it is a string (cut to :data:`_MAX_TEXT` characters), else ``default``."""
+    value = d.get(name)
+    return value[:_MAX_TEXT] if isinstance(value, str) else default
 
 
 def _rate(now: int, before: int | None, seconds: float) -> float | None:
@@ -126,7 +143,16 @@ class GroupRow:
     actors: list[str] = field(default_factory=list)
 
 
+# Table sizes. Anyone may publish on the keys `top` reads: a row that does not fit is not kept
+# (counted in BusModel.ignored), so what a peer sends never grows this view's memory past these.
 _MAX_BROKERS = 16  # broker rows kept (a pair is 2)
+_MAX_GROUPS = 500  # group rows (and their previous reports)
+_MAX_ACTORS = 2_000  # actor rows, all groups together
+_MAX_SLOW = 500  # hubs with a slow episode
+_MAX_ALERTS = 1_000  # active profile alerts
+_MAX_BUCKETS = 512  # entries of one timing histogram (a Histogram has 496 buckets)
+_MAX_TEXT = 256  # characters kept of a host, version, share or function name
+_MAX_NAME = 512  # characters kept of an actor or group name in a payload (a key's own are bounded)
 
 
 @dataclass
@@ -150,6 +176,26 @@ class BrokerRow:
 
 
 @dataclass
+class SlowNotice:
+    """A hub's slow episode as announced: only the fields that were numbers."""
+
+    lag_seconds: float | None = None
+    gaps: int | None = None
+
+
+@dataclass
+class AlertRow:
+    """An active profile alert: its function, actor and group, the share and its relative change."""
+
+    group: str
+    actor: str
+    function: str
+    share: str = ""
+    relative_change: float | None = None
+    """None: the function is new (or the record gave no number)."""
+
+
+@dataclass
 class _Previous:
     at: float
     pid: int
@@ -166,12 +212,13 @@ class BusModel:
         """One row per broker (a pair shows two), by its endpoints."""
         self.groups: dict[str, GroupRow] = {}
         self.actors: dict[tuple[str, str], ActorRow] = {}
-        self.slow: dict[str, dict[str, Any]] = {}
+        self.slow: dict[str, SlowNotice] = {}
         """Hubs that announced a slow episode and no recovery since: hub name -> the notice."""
-        self.alerts: dict[tuple[str, str, str], dict[str, Any]] = {}
-        """Active profile alerts: (group, actor, function) -> the alert record."""
+        self.alerts: dict[tuple[str, str, str], AlertRow] = {}
+        """Active profile alerts: (group, actor, function) -> the alert."""
         self.messages = 0
         self.ignored = 0
+        """Messages malformed or of no interest, and rows not kept because their table was full."""
         self._broker_before: dict[str, tuple[float, int, int]] = {}
         self._before: dict[str, _Previous] = {}
 
@@ -246,17 +293,23 @@ class BusModel:
     def group_hello(self, group: str, p: Mapping[str, Any], now: float) -> None:
         """A ``('$actors', 'hello', GROUP)`` announcement: host, pid, version, actor names."""
         row = self._group(group)
-        row.host = str(p.get("host", row.host))
-        row.version = str(p.get("version", row.version))
+        if row is None:
+            return
+        row.host = _text(p, "host", row.host)
+        row.version = _text(p, "version", row.version)
         row.pid = _int(p, "pid") or row.pid
-        row.actors = [str(a) for a in p.get("actors") or row.actors]
+        names = p.get("actors")
+        if isinstance(names, list | tuple):
+            row.actors = [str(a)[:_MAX_NAME] for a in names[:_MAX_ACTORS]]
         if row.state == "stopped":
             row.state = "up"
         row.last_seen = max(row.last_seen, now)
 
     def group_bye(self, group: str) -> None:
         """A ``('$actors', 'bye', GROUP)``: the group stopped cleanly."""
-        self._group(group).state = "stopped"
+        row = self._group(group)
+        if row is not None:
+            row.state = "stopped"
 
     def group_stats(self, group: str, p: Mapping[str, Any], now: float) -> None:
         """A ``('$actors', 'stats', GROUP)`` payload (``actors._runner.group_statistics``)."""
@@ -270,8 +323,10 @@ class BusModel:
             before = None  # another process under the same group name
         seconds = now - before.at if before is not None else 0.0
         row = self._group(group)
+        if row is None:
+            return
         row.pid = pid
-        row.host = str(p.get("host", row.host))
+        row.host = _text(p, "host", row.host)
         if row.state != "stopped":  # the last report comes just before the bye
             row.state = "up"
         row.last_seen = now
@@ -292,7 +347,10 @@ class BusModel:
         for raw_name, stats in actors.items():
             if not isinstance(stats, Mapping):
                 continue
-            name = str(raw_name)
+            name = str(raw_name)[:_MAX_NAME]
+            if (group, name) not in self.actors and len(self.actors) >= _MAX_ACTORS:
+                self.ignored += 1  # one actor row that does not fit
+                continue
             counters[name] = {k: _int(stats, k) for k in ("handled", "published")}
             was = before.actors.get(name) if before else None
             times = timing.get(name) if isinstance(timing.get(name), Mapping) else {}
@@ -324,20 +382,27 @@ class BusModel:
 
     def slow_notice(self, hub: str, p: Mapping[str, Any]) -> None:
         """A ``('$bus', 'slow', HUB)`` notice: ``state`` is ``slow`` or ``recovered``."""
-        if p.get("state") == "slow":
-            self.slow[hub] = dict(p)
-        else:
+        if p.get("state") != "slow":
             self.slow.pop(hub, None)
+        elif hub not in self.slow and len(self.slow) >= _MAX_SLOW:
+            self.ignored += 1
+        else:
+            gaps = p.get("gaps")
+            self.slow[hub] = SlowNotice(_number(p, "lag_seconds"), gaps if type(gaps) is int else None)
 
     def alert(self, record: Mapping[str, Any]) -> None:
         """A ``('$alerts', 'profile', ACTOR)`` record (``observability.profiling`` ``alert_record``)."""
         function = record.get("function")
-        name = str(function.get("name", "?")) if isinstance(function, Mapping) else str(function)
-        key = (str(record.get("group", "")), str(record.get("actor", "")), name)
-        if record.get("state") == "active":
-            self.alerts[key] = dict(record)
-        else:
+        name = _text(function, "name", "?") if isinstance(function, Mapping) else str(function)[:_MAX_TEXT]
+        key = (str(record.get("group", ""))[:_MAX_NAME], str(record.get("actor", ""))[:_MAX_NAME], name)
+        if record.get("state") != "active":
             self.alerts.pop(key, None)
+        elif key not in self.alerts and len(self.alerts) >= _MAX_ALERTS:
+            self.ignored += 1
+        else:
+            self.alerts[key] = AlertRow(
+                *key, share=_text(record, "share", ""), relative_change=_number(record, "relative_change")
+            )
 
     # -- output -----------------------------------------------------------------------------------
     def refresh(self, now: float) -> None:
@@ -350,14 +415,16 @@ class BusModel:
             if row.state == "up" and now - row.last_seen > STALE_AFTER:
                 row.state = "stale"
                 row.in_rate = row.out_rate = None
+        alerts = Counter((g, a) for g, a, _ in self.alerts)  # once, not once per actor
         for actor in self.actors.values():
             group = self.groups.get(actor.group)
             actor.stale = group is not None and group.state != "up"
             if actor.stale:
                 actor.in_rate = actor.out_rate = None
-            actor.alerts = sum(
-                1 for g, a, _ in self.alerts if a in (actor.actor, actor.group) and g == actor.group
-            )
+            # its own alerts, and its group's (an alert about a group of several actors names the group)
+            actor.alerts = alerts[(actor.group, actor.actor)]
+            if actor.actor != actor.group:
+                actor.alerts += alerts[(actor.group, actor.group)]
 
     def actor_rows(self, sort: str = "group") -> list[ActorRow]:
         """Every actor, sorted by one of :data:`SORT_KEYS` (numbers highest first, then by name)."""
@@ -379,8 +446,12 @@ class BusModel:
         """Every group seen, by name."""
         return [self.groups[g] for g in sorted(self.groups)]
 
-    def _group(self, group: str) -> GroupRow:
+    def _group(self, group: str) -> GroupRow | None:
+        """The row of ``group``, made if there is room; None (counted in ``ignored``) if not."""
         row = self.groups.get(group)
         if row is None:
+            if len(self.groups) >= _MAX_GROUPS:
+                self.ignored += 1
+                return None
             row = self.groups[group] = GroupRow(group)
         return row

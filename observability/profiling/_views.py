@@ -10,6 +10,10 @@ per side); ``tickbus profile diff|export`` (:mod:`tickbus._profile_cli`) calls t
   protobuf wire format (only varints and length-delimited fields are needed), so no generated code
   and no protobuf 4 (austin-python pins protobuf 3): ``go tool pprof -top profile.pb.gz`` reads it.
   Values are ``samples/count`` and ``cpu/nanoseconds`` (samples times the sampling interval).
+
+The group, host and version names in the tables were chosen by whoever announced the group on the
+bus: they are printed through :func:`observability.printable` (no control character reaches the
+terminal).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._text import printable
 from ._regression_stats import benjamini_hochberg, dispersion, normal_sf, rise_z
 from ._store import WindowSummary
 from ._windows import FRAME_SEPARATOR, ProfileWindow
@@ -319,9 +324,9 @@ def format_windows(summaries: list[WindowSummary], windows: list[ProfileWindow])
                 str(summary.id),
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary.start)),
                 f"{summary.end - summary.start:.1f}",
-                summary.group,
+                printable(summary.group, 64),
                 str(summary.pid),
-                summary.version or "-",
+                printable(summary.version, 64) or "-",
                 str(summary.samples),
                 str(summary.handled),
                 top,
@@ -341,8 +346,8 @@ def format_top(
         f", {window.cpu_us / window.handled_total:.0f} µs CPU per message" if window.handled_total else ""
     )
     head = (
-        f"{count} window(s) of group {', '.join(groups)} (latest pid {labels.pid}, "
-        f"version {labels.version or '-'}) "
+        f"{count} window(s) of group {', '.join(printable(g, 64) for g in groups)} (latest pid {labels.pid}, "
+        f"version {printable(labels.version, 64) or '-'}) "
         f"from {started} over {window.end - window.start:.0f}s: {window.samples} samples, "
         f"{window.cpu_us / 1e6:.2f}s CPU, {window.handled_total} messages handled{per_message}"
     )
@@ -411,9 +416,9 @@ def format_status(statuses: Sequence[GroupStatus], now: float) -> str:
         ago = format_duration(now - st.last_end)
         rows.append(
             (
-                r.group,
-                r.host,
-                st.version or "-",
+                printable(r.group, 64),
+                printable(r.host, 64),
+                printable(st.version, 64) or "-",
                 f"{r.collected}/{r.needed}",
                 detection,
                 f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st.last_end))} ({ago} ago)",

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 from typing import Any
+
+from rich.console import Console
 
 import actors
 import broker
 from actors import ActorStatistics, Hub, HubStatistics, Key
 from actors.testing import eventually
 from observability import Histogram
+from tickbus import _top_model
 from tickbus._top_model import SORT_KEYS, STALE_AFTER, BusModel, percentile
-from tickbus._top_view import plain_text
+from tickbus._top_view import Frames, plain_text, render
 
 TARGETS = ["tests.system.integration.top_actors:Feed", "tests.system.integration.top_actors:Sink"]
 
@@ -290,3 +294,157 @@ async def test_model_reads_the_statistics_a_real_group_publishes() -> None:
     assert set(rows) == {"feed", "zsink"}
     assert rows["zsink"].handled > 0 and not rows["feed"].running  # the final report, after the drain
     assert model.group_rows()[0].state == "stopped"  # the final report, then bye
+
+
+def terminal_text(renderable: Any) -> str:
+    """What a colour terminal would be sent for ``renderable``."""
+    out = io.StringIO()
+    Console(file=out, width=200, force_terminal=True, color_system="truecolor").print(renderable)
+    return out.getvalue()
+
+
+HOSTILE = {
+    "g[/x]": "[bold red]H",  # a closing tag that opens nothing: rich raised MarkupError
+    "[link=https://evil.example]ok[/link]": "h2",
+    "\x1b[2J\x1b]8;;https://evil.example\x07clear": "\x1b[31mred",
+}
+
+
+def test_peer_names_are_shown_as_written_never_as_markup_or_escape_codes() -> None:
+    model = BusModel()
+    for group, host in HOSTILE.items():
+        model.on_message(Key("$actors", "hello", group), {}, now=1.0)
+        model.on_message(Key("$actors", "stats", group), {**group_payload(a={}), "host": host}, now=1.0)
+    alert = {"state": "active", "group": "[b]g", "actor": "\x1b[5ma", "function": {"name": "f[/i]"}}
+    model.on_message(Key(*broker.ALERTS_PROFILE, "a"), alert, now=1.0)
+    model.on_message(Key(*broker.SLOW, "[/s]"), {"state": "slow", "lag_seconds": 1, "gaps": 2}, now=1.0)
+    model.refresh(1.0)
+    text = plain_text(model, "group")
+    assert "\x1b" not in text
+    for shown in ("g[/x]", "[bold red]H", "[link=https://evil.example]ok[/link]", "\\x1b[2J\\x1b]8;;"):
+        assert shown in text, shown
+    assert "profile alert: f[/i] in actor \\x1b[5ma (group [b]g)" in text
+    assert "slow consumer: [/s] processing messages 1.00s old, 2 gaps" in text
+    sent = terminal_text(render(model, "group"))  # colours, yes; the peers' own sequences, no
+    assert "\x1b[2J" not in sent and "\x1b]8" not in sent and "\x1b[31m" not in sent and "\x1b[5m" not in sent
+    assert "g[/x]" in sent and "[bold red]H" in sent
+
+
+def test_a_frame_that_fails_is_counted_and_the_previous_one_stays(monkeypatch) -> None:
+    model = BusModel()
+    model.on_message(Key("$actors", "stats", "g"), group_payload(a={}), now=1.0)
+    frames, shown = Frames(), []
+
+    def show(frame: Any) -> None:
+        shown.append(terminal_text(frame))  # rendering, as Live.update(refresh=True) does
+
+    assert frames.draw(model, "group", show) and frames.failures == 0
+
+    class Broken:
+        def __rich_console__(self, console: Any, options: Any) -> Any:
+            raise ValueError("a cell that cannot be drawn")
+
+    import tickbus._top_view as view
+
+    monkeypatch.setattr(view, "_status", lambda model, failures: Broken())  # fails while being drawn
+    assert not frames.draw(model, "group", show)
+    monkeypatch.setattr(view, "_groups", lambda model, rows: 1 / 0)  # fails while being built
+    assert not frames.draw(model, "group", show)
+    assert frames.failures == 2 and len(shown) == 3
+    assert "ZeroDivisionError: division by zero" in frames.last_failure
+    for frame in shown[1:]:  # the last good frame again, with the count below it
+        assert "g" in frame and " a " in frame
+        assert "previous frame shown: frames failed" in frame
+    monkeypatch.undo()
+    assert frames.draw(model, "group", show)
+    assert "frames failed 2 (last: ZeroDivisionError: division by zero)" in shown[-1]
+
+
+def test_slow_notice_and_alert_fields_of_the_wrong_type_are_not_drawn() -> None:
+    model = BusModel()
+    for hub, lag, gaps in (("h", "x", "y"), ("h2", [1], {"a": 1}), ("h3", 2**64, True)):
+        model.on_message(Key(*broker.SLOW, hub), {"state": "slow", "lag_seconds": lag, "gaps": gaps}, now=1.0)
+    alert = {"state": "active", "group": "g", "actor": "a", "function": "f", "relative_change": 10**19}
+    model.on_message(Key(*broker.ALERTS_PROFILE, "a"), alert, now=1.0)
+    model.on_message(Key(*broker.ALERTS_PROFILE, "b"), {**alert, "actor": "b", "share": ["x"]}, now=1.0)
+    assert model.slow["h"].lag_seconds is None and model.slow["h2"].gaps is None
+    text = plain_text(model, "group")
+    assert "slow consumer: h processing messages ?s old, ? gaps" in text
+    assert "slow consumer: h2 processing messages ?s old, ? gaps" in text
+    assert f"slow consumer: h3 processing messages {2.0**64:.2f}s old, ? gaps" in text
+    assert "profile alert: f in actor a (group g):  share +1000000000000000000000.0%" in text
+    assert "profile alert: f in actor b (group g):  share +1000000000000000000000.0%" in text
+    assert model.ignored == 0
+
+
+def test_every_table_is_bounded_and_what_did_not_fit_is_counted_and_shown() -> None:
+    model = BusModel()
+    for i in range(_top_model._MAX_GROUPS + 10):
+        model.on_message(Key("$actors", "hello", f"g{i}"), {"host": "h"}, now=1.0)
+    assert len(model.groups) == _top_model._MAX_GROUPS and model.ignored == 10
+    model.on_message(Key("$actors", "stats", "g9999"), group_payload(a={}), now=1.0)
+    assert "g9999" not in model.groups and "g9999" not in model._before and model.ignored == 11
+    many = {f"a{i}": {} for i in range(_top_model._MAX_ACTORS + 5)}
+    model.on_message(Key("$actors", "stats", "g0"), group_payload(**many), now=1.0)
+    assert len(model.actors) == _top_model._MAX_ACTORS and model.ignored == 16
+    assert len(model._before["g0"].actors) == _top_model._MAX_ACTORS
+    for i in range(_top_model._MAX_SLOW + 3):
+        model.on_message(Key(*broker.SLOW, f"h{i}"), {"state": "slow"}, now=1.0)
+    assert len(model.slow) == _top_model._MAX_SLOW and model.ignored == 19
+    alert = {"state": "active", "group": "g0", "actor": "a0"}
+    for i in range(20_000):
+        model.on_message(Key(*broker.ALERTS_PROFILE, "a0"), {**alert, "function": f"f{i}"}, now=1.0)
+    assert (
+        len(model.alerts) == _top_model._MAX_ALERTS and model.ignored == 19 + 20_000 - _top_model._MAX_ALERTS
+    )
+    model.on_message(
+        Key(*broker.ALERTS_PROFILE, "a0"), {**alert, "function": "f0", "state": "resolved"}, now=1.0
+    )
+    model.on_message(Key(*broker.ALERTS_PROFILE, "a0"), {**alert, "function": "new"}, now=1.0)
+    assert ("g0", "a0", "new") in model.alerts  # a resolved alert makes room
+    status = plain_text(model, "group").splitlines()[1]  # under the broker's line
+    assert status.startswith(f"messages {model.messages}  ignored {model.ignored} "), status
+
+
+def test_the_live_frame_draws_no_more_rows_than_the_screen_has() -> None:
+    model = BusModel()
+    for i in range(30):
+        model.on_message(Key("$actors", "hello", f"g{i:02}"), {}, now=1.0)
+        model.on_message(Key(*broker.SLOW, f"h{i:02}"), {"state": "slow", "lag_seconds": 1.0}, now=1.0)
+    model.on_message(
+        Key("$actors", "stats", "g00"), group_payload(**{f"a{i:02}": {} for i in range(40)}), now=1.0
+    )
+    frame = terminal_text(render(model, "group", rows=10))
+    assert "g09" in frame and "g10" not in frame and "... and 20 more groups" in frame
+    assert " a09 " in frame and " a10 " not in frame and "... and 30 more actors" in frame
+    assert "h09" in frame and "h10" not in frame and "... and 20 more notices" in frame
+    every = plain_text(model, "group")  # --once: every row
+    assert "g29" in every and " a39 " in every and "h29" in every and "more" not in every
+
+
+def test_refresh_counts_the_alerts_once_not_once_per_actor() -> None:
+    class Watched(dict[tuple[str, str, str], Any]):
+        reads = 0
+
+        def __iter__(self) -> Any:
+            Watched.reads += 1
+            return super().__iter__()
+
+    model = BusModel()
+    model.on_message(Key("$actors", "stats", "g"), group_payload(a={}, b={}, c={}), now=1.0)
+    model.on_message(Key("$actors", "stats", "solo"), {**group_payload(solo={}), "group": "solo"}, now=1.0)
+    model.alerts = Watched()
+    for group, actor, function in (
+        ("g", "a", "f1"),
+        ("g", "a", "f2"),
+        ("g", "g", "f3"),
+        ("solo", "solo", "f"),
+    ):
+        record = {"state": "active", "group": group, "actor": actor, "function": function}
+        model.on_message(Key(*broker.ALERTS_PROFILE, actor), record, now=1.0)
+    Watched.reads = 0
+    model.refresh(1.0)
+    assert Watched.reads == 1
+    counts = {(r.group, r.actor): r.alerts for r in model.actor_rows()}
+    # a's own two and the group's one; the group's alert for b and c; the one actor of solo: once
+    assert counts == {("g", "a"): 3, ("g", "b"): 1, ("g", "c"): 1, ("solo", "solo"): 1}

@@ -157,3 +157,44 @@ def test_tickbus_trace_show_and_list_print_and_exit_zero(data: Path, capsys):
 def test_tickbus_trace_show_names_the_problem_and_exits_two(tmp_path: Path, capsys):
     assert main(["trace", "show", T1, "--data-dir", str(tmp_path)]) == 2
     assert "tickbus trace: no trace directory" in capsys.readouterr().err
+
+
+def test_peer_chosen_span_text_reaches_the_terminal_as_escapes_never_as_control_codes(tmp_path: Path, capsys):
+    folder = tmp_path / "traces"
+    folder.mkdir()
+    hostile = {
+        "tickbus.actor": "act\x1b[8m",
+        "messaging.destination.name": "tick/\x1b]8;;https://evil.example\x07AAPL\x1b]8;;\x07",
+        "messaging.message.id": "feed@h\x1b[2J:1:ab:7",
+        "tickbus.handler": "On.\x9btick",
+    }
+    (folder / "x-1.jsonl").write_text(
+        line(
+            "svc\x1b[1A",
+            span(T1, "a" * 16, "", "process \x1b[2Jtick", 5, start_us=0, dur_us=5, attributes=hostile),
+            span(
+                T1,
+                "b" * 16,
+                "a" * 16,
+                "publish\nforged line",
+                4,
+                start_us=1,
+                dur_us=1,
+                status={"code": 2, "message": "boom \x1b]0;title\x07" + "x" * 5000},
+            ),
+        )
+    )
+    assert main(["trace", "show", T1, "--data-dir", str(tmp_path)]) == 0
+    shown = capsys.readouterr().out
+    assert main(["trace", "list", "--data-dir", str(tmp_path)]) == 0
+    listed = capsys.readouterr().out
+    for out in (shown, listed):
+        assert not any((ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) < 0xA0 for c in out), repr(out)
+        assert "svc\\x1b[1A/act\\x1b[8m: process \\x1b[2Jtick" in out
+    lines = shown.splitlines()
+    assert len(lines) == 4  # the newline in a span name forges no line
+    assert "dest=tick/\\x1b]8;;https://evil.example\\x07AAPL" in lines[2]
+    assert "msg=feed@h\\x1b[2J:1:ab:7" in lines[2] and "handler=On.\\x9btick" in lines[2]
+    assert "publish\\x0aforged line [PRODUCER]" in lines[3]
+    assert "ERROR boom \\x1b]0;title\\x07xxx" in lines[3] and lines[3].endswith("x…")
+    assert len(lines[3]) < 1000  # the error text is cut

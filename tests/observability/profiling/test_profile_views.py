@@ -8,6 +8,7 @@ import random
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -204,3 +205,25 @@ def test_diff_of_identical_sides_marks_nothing_significant():
     before = merge_windows([window(rng, i) for i in range(4)])
     rows = diff(before, before)
     assert rows and not any(r.significant for r in rows)
+
+
+def test_hello_chosen_group_host_and_version_names_are_printed_as_escapes(tmp_path):
+    from observability.profiling import ProfileWindow, WindowLabels
+
+    group, host, version = "g\x1b[2J", "h\x1b]8;;https://evil.example\x07x", "1.0\x1b[31m\n2"
+    now = time.time()
+    with ProfileStore(tmp_path / "profiles.sqlite") as store:
+        labels = WindowLabels(host, group, 7, (group,), version)
+        for i in range(2):
+            end = now - 1 - 20.0 * (1 - i)
+            store.add(ProfileWindow(labels, end - 20.0, end, 100, 1_000_000, {"m.py:main": 100}, {group: 50}))
+    for command in (("status",), ("windows",), ("top",)):
+        out = tickbus(*command, data_dir=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert not any((ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) < 0xA0 for c in out.stdout), out.stdout
+        assert "g\\x1b[2J" in out.stdout and "1.0\\x1b[31m\\x0a2" in out.stdout, out.stdout
+    status = tickbus("status", data_dir=tmp_path).stdout.splitlines()
+    assert len(status) == 2  # the newline in the version forges no line
+    cells = status[1].split()
+    assert cells[:3] == ["g\\x1b[2J", "h\\x1b]8;;https://evil.example\\x07x", "1.0\\x1b[31m\\x0a2"]
+    assert cells[3].startswith("2/")
