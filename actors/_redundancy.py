@@ -56,7 +56,7 @@ import itertools
 import time
 from typing import Any
 
-from ._sequence import _MAX_SEGMENTS, Observation, SequenceTracker, Stream
+from ._sequence import _MAX_SEGMENTS, Observation, SequenceTracker, Stream, restart_point
 
 DEFAULT_REORDER_WINDOW = 0.005  # seconds a message behind a hole waits for another broker's copy
 DEFAULT_MAX_HELD = 10_000  # frames held in all while waiting
@@ -180,7 +180,7 @@ class RedundantTracker(SequenceTracker):
             or any(lo <= seq <= hi for lo, hi in record[3])
         ):
             return False
-        base = max((hi for _, hi in record[3] if hi < seq), default=record[0])
+        base = restart_point(record[0], record[3], seq)
         if seq > base + 1:  # itself a skip from the last number it brought: a jump of its own
             jumped[stream] = [base, seq, now, []]
         else:

@@ -36,6 +36,7 @@ from broker import (
     FORMAT_VERSION,
     HEARTBEAT,
     KEY_END,
+    MAX_PUBLISHER_ID,
     REPLY,
     SLOW,
     SYNC,
@@ -55,7 +56,6 @@ from ._hub import BrokerCopies, Hub, HubStatistics, Message, Route
 from ._inbound import DEFAULT_MAX_KEY, Inbound
 from ._liveness import DEFAULT_MAX_INTERVAL, HEARTBEAT_PREFIX, HubWatch
 from ._redundancy import DEFAULT_REORDER_WINDOW, RedundantTracker
-from ._request import MAX_REPLY_TO
 from ._sequence import SequenceTracker
 from ._snapshot import SnapshotClient
 
@@ -76,7 +76,7 @@ _SIDES = ("frontend", "backend")  # the broker sockets of _pub and _sub, by moni
 _LIVENESS_EVERY = 0.5  # seconds between checks for publishers gone quiet
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: the IntFlag's `&` costs ~0.7 us
 # a reply to the longest inbox must fit max_key, and so does a heartbeat (a publisher id holds its name)
-_MIN_MAX_KEY = len(encode_key((REPLY, "x" * MAX_REPLY_TO)))
+_MIN_MAX_KEY = len(encode_key((REPLY, "x" * MAX_PUBLISHER_ID)))
 _HANDSHAKE_FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -94,9 +94,10 @@ def endpoint_list(endpoints: str | list[str] | tuple[str, ...]) -> list[str]:
 
 def _publisher_bytes(publisher_id: str) -> bytes:
     raw = publisher_id.encode()
-    if len(raw) > 255:  # the header's length field is one byte
+    if len(raw) > MAX_PUBLISHER_ID:  # the header's length field is one byte
         raise ValueError(
-            f"hub name in {publisher_id[:40]!r}... is too long: its publisher id must fit 255 bytes"
+            f"hub name in {publisher_id[:40]!r}... is too long: "
+            f"its publisher id must fit {MAX_PUBLISHER_ID} bytes"
         )
     return raw
 

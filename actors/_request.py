@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from broker import ASK, WILDCARD, Key, PossibleKey
+from broker import ASK, MAX_PUBLISHER_ID, WILDCARD, Key, PossibleKey
 
 _REMEMBER_EXPIRED = 10_000
-MAX_REPLY_TO = 255
+MAX_REPLY_TO = MAX_PUBLISHER_ID
 """Bytes of a request's ``reply_to``: an inbox is a publisher id, which fits the header's 255 bytes.
 A longer one is refused (counted ``malformed``): each answerer caches its reply key and, until the
 inbox is routed, looks its prefixes up on every subscription change."""

@@ -81,6 +81,13 @@ Stream = tuple[str, bytes]
 _MAX_SEGMENTS = 8  # jumps soon after one another that one record takes back together
 
 
+def restart_point(origin: int, runs: list[tuple[int, int]], seq: int) -> int:
+    """Where a stream goes on from when ``seq`` refutes a jump that started at ``origin``: the last
+    number received below ``seq`` (the ``runs`` received between the jumps of one record), or the
+    origin. ``seq`` is in order from there, or a jump of its own."""
+    return max((hi for _, hi in runs if hi < seq), default=origin)
+
+
 class SequenceTracker:
     """Per (publisher, key) sequence bookkeeping; the fast path is one dict lookup."""
 
@@ -182,7 +189,7 @@ class SequenceTracker:
         """``seq`` refuted ``jump`` (see :meth:`_refuted`): take the jump back to the last number
         received below ``seq``; from there ``seq`` is in order, or a jump of its own, remembered like
         any other, so that a second forgery below the first cannot deafen the stream either."""
-        base = max((hi for _, hi in jump[5] if hi < seq), default=jump[0])
+        base = restart_point(jump[0], jump[5], seq)
         self._take_back(stream, jump, base, count=count)
         if seq == base + 1:
             self.last[stream] = seq

@@ -33,7 +33,7 @@ from typing import Any
 
 from observability import RateLimitedLog
 
-from ._envelope import DecodeLimits, decode_header, decode_payload
+from ._envelope import MAX_PUBLISHER_ID, DecodeLimits, decode_header, decode_payload
 from ._keys import decode_key, subscription_prefix
 from ._lvc import parse_request as parse_snapshot_request
 from ._permissions import Permissions, Rules, plumbing_kind
@@ -58,7 +58,6 @@ _MAX_REQUEST = 64 * 1024  # bytes of an ask or snapshot request payload the brok
 _REQUEST_LIMITS = DecodeLimits(max_bytes=_MAX_REQUEST)
 _MAX_REPLY = 16 * 1024 * 1024
 _REPLY_LIMITS = DecodeLimits(max_bytes=_MAX_REPLY)
-_MAX_INBOX = 255  # characters of an ask's reply_to (an inbox is a publisher id; hubs refuse longer)
 _MAX_ASKED = 64  # segments of an asked key (real ones have three); the asks table holds each until its
 # deadline, so an entry is bounded by these, not by the 2 MiB a frame may have
 _SUB, _UNSUB = 1, 0
@@ -224,7 +223,11 @@ class Gate:
             return "ask"
         if type(ask_id) is not int or type(deadline) is not int:
             return "ask"
-        if len(inbox) > _MAX_INBOX or len(asked) > _MAX_ASKED or sum(map(len, asked)) > _KEY_CACHE_BYTES:
+        if (
+            len(inbox) > MAX_PUBLISHER_ID
+            or len(asked) > _MAX_ASKED
+            or sum(map(len, asked)) > _KEY_CACHE_BYTES
+        ):
             return "ask"  # held until its deadline: bounded by these, never by the frame
         self.asks.add(inbox, ask_id, asked, deadline)
         return None

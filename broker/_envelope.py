@@ -43,6 +43,9 @@ FIXED = struct.Struct("<BBBQqq")
 """The header's fixed part: version, flags, publisher id length, seq, mono_ns, wall_ns."""
 FLAG_TRACE = 1
 _TRACE_LEN = struct.Struct("<H")
+MAX_PUBLISHER_ID = 255
+"""Bytes of a publisher id (its length is one byte of the header). An ask's inbox is a publisher id:
+hubs and the checked broker refuse a longer ``reply_to``."""
 MAX_HEADER_BYTES = 1024
 """Bytes of one header frame: a publisher id and a trace context fit easily; the bound keeps what a
 header can build to a few dozen kilobytes, so no per-field decode limits are needed."""
@@ -239,8 +242,10 @@ def encode_header(
 ) -> bytes:
     """The bytes of an envelope header: the only place its layout is written (see the module doc)."""
     pub = publisher.encode()
-    if len(pub) > 255:
-        raise EnvelopeError(f"publisher id {publisher[:40]!r}... is {len(pub)} bytes, over 255")
+    if len(pub) > MAX_PUBLISHER_ID:
+        raise EnvelopeError(
+            f"publisher id {publisher[:40]!r}... is {len(pub)} bytes, over {MAX_PUBLISHER_ID}"
+        )
     if trace is None:
         return _pack_fixed(FORMAT_VERSION, 0, len(pub), seq, mono_ns, wall_ns) + pub
     return encode_traced_header(pub, seq, mono_ns, wall_ns, trace)

@@ -71,15 +71,15 @@ def _int(d: Mapping[str, Any], name: str) -> int:
     return value if type(value) is int else 0
 
 
-def _float(d: Mapping[str, Any], name: str) -> float:
-    value = d.get(name, 0.0)
-    return float(value) if type(value) in (int, float) else 0.0
-
-
 def _number(d: Mapping[str, Any], name: str) -> float | None:
     """``d[name]`` when it is a number (not a bool), as a float; else None."""
     value = d.get(name)
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _float(d: Mapping[str, Any], name: str) -> float:
+    value = _number(d, name)
+    return 0.0 if value is None else value
 
 
 def _text(d: Mapping[str, Any], name: str, default: str) -> str:

@@ -279,11 +279,8 @@ class Profiler:
                     logger.info("discovered {} actors {}", target.describe(), list(target.labels.actors))
                 self._start(target)
         elif kind == "bye":
-            pid = payload.get("pid") if isinstance(payload, dict) else None
-            leaving = self.targets.get(pid) if type(pid) is int else None
-            said = leaving is not None and leaving.said_bye
-            self.targets.bye(payload)
-            if leaving is not None and not said:  # once: a repeated bye is no news
+            leaving = self.targets.bye(payload)
+            if leaving is not None:
                 logger.info("{} said bye", leaving.describe())
 
     def _start(self, target: Target) -> None:

@@ -139,11 +139,13 @@ class TargetTable:
         return None
 
     def bye(self, payload: Any) -> Target | None:
-        """Handle ``('$actors', 'bye', group)``: the target that is stopping, if it is ours."""
+        """Handle ``('$actors', 'bye', group)``: the target that is stopping, if it is ours and had not
+        said so already (a repeated bye is no news)."""
         pid = payload.get("pid") if isinstance(payload, Mapping) else None
         target = self._targets.get(pid) if isinstance(pid, int) else None
-        if target is not None:
-            target.said_bye = True
+        if target is None or target.said_bye:
+            return None
+        target.said_bye = True
         return target
 
     def stats(self, payload: Any, now: float) -> list[ProfileWindow]:
