@@ -108,6 +108,10 @@ class HubStatistics:
     """Times this hub was flagged slow."""
     lag_seconds: float = 0.0
     """Age of the oldest message processed between the last two checks (0 when idle)."""
+    lag_unconfirmed: int = 0
+    """Lag checks whose oldest message was older than ``slow_after`` while this hub showed no backlog
+    of its own (it read its socket empty, no queue was full, its loop ran on time): a sender's clock
+    behind, or made-up send times. They do not flag the hub slow (see ``actors._liveness``)."""
     malformed_by_reason: dict[str, int] = field(default_factory=dict)
     """``malformed`` by reason: frames, key, header, payload, oversize, heartbeat."""
     implausible: int = 0

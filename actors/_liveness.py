@@ -33,6 +33,13 @@ Approach:
   one log line, an event on ``('$bus', 'slow', <hub name>)``), and recovered below half of it. The
   broker never waits for a slow subscriber: its queue to that subscriber overflows and the messages
   dropped there come back as gaps, counted by sequence.
+- **Only a backlog here makes a hub slow.** A send time is the sender's word: a peer that stamps its
+  messages seconds old (a clock behind, or made up, within ``max_message_age``) would flag any hub
+  that subscribes, and a slow hub stops reporting publishers gone. So an old sample flags the hub
+  only when the hub itself shows it is behind: in the last two check intervals a reading slice ended
+  with messages still waiting, reading was held for a full queue, or the hub's own timer ran
+  ``slow_after / 2`` late (a stalled loop). Otherwise it is counted (``unconfirmed``) and the flag
+  stays down (or comes down). The hub keeps those signals; :class:`LagMonitor` is told ``behind``.
 
 Untrusted heartbeats: any peer can send one under a made-up publisher id. The table of publishers
 watched holds at most ``max_publishers`` (10,000; the least recently heard goes first, counted in
@@ -245,18 +252,21 @@ class PublisherLiveness:
 class LagMonitor:
     """Flags a hub slow when the messages it processes are older than ``slow_after`` seconds."""
 
-    __slots__ = ("episodes", "lag", "skew", "slow", "slow_after")
+    __slots__ = ("episodes", "lag", "skew", "slow", "slow_after", "unconfirmed")
 
     def __init__(self, slow_after: float, skew: ClockSkew | None = None) -> None:
         self.slow_after = slow_after
         self.slow = False
         self.episodes = 0
+        self.unconfirmed = 0  # old samples while the hub was not behind: not a reason to flag it
         self.lag = 0.0
         self.skew = skew if skew is not None else ClockSkew()  # the hub's, so that it counts `skewed`
 
-    def check(self, header: Any, mono_ns: int, wall_ns: int) -> str | None:
+    def check(self, header: Any, mono_ns: int, wall_ns: int, behind: bool) -> str | None:
         """Update from the oldest header processed since the last check (``None``: nothing processed).
 
+        ``behind``: whether the hub saw a backlog of its own since the check before last (see the
+        module doc); without one an old sample is counted in :attr:`unconfirmed` and flags nothing.
         Returns ``"slow"``/``"recovered"`` on a change, else None.
         """
         if header is None:
@@ -273,10 +283,13 @@ class LagMonitor:
         if self.slow_after <= 0:
             return None
         if not self.slow and self.lag > self.slow_after:
+            if not behind:  # the sender's word alone
+                self.unconfirmed += 1
+                return None
             self.slow = True
             self.episodes += 1
             return "slow"
-        if self.slow and self.lag < self.slow_after / 2:
+        if self.slow and (self.lag < self.slow_after / 2 or not behind):
             self.slow = False
             return "recovered"
         return None
@@ -298,6 +311,10 @@ class HubWatch:
     ) -> None:
         self.name, self.publisher_id = name, publisher_id
         self.schedule = HeartbeatSchedule(idle_heartbeat)
+        # when the hub last showed a backlog of its own (monotonic seconds), set by the hub: a reading
+        # slice out of time with messages waiting, a queue full, its timer late by slow_after / 2
+        self.backlog_at = -math.inf
+        self._lag_checked = (0.0, 0.0)  # the last two lag checks' times
         self.liveness = PublisherLiveness(max_publishers=max_publishers, max_interval=max_heartbeat_interval)
         self.lag = LagMonitor(slow_after)
         self._log = log
@@ -331,12 +348,17 @@ class HubWatch:
             old, new = tracker.last_incarnation
             self._log.log("INFO", "incarnation", "hub {}: publisher {} restarted as {}", self.name, old, new)
 
-    def check_lag(self, oldest: Any, gaps: int) -> dict[str, Any] | None:
-        """Update the slow flag from the oldest header processed since the last check.
+    def check_lag(self, oldest: Any, gaps: int, now: float, *, held: bool = False) -> dict[str, Any] | None:
+        """Update the slow flag from the oldest header processed since the last check (``now``: the
+        monotonic time in seconds), confirmed by a backlog of the hub's own: :attr:`backlog_at` since
+        the check before last (the message that waited may be read just after the sweep that saw the
+        stall), or reading ``held`` for a full queue right now (see :meth:`LagMonitor.check`).
 
         Returns the event to publish on ``('$bus', 'slow', <hub>)`` when the flag changes, else None.
         """
-        change = self.lag.check(oldest, time.monotonic_ns(), time.time_ns())
+        behind = held or self.backlog_at >= self._lag_checked[0]
+        self._lag_checked = (self._lag_checked[1], now)
+        change = self.lag.check(oldest, time.monotonic_ns(), time.time_ns(), behind)
         if change is None:
             return None
         lag = self.lag

@@ -226,6 +226,7 @@ class RemoteHub(Hub):
         self._closed = False
         self._held: set[object] = set()  # consumers whose queues are full: no reading meanwhile
         self._start_reading(brokers)
+        self._sweep_due = self._loop.time() + _HOUSEKEEPING
         self._housekeeping = self._loop.call_later(_HOUSEKEEPING, self._sweep)
 
     def _start_reading(self, brokers: int) -> None:
@@ -294,8 +295,12 @@ class RemoteHub(Hub):
         activity = self._published + self._publish_skipped + inbound.received
         idle, self._activity = activity == self._activity, activity
         # rescheduled first: nothing below may stop the heartbeats and the safety drains
-        self._housekeeping = self._loop.call_later(self._idle_sweep if idle else _HOUSEKEEPING, self._sweep)
-        now = time.monotonic()
+        delay = self._idle_sweep if idle else _HOUSEKEEPING
+        self._housekeeping = self._loop.call_later(delay, self._sweep)
+        now = time.monotonic()  # the loop's clock (asyncio's loop.time())
+        due, self._sweep_due = self._sweep_due, now + delay
+        if now - due > self._watch.lag.slow_after / 2:  # the loop stalled: whatever it processes now waited
+            self._watch.backlog_at = now
         try:
             # a look at each socket's events first (~1.4 us; a recv that finds nothing ~3.6 us)
             if any(map(_pending, self._pubs)):
@@ -317,7 +322,7 @@ class RemoteHub(Hub):
             if now >= self._next_lag:
                 self._next_lag = now + _LAG_EVERY
                 header, inbound.oldest_header = inbound.oldest_header, None
-                event = self._watch.check_lag(header, inbound.tracker.gaps)
+                event = self._watch.check_lag(header, inbound.tracker.gaps, now, held=bool(self._held))
                 if event is not None:
                     self.publish(Key(*SLOW, self.name), event)
             if now >= self._next_liveness:
@@ -655,6 +660,7 @@ class RemoteHub(Hub):
             if read(receive, zmq.Again, _CHUNK) < _CHUNK:
                 return
             if _perf() >= end:
+                self._watch.backlog_at = time.monotonic()  # out of time with messages waiting: a backlog
                 break
         if not self._held:
             self._loop.call_soon(self._on_sub_readable)  # more may be waiting: come back after others ran
@@ -680,6 +686,7 @@ class RemoteHub(Hub):
             if idle:
                 return
             if _perf() >= end:
+                self._watch.backlog_at = time.monotonic()  # as in _on_sub_readable
                 break
         if not self._held:
             self._loop.call_soon(self._on_sub_readable)
@@ -708,6 +715,7 @@ class RemoteHub(Hub):
         if consumer not in self._held:
             self._held.add(consumer)
             self.holds += 1
+            self._watch.backlog_at = time.monotonic()
 
     def release(self, consumer: object) -> None:
         """Read on once no consumer's queue is full."""
@@ -853,6 +861,7 @@ class RemoteHub(Hub):
             slow=self._watch.lag.slow,
             slow_episodes=self._watch.lag.episodes,
             lag_seconds=self._watch.lag.lag,
+            lag_unconfirmed=self._watch.lag.unconfirmed,
             malformed_by_reason=dict(self._inbound.malformed_by_reason),
             implausible=self._inbound.tracker.implausible,
             subscriptions_refused=self._subscriptions_refused,

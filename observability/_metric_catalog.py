@@ -156,6 +156,12 @@ _HUB_SPECS = (
     _Spec("tickbus.hub.slow", "{flag}", "1 while this hub is flagged a slow consumer", _one("slow"), True),
     _Spec("tickbus.hub.slow.episodes", "{episode}", "Times this hub was flagged slow", _one("slow_episodes")),
     _Spec(
+        "tickbus.hub.lag.unconfirmed",
+        "{check}",
+        "Old send times while this hub had no backlog: a sender's clock behind, or made up",
+        _one("lag_unconfirmed"),
+    ),
+    _Spec(
         "tickbus.hub.lag", "s", "Age of the last message processed at last check", _one("lag_seconds"), True
     ),
 )

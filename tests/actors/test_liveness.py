@@ -107,12 +107,28 @@ def test_a_publisher_that_says_goodbye_left_at_info_and_one_that_stops_without_n
 def test_lag_flags_slow_once_and_recovers_below_half_the_bound():
     lag = LagMonitor(1.0)
     old = Header(1, "p@elsewhere:1:a", 1, 0, 0, None)
-    assert lag.check(old, 0, 2_000_000_000) == "slow"
-    assert lag.check(Header(1, "p@elsewhere:1:a", 2, 0, 1_000_000_000, None), 0, 2_000_000_000) is None
+    assert lag.check(old, 0, 2_000_000_000, behind=True) == "slow"
+    older = Header(1, "p@elsewhere:1:a", 2, 0, 1_000_000_000, None)
+    assert lag.check(older, 0, 2_000_000_000, behind=True) is None
     fresh = Header(1, "p@elsewhere:1:a", 3, 0, 1_900_000_000, None)
-    assert lag.check(fresh, 0, 2_000_000_000) == "recovered"
-    assert lag.check(None, 0, 9_000_000_000) is None and lag.lag == 0.0  # nothing processed: idle
-    assert lag.episodes == 1
+    assert lag.check(fresh, 0, 2_000_000_000, behind=True) == "recovered"
+    assert (
+        lag.check(None, 0, 9_000_000_000, behind=False) is None and lag.lag == 0.0
+    )  # nothing processed: idle
+    assert lag.episodes == 1 and lag.unconfirmed == 0
+
+
+def test_an_old_send_time_flags_nothing_unless_the_hub_itself_is_behind():
+    # a sender's word alone (its clock behind, or made up) must not flag the hub: a slow hub stops
+    # reporting publishers gone (HubWatch.check_liveness)
+    lag = LagMonitor(1.0)
+    old = Header(1, "p@elsewhere:1:a", 1, 0, 0, None)
+    assert lag.check(old, 0, 2_000_000_000, behind=False) is None
+    assert not lag.slow and lag.episodes == 0 and lag.unconfirmed == 1
+    assert lag.check(old, 0, 2_000_000_000, behind=True) == "slow"
+    # still old, but the backlog here is gone: the hub caught up, whatever the stamps say
+    assert lag.check(old, 0, 3_000_000_000, behind=False) == "recovered"
+    assert lag.episodes == 1 and lag.unconfirmed == 1
 
 
 @given(st.lists(st.booleans(), min_size=1, max_size=200), st.integers(0, 5))
@@ -166,3 +182,18 @@ def test_the_hub_watch_passes_its_bounds_to_liveness():
     for n in range(3):
         watch.heard(f"p{n}@h:1:{n}", 1.0)
     assert watch.liveness.live == 2 and watch.liveness.evicted == 1
+
+
+def test_a_backlog_confirms_the_lag_checks_of_the_two_intervals_after_it():
+    watch = HubWatch("sub", "sub@h:1:a", idle_heartbeat=1.0, slow_after=0.5, log=RateLimitedLog(0.0))
+    old = Header(1, "p@elsewhere:1:a", 1, 0, time.time_ns() - 5 * 10**9, None)
+    assert watch.check_lag(None, 0, 10.0) is None
+    watch.backlog_at = 10.05  # e.g. the sweep found its timer late, before the waiting message was read
+    assert watch.check_lag(None, 0, 10.1) is None  # that sweep's own check: nothing read yet
+    event = watch.check_lag(old, 0, 10.2)  # the next one reads the message that waited
+    assert event is not None and event["state"] == "slow"
+    assert watch.check_lag(old, 0, 10.3)["state"] == "recovered"  # type: ignore[index]  # backlog gone
+    assert watch.check_lag(old, 0, 10.4, held=True)["state"] == "slow"  # type: ignore[index]  # a full queue
+    assert watch.lag.unconfirmed == 0
+    assert watch.check_lag(old, 0, 10.5) is not None and watch.check_lag(old, 0, 10.6) is None
+    assert watch.lag.unconfirmed == 1 and watch.lag.episodes == 2

@@ -14,13 +14,12 @@ import time
 from typing import Any
 
 import msgpack
-import zmq
-import zmq.asyncio
 
 import actors
 from actors import Actor, Key, handler
 from actors.testing import BrokerProcess, eventually
 from broker import encode_header, encode_key, encode_message
+from tests.system.adversarial.rogue import raw_publisher
 
 HOUR_NS = 3600 * 1_000_000_000
 ROUNDS = 500
@@ -38,7 +37,7 @@ class Sink(Actor):
 
 
 async def test_implausible_send_times_do_not_flag_the_hub_slow_and_are_counted():
-    with BrokerProcess.start() as broker:
+    with BrokerProcess.start() as broker, raw_publisher(broker.frontend) as rogue:
         # "mono_ns = 0 on this host" is boot time: within the default hour of now on a machine
         # booted less than an hour ago (a fresh CI machine). Half the uptime makes it implausible
         # on any machine, and leaves the legitimate messages (milliseconds old) plausible.
@@ -49,11 +48,6 @@ async def test_implausible_send_times_do_not_flag_the_hub_slow_and_are_counted()
         legit = await actors.connect(broker.frontend, broker.backend, name="legit")
         sink = Sink(hub)
         await sink.start()
-        ctx = zmq.asyncio.Context()
-        rogue = ctx.socket(zmq.PUB)
-        rogue.setsockopt(zmq.LINGER, 0)
-        rogue.setsockopt(zmq.SNDHWM, 0)
-        rogue.connect(broker.frontend)
         key = encode_key(Key("feed", "x"))
         here = f"rogue@{socket.gethostname()}:1:t"  # same host: lag from mono_ns
         try:
@@ -92,8 +86,52 @@ async def test_implausible_send_times_do_not_flag_the_hub_slow_and_are_counted()
             # the legitimate messages' latencies only (sampled): an implausible one would be an hour or years
             assert sink.latency_ns.count <= ROUNDS and sink.latency_ns.max < 10 * 10**9
         finally:
-            rogue.close()
-            ctx.term()
+            await sink.stop(2)
+            await legit.close()
+            await hub.close()
+
+
+async def test_send_times_seconds_old_but_plausible_do_not_flag_a_hub_that_keeps_up():
+    # Within max_message_age a stamp is plausible, so only the hub's own backlog can tell a sender's
+    # word from a real lag: without that check a peer stamping its messages 5 s old kept any hub that
+    # subscribes flagged slow, and a slow hub stops reporting publishers gone.
+    with BrokerProcess.start() as broker, raw_publisher(broker.frontend) as rogue:
+        hub = await actors.connect(broker.frontend, broker.backend, name="victim", slow_after=0.5)
+        legit = await actors.connect(broker.frontend, broker.backend, name="legit")
+        sink = Sink(hub)
+        await sink.start()
+        key = encode_key(Key("feed", "x"))
+        seq = 0
+
+        def stale(publisher: str) -> bytes:
+            nonlocal seq
+            seq += 1
+            old = 5 * 1_000_000_000
+            header = encode_header(publisher, seq, time.monotonic_ns() - old, time.time_ns() - old)
+            return encode_message(key, header, msgpack.packb(seq))
+
+        publisher = f"rogue@{socket.gethostname()}:1:t"
+        try:
+            await legit.wait_for_subscribers(Key("feed", "legit"))
+            async with asyncio.timeout(10):
+                while sink.seen == 0:  # until the rogue's PUB heard the subscription
+                    await rogue.send(stale(publisher))
+                    await asyncio.sleep(0.01)
+            for i in range(300):  # 1.5 s: about 15 lag checks, most of them finding a stale message first
+                await rogue.send(stale(publisher))
+                if i % 10 == 0:
+                    legit.publish(Key("feed", "legit"), i)
+                await asyncio.sleep(0.005)
+            await eventually(lambda: sink.seen >= 1 + 300 + 30, 10, "every message delivered")
+            await eventually(lambda: hub.statistics().lag_unconfirmed >= 1, 5, "old stamps counted")
+            stats = hub.statistics()
+            print(
+                f"\nstale stamps: {seq} messages stamped 5 s old; slow={stats.slow} episodes={stats.slow_episodes} "
+                f"lag_unconfirmed={stats.lag_unconfirmed} lag={stats.lag_seconds:.2f} s gaps={stats.gaps}"
+            )
+            assert not stats.slow and stats.slow_episodes == 0
+            assert stats.gaps == 0
+        finally:
             await sink.stop(2)
             await legit.close()
             await hub.close()

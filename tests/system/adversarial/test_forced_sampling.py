@@ -15,8 +15,6 @@ from typing import Any
 
 import msgpack
 import pytest
-import zmq
-import zmq.asyncio
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -25,6 +23,7 @@ import observability
 from actors import Actor, Key, handler
 from actors.testing import BrokerProcess, eventually
 from broker import encode_header, encode_key, encode_message
+from tests.system.adversarial.rogue import raw_publisher
 from tests.system.chaos.chaos_actors import rss_kib
 
 FLOOD = 20_000
@@ -59,16 +58,11 @@ class Victim(Actor):
 
 
 async def test_sampled_contexts_from_a_peer_are_honoured_only_up_to_the_rate(in_memory):
-    with BrokerProcess.start() as broker:
+    with BrokerProcess.start() as broker, raw_publisher(broker.frontend) as rogue:
         hub = await actors.connect(broker.frontend, broker.backend, name="victim", hwm=0)
         legit = await actors.connect(broker.frontend, broker.backend, name="legit")
         victim = Victim(hub)
         await victim.start()
-        ctx = zmq.asyncio.Context()
-        rogue = ctx.socket(zmq.PUB)
-        rogue.setsockopt(zmq.LINGER, 0)
-        rogue.setsockopt(zmq.SNDHWM, 0)
-        rogue.connect(broker.frontend)
         key = encode_key(Key("feed", "rogue"))
         payload = msgpack.packb({"x": 1})
         try:
@@ -113,8 +107,6 @@ async def test_sampled_contexts_from_a_peer_are_honoured_only_up_to_the_rate(in_
             # unbounded (rate inf), the same flood made 19,507 spans and grew this process by 80 MB
             assert rss_after - rss_before < 40 * 1024
         finally:
-            rogue.close()
-            ctx.term()
             await victim.stop(2)
             await legit.close()
             await hub.close()
