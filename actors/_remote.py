@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import functools
 import time
-from collections.abc import Collection
 from typing import Any, cast
 
 import zmq
@@ -58,6 +57,7 @@ from ._liveness import DEFAULT_MAX_INTERVAL, HEARTBEAT_PREFIX, HubWatch
 from ._redundancy import DEFAULT_REORDER_WINDOW, RedundantTracker
 from ._sequence import SequenceTracker
 from ._snapshot import SnapshotClient
+from ._wanted import BusSubscriptions
 
 _SLICE_S = 0.001  # seconds of reading (and inline handling) per reader callback before yielding
 _CHUNK = 32  # messages between two looks at the clock
@@ -174,19 +174,12 @@ class RemoteHub(Hub):
         self._open_sockets(brokers, hwm, heartbeat_ivl, heartbeat_timeout, linger)
         self._out: dict[tuple[str, ...], list[Any]] = {}  # key -> [wire key, seq, epoch, wanted, key+end]
         self._seqs: dict[bytes, int] = {}  # sequences of keys evicted from _out
-        self._epoch = 0
         self._prefix_refs: dict[bytes, int] = {}
-        # what the bus subscribes, per broker; with one broker the union is that broker's set
-        self._prefix_sets: list[set[bytes]] = [set() for _ in range(brokers)]
-        self._prefix_counts: dict[bytes, int] = {}  # several brokers: prefix -> brokers that want it
-        self._remote_prefixes: Collection[bytes] = (
-            self._prefix_sets[0] if brokers == 1 else self._prefix_counts
+        self._wanted = BusSubscriptions(
+            brokers, max_prefixes=max_remote_subscriptions, max_prefix=max_subscription
         )
         self._publish_dropped_by_broker = [0] * brokers
         self._broker_losses = 0  # times a broker's connection was lost while another stayed up
-        self._max_remote_subscriptions = max_remote_subscriptions
-        self._max_subscription = max_subscription
-        self._subscriptions_refused = 0
         limits = dataclasses.replace(decode_limits or DecodeLimits(), max_bytes=max_payload)
         self._inbound = Inbound(
             self._index,
@@ -391,9 +384,9 @@ class RemoteHub(Hub):
         out = self._out.get(key)
         if out is None:
             out = self._new_stream(key)
-        if out[2] != self._epoch:  # subscriptions changed since this key was last checked
-            out[2] = self._epoch
-            out[3] = self._is_wanted(out[0])
+        if out[2] != self._wanted.epoch:  # subscriptions changed since this key was last checked
+            out[2] = self._wanted.epoch
+            out[3] = self._wanted.wants(out[0])
         try:  # encoded even when nobody listens: a payload that cannot go raises now, not in production
             payload = _pack_payload(message)
         except Exception:
@@ -477,78 +470,51 @@ class RemoteHub(Hub):
         self._out[Key.create_from(key)] = out
         return out
 
-    def _is_wanted(self, kb: bytes) -> bool:
-        """True when a subscription of the bus covers the wire key (or prefix) ``kb``.
-
-        ZeroMQ matches byte prefixes: hubs subscribe at segment ends, the broker's last-value cache
-        to single bytes, a foreign ZeroMQ client to any. No stored prefix is longer than
-        ``max_subscription``, so no longer one is looked up: a bounded cost whatever ``kb`` (every
-        prefix of a 64 KiB reply key took 0.5 s). Checked once per key and subscription change, not
-        per message.
-        """
-        prefixes = self._remote_prefixes
-        return any(kb[:i] in prefixes for i in range(min(len(kb), self._max_subscription) + 1))
-
     def has_subscribers(self, key: tuple[str, ...] = Key("*")) -> bool:
         """True when a subscriber anywhere on the broker would receive ``key`` (``('*',)``: anything)."""
-        if tuple(key) == ("*",):
-            return bool(self._remote_prefixes)
-        kb = subscription_prefix(key) if "*" in key else encode_key(key)
-        if key and key[0].startswith("$"):  # reserved: a leading '*' (wire prefix b"") never matches it
-            ends = [i + 1 for i, c in enumerate(kb[: self._max_subscription]) if c == 0]
-            return any(kb[:end] in self._remote_prefixes for end in ends)
-        return self._is_wanted(kb)
+        return self._wanted.wants_key(key)
 
     async def wait_for_subscribers(self, key: tuple[str, ...], timeout: float = 5.0) -> None:
         """Wait until a subscription somewhere on the broker covers ``key``; ``TimeoutError`` otherwise."""
         async with asyncio.timeout(timeout):
-            while not self._is_wanted(encode_key(key)):
+            while not self._wanted.wants(encode_key(key)):
                 self._prefixes_changed.clear()
                 await self._prefixes_changed.wait()
 
     def _on_pub_readable(self) -> None:
-        changed = False
+        epoch = self._wanted.epoch
         for index, pub in enumerate(self._pubs):
-            changed = self._read_subscriptions(pub, self._prefix_sets[index]) or changed
-        if changed:
-            self._epoch += 1
+            self._read_subscriptions(pub, index)
+        if self._wanted.epoch != epoch:
             self._prefixes_changed.set()
 
-    def _read_subscriptions(self, pub: zmq.Socket[bytes], prefixes: set[bytes]) -> bool:
-        """Take the (un)subscriptions one broker forwarded; True when its set changed."""
-        changed = False
-        counts = self._prefix_counts if len(self._pubs) > 1 else None
+    def _read_subscriptions(self, pub: zmq.Socket[bytes], broker: int) -> None:
+        """Take the (un)subscriptions one broker forwarded (actors._wanted decides, the socket follows:
+        it is in manual mode, so only what this hub accepts reaches its table)."""
+        wanted = self._wanted
         while True:
             try:
                 msg = pub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
             except zmq.ZMQError:
-                return changed
+                return
             flag, prefix = msg[:1], msg[1:]
             if flag == b"\x01":
-                if prefix not in prefixes and (
-                    len(prefixes) >= self._max_remote_subscriptions or len(prefix) > self._max_subscription
-                ):
-                    self._refuse_subscription(prefix)
-                    continue
-                pub.setsockopt(zmq.SUBSCRIBE, prefix)  # manual mode: for the pipe it came from
-                if prefix not in prefixes:
-                    prefixes.add(prefix)
-                    if counts is not None:  # several brokers: count the brokers wanting it
-                        counts[prefix] = counts.get(prefix, 0) + 1
-                changed = True
+                refused = wanted.subscribe(broker, prefix)
+                if refused is None:
+                    pub.setsockopt(zmq.SUBSCRIBE, prefix)  # for the pipe it came from
+                else:
+                    self._log.warning(
+                        "subscription-refused",
+                        "hub {}: refused a subscription from the bus ({}); {} refused so far",
+                        self.name,
+                        refused,
+                        wanted.refused,
+                    )
             elif flag == b"\x00":
-                if prefix in prefixes:
+                if wanted.unsubscribe(broker, prefix):
                     pub.setsockopt(zmq.UNSUBSCRIBE, prefix)
-                    prefixes.discard(prefix)
-                    if counts is not None:
-                        left = counts[prefix] - 1
-                        if left:
-                            counts[prefix] = left
-                        else:
-                            del counts[prefix]
-                    changed = True
             else:  # a subscriber-side peer sent something that is not a (un)subscription
                 self._malformed_upstream += 1
                 self._log.warning(
@@ -557,21 +523,6 @@ class RemoteHub(Hub):
                     self.name,
                     self._malformed_upstream,
                 )
-        return changed
-
-    def _refuse_subscription(self, prefix: bytes) -> None:
-        self._subscriptions_refused += 1
-        if len(prefix) > self._max_subscription:
-            why = f"a {len(prefix)}-byte prefix is over max_subscription={self._max_subscription}"
-        else:
-            why = f"{len(self._remote_prefixes)} prefixes are stored (max_remote_subscriptions)"
-        self._log.warning(
-            "subscription-refused",
-            "hub {}: refused a subscription from the bus ({}); {} refused so far",
-            self.name,
-            why,
-            self._subscriptions_refused,
-        )
 
     # -- subscribing --------------------------------------------------------------------------
     def add_subscriber(self, key: tuple[str, ...], callback: Route) -> None:
@@ -864,7 +815,7 @@ class RemoteHub(Hub):
             lag_unconfirmed=self._watch.lag.unconfirmed,
             malformed_by_reason=dict(self._inbound.malformed_by_reason),
             implausible=self._inbound.tracker.implausible,
-            subscriptions_refused=self._subscriptions_refused,
+            subscriptions_refused=self._wanted.refused,
             streams_evicted=self._inbound.tracker.evicted,
             skewed=self.clock_skew.skewed,
             snapshot_rejects=self._snapshots.rejects,

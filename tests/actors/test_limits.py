@@ -255,16 +255,16 @@ class _CountingSet(set[bytes]):
 
 async def test_whether_a_key_is_wanted_looks_up_no_prefix_longer_than_max_subscription(lonely_hub):
     hub = lonely_hub(max_subscription=4096)
-    hub._remote_prefixes = prefixes = _CountingSet(b"t\x00x\x00", b"u", b"$reply\x00inbox\x00", b"wx")
+    hub._wanted.prefixes = prefixes = _CountingSet(b"t\x00x\x00", b"u", b"$reply\x00inbox\x00", b"wx")
     assert [
-        hub._is_wanted(encode_key(k))
+        hub._wanted.wants(encode_key(k))
         for k in [("t", "x"), ("t", "x", "y"), ("t", "y"), ("u", "1"), ("v",), ("wxy",)]
     ] == [True, True, False, True, False, True]  # any byte prefix: a foreign ZeroMQ subscriber's too
     assert hub.has_subscribers(("$reply", "inbox")) and not hub.has_subscribers(("$reply", "other"))
     assert not hub.has_subscribers(("$u",))  # a reserved key: no first byte, no catch-all
     prefixes.looked.clear()
     huge = encode_key(("$reply", "i" * 1024 * 1024))  # the reply key of a 1 MiB reply_to: ~2 min
-    assert not hub._is_wanted(huge) and not hub.has_subscribers(("$reply", "i" * 1024 * 1024))
+    assert not hub._wanted.wants(huge) and not hub.has_subscribers(("$reply", "i" * 1024 * 1024))
     assert len(prefixes.looked) <= 2 * 4097 and max(prefixes.looked) <= 4096  # none past max_subscription
     with pytest.raises(TimeoutError):
         await hub.wait_for_subscribers(("$reply", "i" * 1024 * 1024), timeout=0.05)

@@ -128,7 +128,7 @@ async def test_both_brokers_up_every_subscriber_gets_each_message_once_and_count
             await hub.sync()
         # the publisher has seen the subscription through both brokers (its per-broker tables)
         await eventually(
-            lambda: all(b"md\x00" in prefixes for prefixes in publisher._prefix_sets),
+            lambda: all(b"md\x00" in prefixes for prefixes in publisher._wanted.sets),
             10,
             "both brokers subscribed",
         )
@@ -199,7 +199,7 @@ async def test_a_snapshot_through_a_pair_takes_one_cache_whole():
     reader = await actors.connect(frontends, backends, name="reader")
     try:
         await eventually(
-            lambda: all(any(b"st".startswith(p) for p in s) for s in publisher._prefix_sets),
+            lambda: all(any(b"st".startswith(p) for p in s) for s in publisher._wanted.sets),
             10,
             "both caches listen",
         )
