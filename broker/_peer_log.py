@@ -26,7 +26,9 @@ Its host is then taken from the kernel's closing connections on the broker's por
 (``/proc/net/tcp*``, FIN_WAIT..TIME_WAIT, about a minute): named when there is one candidate, listed
 when several, "unknown" when none (a reset connection leaves no trace). Refusals are logged at most
 once a second per host and kind of failure (a generic handshake failure must not hide the line
-naming a refused key), with a count of those summarised.
+naming a refused key), with a count of those summarised; per host for the first
+:data:`MAX_HOST_TOPICS` hosts refused, then for all other hosts together (a peer that knocks from
+ever new addresses, an IPv6 /64 say, must neither grow the log's table nor escape its rate limit).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ _FAILED: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "its CURVE key is not on the allow-list",
 }
 UNKNOWN = "unknown address"
+MAX_HOST_TOPICS = 64  # hosts whose refusals are rate-limited apart; later ones share one limit
 
 
 class PeerLog:
@@ -58,6 +61,7 @@ class PeerLog:
         "_closing_hosts",
         "_denied_key",
         "_failure",
+        "_hosts",
         "_log",
         "_now",
         "_open",
@@ -85,6 +89,7 @@ class PeerLog:
         self._now = now
         self._open: dict[int, tuple[str, float]] = {}
         self._failure: int | None = None
+        self._hosts: set[str] = set()  # hosts with a log topic of their own (at most MAX_HOST_TOPICS)
         self._log = RateLimitedLog(interval=1.0, broker_role=role)
 
     def on_event(self, event: int, value: int, endpoint: str) -> None:
@@ -145,8 +150,14 @@ class PeerLog:
                 address = f"{host} (closed before its port could be read)"
             elif hosts:
                 address = f"{UNKNOWN} (one of {', '.join(sorted(hosts))})"
+        topic = host or UNKNOWN
+        if topic not in self._hosts:
+            if len(self._hosts) < MAX_HOST_TOPICS:
+                self._hosts.add(topic)
+            else:
+                topic = "other hosts"
         self._log.warning(
-            f"refused:{host or UNKNOWN}:{failure}",  # per reason too: one kind must not hide another
+            f"refused:{topic}:{failure}",  # per reason too: one kind must not hide another
             "refused peer {} on the broker {}: {} (refused so far: {})",
             address,
             self.role,

@@ -7,7 +7,7 @@ import socket
 import zmq
 from loguru import logger
 
-from broker._peer_log import UNKNOWN, PeerLog, closed_by_peer, closing_hosts
+from broker._peer_log import MAX_HOST_TOPICS, UNKNOWN, PeerLog, closed_by_peer, closing_hosts
 
 TCP = "tcp://10.0.0.1:5550"
 
@@ -139,6 +139,24 @@ def test_refusals_from_one_host_are_logged_once_a_second_and_all_counted():
     finally:
         logger.remove(sink)
     assert log.refused == 10 and len(lines) == 1 and lines[0].startswith("refused peer 10.0.0.5:10 ")
+
+
+def test_refusals_from_ever_new_hosts_share_one_limit_past_the_first_hosts():
+    # a peer knocking from ever new addresses (an IPv6 /64) must neither grow the log's table nor
+    # get a line per address: 5,000 hosts made 5,000 topics, each logged at once
+    hosts = [f"[2001:db8::{i:x}]" for i in range(5_000)]
+    log = PeerLog("frontend", lambda fd: f"{hosts[fd]}:4000")
+    lines, sink = capture()
+    try:
+        for fd in range(len(hosts)):
+            log.on_event(zmq.EVENT_ACCEPTED, fd, TCP)
+            log.on_event(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, 0, TCP)
+            log.on_event(zmq.EVENT_DISCONNECTED, fd, TCP)
+    finally:
+        logger.remove(sink)
+    assert log.refused == 5_000
+    assert len(lines) == MAX_HOST_TOPICS + 1  # a line per host for the first ones, then one for the rest
+    assert len(log._log._next) <= MAX_HOST_TOPICS + 1
 
 
 def test_the_brokers_own_inproc_peers_are_ignored():
