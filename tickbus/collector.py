@@ -436,6 +436,9 @@ class Profiler:
         key = (window.labels.host, window.labels.group)
         try:
             if key not in self._seeded:
+                if len(self._seeded) >= self.detector.max_groups:  # bounded as the detector is
+                    self._seeded.clear()  # seeding again costs one store query per group
+                    self._told.clear()
                 self._seeded.add(key)
                 self.detector.seed(self._recent(window))
             events = self.detector.observe(window)

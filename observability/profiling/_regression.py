@@ -320,14 +320,22 @@ class _Candidate:
     per_message: float | None
 
 
+MAX_GROUPS = 1_024
+"""(host, group) pairs a detector keeps a history for; past that, the one fed least recently goes
+(with its alerts: its process has not sent a window for longest), counted in ``groups_evicted``."""
+
+
 class RegressionDetector:
     """Feed windows with :meth:`observe`; get :class:`Regression` events (raised and resolved)."""
 
-    def __init__(self, config: DetectionConfig | None = None) -> None:
+    def __init__(self, config: DetectionConfig | None = None, *, max_groups: int = MAX_GROUPS) -> None:
         self.config = config or DetectionConfig()
+        self.max_groups = max_groups
+        # least recently fed first (a window moves its group to the end)
         self._groups: dict[tuple[str, str], _Group] = {}
         self._thin: dict[tuple[str, str], int] = {}  # windows below min_window_samples, per group
         self.evaluations = 0
+        self.groups_evicted = 0
 
     def active(self) -> list[Regression]:
         """The regressions currently active, in every group."""
@@ -364,12 +372,18 @@ class RegressionDetector:
     def _remember(self, window: ProfileWindow) -> _Group | None:
         key = (window.labels.host, window.labels.group)
         if sum(window.stacks.values()) < self.config.min_window_samples:
-            self._thin[key] = self._thin.get(key, 0) + 1
+            if key not in self._thin and len(self._thin) >= self.max_groups:
+                del self._thin[next(iter(self._thin))]
+            self._thin[key] = self._thin.pop(key, 0) + 1
             return None
-        group = self._groups.get(key)
+        group = self._groups.pop(key, None)
         if group is None:
+            if len(self._groups) >= self.max_groups:
+                del self._groups[next(iter(self._groups))]
+                self.groups_evicted += 1
             keep = 2 * (self.config.baseline_windows + self.config.max_pool)
-            group = self._groups[key] = _Group(deque(maxlen=keep))
+            group = _Group(deque(maxlen=keep))
+        self._groups[key] = group  # the most recently fed, last
         group.history.append(WindowCounts.of(window))
         if group.spells:  # a spell that ended before the oldest kept window can no longer matter
             oldest = group.history[0].window.start

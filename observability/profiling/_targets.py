@@ -131,6 +131,7 @@ class TargetTable:
             return
         known.labels = labels
         known.folder.relabel(labels)
+        known.manual = False  # a --pid target takes its group's name once; then it is that group's
 
     def _refuse(self, kind: str, why: str) -> Discovery | None:
         """Count a hello not taken (``kind``: one of a fixed few); nothing found."""
@@ -157,10 +158,13 @@ class TargetTable:
         actors = payload.get("actors")
         if target is None or not isinstance(actors, Mapping):
             return []
+        if len(actors) > _MAX_ACTORS:  # as in a hello: the windows keep these names
+            self._refuse("stats", f"a stats message of pid {pid} naming {len(actors)} actors")
+            return []
         handled = {
-            str(name): int(stats["handled"])
+            name: int(stats["handled"])
             for name, stats in actors.items()
-            if isinstance(stats, Mapping) and isinstance(stats.get("handled"), int)
+            if _name(name) and isinstance(stats, Mapping) and type(stats.get("handled")) is int
         }
         return target.folder.observe_handled(handled, now)
 

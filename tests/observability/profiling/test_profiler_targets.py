@@ -60,6 +60,33 @@ def test_a_pid_added_by_hand_takes_the_labels_of_its_announcement():
     assert target.folder.labels.group == "busy"
 
 
+def test_a_pid_added_by_hand_takes_one_groups_name_then_belongs_to_it():
+    # else any peer could give a --pid target a new group every window, each a history of its own
+    table = TargetTable("here", window=10.0)
+    target = table.add_pid(11, now=0.0)
+    table.hello(hello(11, group="risk"), now=1.0)
+    assert table.hello(hello(11, group="other"), now=2.0) is None
+    assert target.labels.group == "risk" and not target.manual and table.refused == {"relabel": 1}
+
+
+def test_stats_naming_too_many_actors_are_refused_and_unprintable_names_skipped():
+    table = TargetTable("here", window=10.0)
+    table.hello(hello(11), now=0.0)
+    many = {f"a{i}": {"handled": 1} for i in range(1_001)}
+    table.stats({"pid": 11, "actors": many}, now=1.0)
+    assert table.refused == {"stats": 1}
+    odd = {
+        "busy": {"handled": 5},
+        "x\x1b[2J": {"handled": 9},
+        "y" * 201: {"handled": 9},
+        "z": {"handled": True},
+    }
+    table.stats({"pid": 11, "actors": odd}, now=2.0)
+    table.stats(stats(11, 65), now=9.0)
+    (window,) = table.tick(10.0)
+    assert window.handled == {"busy": 60}
+
+
 def test_stats_feed_the_handled_counters_of_the_right_target():
     table = TargetTable("here", window=10.0)
     table.hello(hello(11), now=0.0)

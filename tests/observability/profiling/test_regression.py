@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -234,3 +235,20 @@ def test_spells_that_ended_before_the_oldest_kept_window_are_forgotten():
     group.spells = [(oldest - 20.0, oldest - 10.0)] * 1000 + kept
     detector.observe(window(rng, WARMUP))
     assert group.spells == kept
+
+
+def test_the_detector_keeps_at_most_max_groups_the_least_recently_fed_going_first():
+    rng = random.Random(1)
+    detector = RegressionDetector(max_groups=3)
+
+    def of(group: str, index: int, samples: int = 3000):
+        w = window(rng, index, samples=samples)
+        return dataclasses.replace(w, labels=dataclasses.replace(w.labels, group=group))
+
+    for index, group in enumerate(["a", "b", "c", "a", "d"]):  # "b" was fed least recently when "d" came
+        detector.observe(of(group, index))
+    assert [detector.readiness("h", g).collected for g in "abcd"] == [2, 0, 1, 1]
+    assert detector.groups_evicted == 1
+    for index in range(10):  # thin windows (too few samples) are counted per group, as boundedly
+        detector.observe(of(f"thin{index}", index, samples=1))
+    assert len(detector._thin) == 3 and len(detector._groups) == 3
