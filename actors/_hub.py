@@ -118,6 +118,9 @@ class HubStatistics:
     """Sequence jumps taken back: the stream went on from before them (forged or replayed ids)."""
     subscriptions_refused: int = 0
     """Subscriptions from the bus this hub's publisher socket did not store (too long, or too many)."""
+    renumbered: int = 0
+    """Times this hub numbered its keys afresh under a new publisher id (it published more keys
+    than it keeps numbers for: 200,000); subscribers see a new incarnation, nothing lost."""
     streams_evicted: int = 0
     """Streams forgotten to stay within the tracker's bounds (``actors.SequenceTracker``)."""
     skewed: int = 0

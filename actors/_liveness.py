@@ -125,6 +125,13 @@ class HeartbeatSchedule:
             return {"i": self.interval, "k": [[kb, seq] for kb, seq in self._report.items()]}
         return {"i": self.interval, "k": []}
 
+    def restart(self) -> None:
+        """Forget what was reported: every key is numbered afresh, under a new publisher id."""
+        self._pending = False
+        self._report.clear()
+        self._fresh = []
+        self._idle_beats = 0
+
     def farewell(self, streams: Iterable[tuple[bytes, int]]) -> dict[str, Any]:
         """The payload of the last heartbeat of a hub that closes: "bye", and every key's latest seq."""
         report = dict(self._report)

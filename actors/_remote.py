@@ -61,7 +61,11 @@ from ._wanted import BusSubscriptions
 
 _SLICE_S = 0.001  # seconds of reading (and inline handling) per reader callback before yielding
 _CHUNK = 32  # messages between two looks at the clock
-_CACHE_LIMIT = 100_000
+_CACHE_LIMIT = 100_000  # keys whose frame start, numbering and "wanted" a hub keeps at hand
+# numbers kept of keys evicted from that cache: past it, the hub numbers every key afresh under a
+# new publisher id (_renumber), so what a publisher remembers is bounded whatever keys it is made
+# to publish (a reply per asker-chosen inbox, keys taken from the bus)
+_SEQS_LIMIT = 100_000
 _DONTWAIT = zmq.DONTWAIT
 _send = zmq.backend.Socket.send  # the Cython methods: pyzmq's Python wrapper costs ~130 ns a call
 _recv = zmq.backend.Socket.recv
@@ -129,6 +133,10 @@ class RemoteHub(Hub):
 
     holds = 0
     """Times reading stopped because a consumer's queue was full (see :meth:`hold`)."""
+    renumbered = 0
+    """Times this hub numbered its keys afresh under a new publisher id: it had published more keys
+    than it keeps numbers for (``_CACHE_LIMIT`` + ``_SEQS_LIMIT``)."""
+    _renumbering = False  # saying goodbye before renumbering: its heartbeat key may be new too
 
     _refused = False  # set when the broker refuses a handshake (CURVE keys): wait_connected says so
 
@@ -462,13 +470,41 @@ class RemoteHub(Hub):
                 f"key {tuple(key)[:3]}... is {len(kb)} bytes encoded, over max_key={self._max_key}: "
                 "every subscriber would drop it; use a shorter key or raise the limit on every hub"
             )
-        if len(self._out) >= _CACHE_LIMIT:  # evict, keeping every key's sequence so it never restarts
-            self._seqs.update((o[0], o[1]) for o in self._out.values())
-            self._out.clear()
+        if len(self._out) >= _CACHE_LIMIT and not self._renumbering:
+            if len(self._seqs) + len(self._out) > _SEQS_LIMIT:
+                self._renumber()
+            else:  # evict, keeping every key's sequence so it never restarts
+                self._seqs.update((o[0], o[1]) for o in self._out.values())
+                self._out.clear()
         # wire key, seq, subscription epoch, wanted, the frame's start
         out: list[Any] = [kb, self._seqs.get(kb, 0), -1, False, kb + KEY_END]
         self._out[Key.create_from(key)] = out
         return out
+
+    def _renumber(self) -> None:
+        """More keys than this hub keeps numbers for: say goodbye under the current publisher id
+        (subscribers count the tails it reports and forget it, at INFO), then number every key
+        afresh under a new one (to subscribers a new incarnation: its streams start anew, no gap
+        and no duplicate against the old numbers). The hub's own id (its inbox) stays."""
+        self._renumbering = True
+        try:
+            self._send_farewell()
+        finally:
+            self._renumbering = False
+        self._out.clear()
+        self._seqs.clear()
+        self._watch.schedule.restart()
+        self._publisher_bytes = _publisher_bytes(new_publisher_id(self.name))
+        self.renumbered += 1
+        self._log.log(
+            "INFO",
+            "renumbered",
+            "hub {}: published over {} keys: numbering them afresh as {} ({} times so far)",
+            self.name,
+            _CACHE_LIMIT + _SEQS_LIMIT,
+            self._publisher_bytes.decode(),
+            self.renumbered,
+        )
 
     def has_subscribers(self, key: tuple[str, ...] = Key("*")) -> bool:
         """True when a subscriber anywhere on the broker would receive ``key`` (``('*',)``: anything)."""
@@ -817,6 +853,7 @@ class RemoteHub(Hub):
             implausible=self._inbound.tracker.implausible,
             subscriptions_refused=self._wanted.refused,
             streams_evicted=self._inbound.tracker.evicted,
+            renumbered=self.renumbered,
             skewed=self.clock_skew.skewed,
             snapshot_rejects=self._snapshots.rejects,
         )

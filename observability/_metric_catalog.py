@@ -153,6 +153,12 @@ _HUB_SPECS = (
         _one("publishers_evicted"),
     ),
     _Spec("tickbus.hub.incarnations", "{restart}", "Publishers seen restarting", _one("incarnations")),
+    _Spec(
+        "tickbus.hub.renumbered",
+        "{restart}",
+        "Times this hub numbered its keys afresh under a new publisher id (too many keys)",
+        _one("renumbered"),
+    ),
     _Spec("tickbus.hub.slow", "{flag}", "1 while this hub is flagged a slow consumer", _one("slow"), True),
     _Spec("tickbus.hub.slow.episodes", "{episode}", "Times this hub was flagged slow", _one("slow_episodes")),
     _Spec(
