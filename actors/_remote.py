@@ -175,6 +175,9 @@ class RemoteHub(Hub):
         brokers = len(self.frontends)
         self.publisher_id = new_publisher_id(name)
         self._publisher_bytes = _publisher_bytes(self.publisher_id)
+        self.sender_id = self.publisher_id
+        """The publisher id this hub's messages carry: :attr:`publisher_id` (the hub's inbox) until
+        the hub numbers its keys afresh under a new one (:attr:`renumbered`)."""
         self._own_context = context is None
         self._ctx = context if context is not None else zmq.Context()
         self._max_payload = max_payload
@@ -494,7 +497,8 @@ class RemoteHub(Hub):
         self._out.clear()
         self._seqs.clear()
         self._watch.schedule.restart()
-        self._publisher_bytes = _publisher_bytes(new_publisher_id(self.name))
+        self.sender_id = new_publisher_id(self.name)
+        self._publisher_bytes = _publisher_bytes(self.sender_id)
         self.renumbered += 1
         self._log.log(
             "INFO",
@@ -502,7 +506,7 @@ class RemoteHub(Hub):
             "hub {}: published over {} keys: numbering them afresh as {} ({} times so far)",
             self.name,
             _CACHE_LIMIT + _SEQS_LIMIT,
-            self._publisher_bytes.decode(),
+            self.sender_id,
             self.renumbered,
         )
 

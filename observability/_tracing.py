@@ -478,7 +478,19 @@ class Tracing:
         # code warm, rather than here once in a hundred messages (see _producer_maker)
         end = time.time_ns()
         made.record(
-            (made.producer_span, trace_id, span_id, parent, state, actor.name, key, hub, seq, start, end)
+            (
+                made.producer_span,
+                trace_id,
+                span_id,
+                parent,
+                state,
+                actor.name,
+                key,
+                _sender(hub),
+                seq,
+                start,
+                end,
+            )
         )
         self._produced += 1
 
@@ -530,16 +542,16 @@ def _producer_maker(
     span: Callable[[Any], Any], fields: Callable[..., Any], sends: dict[tuple[str, tuple[str, ...]], Any]
 ) -> Callable[[tuple[Any, ...]], Any]:
     """``producer(record)``: the ``ProducerSpan`` of a sampled publish's record, ``(producer, trace_id,
-    span_id, parent, state, actor name, key, hub, seq, start, end)``; a seq of 0: nothing was sent."""
+    span_id, parent, state, actor name, key, sender, seq, start, end)``; a seq of 0: nothing was sent."""
 
     def producer(record: tuple[Any, ...]) -> Any:
-        _, trace_id, span_id, parent, state, actor, key, hub, seq, start, end = record
+        _, trace_id, span_id, parent, state, actor, key, sender, seq, start, end = record
         named = sends.get((actor, key))
         if named is None:
             if len(sends) >= _MAX_SENDS:
                 sends.clear()
             named = sends[(actor, key)] = (_publish_name(key), _send_attributes(actor, key))
-        message_id = f"{getattr(hub, 'publisher_id', hub.name)}:{seq}" if seq else None
+        message_id = f"{sender}:{seq}" if seq else None
         return span(fields(trace_id, span_id, parent, state, named[0], named[1], message_id, start, end))
 
     return producer
@@ -552,6 +564,13 @@ def _finishing(on_end: Callable[[Any], None]) -> Callable[[tuple[Any, ...]], Non
         on_end(values[0](values))
 
     return record
+
+
+def _sender(hub: Any) -> str:
+    """The publisher id a hub's messages carry now (a broker-connected hub's ``sender_id``: it changes
+    when the hub numbers its keys afresh), else the in-process hub's name."""
+    sender: str = getattr(hub, "sender_id", None) or getattr(hub, "publisher_id", None) or hub.name
+    return sender
 
 
 def _publish_name(key: tuple[str, ...]) -> str:

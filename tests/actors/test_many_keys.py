@@ -51,6 +51,7 @@ async def test_a_publisher_past_its_key_limits_renumbers_and_subscribers_lose_no
         )
         assert got == sent
         assert pub_hub.renumbered >= 3 and pub_hub.statistics().renumbered == pub_hub.renumbered
+        assert pub_hub.sender_id != pub_hub.publisher_id
         assert len(pub_hub._out) <= 51 and len(pub_hub._seqs) <= 50
         assert stats.gaps == stats.duplicates == stats.reordered == 0
         assert stats.incarnations == pub_hub.renumbered
