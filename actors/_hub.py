@@ -60,6 +60,9 @@ class BrokerCopies:
     send_dropped: int = 0
     """This hub's messages not sent to this broker: its send queue was full (the other brokers
     carried them; ``publish_dropped`` counts those no broker took)."""
+    implausible: int = 0
+    """Sequence jumps that came through this broker and were taken back (forged or replayed
+    numbers: the broker they came through; counted once per broker in the hub's ``implausible``)."""
 
 
 @dataclass(frozen=True)

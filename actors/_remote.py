@@ -874,6 +874,7 @@ class RemoteHub(Hub):
                 redundant=tracker.redundant_by_source[i],
                 repeated=tracker.repeated_by_source[i],
                 send_dropped=self._publish_dropped_by_broker[i],
+                implausible=tracker.implausible_by_source[i],
             )
             for i in range(len(self._subs))
         )

@@ -268,6 +268,12 @@ _BROKER_COPIES = (  # per broker of a hub on several (HubStatistics.by_broker), 
         "Messages not sent to this broker: its send queue was full (the others carried them)",
         _one("send_dropped"),
     ),
+    _Spec(
+        "tickbus.hub.broker.implausible",
+        "{jump}",
+        "Sequence jumps that came through this broker and were taken back (forged or replayed)",
+        _one("implausible"),
+    ),
 )
 
 

@@ -301,7 +301,15 @@ class _PairHub:
             brokers_up=1,
             by_broker=(
                 BrokerCopies("tcp://a:5550", up=True, missed=0, redundant=7, repeated=0),
-                BrokerCopies("tcp://b:5550", up=False, missed=12, redundant=30, repeated=1, send_dropped=3),
+                BrokerCopies(
+                    "tcp://b:5550",
+                    up=False,
+                    missed=12,
+                    redundant=30,
+                    repeated=1,
+                    send_dropped=3,
+                    implausible=2,
+                ),
             ),
         )
 
@@ -324,5 +332,6 @@ def test_a_hub_on_two_brokers_exports_each_brokers_copies(metrics, tmp_path):
     assert by_broker("tickbus.hub.broker.repeated") == {"tcp://a:5550": "0", "tcp://b:5550": "1"}
     assert by_broker("tickbus.hub.broker.up") == {"tcp://a:5550": "1", "tcp://b:5550": "0"}
     assert by_broker("tickbus.hub.broker.send.dropped") == {"tcp://a:5550": "0", "tcp://b:5550": "3"}
+    assert by_broker("tickbus.hub.broker.implausible") == {"tcp://a:5550": "0", "tcp://b:5550": "2"}
     (point,) = [p for p in _points(line, "tickbus.hub.broker.up") if p["asInt"] == "0"]
     assert {a["key"] for a in point["attributes"]} == {"tickbus.hub", "tickbus.broker"}
