@@ -12,12 +12,20 @@ from the event loop, so a rotation or a slow disk delays an export, not a messag
 runs when the file is opened, so a process that restarts often (a new trace file per pid) prunes
 what its predecessors left.
 
+A full disk, a read-only or deleted directory: a write that fails raises to its exporter (which
+counts and logs it) and is counted in :attr:`RotatingFile.failures`; what it left of its line is
+cut off again (the file is unbuffered: one write per export, so nothing waits in a buffer to fail
+at close), so the next export starts a line of its own. Every few seconds a write checks that the
+file still has a name; a file deleted under it (its directory removed, say) is opened anew, the
+directory made again (:attr:`RotatingFile.reopened`). Writing resumes by itself once space is back.
+
 Limits: a line is never split, so a file can exceed ``max_bytes`` by one export (one batch). Two
 processes writing the same file (two groups with one name) may rotate it under each other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -27,10 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
 
-from loguru import logger
-
 from ._errors import ConfigError
+from ._ratelimit import RateLimitedLog
 
+_log = RateLimitedLog(interval=60.0)  # one line a minute per kind: a full disk fails every export
+
+_CHECK_EVERY = 5.0  # seconds between two looks at whether the file still has a name
 ROTATED = r"\.\d{8}T\d{12}Z"
 """The stamp a rotated file's name gets before its suffix, as a regex: ``.20261204T093715123456Z``."""
 
@@ -97,33 +107,69 @@ class RotatingFile(io.TextIOBase):
         self._is_live = is_live
         self.rotations = 0
         self.deleted = 0
-        self._file = self.path.open("a", encoding="utf-8")
-        self._size = self._file.tell()
+        self.failures = 0
+        """Writes that failed (a full disk, a read-only or vanished directory): their exports are lost."""
+        self.reopened = 0
+        """Times the file was found deleted under this stream and opened anew."""
+        self._file: io.FileIO
+        self._open()
         self.prune()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = io.FileIO(self.path, "a")  # unbuffered: a failed write leaves nothing behind
+        self._size = self._file.seek(0, os.SEEK_END)
+        self._checked = time.monotonic()
 
     def as_io(self) -> IO[str]:
         """This stream typed as the exporters' ``IO[str]`` (they call ``write``, ``flush``, ``closed``)."""
         return cast("IO[str]", self)
 
     def write(self, text: str) -> int:
-        """Append ``text`` (one or more whole lines), rotating first if it would pass ``max_bytes``."""
-        size = len(text.encode("utf-8")) if not text.isascii() else len(text)
-        limit = self.rotation.max_bytes
-        if limit and self._size and self._size + size > limit:
-            self._rotate()
-        written = self._file.write(text)
-        self._size += size
-        return written
+        """Append ``text`` (one or more whole lines), rotating first if it would pass ``max_bytes``;
+        ``OSError`` when it could not (counted in :attr:`failures`, nothing of it left in the file)."""
+        data = text.encode("utf-8")
+        try:
+            if self._file.closed or self._deleted():
+                self._reopen()
+            limit = self.rotation.max_bytes
+            if limit and self._size and self._size + len(data) > limit:
+                self._rotate()
+            view, done = memoryview(data), 0
+            while done < len(data):
+                done += self._file.write(view[done:]) or 0
+        except OSError:
+            self.failures += 1
+            if not self._file.closed:  # no torn line for the next export to be glued to
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._file.fileno(), self._size)
+            raise
+        self._size += len(data)
+        return len(text)
 
     def flush(self) -> None:
-        """Flush to the operating system."""
-        if not self._file.closed:
-            self._file.flush()
+        """Nothing to do: every write goes to the operating system as it is made."""
 
     def close(self) -> None:
-        """Close the current file."""
-        self._file.close()
+        """Close the current file (nothing is buffered: closing cannot fail on a full disk)."""
+        with contextlib.suppress(OSError):
+            self._file.close()
         super().close()
+
+    def _deleted(self) -> bool:
+        """Every few seconds: True when the file has no name any more (deleted under this stream)."""
+        now = time.monotonic()
+        if now - self._checked < _CHECK_EVERY:
+            return False
+        self._checked = now
+        return os.fstat(self._file.fileno()).st_nlink == 0
+
+    def _reopen(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self._open()  # the directory made again if it went: OSError while that cannot be done
+        self.reopened += 1
+        self.prune()
 
     def _rotate(self) -> None:
         self._file.close()
@@ -133,9 +179,8 @@ class RotatingFile(io.TextIOBase):
             self.path.rename(self.path.with_name(f"{self.path.stem}.{stamp}{self.path.suffix}"))
             self.rotations += 1
         except OSError as exc:  # keep writing to the same file rather than lose the export
-            logger.warning("export file {} not rotated: {}", self.path, exc.strerror or exc)
-        self._file = self.path.open("a", encoding="utf-8")
-        self._size = self._file.tell()
+            _log.warning("rotate", "export file {} not rotated: {}", self.path, exc.strerror or exc)
+        self._open()  # OSError: the file stays closed, the next write tries again
         self.prune()
 
     def prune(self) -> int:

@@ -103,6 +103,7 @@ class ProfilerStatistics:
     alerts_active: int
     internal_errors: int = 0  # a turn of housekeeping or a sample that raised (logged, then skipped)
     announcements_refused: int = 0  # hellos not taken: bad names, table full, not our user's process
+    windows_lost: int = 0  # windows the store could not take (a full disk, a read-only directory)
 
 
 def own_process(pid: int) -> str | None:
@@ -156,7 +157,7 @@ class Profiler:
         self._stopping = asyncio.Event()
         self._ptrace_reported = False
         self._samples = 0
-        self._stored = 0
+        self._stored = self._lost = 0
         self._starts = 0
         self._failures = 0
         self._internal_errors = 0
@@ -249,6 +250,7 @@ class Profiler:
             alerts_active=len(self.detector.active()),
             internal_errors=self._internal_errors,
             announcements_refused=sum(self.targets.refused.values()),
+            windows_lost=self._lost,
         )
 
     def sampler(self, pid: int) -> AustinSampler | None:
@@ -418,8 +420,9 @@ class Profiler:
         for window in windows:
             try:
                 self.store.add(window)
-            except ProfileStoreError as exc:
-                logger.error("{}; window of group {} lost", exc, window.labels.group)
+            except ProfileStoreError as exc:  # a full disk fails every window: one line a minute
+                self._lost += 1
+                self._log.log("ERROR", "store", "{}; {} windows lost so far", exc, self._lost)
                 continue
             self._stored += 1
             if self.config.detect:

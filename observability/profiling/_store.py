@@ -252,7 +252,10 @@ class ProfileStore:
                 dropped = self._enforce_size()
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk): a second ROLLBACK would raise
+                # "no transaction is active" and hide "database or disk is full"
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
             # executescript steps the pragma to completion; execute() would free a single page
             self._db.executescript("PRAGMA incremental_vacuum;")

@@ -103,3 +103,62 @@ def test_a_rotating_file_never_splits_a_line_and_zero_limits_turn_rotation_off(t
     files = sorted(tmp_path.iterdir())
     assert len(files) == 1 + stream.rotations and stream.rotations >= 9
     assert sorted(e["i"] for e in lines_of(files)) == list(range(110))  # keep=0: every rotated file stays
+
+
+def test_a_full_disk_fails_the_write_counted_and_closing_does_not_raise(tmp_path):
+    # /dev/full: every write fails with ENOSPC. Buffered, the failed export stayed in the buffer and
+    # close() raised it again at shutdown (a group's exit ended in a traceback, metrics not stopped)
+    path = tmp_path / "m.jsonl"
+    path.symlink_to("/dev/full")
+    stream = RotatingFile(path, Rotation(max_bytes=0))
+    for _ in range(3):
+        with pytest.raises(OSError, match="No space left"):
+            stream.write('{"line": 1}\n')
+        stream.flush()
+    assert stream.failures == 3
+    stream.close()
+    assert stream.closed
+
+
+def test_a_file_deleted_under_the_stream_is_opened_anew_directory_and_all(tmp_path, monkeypatch):
+    # its directory removed (a cleanup, an operator): the writes went into the deleted file for good
+    monkeypatch.setattr("observability._rotation._CHECK_EVERY", 0.0)
+    path = tmp_path / "data" / "metrics" / "m.jsonl"
+    path.parent.mkdir(parents=True)
+    stream = RotatingFile(path, Rotation(max_bytes=0))
+    stream.write('{"n": 1}\n')
+    for entry in sorted(tmp_path.joinpath("data").rglob("*"), reverse=True):
+        entry.unlink() if entry.is_file() else entry.rmdir()
+    tmp_path.joinpath("data").rmdir()
+    stream.write('{"n": 2}\n')
+    assert path.read_text() == '{"n": 2}\n' and stream.reopened == 1 and stream.failures == 0
+    stream.close()
+
+
+def test_a_failed_write_leaves_no_torn_line_for_the_next_export(tmp_path):
+    path = tmp_path / "m.jsonl"
+    stream = RotatingFile(path, Rotation(max_bytes=0))
+    stream.write('{"n": 1}\n')
+    real = stream._file
+
+    class HalfThenFull:  # the disk fills up halfway through an export's line
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def write(self, data: memoryview) -> int:
+            self.calls += 1
+            if self.calls == 1:
+                return real.write(bytes(data[: len(data) // 2]))
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    stream._file = HalfThenFull()  # type: ignore[assignment]
+    with pytest.raises(OSError):
+        stream.write('{"n": 2, "padding": "' + "x" * 100 + '"}\n')
+    stream._file = real
+    stream.write('{"n": 3}\n')
+    assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [1, 3]
+    assert stream.failures == 1
+    stream.close()

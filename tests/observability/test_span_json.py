@@ -112,7 +112,9 @@ def test_a_producer_span_is_written_from_its_fields_as_the_library_writes_it_and
         (REMOTE, REMOTE.trace_state, common, "publish tick", "feed@h:1:2:5"),
     )
     for parent, state, attributes, name, message_id in cases:
-        fields = Fields(made.resource, scope, 0xABC, 0x123, parent, state, name, attributes, message_id, 10, 20)
+        fields = Fields(
+            made.resource, scope, 0xABC, 0x123, parent, state, name, attributes, message_id, 10, 20
+        )
         span = ProducerSpan(fields)
         assert "_name" not in vars(span)  # nothing of the SDK's made yet
         assert_same([span])  # ours from its fields, then the library's through the SDK's properties

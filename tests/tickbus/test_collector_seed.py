@@ -140,3 +140,23 @@ async def test_an_announcement_cannot_make_the_collector_sample_another_users_pr
         if child is not None:
             child.kill()
             child.wait()
+
+
+def test_windows_the_store_cannot_take_are_counted_and_logged_once_a_while(tmp_path):
+    from loguru import logger
+
+    from observability.profiling import ProfileStore
+    from tickbus.collector import Profiler, ProfilerConfig
+
+    rng = random.Random(3)
+    store = ProfileStore(tmp_path / "profiles.sqlite")
+    profiler = Profiler(ProfilerConfig(data_dir=tmp_path, host="h"), store=store)
+    store._db.close()  # every write fails from now on, as on a full disk
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="ERROR")
+    try:
+        profiler._save([window(rng, i) for i in range(50)])
+    finally:
+        logger.remove(sink)
+    assert profiler.statistics().windows_lost == 50 and profiler.statistics().windows_stored == 0
+    assert len(lines) == 1  # one line for the lot (each used to log its own)

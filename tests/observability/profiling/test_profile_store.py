@@ -149,3 +149,17 @@ def test_the_default_store_lives_in_the_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("TICKBUS_DATA_DIR", str(tmp_path))
     assert default_store_path() == tmp_path / "profiles.sqlite"
     assert default_store_path(tmp_path / "x") == tmp_path / "x" / "profiles.sqlite"
+
+
+def test_retention_failing_on_a_full_disk_names_the_disk_not_the_rollback(store, monkeypatch):
+    # SQLite rolls back by itself on SQLITE_FULL; a second ROLLBACK raised "no transaction is
+    # active" and that, not the full disk, was what the operator read
+    import sqlite3
+
+    def full(cutoff: float) -> object:
+        store._db.execute("ROLLBACK")  # as SQLite does on SQLITE_FULL
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "_roll_up", full)
+    with pytest.raises(ProfileStoreError, match="database or disk is full"):
+        store.apply_retention(now=0.0)
