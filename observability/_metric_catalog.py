@@ -26,6 +26,7 @@ from ._alert_counters import profile_alerts
 from ._histogram_export import HistogramMetric, HistogramSeries
 from ._loop_health import hang_watchdog, loop_lag, slow_callbacks
 from ._metric_sources import Sources
+from ._rotation import WRITE_FAILURES
 from ._scheduling import profiler_scheduling
 from ._tracing import tracing
 
@@ -350,6 +351,15 @@ def _untraced(options: CallbackOptions) -> Iterable[Observation]:
     return [Observation(n, {"tickbus.reason": reason}) for reason, n in counts.items()]
 
 
+def _export_failures(options: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(n, {"signal": signal}) for signal, n in sorted(WRITE_FAILURES.items())]
+
+
+def _spans_dropped(options: CallbackOptions) -> Iterable[Observation]:
+    stats = tracing.statistics()
+    return [Observation(stats.spans_dropped)] if stats.enabled or stats.spans_dropped else []
+
+
 _PROCESS_INSTRUMENTS: tuple[
     tuple[str, Callback, str, str, bool], ...
 ] = (  # (name, callback, unit, description, up-down)
@@ -395,6 +405,20 @@ _PROCESS_INSTRUMENTS: tuple[
         _spans,
         "{span}",
         "Spans made for sampled messages, by span.kind (producer: a send, consumer: a handler)",
+        False,
+    ),
+    (
+        "tickbus.tracing.spans.dropped",
+        _spans_dropped,
+        "{span}",
+        "Finished spans dropped before export: the export queue was full",
+        False,
+    ),
+    (
+        "tickbus.export.failures",
+        _export_failures,
+        "{write}",
+        "Failed writes of a metrics or traces file (full disk, read-only or vanished directory), by signal",
         False,
     ),
     (

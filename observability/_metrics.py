@@ -265,7 +265,7 @@ def _push_exporters(
 
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
-            stream = RotatingFile(file, rotation)
+            stream = RotatingFile(file, rotation, signal="metrics")
             exporters.append(FileMetricExporter(stream=stream.as_io()))
         except OSError as exc:
             raise MetricsError(

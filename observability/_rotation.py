@@ -41,6 +41,9 @@ from ._ratelimit import RateLimitedLog
 _log = RateLimitedLog(interval=60.0)  # one line a minute per kind: a full disk fails every export
 
 _CHECK_EVERY = 5.0  # seconds between two looks at whether the file still has a name
+WRITE_FAILURES: dict[str, int] = {}
+"""Failed writes of every :class:`RotatingFile` of this process so far, by ``signal`` (``metrics``,
+``traces``): exported as ``tickbus.export.failures`` (a stream's own count ends with it)."""
 ROTATED = r"\.\d{8}T\d{12}Z"
 """The stamp a rotated file's name gets before its suffix, as a regex: ``.20261204T093715123456Z``."""
 
@@ -97,9 +100,11 @@ class RotatingFile(io.TextIOBase):
         *,
         scope: str | None = None,
         is_live: Callable[[Path], bool] = lambda path: False,
+        signal: str = "file",
     ) -> None:
         super().__init__()
         self.path = Path(path)
+        self.signal = signal  # what it carries, for WRITE_FAILURES
         self.rotation = rotation if rotation is not None else Rotation()
         stem, suffix = self.path.stem, self.path.suffix
         self._own = re.compile(re.escape(stem) + ROTATED + re.escape(suffix))
@@ -140,6 +145,7 @@ class RotatingFile(io.TextIOBase):
                 done += self._file.write(view[done:]) or 0
         except OSError:
             self.failures += 1
+            WRITE_FAILURES[self.signal] = WRITE_FAILURES.get(self.signal, 0) + 1
             if not self._file.closed:  # no torn line for the next export to be glued to
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._file.fileno(), self._size)

@@ -123,6 +123,8 @@ class TracingStatistics:
     origins_over_budget: int = 0
     """Origins the sampler chose that went untraced: over ``max_origin_spans_per_second``."""
     max_origin_spans_per_second: float = DEFAULT_MAX_ORIGIN_SPANS
+    spans_dropped: int = 0
+    """Finished spans dropped before export: the export queue was full (a file export that fell behind)."""
 
 
 class Tracing:
@@ -136,6 +138,8 @@ class Tracing:
         self.origin_ratio = 0.0
         self.tracer: Tracer | None = None
         self._provider: TracerProvider | None = None
+        self._processor: Any = None  # LoopSpanProcessor counts what it drops; the SDK's batch one does not
+        self._dropped = 0  # spans_dropped of the processors of earlier enables
         self._made: _Made | None = None
         # a producer span's name and attributes by (actor, key), copied per span: most repeat
         self._sends: dict[tuple[str, tuple[str, ...]], tuple[str, dict[str, Any]]] = {}
@@ -222,6 +226,7 @@ class Tracing:
             LoopSpanProcessor(exporter) if self._file is not None else BatchSpanProcessor(exporter)
         )
         provider.add_span_processor(processor)
+        self._processor = processor
         self._provider, self._policy, self._ratio = provider, policy, policy.ratio
         self.origin_ratio = policy.ratio
         self.tracer = provider.get_tracer("tickbus", tickbus_version())
@@ -299,7 +304,7 @@ class Tracing:
             path.parent.mkdir(parents=True, exist_ok=True)
             # retention spans every process of the service: each restart starts a file of its own
             scope = re.escape(safe) + rf"-\d+(?:{ROTATED})?\.jsonl"
-            self._stream = RotatingFile(path, rotation, scope=scope, is_live=pid_is_live)
+            self._stream = RotatingFile(path, rotation, scope=scope, is_live=pid_is_live, signal="traces")
             file_exporter = SpanLineExporter(self._stream.as_io())  # the json-file exporter's lines, cheaper
         except OSError as exc:
             raise TracingError(
@@ -316,6 +321,8 @@ class Tracing:
         self.enabled = False
         self.origin_ratio = 0.0
         provider, self._provider, self.tracer = self._provider, None, None
+        processor, self._processor = self._processor, None
+        self._dropped += getattr(processor, "dropped", 0)
         self._made = None
         if provider is not None:
             provider.shutdown()
@@ -344,6 +351,7 @@ class Tracing:
             max_forced_spans_per_second=self._max_forced,
             origins_over_budget=self._over_budget,
             max_origin_spans_per_second=self._max_origins,
+            spans_dropped=self._dropped + getattr(self._processor, "dropped", 0),
         )
 
     # -- the hooks ------------------------------------------------------------------------------

@@ -162,3 +162,29 @@ def test_a_failed_write_leaves_no_torn_line_for_the_next_export(tmp_path):
     assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [1, 3]
     assert stream.failures == 1
     stream.close()
+
+
+def test_failed_export_writes_are_exported_as_a_metric_by_signal(metrics, tmp_path):
+    from observability._rotation import WRITE_FAILURES
+
+    before = WRITE_FAILURES.get("traces", 0)
+    full = tmp_path / "t.jsonl"
+    full.symlink_to("/dev/full")
+    stream = RotatingFile(full, Rotation(max_bytes=0), signal="traces")
+    with pytest.raises(OSError):
+        stream.write("{}\n")
+    stream.close()
+    path = tmp_path / "m.jsonl"
+    metrics.enable("unit", otlp_file=path, interval=3600)
+    assert metrics.flush()
+    (line,) = [json.loads(text) for text in path.read_text().splitlines()]
+    points = [
+        p
+        for rm in line["resourceMetrics"]
+        for sm in rm["scopeMetrics"]
+        for m in sm["metrics"]
+        if m["name"] == "tickbus.export.failures"
+        for p in m["sum"]["dataPoints"]
+    ]
+    by_signal = {p["attributes"][0]["value"]["stringValue"]: int(p["asInt"]) for p in points}
+    assert by_signal["traces"] == before + 1
