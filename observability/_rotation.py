@@ -7,10 +7,11 @@ Approach: :class:`RotatingFile` is the text stream handed to OpenTelemetry's fil
 a write would take the file past ``max_bytes`` it renames it ``<stem>.<UTC time>Z<suffix>`` (still
 ``*.jsonl``: ``tickbus trace`` reads rotated files too) and starts a fresh one; then the rotated
 files of the same scope beyond the newest ``keep`` or older than ``max_age_days`` are deleted. It
-writes from the exporters' own thread (the periodic metric reader, the batch span processor), never
-from the event loop, so a rotation or a slow disk delays an export, not a message. Retention also
-runs when the file is opened, so a process that restarts often (a new trace file per pid) prunes
-what its predecessors left.
+writes where its exporter runs: the metrics file from the periodic metric reader's thread, a
+trace file on the event loop in short slices (observability._span_export: a slice's write is one
+system call), so a stalled disk would delay messages there; a full or read-only one fails fast.
+Retention also runs when the file is opened, so a process that restarts often (a new trace file
+per pid) prunes what its predecessors left.
 
 A full disk, a read-only or deleted directory: a write that fails raises to its exporter (which
 counts and logs it) and is counted in :attr:`RotatingFile.failures`; what it left of its line is
