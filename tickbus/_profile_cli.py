@@ -208,7 +208,11 @@ def run_view(args: argparse.Namespace) -> int:
         alerts=_alerts(alerts_path, name, after[0].start - 3600 * 24),
         before_windows=before_windows,
     )
-    args.output.write_text(page, encoding="utf-8")
+    try:
+        args.output.write_text(page, encoding="utf-8")
+    except OSError as exc:  # a full disk, a missing or read-only directory: say so, no traceback
+        print(f"cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(f"wrote {args.output}")
     return 0
 

@@ -164,15 +164,24 @@ def quiet_launcher(binary: Path) -> Path | None:
             _warn_once("noexec", "austin starts without its launcher: {} is mounted noexec", temporary)
             return None
         directory = tempfile.mkdtemp(prefix="tickbus-austin-")
-        atexit.register(shutil.rmtree, directory, ignore_errors=True)
-        source = Path(__file__).with_name("_austin_exec.py").read_text()
-        launcher = Path(directory) / "austin"
-        launcher.write_text(f"{shebang}\n{source}\nexec_filtered({str(binary)!r}, sys.argv[1:])\n")
-        launcher.chmod(0o700)
+        try:
+            launcher = _write_launcher(Path(directory), shebang, binary)
+        except OSError:  # a full disk: nothing left behind, and no exit handler per attempt
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
     except OSError as exc:
         _warn_once("unwritable", "austin starts without its launcher, which could not be written: {}", exc)
         return None
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # once per launcher made
     _launchers[binary] = launcher
+    return launcher
+
+
+def _write_launcher(directory: Path, shebang: str, binary: Path) -> Path:
+    source = Path(__file__).with_name("_austin_exec.py").read_text()
+    launcher = directory / "austin"
+    launcher.write_text(f"{shebang}\n{source}\nexec_filtered({str(binary)!r}, sys.argv[1:])\n")
+    launcher.chmod(0o700)
     return launcher
 
 

@@ -65,3 +65,23 @@ def test_the_filter_is_twelve_instructions_for_the_machines_it_knows_and_none_fo
         assert program is not None
         assert len(program) == 12 * 8
     assert read_only_filter("riscv64") is None
+
+
+@needs_console
+def test_a_launcher_that_cannot_be_written_leaves_no_directory_and_no_exit_handler(tmp_path, monkeypatch):
+    # a full disk: each sampler restart tried again, leaving a directory and an atexit handler
+    import atexit
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    registered: list[object] = []
+    monkeypatch.setattr(atexit, "register", lambda *args, **kw: registered.append(args))
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    binary = tmp_path / "not-austin"
+    for _ in range(3):
+        assert quiet_launcher(binary) is None
+    assert list(tmp_path.iterdir()) == [] and registered == []

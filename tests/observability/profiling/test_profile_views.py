@@ -170,6 +170,9 @@ def test_the_cli_says_what_is_missing(store_dir, tmp_path):
     assert out.returncode == 1 and "pprof is binary: give --output FILE" in out.stderr
     out = tickbus("report", "-o", "x.html", data_dir=tmp_path / "empty")
     assert out.returncode != 0 and "no profile store" in out.stderr
+    (tmp_path / "full.html").symlink_to("/dev/full")  # a full disk: a line, not a traceback
+    out = tickbus("report", "-o", str(tmp_path / "full.html"), data_dir=store_dir)
+    assert out.returncode == 1 and "No space left on device" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_diff_marks_a_change_of_a_few_samples_not_significant_and_a_real_rise_significant():
