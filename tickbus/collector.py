@@ -420,7 +420,7 @@ class Profiler:
         for window in windows:
             try:
                 self.store.add(window)
-            except ProfileStoreError as exc:  # a full disk fails every window: one line a minute
+            except ProfileStoreError as exc:  # a full disk fails every window: one line every 30 s
                 self._lost += 1
                 self._log.log("ERROR", "store", "{}; {} windows lost so far", exc, self._lost)
                 continue
