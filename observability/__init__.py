@@ -66,7 +66,8 @@ from ._errors import (
 from ._exception_info import describe_exception, exception_fields
 from ._histogram import Histogram
 from ._histogram_export import DEFAULT_BOUNDS as HISTOGRAM_BOUNDS
-from ._logging import configure_logging, log_failure
+from ._log_sink import LogStatistics
+from ._logging import configure_logging, flush_logs, log_failure, log_statistics
 from ._loop_health import (
     HangWatchdog,
     LoopLagMonitor,
@@ -124,6 +125,7 @@ __all__ = [
     "HISTOGRAM_BOUNDS",
     "HangWatchdog",
     "Histogram",
+    "LogStatistics",
     "InvalidKeyError",
     "LoopLagMonitor",
     "LoopLagStatistics",
@@ -158,6 +160,7 @@ __all__ = [
     "apply_service_config",
     "child_processes",
     "configure_logging",
+    "flush_logs",
     "data_dir",
     "describe_exception",
     "describe_handle",
@@ -172,6 +175,7 @@ __all__ = [
     "list_traces",
     "load_table",
     "log_failure",
+    "log_statistics",
     "loop_lag",
     "low_scheduling",
     "metrics",

@@ -11,14 +11,17 @@
   full traceback with asyncio's frames and variables.
 - A process that cannot start (a configuration error, an actor that cannot be loaded or started)
   says why in one line: :func:`log_failure`, with ``error`` and ``exit_status`` in the JSON record.
-- The sink enqueues: records cross a queue to loguru's writer thread, which formats and writes them,
-  so a slow sink never blocks the event loop.
+- The sink never blocks the thread that logs: lines cross a bounded queue (``$TICKBUS_LOG_QUEUE``
+  lines, default 4,096) to a writer thread, which makes the JSON and writes; when the stream falls
+  that far behind (a stalled journal), further lines are dropped, counted in
+  :func:`log_statistics` and told in one line every 10 s (see :mod:`observability._log_sink`).
 - The standard library's ``logging`` (pyzmq, OpenTelemetry's SDK and exporters) is routed into
   loguru by :class:`InterceptHandler`, at the same level.
 """
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import json
 import logging
@@ -31,6 +34,7 @@ from loguru import logger
 
 from ._errors import ConfigError
 from ._exception_info import exception_fields, exception_text
+from ._log_sink import DEFAULT_MAX_LINES, LogStatistics, QueuedSink, queued_sink_stats
 from ._tracing import tracing
 
 if TYPE_CHECKING:
@@ -38,7 +42,8 @@ if TYPE_CHECKING:
 
 _STANDARD = ("process", "actor", "host", "pid", "trace_id", "span_id", "logger")
 _LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
-_state: dict[str, Any] = {"process": "tickbus", "configured": False}
+_state: dict[str, Any] = {"process": "tickbus", "configured": False, "sink": None}
+_EXIT_FLUSH_S = 2.0  # at exit, the longest wait for a stalled stream to take the queued lines
 
 
 class InterceptHandler(logging.Handler):
@@ -62,8 +67,8 @@ class InterceptHandler(logging.Handler):
 
 def _patch(record: Record) -> None:
     """The patcher, on the thread that logs: the current span's ids, if tracing is on and a span is
-    current (cheap otherwise); an exception as plain data while its traceback is still there (an
-    enqueued record loses it on the way to the writer thread)."""
+    current (cheap otherwise); an exception as plain data while its traceback is still there (a
+    queued record is rendered later, on the writer thread, its frames gone by then)."""
     ids = tracing.current_ids()
     extra = record["extra"]
     if ids is not None:
@@ -112,15 +117,38 @@ def json_line(record: Record) -> str:
     return json.dumps(entry, default=str, ensure_ascii=False) + "\n"
 
 
-class _JsonSink:
-    """Writes each message's record as a JSON line (runs on loguru's writer thread when enqueued)."""
+def _json_text(message: Message) -> str:
+    return json_line(message.record)
 
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
 
-    def __call__(self, message: Message) -> None:
-        self._stream.write(json_line(message.record))
-        self._stream.flush()
+def _colorize(out: TextIO) -> bool:
+    """Colour on a terminal (as loguru decides for a stream it writes itself)."""
+    try:
+        return bool(out.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _max_lines() -> int:
+    raw = os.environ.get("TICKBUS_LOG_QUEUE", "").strip()
+    if not raw:
+        return DEFAULT_MAX_LINES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"TICKBUS_LOG_QUEUE={raw!r} must be a whole number of lines, at least 1")
+    return value
+
+
+def _tell_dropped(count: int) -> None:
+    logger.bind(dropped=count).warning(
+        "{} log lines dropped: the log stream took lines slower than they came ({} at most wait; "
+        "TICKBUS_LOG_QUEUE)",
+        count,
+        _state["sink"].max_lines if _state["sink"] is not None else "?",
+    )
 
 
 def configure_logging(
@@ -146,27 +174,54 @@ def configure_logging(
     level = raw.strip().upper()
     if level not in _LEVELS:
         raise ConfigError(f"{where} is not a log level; use one of {', '.join(_LEVELS)}")
+    max_lines = _max_lines()
     if json is None:
         flag = os.environ.get("TICKBUS_LOG_JSON", "").strip()
         if flag not in ("", "0", "1"):
             raise ConfigError(f"TICKBUS_LOG_JSON={flag!r} must be 1 (JSON lines) or 0 (human lines)")
         json = (flag == "1") if flag else not out.isatty()
-    _install(process, level, json, out)
+    _install(process, level, json, out, max_lines)
 
 
-def _install(process: str, level: str, json: bool, out: TextIO) -> None:
+def _install(process: str, level: str, json: bool, out: TextIO, max_lines: int = DEFAULT_MAX_LINES) -> None:
     logger.remove()
+    old, _state["sink"] = _state["sink"], None
+    if old is not None:
+        old.close(_EXIT_FLUSH_S)
     logger.configure(
         extra={"process": process, "host": socket.gethostname(), "pid": os.getpid()}, patcher=_patch
     )
     if json:
-        logger.add(_JsonSink(out), level=level, enqueue=True)
+        sink = QueuedSink(out, _json_text, max_lines=max_lines, notice=_tell_dropped)
+        logger.add(sink, level=level, format="{message}")
     else:  # the exception is drawn by _human from the patcher's fields: no backtrace, no variables
-        logger.add(
-            out, level=level, format=_human, colorize=None, enqueue=True, backtrace=False, diagnose=False
-        )
+        sink = QueuedSink(out, str, max_lines=max_lines, notice=_tell_dropped)
+        logger.add(sink, level=level, format=_human, colorize=_colorize(out), backtrace=False, diagnose=False)
+    _state["sink"] = sink
+    if not _state.get("atexit"):
+        atexit.register(_flush_at_exit)  # after loguru's own (atexit runs the last registered first)
+        _state["atexit"] = True
     logging.basicConfig(handlers=[InterceptHandler()], level=logger.level(level).no, force=True)
     _state["configured"] = True
+
+
+def _flush_at_exit() -> None:
+    sink = _state["sink"]
+    if sink is not None:
+        sink.close(_EXIT_FLUSH_S)
+
+
+def flush_logs(timeout: float = 5.0) -> bool:
+    """Wait until the lines logged so far are written; False if the stream did not take them within
+    ``timeout`` seconds (True when :func:`configure_logging` was not called: nothing is queued)."""
+    sink = _state["sink"]
+    return True if sink is None else sink.flush(timeout)
+
+
+def log_statistics() -> LogStatistics:
+    """Lines written, dropped (the stream fell ``$TICKBUS_LOG_QUEUE`` lines behind) and lost to failed
+    writes by this process's log sink, and how many wait now."""
+    return queued_sink_stats(_state["sink"])
 
 
 def log_failure(message: str, error: BaseException | None = None, *, exit_status: int = 2) -> None:
@@ -183,4 +238,4 @@ def log_failure(message: str, error: BaseException | None = None, *, exit_status
     if error is not None:
         bound = bound.bind(error=type(error).__name__, _exception=exception_fields(error))
     bound.opt(depth=1).error("{}", message)
-    logger.complete()
+    flush_logs(_EXIT_FLUSH_S)

@@ -24,6 +24,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from ._alert_counters import profile_alerts
 from ._histogram_export import HistogramMetric, HistogramSeries
+from ._logging import log_statistics
 from ._loop_health import hang_watchdog, loop_lag, slow_callbacks
 from ._metric_sources import Sources
 from ._rotation import WRITE_FAILURES
@@ -355,6 +356,14 @@ def _export_failures(options: CallbackOptions) -> Iterable[Observation]:
     return [Observation(n, {"signal": signal}) for signal, n in sorted(WRITE_FAILURES.items())]
 
 
+def _log_lost(options: CallbackOptions) -> Iterable[Observation]:
+    stats = log_statistics()
+    return [
+        Observation(stats.dropped, {"tickbus.reason": "queue_full"}),
+        Observation(stats.failures, {"tickbus.reason": "write_failed"}),
+    ]
+
+
 def _spans_dropped(options: CallbackOptions) -> Iterable[Observation]:
     stats = tracing.statistics()
     return [Observation(stats.spans_dropped)] if stats.enabled or stats.spans_dropped else []
@@ -412,6 +421,14 @@ _PROCESS_INSTRUMENTS: tuple[
         _spans_dropped,
         "{span}",
         "Finished spans dropped before export: the export queue was full",
+        False,
+    ),
+    (
+        "tickbus.log.lost",
+        _log_lost,
+        "{line}",
+        "Log lines not written, by tickbus.reason (queue_full: the stream fell TICKBUS_LOG_QUEUE lines "
+        "behind, a stalled journal say; write_failed: a closed or broken stream)",
         False,
     ),
     (

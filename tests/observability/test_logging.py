@@ -37,6 +37,7 @@ def stream() -> Iterator[io.StringIO]:
 
 
 def records(stream: io.StringIO) -> list[dict[str, Any]]:
+    assert observability.flush_logs()
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
@@ -66,7 +67,7 @@ async def talk(sampler: str) -> list[Any]:
         await asyncio.wait_for(talker.done.wait(), 5)
     finally:
         await talker.stop()
-    await logger.complete()
+    assert observability.flush_logs()
     observability.tracing.flush(5)
     return list(exporter.get_finished_spans())
 
@@ -96,7 +97,7 @@ def test_standard_library_logging_goes_through_loguru_with_the_logger_name(strea
     observability.configure_logging("svc", json=True, stream=stream, level="INFO")
     logging.getLogger("zmq.auth").warning("no %s", "keys")
     logging.getLogger("opentelemetry.sdk").debug("below the level")
-    logger.complete()
+    assert observability.flush_logs()
     [entry] = records(stream)
     assert (entry["message"], entry["level"], entry["logger"]) == ("no keys", "WARNING", "zmq.auth")
     assert entry["function"] == "test_standard_library_logging_goes_through_loguru_with_the_logger_name"
@@ -108,7 +109,7 @@ def test_json_lines_carry_bound_fields_and_the_traceback(stream):
         raise ValueError("bad tick")
     except ValueError:
         logger.bind(hub="h1").exception("failed on {}", "AAPL")
-    logger.complete()
+    assert observability.flush_logs()
     [entry] = records(stream)
     assert entry["hub"] == "h1" and entry["message"] == "failed on AAPL"
     assert entry["exception"]["type"] == "ValueError" and entry["exception"]["message"] == "bad tick"
@@ -154,7 +155,7 @@ async def fail_once() -> None:
         await asyncio.sleep(0)  # the consume loop logs the failure after the handler returns
     finally:
         await pricer.stop()
-    await logger.complete()
+    assert observability.flush_logs()
 
 
 async def test_a_failing_handler_s_json_record_keeps_type_message_and_the_user_s_frames_first(stream):

@@ -15,6 +15,8 @@ import pytest
 import observability
 from observability import ConfigError, RotatingFile, Rotation
 
+from ._otlp import sum_by_attribute
+
 ROTATED = re.compile(r".*\.\d{8}T\d{12}Z\.jsonl")
 
 
@@ -178,13 +180,5 @@ def test_failed_export_writes_are_exported_as_a_metric_by_signal(metrics, tmp_pa
     metrics.enable("unit", otlp_file=path, interval=3600)
     assert metrics.flush()
     (line,) = [json.loads(text) for text in path.read_text().splitlines()]
-    points = [
-        p
-        for rm in line["resourceMetrics"]
-        for sm in rm["scopeMetrics"]
-        for m in sm["metrics"]
-        if m["name"] == "tickbus.export.failures"
-        for p in m["sum"]["dataPoints"]
-    ]
-    by_signal = {p["attributes"][0]["value"]["stringValue"]: int(p["asInt"]) for p in points}
+    by_signal = sum_by_attribute(line, "tickbus.export.failures")
     assert by_signal["traces"] == before + 1

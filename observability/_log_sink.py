@@ -1,0 +1,170 @@
+"""A loguru sink that never blocks the thread that logs: a bounded queue and a writer thread.
+
+Problem: loguru's ``enqueue=True`` hands records to its writer thread through a
+``multiprocessing.SimpleQueue``, a pipe. When the stream stops taking lines (journald stalled on a
+slow disk, a terminal paused with Ctrl-S, a log pipe nobody reads), the writer thread blocks in
+``write``, the pipe fills after ~64 KiB of records and the next ``logger.warning`` on the event loop
+blocks with it: every actor of the process stops, and under a ``WatchdogSec`` unit systemd kills it.
+The pipe has no bound of its own either way: it blocks instead of dropping.
+
+Approach: :class:`QueuedSink` appends the message to a deque of at most ``max_lines`` (past it the
+line is dropped and counted in :attr:`QueuedSink.dropped`) and wakes its writer thread, which renders
+(JSON lines are made there, off the loop), writes and flushes whole batches. Once lines were dropped
+it logs how many, at most every :data:`NOTICE_INTERVAL` seconds. A write that raises is counted in
+:attr:`QueuedSink.failures` and the thread goes on: it ends only when the sink is closed.
+:meth:`QueuedSink.flush` waits (bounded) until what was queued is written: at exit, and before a
+process that cannot start returns its status.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from loguru import Message
+
+DEFAULT_MAX_LINES = 4_096
+"""Lines waiting for the writer thread at most (``$TICKBUS_LOG_QUEUE``); more are dropped, counted."""
+NOTICE_INTERVAL = 10.0  # seconds between two "log lines dropped" lines
+_BATCH = 256  # lines rendered and written per write + flush
+
+
+@dataclass(frozen=True)
+class LogStatistics:
+    """What the process's log sink did (see :func:`observability.log_statistics`)."""
+
+    written: int = 0
+    """Lines written to the stream."""
+    dropped: int = 0
+    """Lines dropped because ``max_lines`` were already waiting (the stream was slower than the logging)."""
+    failures: int = 0
+    """Lines lost to a write (or a rendering) that raised: a closed or broken stream."""
+    queued: int = 0
+    """Lines waiting for the writer thread now."""
+
+
+class QueuedSink:
+    """Call it with loguru's message: queued for the writer thread, or dropped and counted when full.
+
+    ``render`` makes the text of one message on the writer thread (``str`` for a formatted line);
+    ``notice(count)`` is called on the writer thread after lines were dropped (it logs, so the line
+    comes back through this sink in the configured format).
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        render: Callable[[Message], str],
+        *,
+        max_lines: int = DEFAULT_MAX_LINES,
+        notice: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_lines < 1:
+            raise ValueError(f"max_lines={max_lines}: a log queue holds at least one line")
+        self._stream, self._render, self._notice = stream, render, notice
+        self.max_lines = max_lines
+        self._lines: collections.deque[Message] = collections.deque()
+        self._wake = threading.Event()
+        self._busy = False  # the writer holds lines it took off the queue
+        self._closed = False
+        self.written = self.dropped = self.failures = 0
+        self._noticed = 0  # dropped lines already told about
+        self._noticed_at = -NOTICE_INTERVAL
+        self._thread = threading.Thread(target=self._run, name="tickbus-log-writer", daemon=True)
+        self._thread.start()
+
+    def __call__(self, message: Message) -> None:
+        # On the thread that logs, under loguru's handler lock: a length check, an append, a wake-up.
+        lines = self._lines
+        if (len(lines) >= self.max_lines and threading.current_thread() is not self._thread) or self._closed:
+            self.dropped += 1  # the writer's own "dropped" line always goes in: one per NOTICE_INTERVAL
+            return
+        lines.append(message)
+        self._wake.set()
+
+    def statistics(self) -> LogStatistics:
+        """The counters, and how many lines wait now."""
+        return LogStatistics(self.written, self.dropped, self.failures, len(self._lines))
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued line is written; False if that took longer than ``timeout`` s."""
+        if threading.current_thread() is self._thread:
+            return not self._lines
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        while self._lines or self._busy:  # rare (exit, a failed start): a short poll is enough
+            if time.monotonic() >= deadline or not self._thread.is_alive():
+                return False
+            time.sleep(0.002)
+        return True
+
+    def close(self, timeout: float) -> bool:
+        """Write what is queued (waiting at most ``timeout`` s), then stop the thread; later lines are
+        dropped. False if the stream did not take the queued lines in time."""
+        done = self.flush(timeout)
+        self._closed = True
+        self._wake.set()
+        return done
+
+    def _run(self) -> None:
+        while not (self._closed and not self._lines):
+            self._wake.wait(self._until_notice())
+            self._wake.clear()
+            try:
+                self._drain()
+                self._tell()
+            except Exception:  # the writer outlives anything a line or a stream does
+                self.failures += 1
+
+    def _until_notice(self) -> float | None:
+        """Seconds until the next "dropped" line may be logged, None when there is nothing to tell."""
+        if self.dropped == self._noticed or self._notice is None:
+            return None
+        return max(0.0, self._noticed_at + NOTICE_INTERVAL - time.monotonic())
+
+    def _drain(self) -> None:
+        lines, render = self._lines, self._render
+        while lines:
+            self._busy = True  # before the first line leaves the queue: flush() waits for the write
+            try:
+                batch: list[str] = []
+                while lines and len(batch) < _BATCH:
+                    message = lines.popleft()
+                    try:
+                        batch.append(render(message))
+                    except Exception:  # one bad record costs one line
+                        self.failures += 1
+                if batch:
+                    self._write("".join(batch), len(batch))
+            finally:
+                self._busy = False
+
+    def _write(self, text: str, count: int) -> None:
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except Exception:  # a closed or broken stream: counted, the thread goes on
+            self.failures += count
+        else:
+            self.written += count
+
+    def _tell(self) -> None:
+        dropped = self.dropped
+        if dropped == self._noticed or self._notice is None or self._closed:
+            return
+        now = time.monotonic()
+        if now - self._noticed_at < NOTICE_INTERVAL:
+            return  # told recently: _run's wait times out when the next line may be logged
+        self._noticed_at = now
+        count, self._noticed = dropped - self._noticed, dropped
+        self._notice(count)
+
+
+def queued_sink_stats(sink: Any) -> LogStatistics:
+    """``sink.statistics()`` for a :class:`QueuedSink`, empty statistics for anything else."""
+    return sink.statistics() if isinstance(sink, QueuedSink) else LogStatistics()

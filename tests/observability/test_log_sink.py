@@ -1,0 +1,179 @@
+"""The log sink never blocks the thread that logs: a stream that stops taking lines (a stalled
+journal, a pipe nobody reads) costs dropped lines, counted and told, never a stalled event loop."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from loguru import logger
+
+import observability
+from observability import _log_sink
+from observability._log_sink import QueuedSink
+
+from ._otlp import sum_by_attribute
+
+MAX_LINES = 100
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    logger.remove()
+    logger.configure(extra={}, patcher=lambda record: None)
+    logger.add(sys.stderr)
+    root.handlers[:], root.level = handlers, level
+
+
+def _drain(fd: int, into: bytearray) -> None:
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        into.extend(chunk)
+
+
+def test_a_pipe_nobody_reads_drops_counted_lines_and_never_blocks_the_logger(restore_logging, monkeypatch):
+    monkeypatch.setenv("TICKBUS_LOG_QUEUE", str(MAX_LINES))
+    monkeypatch.setattr(_log_sink, "NOTICE_INTERVAL", 0.2)
+    read_fd, write_fd = os.pipe()
+    stream = open(write_fd, "w", encoding="utf-8")  # noqa: SIM115 -- closed below
+    observability.configure_logging("svc", json=True, stream=stream, level="INFO")
+    total = 5_000  # ~1 MB of JSON: far past the pipe's 64 KiB and the queue's 100 lines
+    done = threading.Event()
+    peak = [0]
+
+    def log_all() -> None:
+        for i in range(total):
+            logger.info("line {} {}", i, "x" * 100)
+            peak[0] = max(peak[0], observability.log_statistics().queued)
+        done.set()
+
+    threading.Thread(target=log_all, daemon=True).start()
+    # loguru's enqueue=True blocked here for good: its writer stuck in write(), its pipe full
+    assert done.wait(60), "logging blocked on a stream that takes no lines"
+    stalled = observability.log_statistics()
+    assert stalled.dropped > 0 and peak[0] <= MAX_LINES
+    assert stalled.written + stalled.dropped + stalled.queued + stalled.failures <= total
+
+    received = bytearray()
+    reader = threading.Thread(target=_drain, args=(read_fd, received), daemon=True)
+    reader.start()  # the stream takes lines again: what waited is written, and the drop is told
+    assert observability.flush_logs(30)
+    logger.warning("after the stall")
+    told = 0
+    deadline = time.monotonic() + 30
+    while told < stalled.dropped and time.monotonic() < deadline:  # told in lines 0.2 s apart
+        assert observability.flush_logs(30)
+        told = sum(entry.get("dropped", 0) for entry in _entries(received))
+        time.sleep(0.05)
+    after = observability.log_statistics()
+    stream.close()
+    reader.join(10)
+    os.close(read_fd)
+    lines = _entries(received)
+    messages = [entry["message"] for entry in lines]
+    assert "after the stall" in messages
+    notices = [entry for entry in lines if "log lines dropped" in entry["message"]]
+    assert sum(entry["dropped"] for entry in notices) == after.dropped == stalled.dropped
+    assert {entry["level"] for entry in notices} == {"WARNING"}
+    kept = [m for m in messages if m.startswith("line ")]
+    assert len(kept) == after.written - 1 - len(notices)  # every line counted written is there
+    assert len(kept) + after.dropped == total and after.failures == 0
+    assert kept == sorted(kept, key=lambda m: int(m.split()[1]))  # in order, the newest dropped
+
+
+class _Flaky(io.StringIO):
+    """Raises on the first write (a stream closed under the writer), then takes lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raised = False
+
+    def write(self, text: str) -> int:
+        if not self.raised:
+            self.raised = True
+            raise BrokenPipeError("gone")
+        return super().write(text)
+
+
+def _entries(received: bytearray) -> list[dict[str, object]]:
+    text = bytes(received).decode()
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
+
+
+def test_a_write_that_raises_is_counted_and_the_writer_goes_on():
+    stream = _Flaky()
+    sink = QueuedSink(stream, str, max_lines=10)
+    sink("lost\n")
+    assert sink.flush(10)
+    sink("kept\n")
+    assert sink.flush(10)
+    assert stream.getvalue() == "kept\n"
+    stats = sink.statistics()
+    assert (stats.failures, stats.written, stats.dropped) == (1, 1, 0)
+    assert sink.close(10)
+    sink("after close\n")
+    assert sink.statistics().dropped == 1
+
+
+def test_a_record_that_cannot_be_rendered_costs_that_line_only():
+    stream = io.StringIO()
+
+    def render(message: str) -> str:
+        if "bad" in message:
+            raise ValueError("cannot render")
+        return message
+
+    sink = QueuedSink(stream, render, max_lines=10)
+    for text in ("one\n", "bad\n", "two\n"):
+        sink(text)
+    assert sink.flush(10) and sink.close(10)
+    assert stream.getvalue() == "one\ntwo\n"
+    assert (sink.statistics().failures, sink.statistics().written) == (1, 2)
+
+
+def test_a_bad_queue_size_is_a_config_error_naming_the_variable(restore_logging, monkeypatch):
+    monkeypatch.setenv("TICKBUS_LOG_QUEUE", "lots")
+    with pytest.raises(observability.ConfigError, match=r"TICKBUS_LOG_QUEUE='lots' must be a whole number"):
+        observability.configure_logging("svc", stream=io.StringIO())
+
+
+def test_lost_log_lines_are_exported_as_a_metric_by_reason(restore_logging, monkeypatch, tmp_path):
+    monkeypatch.setenv("TICKBUS_LOG_QUEUE", "1")
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # nobody will ever read: every write fails (EPIPE; Python ignores SIGPIPE)
+    stream = open(write_fd, "w", encoding="utf-8")  # noqa: SIM115 -- closed below
+    observability.configure_logging("svc", json=True, stream=stream, level="INFO")
+    for i in range(50):
+        logger.info("line {}", i)
+    observability.flush_logs(10)
+    stats = observability.log_statistics()
+    assert stats.failures > 0 and stats.dropped > 0
+    metrics = observability.Metrics()
+    path = tmp_path / "m.jsonl"
+    try:
+        metrics.enable("unit", otlp_file=path, interval=3600)
+        assert metrics.flush()
+    finally:
+        metrics.disable()
+    line = json.loads(path.read_text().splitlines()[0])  # the flush's (disable exports once more)
+    by_reason = sum_by_attribute(line, "tickbus.log.lost")
+    assert by_reason["queue_full"] >= stats.dropped and by_reason["write_failed"] >= stats.failures
+    observability.configure_logging("svc", json=True, stream=io.StringIO(), level="INFO")  # stop writing
+    with contextlib.suppress(BrokenPipeError):  # what the stream still buffers cannot go anywhere
+        stream.close()
