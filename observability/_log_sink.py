@@ -1,4 +1,8 @@
-"""A loguru sink that never blocks the thread that logs: a bounded queue and a writer thread.
+"""A sink that never blocks the thread that writes: a bounded queue and a writer thread.
+
+The process's log lines go through one (:mod:`observability._logging`), and so do the lines of a
+trace file (:class:`observability._span_json.SpanLineExporter`): neither a stalled disk nor a
+stalled journal may stop the event loop.
 
 Problem: loguru's ``enqueue=True`` hands records to its writer thread through a
 ``multiprocessing.SimpleQueue``, a pipe. When the stream stops taking lines (journald stalled on a
@@ -23,10 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
-
-if TYPE_CHECKING:
-    from loguru import Message
+from typing import IO, Any
 
 DEFAULT_MAX_LINES = 4_096
 """Lines waiting for the writer thread at most (``$TICKBUS_LOG_QUEUE``); more are dropped, counted."""
@@ -53,32 +54,33 @@ class QueuedSink:
 
     ``render`` makes the text of one message on the writer thread (``str`` for a formatted line);
     ``notice(count)`` is called on the writer thread after lines were dropped (it logs, so the line
-    comes back through this sink in the configured format).
+    comes back through this sink in the configured format). ``name`` names the thread.
     """
 
     def __init__(
         self,
-        stream: TextIO,
-        render: Callable[[Message], str],
+        stream: IO[str],
+        render: Callable[[Any], str],
         *,
         max_lines: int = DEFAULT_MAX_LINES,
         notice: Callable[[int], None] | None = None,
+        name: str = "tickbus-log-writer",
     ) -> None:
         if max_lines < 1:
             raise ValueError(f"max_lines={max_lines}: a log queue holds at least one line")
         self._stream, self._render, self._notice = stream, render, notice
         self.max_lines = max_lines
-        self._lines: collections.deque[Message] = collections.deque()
+        self._lines: collections.deque[str] = collections.deque()  # loguru's Message is a str
         self._wake = threading.Event()
         self._busy = False  # the writer holds lines it took off the queue
         self._closed = False
         self.written = self.dropped = self.failures = 0
         self._noticed = 0  # dropped lines already told about
         self._noticed_at = -NOTICE_INTERVAL
-        self._thread = threading.Thread(target=self._run, name="tickbus-log-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def __call__(self, message: Message) -> None:
+    def __call__(self, message: str) -> None:
         # On the thread that logs, under loguru's handler lock: a length check, an append, a wake-up.
         lines = self._lines
         if (len(lines) >= self.max_lines and threading.current_thread() is not self._thread) or self._closed:
@@ -86,6 +88,11 @@ class QueuedSink:
             return
         lines.append(message)
         self._wake.set()
+
+    @property
+    def full(self) -> bool:
+        """True while ``max_lines`` wait: a line given now would be dropped."""
+        return len(self._lines) >= self.max_lines
 
     def statistics(self) -> LogStatistics:
         """The counters, and how many lines wait now."""

@@ -16,7 +16,9 @@ callbacks run between slices: a message waits for at most one slice, and the loo
 encoding time as before, spread out. A slice is 64 spans: ~0.2-0.3 ms of encoding with tickbus's own encoder
 (observability._span_json, 3-5 us a span warm). Measured in a publisher at 150k msgs/s, 1 % traced
 (CPU time of the loop's thread): 16-span slices cost 7.3 us a span, 64-span slices 5.1 (fewer
-writes, and the encoder's code stays warm through a slice). Spans that end where no event loop
+writes, and the encoder's code stays warm through a slice). A trace file's writes themselves leave the
+loop: the exporter hands each line to a writer thread (see observability._log_sink), so a stalled disk
+costs dropped, counted spans, never a stopped loop. Spans that end where no event loop
 runs (at exit, in another thread with no loop) are exported by the next drain, by
 :meth:`force_flush` or at shutdown. Nothing per span takes a lock; a lock orders whole exports
 (drain, flush, shutdown).

@@ -18,7 +18,7 @@ import base64
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 from opentelemetry.sdk.trace import ReadableSpan
@@ -27,6 +27,9 @@ from opentelemetry.trace import SpanKind
 
 from ._producer_span import Fields, ProducerSpan, span_attributes
 from ._ratelimit import RateLimitedLog
+
+if TYPE_CHECKING:
+    from ._log_sink import QueuedSink
 
 _HAS_IS_REMOTE = 0x100  # SpanFlags: the context's is_remote bit is known
 _IS_REMOTE = 0x200
@@ -307,24 +310,43 @@ def encode_spans(spans: Sequence[ReadableSpan], cache: _Encoded | None = None) -
 
 
 class SpanLineExporter(SpanExporter):
-    """A ``SpanExporter`` writing one OTLP JSON line per export to ``stream`` (flushed each time)."""
+    """A ``SpanExporter`` writing one OTLP JSON line per export to ``stream`` (flushed each time).
 
-    def __init__(self, stream: IO[str]) -> None:
+    With a ``writer`` (a :class:`~observability._log_sink.QueuedSink` writing to the stream), an
+    export encodes on the calling thread and the writer's thread writes: a stalled disk stops that
+    thread, not the event loop. While ``writer.max_lines`` exports wait, an export is dropped before
+    it is encoded, its spans counted in :attr:`dropped`.
+    """
+
+    def __init__(self, stream: IO[str], writer: QueuedSink | None = None) -> None:
         self._stream = stream
+        self._writer = writer
         self._cache = _Encoded()
         self._lock = threading.Lock()  # orders whole exports (loop drain, flush, shutdown), never a span
         self._shutdown = False
         self._log = RateLimitedLog()
         self.failures = 0
+        self.dropped = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
+            return SpanExportResult.FAILURE
+        writer = self._writer
+        if writer is not None and writer.full:  # the disk has not taken the last exports: no encoding
+            self.dropped += len(spans)
+            self._log.log(
+                "WARNING", "span-writer", "trace file not taking lines: {} spans dropped so far", self.dropped
+            )
             return SpanExportResult.FAILURE
         try:
             with self._lock:
                 encoded = encode_spans(spans, self._cache)
                 if self._stream.closed:
                     return SpanExportResult.FAILURE
+                if writer is not None:
+                    if encoded is not None:
+                        writer(_json.encode(encoded).decode() + "\n")
+                    return SpanExportResult.SUCCESS
                 if encoded is not None:
                     self._stream.write(_json.encode(encoded).decode() + "\n")
                 self._stream.flush()

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from loguru import logger
 
 from ._errors import TracingError
+from ._log_sink import QueuedSink
 from ._ratelimit import TokenBucket
 from ._resource import data_dir, process_resource, tickbus_version
 from ._rotation import ROTATED, RotatingFile, Rotation, pid_is_live
@@ -68,6 +69,8 @@ DEFAULT_MAX_FORCED_SPANS = 100.0
 """Consumer spans a second that received sampled trace contexts may make a process create."""
 DEFAULT_MAX_ORIGIN_SPANS = 100.0
 """Traces a second a process starts at most: origins the sampler chose past it go untraced."""
+_MAX_WRITES = 64  # trace file lines (exports of up to 64 spans) waiting for the disk; more: dropped
+_CLOSE_WAIT_S = 5.0  # at disable, the longest wait for a stalled disk to take the queued lines
 _MAX_SENDS = 4096  # (actor, key) pairs whose producer span name and attributes are kept
 _monotonic = time.monotonic
 
@@ -86,6 +89,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, SpanContext, Tracer
+
+    from ._span_json import SpanLineExporter
 
 
 class _Made(NamedTuple):
@@ -140,6 +145,9 @@ class Tracing:
         self._provider: TracerProvider | None = None
         self._processor: Any = None  # LoopSpanProcessor counts what it drops; the SDK's batch one does not
         self._dropped = 0  # spans_dropped of the processors of earlier enables
+        self._exporter_dropped = 0  # and of their trace files' exporters (the disk not taking lines)
+        self._writer: QueuedSink | None = None  # a trace file's writer thread
+        self._line_exporter: SpanLineExporter | None = None
         self._made: _Made | None = None
         # a producer span's name and attributes by (actor, key), copied per span: most repeat
         self._sends: dict[tuple[str, tuple[str, ...]], tuple[str, dict[str, Any]]] = {}
@@ -220,8 +228,9 @@ class Tracing:
         provider = TracerProvider(
             resource=process_resource(service, actors, version), sampler=sdk_sampler(policy)
         )
-        # a local file: exported on the loop, a slice at a time; a network endpoint may block: its
-        # own thread (see observability._span_export)
+        # a local file: encoded on the loop, a slice at a time, and written by a thread of its own
+        # (a stalled disk blocks that thread only); a network endpoint may block: its own thread
+        # (see observability._span_export)
         processor: SpanProcessor = (
             LoopSpanProcessor(exporter) if self._file is not None else BatchSpanProcessor(exporter)
         )
@@ -305,13 +314,19 @@ class Tracing:
             # retention spans every process of the service: each restart starts a file of its own
             scope = re.escape(safe) + rf"-\d+(?:{ROTATED})?\.jsonl"
             self._stream = RotatingFile(path, rotation, scope=scope, is_live=pid_is_live, signal="traces")
-            file_exporter = SpanLineExporter(self._stream.as_io())  # the json-file exporter's lines, cheaper
+            # encoded on the loop a slice at a time (see observability._span_export), written by a
+            # thread of its own: a stalled disk must not stop the loop
+            self._writer = QueuedSink(
+                self._stream.as_io(), str, max_lines=_MAX_WRITES, name="tickbus-trace-writer"
+            )
+            file_exporter = SpanLineExporter(self._stream.as_io(), self._writer)  # json-file's lines, cheaper
         except OSError as exc:
             raise TracingError(
                 f"trace file {path} cannot be written ({exc.strerror or exc}); set TICKBUS_DATA_DIR to a "
                 "writable directory"
             ) from exc
         self._file = str(path)
+        self._line_exporter = file_exporter
         return file_exporter
 
     def disable(self) -> None:
@@ -326,6 +341,11 @@ class Tracing:
         self._made = None
         if provider is not None:
             provider.shutdown()
+        writer, self._writer = self._writer, None
+        if writer is not None:  # what the shutdown exported, written (a stalled disk: 5 s at most)
+            writer.close(_CLOSE_WAIT_S)
+        self._exporter_dropped += getattr(self._line_exporter, "dropped", 0)
+        self._line_exporter = None
         stream, self._stream = self._stream, None
         if stream is not None:  # the exporter leaves a stream it was given open
             stream.close()
@@ -333,7 +353,13 @@ class Tracing:
     def flush(self, timeout: float = 30.0) -> bool:
         """Export the queued spans now; False if that did not finish within ``timeout`` seconds."""
         provider = self._provider
-        return provider.force_flush(int(timeout * 1000)) if provider is not None else True
+        if provider is None:
+            return True
+        deadline = time.monotonic() + timeout
+        if not provider.force_flush(int(timeout * 1000)):
+            return False
+        writer = self._writer
+        return writer is None or writer.flush(max(0.0, deadline - time.monotonic()))
 
     def statistics(self) -> TracingStatistics:
         """A snapshot: the sampler, span counts and where spans go."""
@@ -351,7 +377,10 @@ class Tracing:
             max_forced_spans_per_second=self._max_forced,
             origins_over_budget=self._over_budget,
             max_origin_spans_per_second=self._max_origins,
-            spans_dropped=self._dropped + getattr(self._processor, "dropped", 0),
+            spans_dropped=self._dropped
+            + getattr(self._processor, "dropped", 0)
+            + self._exporter_dropped
+            + getattr(self._line_exporter, "dropped", 0),
         )
 
     # -- the hooks ------------------------------------------------------------------------------

@@ -1,0 +1,113 @@
+"""A trace file on a disk that stops taking writes never stops the event loop: the writes wait on
+a thread of their own, and spans past its bound are dropped and counted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import observability
+
+SPANS = 12_000  # past the writer's 64 queued exports of 64 spans and the loop's 2,048 queued spans
+
+
+def _run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def freezable_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[Path, Any, Any]]:
+    """A data directory on a small ext4 filesystem of its own, and (freeze, thaw) for it: a frozen
+    filesystem blocks every write until thawed, as a stalled disk does (fsfreeze)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a filesystem to freeze it needs root")
+    missing = [tool for tool in ("mkfs.ext4", "fsfreeze", "mount", "umount") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"no {', '.join(missing)} on this machine (util-linux, e2fsprogs)")
+    image, mount = tmp_path / "disk.img", tmp_path / "mnt"
+    mount.mkdir()
+    with open(image, "wb") as file:
+        file.truncate(32 << 20)
+    made = _run("mkfs.ext4", "-q", "-F", image)
+    assert made.returncode == 0, made.stderr
+    mounted = _run("mount", "-o", "loop", image, mount)
+    if mounted.returncode != 0:
+        pytest.skip(f"this machine cannot loop-mount a file: {mounted.stderr.strip()}")
+    frozen = [False]
+
+    def freeze() -> None:
+        result = _run("fsfreeze", "-f", mount)
+        assert result.returncode == 0, result.stderr
+        frozen[0] = True
+
+    def thaw() -> None:
+        if frozen[0]:
+            _run("fsfreeze", "-u", mount)
+            frozen[0] = False
+
+    monkeypatch.setenv("TICKBUS_DATA_DIR", str(mount))
+    for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        yield mount, freeze, thaw
+    finally:
+        thaw()  # first: a writer blocked on the frozen disk finishes, nothing stays in D state
+        observability.disable_tracing()
+        _run("umount", "-l", mount)
+
+
+def test_a_stalled_trace_file_never_blocks_the_loop_and_accounts_for_every_span(freezable_data_dir):
+    mount, freeze, thaw = freezable_data_dir
+    observability.enable_tracing("stall", sampler="always_on", max_origin_spans_per_second=math.inf)
+    tracer = observability.tracing.tracer
+    assert tracer is not None
+    file = Path(observability.tracing.statistics().file or "")
+    assert file.parent == mount / "traces"
+    freeze()
+    done, ticks = threading.Event(), [0]
+
+    async def scenario() -> None:
+        async def tick() -> None:
+            while True:
+                ticks[0] += 1
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.get_running_loop().create_task(tick())
+        for i in range(SPANS):
+            with tracer.start_as_current_span(f"work {i % 10}"):
+                pass
+            if i % 200 == 199:
+                await asyncio.sleep(0.02)  # the loop drains an export slice every 0.2 s meanwhile
+        before = ticks[0]
+        await asyncio.sleep(0.5)  # a few more drains while the disk takes nothing
+        assert ticks[0] > before  # the loop still runs its timers
+        ticker.cancel()
+        done.set()
+
+    runner = threading.Thread(target=asyncio.run, args=(scenario(),), daemon=True)
+    runner.start()
+    finished = done.wait(60)  # the loop writing the file itself blocked here until the thaw
+    stalled = observability.tracing.statistics()
+    thaw()
+    runner.join(30)
+    assert finished, "the event loop stopped while the trace file took no writes"
+    assert stalled.spans_dropped > 0
+    assert observability.tracing.flush(30)
+    after = observability.tracing.statistics()
+    written = sum(
+        len(scope["spans"])
+        for line in file.read_text().splitlines()
+        for resource in json.loads(line)["resourceSpans"]
+        for scope in resource["scopeSpans"]
+    )
+    assert written > 0 and written + after.spans_dropped == SPANS  # each one written or counted
