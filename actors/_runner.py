@@ -264,12 +264,11 @@ def serve_group(
             # one-off startup, and a warning about them would be nothing an operator can act on
             observability.slow_callbacks.enable()
             notifier.ready(f"group {config.name} running actors {','.join(a.name for a in running)}")
-            if ready_line:  # one write: unbuffered, print() writes the newline apart, and the
-                # log's writer thread can land between them (one journal entry for both)
-                sys.stdout.write(
-                    f"tickbus run ready group={config.name} actors={','.join(a.name for a in running)}\n"
+            if ready_line:  # one write (print() writes the newline apart: the log's writer thread can
+                # land between them), from a thread: a stalled journal must not stop this loop
+                observability.announce(
+                    f"tickbus run ready group={config.name} actors={','.join(a.name for a in running)}"
                 )
-                sys.stdout.flush()
 
         observability.loop_lag.enable()
         try:

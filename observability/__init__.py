@@ -67,7 +67,7 @@ from ._exception_info import describe_exception, exception_fields
 from ._histogram import Histogram
 from ._histogram_export import DEFAULT_BOUNDS as HISTOGRAM_BOUNDS
 from ._log_sink import LogStatistics
-from ._logging import configure_logging, flush_logs, log_failure, log_statistics
+from ._logging import announce, configure_logging, flush_logs, log_failure, log_statistics
 from ._loop_health import (
     HangWatchdog,
     LoopLagMonitor,
@@ -157,6 +157,7 @@ __all__ = [
     "TracingError",
     "TracingStatistics",
     "WatchdogFeeder",
+    "announce",
     "apply_service_config",
     "child_processes",
     "configure_logging",

@@ -74,6 +74,7 @@ class QueuedSink:
         self._wake = threading.Event()
         self._busy = False  # the writer holds lines it took off the queue
         self._closed = False
+        self._abandoned = False
         self.written = self.dropped = self.failures = 0
         self._noticed = 0  # dropped lines already told about
         self._noticed_at = -NOTICE_INTERVAL
@@ -88,6 +89,11 @@ class QueuedSink:
             return
         lines.append(message)
         self._wake.set()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called: lines given now are dropped."""
+        return self._closed
 
     @property
     def full(self) -> bool:
@@ -115,6 +121,8 @@ class QueuedSink:
         dropped. False if the stream did not take the queued lines in time."""
         done = self.flush(timeout)
         self._closed = True
+        if not done:  # the stream is going away: what still waits is dropped, not written after it
+            self._abandoned = True
         self._wake.set()
         return done
 
@@ -137,6 +145,10 @@ class QueuedSink:
     def _drain(self) -> None:
         lines, render = self._lines, self._render
         while lines:
+            if self._abandoned:
+                self.dropped += len(lines)
+                lines.clear()
+                return
             self._busy = True  # before the first line leaves the queue: flush() waits for the write
             try:
                 batch: list[str] = []
@@ -170,6 +182,28 @@ class QueuedSink:
         self._noticed_at = now
         count, self._noticed = dropped - self._noticed, dropped
         self._notice(count)
+
+
+class QueuedStream:
+    """The ``write`` / ``flush`` / ``closed`` face of a :class:`QueuedSink`, for an exporter that writes
+    one whole line per export to a stream (OpenTelemetry's JSON file exporters): its thread hands the
+    line over and goes on; a line the full queue drops calls ``on_drop``."""
+
+    def __init__(self, sink: QueuedSink, on_drop: Callable[[], None] | None = None) -> None:
+        self._sink, self._on_drop = sink, on_drop
+
+    @property
+    def closed(self) -> bool:
+        return self._sink.closed
+
+    def write(self, text: str) -> int:
+        if self._sink.full and self._on_drop is not None:
+            self._on_drop()
+        self._sink(text)  # queued, or dropped and counted
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to do here: the writer thread flushes what it writes."""
 
 
 def queued_sink_stats(sink: Any) -> LogStatistics:

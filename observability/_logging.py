@@ -22,12 +22,14 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import inspect
 import json
 import logging
 import os
 import socket
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, TextIO
 
 from loguru import logger
@@ -117,6 +119,10 @@ def json_line(record: Record) -> str:
     return json.dumps(entry, default=str, ensure_ascii=False) + "\n"
 
 
+def _message_only(record: Record) -> str:
+    return "{message}\n"
+
+
 def _json_text(message: Message) -> str:
     return json_line(message.record)
 
@@ -191,10 +197,14 @@ def _install(process: str, level: str, json: bool, out: TextIO, max_lines: int =
     logger.configure(
         extra={"process": process, "host": socket.gethostname(), "pid": os.getpid()}, patcher=_patch
     )
+    # The exception is in the patcher's fields (JSON) or drawn from them (_human): loguru's own
+    # traceback, with every variable of the failing lines repr'd on the thread that logs (a 1M-entry
+    # dict: ~1 s on the loop), would be made for nothing: no backtrace, no variables, and a
+    # callable format, to which loguru appends no "{exception}".
     if json:
         sink = QueuedSink(out, _json_text, max_lines=max_lines, notice=_tell_dropped)
-        logger.add(sink, level=level, format="{message}")
-    else:  # the exception is drawn by _human from the patcher's fields: no backtrace, no variables
+        logger.add(sink, level=level, format=_message_only, backtrace=False, diagnose=False)
+    else:
         sink = QueuedSink(out, str, max_lines=max_lines, notice=_tell_dropped)
         logger.add(sink, level=level, format=_human, colorize=_colorize(out), backtrace=False, diagnose=False)
     _state["sink"] = sink
@@ -209,6 +219,23 @@ def _flush_at_exit() -> None:
     sink = _state["sink"]
     if sink is not None:
         sink.close(_EXIT_FLUSH_S)
+
+
+def announce(line: str, stream: TextIO | None = None) -> threading.Thread:
+    """Write ``line`` and a newline to ``stream`` (default stdout) in one write, from a thread of its
+    own: a ready line for whoever started the process, which must not stop the caller (the event
+    loop) when the stream does not take it (under systemd, stdout is the journal's socket).
+    Returns the thread; ``join`` it to wait for the write."""
+    out = stream if stream is not None else sys.stdout
+
+    def write() -> None:
+        with contextlib.suppress(Exception):  # a closed stdout: nobody is waiting for the line
+            out.write(line + "\n")
+            out.flush()
+
+    thread = threading.Thread(target=write, name="tickbus-announce", daemon=True)
+    thread.start()
+    return thread
 
 
 def flush_logs(timeout: float = 5.0) -> bool:

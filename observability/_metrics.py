@@ -28,14 +28,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from loguru import logger
 
 from ._errors import MetricsError
+from ._log_sink import QueuedSink, QueuedStream
 from ._metric_sources import ActorSource, BrokerSource, HubSource, Sources
 from ._resource import data_dir, process_resource, tickbus_version
-from ._rotation import RotatingFile, Rotation
+from ._rotation import WRITE_FAILURES, RotatingFile, Rotation
 
 if TYPE_CHECKING:  # the SDK and exporters load on enable(): importing tickbus stays fast
     from opentelemetry.sdk.metrics import MeterProvider
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # the SDK and exporters load on enable(): importing tickbus s
 
 _DEFAULT_INTERVAL_S = 10.0
 _SCOPE = "tickbus"
+_MAX_WRITES = 16  # metrics file lines (one per export) waiting for the disk; more: dropped, counted
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class _Running:
     otlp_endpoint: str | None
     prometheus_url: str | None
     stream: RotatingFile | None
+    writer: QueuedSink | None  # the file's writer thread
 
 
 class Metrics:
@@ -146,6 +149,7 @@ class Metrics:
         )
         server, prometheus_url, readers = None, None, list[MetricReader]()
         stream: RotatingFile | None = None
+        writer: QueuedSink | None = None
         rotation = rotation if rotation is not None else Rotation.from_environment()
         try:
             if port:
@@ -153,7 +157,7 @@ class Metrics:
                 server = _serve(port, host, registry)
                 prometheus_url = f"http://{host}:{port}/metrics"
                 readers.append(PrometheusReader(injector, registry))
-            push, file, endpoint, stream = _push_exporters(service, otlp_file, rotation)
+            push, file, endpoint, stream, writer = _push_exporters(service, otlp_file, rotation)
             push_readers: list[MetricReader] = [PeriodicReader(e, injector, millis) for e in push]
             readers.extend(push_readers)
             provider = MeterProvider(resource=process_resource(service), metric_readers=readers)
@@ -163,11 +167,15 @@ class Metrics:
             if server is not None:
                 server.shutdown()
                 server.server_close()
+            if writer is not None:
+                writer.close(0.0)
             if stream is not None:
                 stream.close()
             raise
         create_instruments(provider.get_meter(_SCOPE, tickbus_version()), self.sources)
-        self._running = _Running(provider, push_readers, server, file, endpoint, prometheus_url, stream)
+        self._running = _Running(
+            provider, push_readers, server, file, endpoint, prometheus_url, stream, writer
+        )
         logger.info(
             "metrics of {}: file {}, OTLP endpoint {}, Prometheus {}",
             service,
@@ -182,7 +190,10 @@ class Metrics:
         running, self._running = self._running, None
         if running is None:
             return
+        deadline = time.monotonic() + timeout
         running.provider.shutdown(timeout_millis=timeout * 1000)
+        if running.writer is not None:  # the last export written (a stalled disk: until the timeout)
+            running.writer.close(max(0.0, deadline - time.monotonic()))
         if running.stream is not None:  # the exporter leaves a stream it was given open
             running.stream.close()
         if running.server is not None:
@@ -194,7 +205,10 @@ class Metrics:
         running = self._running
         if running is None:
             return False
-        return all(reader.force_flush(timeout_millis=timeout * 1000) for reader in running.push)
+        deadline = time.monotonic() + timeout
+        flushed = all(reader.force_flush(timeout_millis=timeout * 1000) for reader in running.push)
+        writer = running.writer
+        return flushed and (writer is None or writer.flush(max(0.0, deadline - time.monotonic())))
 
     def statistics(self) -> MetricsStatistics:
         """What is registered and where metrics go."""
@@ -244,7 +258,7 @@ def _serve(port: int, host: str, registry: CollectorRegistry) -> Any:
 
 def _push_exporters(
     service: str, otlp_file: str | Path | bool | None, rotation: Rotation
-) -> tuple[list[MetricExporter], str | None, str | None, RotatingFile | None]:
+) -> tuple[list[MetricExporter], str | None, str | None, RotatingFile | None, QueuedSink | None]:
     exporters: list[MetricExporter] = []
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or None
     if endpoint is None and os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
@@ -259,20 +273,28 @@ def _push_exporters(
         file = data_dir(create=False) / "metrics" / f"{safe}.jsonl"
     elif isinstance(otlp_file, str | Path):
         file = Path(otlp_file)
-    stream = None
+    stream, writer = None, None
     if file is not None:
         from opentelemetry.exporter.otlp.json.file import FileMetricExporter
 
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
             stream = RotatingFile(file, rotation, signal="metrics")
-            exporters.append(FileMetricExporter(stream=stream.as_io()))
+            # written by a thread of its own: a stalled disk must not hold the SDK's reader (its
+            # export lock, which flush and shutdown wait for) for as long as the disk stalls
+            writer = QueuedSink(stream.as_io(), str, max_lines=_MAX_WRITES, name="tickbus-metrics-writer")
+            exporters.append(FileMetricExporter(stream=cast("IO[str]", QueuedStream(writer, _dropped))))
         except OSError as exc:
             raise MetricsError(
                 f"metrics file {file} cannot be written ({exc.strerror or exc}); set TICKBUS_DATA_DIR to a "
                 "writable directory"
             ) from exc
-    return exporters, str(file) if file is not None else None, endpoint, stream
+    return exporters, str(file) if file is not None else None, endpoint, stream, writer
+
+
+def _dropped() -> None:
+    """A metrics export the stalled disk had no room for: a failed write of the metrics file."""
+    WRITE_FAILURES["metrics"] = WRITE_FAILURES.get("metrics", 0) + 1
 
 
 def _interval_millis(interval: float | None) -> float | None:

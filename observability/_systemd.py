@@ -32,6 +32,9 @@ from collections.abc import Callable, Mapping
 from loguru import logger
 
 from ._errors import ConfigError
+from ._ratelimit import RateLimitedLog
+
+_log = RateLimitedLog(interval=60.0)
 
 __all__ = [
     "SystemdNotifier",
@@ -109,6 +112,8 @@ class SystemdNotifier:
         self._lock = threading.Lock()  # a loop callback and a feeding thread may send concurrently
         self.sent = 0
         """Messages sent (plain count, for tests and statistics)."""
+        self.skipped = 0
+        """Messages not sent because systemd's queue was full (PID 1 busy): never waited for."""
 
     @property
     def enabled(self) -> bool:
@@ -123,9 +128,21 @@ class SystemdNotifier:
         payload = "\n".join(assignments).encode()
         with self._lock:
             try:
-                if self._socket is None:
-                    self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                if self._socket is None:  # non-blocking: a full queue at PID 1 must not stop the loop
+                    self._socket = socket.socket(
+                        socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                    )
                 self._socket.sendto(payload, address)
+            except BlockingIOError:  # systemd is not reading now: skip this one, the next may go
+                self.skipped += 1
+                _log.log(
+                    "WARNING",
+                    "notify-full",
+                    "systemd's notification socket {!r} is full: {} notification(s) skipped so far",
+                    address,
+                    self.skipped,
+                )
+                return False
             except OSError as exc:
                 logger.warning(
                     "systemd notification to {!r} failed ({}); no more notifications will be sent",
@@ -161,9 +178,11 @@ class SystemdNotifier:
 
         def feed() -> None:
             nonlocal handle
-            if cancelled or not self.watchdog():
+            if cancelled:
                 return
-            handle = loop.call_later(interval, feed)
+            self.watchdog()  # False when skipped (PID 1's queue full): the next feed tries again
+            if self.enabled:
+                handle = loop.call_later(interval, feed)
 
         def cancel() -> None:
             nonlocal cancelled
@@ -195,8 +214,10 @@ class SystemdNotifier:
                     ok = check()
                 except Exception:
                     logger.exception("watchdog check failed; not feeding systemd's watchdog")
-                if ok and not done.is_set() and not self.watchdog():
-                    return
+                if ok and not done.is_set():
+                    self.watchdog()
+                    if not self.enabled:
+                        return
                 done.wait(interval)
 
         threading.Thread(target=main, name=name, daemon=True).start()

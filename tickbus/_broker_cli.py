@@ -20,6 +20,7 @@ from observability import (
     ObservabilityError,
     SystemdNotifier,
     WatchdogFeeder,
+    announce,
     configure_logging,
     metrics,
 )
@@ -214,14 +215,13 @@ def run(args: argparse.Namespace) -> int:
     notifier = SystemdNotifier()  # READY/WATCHDOG/STOPPING under a Type=notify unit; else a no-op
     feeder: WatchdogFeeder | None = None
 
-    def announce(broker: Broker) -> None:
+    def on_ready(broker: Broker) -> None:
         nonlocal ready, feeder
         # bound, signals handled: export OTLP JSON lines under the data directory (or to
         # $OTEL_EXPORTER_OTLP_ENDPOINT), and serve Prometheus if a port is set
         metrics.enable("broker", brokers=[broker], prometheus_port=args.metrics_port)
         ready = True
-        sys.stdout.write(ready_line(broker) + "\n")  # one write (see actors._runner)
-        sys.stdout.flush()
+        announce(ready_line(broker))  # one write, from a thread (see actors._runner)
         notifier.ready(ready_line(broker))
         # alive = the proxy thread answers on its control socket and the statistics thread runs
         feeder = notifier.feed_from_thread(lambda: broker.running and _answers(broker))
@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         # --config FILE's [broker], then $TICKBUS_BROKER_*
         args = apply_command_config(args, "broker", add_parser)
         broker = Broker(config_from_args(args))
-        broker.run_forever(on_ready=announce)
+        broker.run_forever(on_ready=on_ready)
     except (BrokerError, ObservabilityError, ConfigError) as exc:
         print(exc, file=sys.stderr, flush=True)
         return 1 if ready else 2

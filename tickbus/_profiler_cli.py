@@ -169,7 +169,7 @@ def _report_failure(task: asyncio.Task[None]) -> None:
 def _run_collector(args: argparse.Namespace) -> int:
     from loguru import logger
 
-    from observability import child_processes, configure_logging, idle_scheduling, low_scheduling
+    from observability import announce, child_processes, configure_logging, idle_scheduling, low_scheduling
     from observability.profiling import ProfileStore, default_store_path
 
     from ._service_config import apply_command_config
@@ -228,8 +228,7 @@ def _run_collector(args: argparse.Namespace) -> int:
             if idle and lower():  # a starved collector goes back to nice 19 (tickbus/_scheduling.py)
                 guard = asyncio.get_running_loop().create_task(keep_from_starving(stop), name="scheduling")
                 guard.add_done_callback(_report_failure)
-            sys.stdout.write(f"{READY_PREFIX} host={config.host} store={store.path}\n")  # one write
-            sys.stdout.flush()
+            announce(f"{READY_PREFIX} host={config.host} store={store.path}")  # one write, a thread
             notifier.ready(f"{READY_PREFIX} host={config.host} store={store.path}")
 
         from observability import metrics

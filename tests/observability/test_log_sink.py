@@ -177,3 +177,24 @@ def test_lost_log_lines_are_exported_as_a_metric_by_reason(restore_logging, monk
     observability.configure_logging("svc", json=True, stream=io.StringIO(), level="INFO")  # stop writing
     with contextlib.suppress(BrokenPipeError):  # what the stream still buffers cannot go anywhere
         stream.close()
+
+
+def test_a_ready_line_on_a_stream_that_takes_nothing_never_blocks_its_caller():
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:  # the pipe is full: as a stalled journal's socket
+            os.write(write_fd, b"x" * 65536)
+    os.set_blocking(write_fd, True)
+    stream = open(write_fd, "w", encoding="utf-8")  # noqa: SIM115 -- closed below
+    writer = observability.announce("tickbus run ready group=g actors=a", stream)  # returns at once
+    assert writer.is_alive()  # the write waits on its own thread
+    received = bytearray()
+    reader = threading.Thread(target=_drain, args=(read_fd, received), daemon=True)
+    reader.start()
+    writer.join(30)
+    assert not writer.is_alive()
+    stream.close()
+    reader.join(30)  # to the end of the pipe
+    os.close(read_fd)
+    assert received.endswith(b"tickbus run ready group=g actors=a\n")

@@ -227,3 +227,31 @@ async def test_human_lines_show_the_service_actor_and_trace_id(stream):
     trace_id = f"{spans[0].context.trace_id:032x}"
     line = next(line for line in stream.getvalue().splitlines() if "heard hello" in line)
     assert "svc/talker" in line and f"trace={trace_id}" in line and "INFO" in line
+
+
+class _Book:
+    """A handler's state whose repr would be costly (a big order book): counts the calls."""
+
+    reprs = 0
+
+    def __repr__(self) -> str:
+        type(self).reprs += 1
+        return "_Book(...)"
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+
+@pytest.mark.parametrize("json_lines", [True, False])
+def test_logging_an_exception_never_reprs_the_variables_of_the_failing_line(stream, json_lines):
+    # loguru's diagnose=True repr'd every variable named on the failing line, on the thread that
+    # logs: ~1 s for a 1M-entry dict in a handler, on the event loop, for a line it then threw away
+    observability.configure_logging("svc", json=json_lines, stream=stream, level="INFO")
+    book = _Book()
+    try:
+        book["px"]
+    except KeyError:
+        logger.exception("failed on {}", "AAPL")
+    assert observability.flush_logs()
+    assert _Book.reprs == 0
+    assert "KeyError" in stream.getvalue()

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -147,4 +148,32 @@ def test_thread_feed_feeds_only_while_its_check_passes(listener):
         assert listener.next(5.0) == {"WATCHDOG": "1"}
     finally:
         feeder.cancel()
+        notifier.close()
+
+
+def test_a_notify_socket_nobody_reads_never_blocks_and_the_feed_goes_on(tmp_path):
+    # PID 1 not draining its queue (daemon-reload, a busy manager): a blocking sendto stopped the
+    # event loop that feeds the watchdog, for as long as systemd did not read
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stalled:
+        stalled.bind(str(path))
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": WATCHDOG_USEC})
+        done = threading.Event()
+
+        def flood() -> None:
+            for _ in range(10_000):  # far past what a datagram queue holds
+                notifier.watchdog()
+            done.set()
+
+        threading.Thread(target=flood, daemon=True).start()
+        assert done.wait(30), f"sd_notify blocked after {notifier.sent} notifications"
+        assert notifier.skipped > 0 and notifier.enabled
+        assert notifier.sent + notifier.skipped == 10_000
+        while True:  # systemd reads again: the next notification goes
+            stalled.setblocking(False)
+            try:
+                stalled.recv(4096)
+            except BlockingIOError:
+                break
+        assert notifier.ready("back")
         notifier.close()

@@ -1,5 +1,6 @@
-"""A trace file on a disk that stops taking writes never stops the event loop: the writes wait on
-a thread of their own, and spans past its bound are dropped and counted."""
+"""Trace and metrics files on a disk that stops taking writes (a frozen filesystem) never stop the
+event loop or hold a flush or a shutdown past its timeout: the writes wait on a thread of their own,
+and exports past its bound are dropped and counted."""
 
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ def freezable_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
     finally:
         thaw()  # first: a writer blocked on the frozen disk finishes, nothing stays in D state
         observability.disable_tracing()
+        observability.metrics.disable()
         _run("umount", "-l", mount)
 
 
@@ -111,3 +113,37 @@ def test_a_stalled_trace_file_never_blocks_the_loop_and_accounts_for_every_span(
         for scope in resource["scopeSpans"]
     )
     assert written > 0 and written + after.spans_dropped == SPANS  # each one written or counted
+
+
+def test_metrics_on_a_stalled_disk_flush_and_stop_within_their_timeouts(freezable_data_dir):
+    # the SDK's reader exported under its export lock: a write stuck on the disk held flush() and
+    # shutdown() (tickbus run's drain, the process's exit) for as long as the disk stalled
+    mount, freeze, thaw = freezable_data_dir
+    from observability._rotation import WRITE_FAILURES
+
+    metrics = observability.metrics
+    metrics.enable("stall", interval=3600)
+    file = Path(metrics.statistics().file or "")
+    assert file.parent == mount / "metrics"
+    assert metrics.flush(10)
+    before = WRITE_FAILURES.get("metrics", 0)
+    freeze()
+    results: list[bool] = []
+    flushing = threading.Thread(
+        target=lambda: results.extend(metrics.flush(0.1) for _ in range(20)), daemon=True
+    )
+    flushing.start()
+    flushing.join(60)  # 20 flushes of 0.1 s at most each
+    assert not flushing.is_alive(), "a flush waited for the stalled disk past its timeout"
+    assert results == [False] * 20  # none written
+    assert WRITE_FAILURES.get("metrics", 0) > before  # past the 16 queued exports: dropped, counted
+    stopping = threading.Thread(target=metrics.disable, kwargs={"timeout": 1.0}, daemon=True)
+    stopping.start()
+    stopping.join(30)
+    assert not stopping.is_alive(), "disable() waited for the stalled disk past its timeout"
+    thaw()
+    for thread in threading.enumerate():  # the write the disk held finishes; nothing is written after
+        if thread.name == "tickbus-metrics-writer":
+            thread.join(30)
+    lines = file.read_text().splitlines()
+    assert lines and all(json.loads(line)["resourceMetrics"] for line in lines)  # no torn line
