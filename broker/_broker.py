@@ -41,7 +41,7 @@ from ._checked import Gate
 from ._config import BrokerConfig
 from ._forwarder import CheckedForwarder
 from ._lvc_thread import CacheThread, cache_thread
-from ._peer_log import PeerLog, closed_by_peer_of, closing_hosts_of, peer_address
+from ._peer_log import PeerLog, TcpTable, closed_by_peer_of, closing_hosts_of, peer_address
 from ._peers import MONITOR_EVENTS, PeerCounter
 from ._permissions import Permissions
 from ._reserved import instance_name, new_publisher_id
@@ -80,6 +80,7 @@ class _Running:
     failure: str | None = None
     auth: CurveAuth | None = None  # CURVE keys and the ZAP allow-list (broker._auth)
     peer_logs: dict[zmq.Socket[bytes], PeerLog] = field(default_factory=dict)  # per monitor
+    tcp_table: TcpTable = field(default_factory=TcpTable)  # what the peer logs read, once per batch
     forwarder: CheckedForwarder | None = None  # with permissions: the Python forwarder, else libzmq's
 
 
@@ -319,6 +320,7 @@ class Broker:
         wake_r.setblocking(False)
         wake_w.setblocking(False)
         self._frontend_endpoints, self._backend_endpoints = tuple(fe_bound), tuple(be_bound)
+        tcp_table = TcpTable()
         return _Running(
             ctx=ctx,
             frontend=frontend,
@@ -335,13 +337,14 @@ class Broker:
             lvc=lvc,
             auth=auth,
             forwarder=_forwarder(config, permissions, frontend, backend, control_proxy),
+            tcp_table=tcp_table,
             peer_logs={
                 monitor: PeerLog(
                     role,
                     peer_address,
                     denied_key=auth.denied_key if auth else _no_denial,
-                    closing_hosts=closing_hosts_of(bound),
-                    closed_by_peer=closed_by_peer_of(bound),
+                    closing_hosts=closing_hosts_of(bound, tcp_table),
+                    closed_by_peer=closed_by_peer_of(bound, tcp_table),
                 )
                 for monitor, role, bound in (
                     (fe_monitor, "frontend", fe_bound),
@@ -408,20 +411,24 @@ class Broker:
             run.subscriptions_socket.close(linger=0)
 
     def _drain(self, run: _Running, ready: dict[object, int]) -> None:
-        for monitor, counter in run.monitors.items():
-            if monitor in ready:
-                while True:
-                    try:
-                        event = recv_monitor_message(monitor, zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    kind, value = int(event["event"]), int(event["value"])
-                    endpoint = event["endpoint"].decode(errors="replace")
-                    counter.on_event(kind, value, endpoint)
-                    run.peer_logs[monitor].on_event(kind, value, endpoint)
+        # At most a batch of each per pass, under the lock: a storm of connects and disconnects or
+        # of subscriptions cannot hold statistics() (the watchdog's check) for longer than a batch;
+        # the poller reports what is left at once, and the next pass takes it.
+        with run.tcp_table.batch():  # one parse of /proc/net/tcp* per batch, however many peers left
+            for monitor, counter in run.monitors.items():
+                if monitor in ready:
+                    for _ in range(_EVENT_BATCH):
+                        try:
+                            event = recv_monitor_message(monitor, zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        kind, value = int(event["event"]), int(event["value"])
+                        endpoint = event["endpoint"].decode(errors="replace")
+                        counter.on_event(kind, value, endpoint)
+                        run.peer_logs[monitor].on_event(kind, value, endpoint)
         subs = run.subscriptions_socket
         if subs in ready:
-            while True:
+            for _ in range(_SUBSCRIPTION_BATCH):
                 try:
                     frame = subs.recv(zmq.NOBLOCK)
                 except zmq.Again:
@@ -439,6 +446,10 @@ class Broker:
             run.subscriptions_socket.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             logger.debug("broker statistics message {} dropped: internal queue full", run.envelope.seq)
+
+
+_EVENT_BATCH = 1_000  # monitor events per socket handled in one pass under the lock
+_SUBSCRIPTION_BATCH = 10_000  # subscription frames handled in one pass under the lock
 
 
 def _load_permissions(config: BrokerConfig, auth: CurveAuth | None) -> Permissions | None:

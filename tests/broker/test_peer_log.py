@@ -192,3 +192,53 @@ def test_closing_hosts_reads_this_namespaces_closed_connections_on_a_port():
         accepted.close()  # the server closes first: its side lingers in FIN_WAIT/TIME_WAIT
         client.close()
         assert closing_hosts(frozenset({port})) == {"127.0.0.1"}
+
+
+def test_a_storm_of_disconnects_reads_the_kernel_s_tcp_tables_once_per_batch(monkeypatch):
+    # Each disconnect read and parsed all of /proc/net/tcp and tcp6, under the lock statistics()
+    # (the watchdog's check) waits for: 10,000 peers leaving at once held it for seconds.
+    import broker._peer_log as peer_log
+    from broker import Broker, BrokerConfig
+    from tests.broker.broker_helpers import eventually
+
+    reads = [0]
+    real_open = open
+
+    def counting_open(path, *args, **kwargs):
+        if str(path).startswith("/proc/net/tcp"):
+            reads[0] += 1
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(peer_log, "open", counting_open, raising=False)
+    peers = 200
+    config = BrokerConfig(frontend=["tcp://127.0.0.1:*"], backend=["tcp://127.0.0.1:*"], stats_interval=0.0)
+    ctx = zmq.Context()
+    try:
+        with Broker(config) as broker:
+            port = int(broker.frontend_endpoints[0].rpartition(":")[2])
+            sockets = []
+            for _ in range(peers):
+                sock = ctx.socket(zmq.PUB)
+                sock.connect(broker.frontend_endpoints[0])
+                sockets.append(sock)
+            eventually(lambda: broker.statistics().publishers == peers, 30, "every peer connected")
+            with broker._lock:  # the side thread waits: the storm's events queue up meanwhile
+                for sock in sockets:
+                    sock.close(linger=0)
+                eventually(lambda: not _established_to(port), 30, "every connection closed")
+                before = reads[0]
+            eventually(lambda: broker.statistics().publishers == 0, 30, "every disconnect handled")
+            # two tables (tcp, tcp6) per parse; a few batches at most, not one parse per peer
+            assert reads[0] - before <= 2 * 5, f"{(reads[0] - before) // 2} parses for {peers} disconnects"
+    finally:
+        ctx.term()
+
+
+def _established_to(port: int) -> bool:
+    """Whether some connection to ``port`` on this host is still ESTABLISHED (read without the broker)."""
+    wanted = f":{port:04X}"
+    with open("/proc/net/tcp") as table:
+        return any(
+            row.split()[1].endswith(wanted) and row.split()[3] == "01"
+            for row in table.read().splitlines()[1:]
+        )
