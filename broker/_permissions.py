@@ -31,7 +31,9 @@ cannot be written in this dotted form.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,6 +61,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as broker._curve's k
 _BROKER_ONLY = (BROKER_STATS[0], REPLY, SYNC[0], ASK, LVC_REQUEST[0])
 _HEARTBEAT_PREFIX = encode_key(HEARTBEAT)
 _MAX_PATTERNS = 1024  # per list: the checks loop over them
+MAX_PERMISSIONS_FILE = 1 << 20  # bytes: a larger file is refused (it is parsed on the forwarding thread)
 
 
 def parse_pattern(text: str) -> tuple[str, ...]:
@@ -192,8 +195,18 @@ class Permissions:
         """Read and validate a permissions file; :class:`BrokerConfigError` naming file, table, field."""
         where = str(path)
         try:
-            with open(path, "rb") as handle:
-                document = tomllib.load(handle)
+            # O_NONBLOCK: opening a FIFO put at this path returns at once instead of stopping the
+            # forwarding thread (which reloads the file) until someone writes to it
+            with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
+                info = os.fstat(handle.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise BrokerConfigError(f"broker permissions file {where} is not a regular file")
+                if info.st_size > MAX_PERMISSIONS_FILE:
+                    raise BrokerConfigError(
+                        f"broker permissions file {where} has {info.st_size} bytes; at most "
+                        f"{MAX_PERMISSIONS_FILE} are read"
+                    )
+                document = tomllib.loads(handle.read(MAX_PERMISSIONS_FILE + 1).decode("utf-8"))
         except FileNotFoundError:
             raise BrokerConfigError(
                 f"broker permissions file {where}: no such file; write one (see README, "

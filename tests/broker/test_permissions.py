@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,33 @@ def test_a_file_that_is_not_utf8_is_refused_not_raised(tmp_path: Path) -> None:
     path.write_bytes(b"[identities.feed]\npublish = ['md.\xff']\n")
     with pytest.raises(BrokerConfigError, match="is not UTF-8 text"):
         Permissions.load(path)
+
+
+def test_a_fifo_or_a_huge_file_at_the_path_is_refused_never_waited_for(tmp_path: Path) -> None:
+    # the forwarding thread reloads this file: open() of a FIFO blocked it (and all forwarding) until
+    # someone wrote to the FIFO
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    done = threading.Event()
+    errors: list[str] = []
+
+    def load() -> None:
+        try:
+            Permissions.load(fifo)
+        except BrokerConfigError as exc:
+            errors.append(str(exc))
+        done.set()
+
+    threading.Thread(target=load, daemon=True).start()
+    if not done.wait(10):
+        with open(fifo, "wb"):  # unblock the reader that waited for a writer
+            pass
+        raise AssertionError("loading a FIFO waited for a writer")
+    assert errors and "is not a regular file" in errors[0]
+    huge = tmp_path / "huge.toml"
+    huge.write_bytes(b"#" * ((1 << 20) + 1))
+    with pytest.raises(BrokerConfigError, match="has 1048577 bytes; at most 1048576 are read"):
+        Permissions.load(huge)
 
 
 def test_a_missing_file_is_refused_with_the_fix(tmp_path: Path) -> None:
