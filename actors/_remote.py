@@ -133,6 +133,8 @@ class RemoteHub(Hub):
 
     holds = 0
     """Times reading stopped because a consumer's queue was full (see :meth:`hold`)."""
+    subscription_slices = 0
+    """Times reading the bus's (un)subscriptions stopped after its time slice with more waiting."""
     renumbered = 0
     """Times this hub numbered its keys afresh under a new publisher id: it had published more keys
     than it keeps numbers for (``_CACHE_LIMIT`` + ``_SEQS_LIMIT``)."""
@@ -522,23 +524,35 @@ class RemoteHub(Hub):
                 await self._prefixes_changed.wait()
 
     def _on_pub_readable(self) -> None:
+        # for at most _SLICE_S, as the reader: a peer that subscribes and unsubscribes without end
+        # (each change reaches every publisher) must not hold the loop; the rest waits its turn
+        if self._closed:
+            return
         epoch = self._wanted.epoch
+        end = _perf() + _SLICE_S
+        more = False
         for index, pub in enumerate(self._pubs):
-            self._read_subscriptions(pub, index)
+            more = self._read_subscriptions(pub, index, end) or more
         if self._wanted.epoch != epoch:
             self._prefixes_changed.set()
+        if more:
+            self.subscription_slices += 1
+            self._loop.call_soon(self._on_pub_readable)
 
-    def _read_subscriptions(self, pub: zmq.Socket[bytes], broker: int) -> None:
+    def _read_subscriptions(self, pub: zmq.Socket[bytes], broker: int, end: float) -> bool:
         """Take the (un)subscriptions one broker forwarded (actors._wanted decides, the socket follows:
-        it is in manual mode, so only what this hub accepts reaches its table)."""
+        it is in manual mode, so only what this hub accepts reaches its table), until ``end``
+        (``_perf()``); True when it stopped there with more waiting."""
         wanted = self._wanted
         while True:
+            if _perf() >= end:
+                return True
             try:
                 msg = pub.recv(zmq.NOBLOCK)
             except zmq.Again:
-                break
+                return False
             except zmq.ZMQError:
-                return
+                return False
             flag, prefix = msg[:1], msg[1:]
             if flag == b"\x01":
                 refused = wanted.subscribe(broker, prefix)
