@@ -204,8 +204,3 @@ class QueuedStream:
 
     def flush(self) -> None:
         """Nothing to do here: the writer thread flushes what it writes."""
-
-
-def queued_sink_stats(sink: Any) -> LogStatistics:
-    """``sink.statistics()`` for a :class:`QueuedSink`, empty statistics for anything else."""
-    return sink.statistics() if isinstance(sink, QueuedSink) else LogStatistics()

@@ -36,7 +36,7 @@ from loguru import logger
 
 from ._errors import ConfigError
 from ._exception_info import exception_fields, exception_text
-from ._log_sink import DEFAULT_MAX_LINES, LogStatistics, QueuedSink, queued_sink_stats
+from ._log_sink import DEFAULT_MAX_LINES, LogStatistics, QueuedSink
 from ._tracing import tracing
 
 if TYPE_CHECKING:
@@ -248,7 +248,8 @@ def flush_logs(timeout: float = 5.0) -> bool:
 def log_statistics() -> LogStatistics:
     """Lines written, dropped (the stream fell ``$TICKBUS_LOG_QUEUE`` lines behind) and lost to failed
     writes by this process's log sink, and how many wait now."""
-    return queued_sink_stats(_state["sink"])
+    sink: QueuedSink | None = _state["sink"]
+    return sink.statistics() if sink is not None else LogStatistics()
 
 
 def log_failure(message: str, error: BaseException | None = None, *, exit_status: int = 2) -> None:

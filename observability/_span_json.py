@@ -343,13 +343,14 @@ class SpanLineExporter(SpanExporter):
                 encoded = encode_spans(spans, self._cache)
                 if self._stream.closed:
                     return SpanExportResult.FAILURE
-                if writer is not None:
-                    if encoded is not None:
-                        writer(_json.encode(encoded).decode() + "\n")
-                    return SpanExportResult.SUCCESS
-                if encoded is not None:
-                    self._stream.write(_json.encode(encoded).decode() + "\n")
-                self._stream.flush()
+                line = _json.encode(encoded).decode() + "\n" if encoded is not None else None
+                if writer is not None:  # its thread writes and flushes
+                    if line is not None:
+                        writer(line)
+                else:
+                    if line is not None:
+                        self._stream.write(line)
+                    self._stream.flush()
         except Exception as exc:  # an export must never raise into the drain (a full disk, say)
             self.failures += 1
             self._log.log("ERROR", "span-write", "writing spans failed ({} so far): {!r}", self.failures, exc)

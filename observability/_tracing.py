@@ -144,8 +144,7 @@ class Tracing:
         self.tracer: Tracer | None = None
         self._provider: TracerProvider | None = None
         self._processor: Any = None  # LoopSpanProcessor counts what it drops; the SDK's batch one does not
-        self._dropped = 0  # spans_dropped of the processors of earlier enables
-        self._exporter_dropped = 0  # and of their trace files' exporters (the disk not taking lines)
+        self._dropped = 0  # spans_dropped of the processors and file exporters of earlier enables
         self._writer: QueuedSink | None = None  # a trace file's writer thread
         self._line_exporter: SpanLineExporter | None = None
         self._made: _Made | None = None
@@ -344,7 +343,7 @@ class Tracing:
         writer, self._writer = self._writer, None
         if writer is not None:  # what the shutdown exported, written (a stalled disk: 5 s at most)
             writer.close(_CLOSE_WAIT_S)
-        self._exporter_dropped += getattr(self._line_exporter, "dropped", 0)
+        self._dropped += getattr(self._line_exporter, "dropped", 0)
         self._line_exporter = None
         stream, self._stream = self._stream, None
         if stream is not None:  # the exporter leaves a stream it was given open
@@ -379,7 +378,6 @@ class Tracing:
             max_origin_spans_per_second=self._max_origins,
             spans_dropped=self._dropped
             + getattr(self._processor, "dropped", 0)
-            + self._exporter_dropped
             + getattr(self._line_exporter, "dropped", 0),
         )
 
