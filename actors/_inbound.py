@@ -52,6 +52,16 @@ _new_header = tuple.__new__  # Header(...) without the namedtuple's keyword hand
 _DROPPED: Any = object()  # what _payload returns for a payload it counted and dropped
 
 
+def _no_rest() -> tuple[list[bytes], bool]:
+    return [], True
+
+
+class MessageCut(Exception):  # noqa: N818 -- a signal to the reader, not an error
+    """Raised out of :meth:`Inbound.read` (and :meth:`Inbound.handle`) once a multi-frame message was
+    counted whose frames ``rest_of_message`` did not all read: the reader stops its slice, and its
+    next callbacks skip the remaining frames first, a bounded number each."""
+
+
 @dataclass(frozen=True)
 class InboundStatistics:
     """Counters of one inbound path."""
@@ -105,8 +115,10 @@ class Inbound:
         # (publisher id, interval, farewell: the publisher announced it is closing)
         self.on_heartbeat: Callable[[str, float, bool], None] | None = None
         # the rest of a multi-frame message whose first frame has no key end (a format-1 sender):
-        # the hub reads it so the message is counted once, naming its version
-        self.rest_of_message: Callable[[], list[bytes]] = list
+        # the hub reads it so the message is counted once, naming its version. It returns the
+        # frames it kept (the first three, then empty placeholders) and whether it read them all:
+        # a hub reads a bounded number per call and skips the others in its next callbacks
+        self.rest_of_message: Callable[[], tuple[list[bytes], bool]] = _no_rest
         self._publishers: dict[bytes, str] = {}
 
     def handle(self, frame: bytes) -> None:  # noqa: PLR0911, PLR0915 -- the hot path, inlined on purpose
@@ -378,7 +390,15 @@ class Inbound:
             self._publishers[raw] = publisher
 
     def _no_key_end(self, frame: bytes) -> None:
-        rest = self.rest_of_message()
+        rest, whole = self.rest_of_message()
+        if not whole:  # a million empty frames read at once held the loop for a second
+            self._drop(
+                "frames",
+                "dropped a message of more than {} frames (format {} sends one)",
+                len(rest) + 1,
+                FORMAT_VERSION,
+            )
+            raise MessageCut
         if rest:
             self._drop("frames", "dropped {}", describe_frames([frame, *rest]))
             return

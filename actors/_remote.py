@@ -52,7 +52,7 @@ from broker import reset_payload_packer as _reset_payload_packer
 from observability import ConnectError, EnvelopeError, InvalidKeyError
 
 from ._hub import BrokerCopies, Hub, HubStatistics, Message, Route
-from ._inbound import DEFAULT_MAX_KEY, Inbound
+from ._inbound import DEFAULT_MAX_KEY, Inbound, MessageCut
 from ._liveness import DEFAULT_MAX_INTERVAL, HEARTBEAT_PREFIX, HubWatch
 from ._redundancy import DEFAULT_REORDER_WINDOW, RedundantTracker
 from ._sequence import SequenceTracker
@@ -61,6 +61,7 @@ from ._wanted import BusSubscriptions
 
 _SLICE_S = 0.001  # seconds of reading (and inline handling) per reader callback before yielding
 _CHUNK = 32  # messages between two looks at the clock
+_REST_FRAMES = 1_000  # frames of a multi-frame message read per reader callback (~1 ms): see _skip_cut
 _CACHE_LIMIT = 100_000  # keys whose frame start, numbering and "wanted" a hub keeps at hand
 # numbers kept of keys evicted from that cache: past it, the hub numbers every key afresh under a
 # new publisher id (_renumber), so what a publisher remembers is bounded whatever keys it is made
@@ -231,6 +232,7 @@ class RemoteHub(Hub):
         self._loop = asyncio.get_running_loop()
         self._closed = False
         self._held: set[object] = set()  # consumers whose queues are full: no reading meanwhile
+        self._cut: int | None = None  # the broker whose socket is in a refused message's frames
         self._start_reading(brokers)
         self._sweep_due = self._loop.time() + _HOUSEKEEPING
         self._housekeeping = self._loop.call_later(_HOUSEKEEPING, self._sweep)
@@ -656,14 +658,17 @@ class RemoteHub(Hub):
         # yields to the loop's other callbacks: a burst never starves timers or other actors, and
         # what this process cannot take waits in ZeroMQ's queues (or is dropped there, counted as
         # gaps by the sequence numbers) instead of being decoded to be dropped.
-        if self._closed or self._held:
+        if self._closed or self._held or (self._cut is not None and not self._skip_cut()):
             return
         read = self._inbound.read
         receive = self._receivers[0]
         end = _perf() + _SLICE_S
         while not self._held:
-            if read(receive, zmq.Again, _CHUNK) < _CHUNK:
-                return
+            try:
+                if read(receive, zmq.Again, _CHUNK) < _CHUNK:
+                    return
+            except MessageCut:  # its other frames in the next callbacks, the loop's others between
+                break
             if _perf() >= end:
                 self._watch.backlog_at = time.monotonic()  # out of time with messages waiting: a backlog
                 break
@@ -673,7 +678,7 @@ class RemoteHub(Hub):
     def _on_subs_readable(self) -> None:
         # _on_sub_readable for several brokers: each broker's socket in turn, a chunk at a time,
         # the tracker told which broker each frame came from (actors._redundancy).
-        if self._closed or self._held:
+        if self._closed or self._held or (self._cut is not None and not self._skip_cut()):
             return
         # Inbound.read_copies: the common shapes inline (the next copy from this broker, delivered
         # or counted redundant), anything else through Inbound.handle, the tracker seeing every copy
@@ -681,13 +686,18 @@ class RemoteHub(Hub):
         tracker: RedundantTracker = self._inbound.tracker  # type: ignore[assignment]
         end = _perf() + _SLICE_S
         while not self._held:
-            idle = True
-            for index, receive in enumerate(self._receivers):
-                tracker.source = index
-                if read(receive, zmq.Again, _CHUNK):
-                    idle = False
+            idle, cut = True, False
+            try:
+                for index, receive in enumerate(self._receivers):
+                    tracker.source = index
+                    if read(receive, zmq.Again, _CHUNK):
+                        idle = False
+            except MessageCut:  # as in _on_sub_readable
+                cut = True
             if tracker.held:
                 self._release()
+            if cut:
+                break
             if idle:
                 return
             if _perf() >= end:
@@ -729,16 +739,34 @@ class RemoteHub(Hub):
             if not self._held and not self._closed:
                 self._loop.call_soon(self._on_sub_readable)
 
-    def _rest_of_message(self) -> list[bytes]:
-        """The remaining frames of a multi-frame message (format 1, or not tickbus), all read; the first
-        three kept, later ones as empty placeholders (at most 1,000: the count is only described)."""
+    def _rest_of_message(self) -> tuple[list[bytes], bool]:
+        """The remaining frames of a multi-frame message (format 1, or not tickbus): the first three
+        kept, later ones as empty placeholders (the count is only described), and whether that was
+        all of them. At most ``_REST_FRAMES`` are read here; past that the reader stops
+        (``MessageCut``) and skips the others in its next callbacks (:meth:`_skip_cut`).
+        """
+        source = self._inbound.tracker.source
+        sock = self._subs[source]
         rest: list[bytes] = []
-        sock = self._subs[self._inbound.tracker.source]
         while sock.getsockopt(zmq.RCVMORE):
-            part = sock.recv(zmq.NOBLOCK)
-            if len(rest) < 1_000:
-                rest.append(part if len(rest) < 3 else b"")
-        return rest
+            if len(rest) >= _REST_FRAMES:
+                self._cut = source
+                return rest, False
+            part = sock.recv(zmq.NOBLOCK)  # a message's frames arrive together: never Again here
+            rest.append(part if len(rest) < 3 else b"")
+        return rest, True
+
+    def _skip_cut(self) -> bool:
+        """Read and discard up to ``_REST_FRAMES`` more frames of the refused message; True once it ended
+        (the reader goes on), else the next callback comes back for more."""
+        sock = self._subs[self._cut]  # type: ignore[index]
+        for _ in range(_REST_FRAMES):
+            if not sock.getsockopt(zmq.RCVMORE):
+                self._cut = None
+                return True
+            sock.recv(zmq.NOBLOCK)
+        self._loop.call_soon(self._on_sub_readable)
+        return False
 
     # -- connection state ---------------------------------------------------------------------
     def _on_monitor(self, index: int) -> None:

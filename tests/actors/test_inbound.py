@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors import Key, encode_header, encode_key, encode_payload
-from actors._inbound import DEFAULT_MAX_KEY, Inbound
+from actors._inbound import DEFAULT_MAX_KEY, Inbound, MessageCut
 from actors._liveness import LagMonitor
 from actors._redundancy import RedundantTracker
 from broker import FIXED, DecodeLimits, SubscriptionIndex, encode_message
@@ -108,9 +108,18 @@ def test_fuzzed_frames_never_raise_and_good_traffic_alongside_all_arrives(junk):
 def test_a_format_1_message_is_counted_once_naming_both_versions():
     inbound, got = make_inbound()
     v1 = [GOOD_KEY, msgpack.packb([1, "p", 1, 1, 1, None]), encode_payload(1)]
-    inbound.rest_of_message = lambda: v1[1:]  # what the hub reads of the rest of the message
+    inbound.rest_of_message = lambda: (v1[1:], True)  # what the hub read of the rest: all of it
     inbound.handle(v1[0])
     assert got == [] and inbound.statistics().malformed == 1 and inbound.malformed_by_reason == {"frames": 1}
+
+
+def test_a_message_whose_frames_were_not_all_read_is_counted_once_and_stops_the_reader():
+    inbound, got = make_inbound()
+    inbound.rest_of_message = lambda: ([b""] * 1_000, False)  # the hub read 1,000, more remain
+    with pytest.raises(MessageCut):
+        inbound.read(iter([b"", *good(1)]).__next__, StopIteration, 10)
+    assert got == [] and inbound.statistics().malformed == 1 and inbound.malformed_by_reason == {"frames": 1}
+    assert inbound.statistics().received == 1
 
 
 def _frame(key: tuple[str, ...], publisher: str, seq: int, payload: bytes, trace: bool = False) -> bytes:
