@@ -61,7 +61,11 @@ async def connect(
     each message once, in order per stream, whichever broker brought it first; the later copies
     are counted as ``redundant``, and a gap is counted only when no broker brought the message
     within ``reorder_window`` seconds (see ``actors._redundancy``). With ``wait`` it returns once
-    one broker is up; losing one of several is a warning, not an outage.
+    one broker is up; losing one of several is a warning, not an outage. Brokers named by host run
+    their connections on a ZeroMQ I/O thread each (libzmq resolves the name on every reconnect,
+    blocking that thread: shared, a broker gone while DNS does not answer stalled the other's
+    traffic too); a ``context`` of your own needs ``io_threads`` of at least the number of brokers
+    for that, else they share its threads.
 
     Liveness: ``heartbeat_ivl``/``heartbeat_timeout`` are ZeroMQ's ZMTP heartbeats, which drop a
     silent connection (a dead broker, a cut link) at most ``heartbeat_ivl + heartbeat_timeout``
