@@ -67,8 +67,8 @@ def test_a_pipe_nobody_reads_drops_counted_lines_and_never_blocks_the_logger(res
     # loguru's enqueue=True blocked here for good: its writer stuck in write(), its pipe full
     assert done.wait(60), "logging blocked on a stream that takes no lines"
     stalled = observability.log_statistics()
-    assert stalled.dropped > 0 and peak[0] <= MAX_LINES
-    assert stalled.written + stalled.dropped + stalled.queued + stalled.failures <= total
+    assert stalled.dropped > 0 and peak[0] <= MAX_LINES  # (what was written may hold a "dropped"
+    # notice of the writer's own already: the exact accounting is below, once everything is read)
 
     received = bytearray()
     reader = threading.Thread(target=_drain, args=(read_fd, received), daemon=True)
@@ -198,3 +198,39 @@ def test_a_ready_line_on_a_stream_that_takes_nothing_never_blocks_its_caller():
     reader.join(30)  # to the end of the pipe
     os.close(read_fd)
     assert received.endswith(b"tickbus run ready group=g actors=a\n")
+
+
+class _GatedStream(io.StringIO):
+    """A stream whose writes wait for ``gate``: the writer thread stays busy in one write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.writing = threading.Event()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writing.set()
+        self.gate.wait(30)
+        self.writes += 1
+        return super().write(text)
+
+
+def test_lines_given_while_the_writer_is_busy_do_not_wake_it_and_go_out_in_one_write() -> None:
+    # Each wake-up of the writer thread makes the thread that logs lose the GIL to it: a trace file's
+    # export slices or a burst of log lines each cost that, once per line, before
+    stream = _GatedStream()
+    sink = QueuedSink(stream, str, max_lines=1_000, name="test-gated-writer")
+    try:
+        sink("first\n")
+        assert stream.writing.wait(10), "the writer never took the first line"
+        for n in range(200):
+            sink(f"line {n}\n")
+        assert not sink._wake.is_set(), "lines given while the writer was busy woke it (it drains them anyway)"
+        stream.gate.set()
+        assert sink.flush(10)
+        assert stream.getvalue() == "first\n" + "".join(f"line {n}\n" for n in range(200))
+        assert stream.writes == 2  # the first line, then the 200 in one write (under _BATCH of 256)
+    finally:
+        stream.gate.set()
+        sink.close(5)
