@@ -30,6 +30,7 @@ import os
 import socket
 import sys
 import threading
+import types
 from typing import TYPE_CHECKING, Any, TextIO
 
 from loguru import logger
@@ -212,7 +213,43 @@ def _install(process: str, level: str, json: bool, out: TextIO, max_lines: int =
         atexit.register(_flush_at_exit)  # after loguru's own (atexit runs the last registered first)
         _state["atexit"] = True
     logging.basicConfig(handlers=[InterceptHandler()], level=logger.level(level).no, force=True)
+    _route_python_reports()
     _state["configured"] = True
+
+
+def _route_python_reports() -> None:
+    """Python's own reports through loguru too: a warning, a thread ended by an exception, an
+    exception ignored in ``__del__``. Python writes them to ``sys.stderr`` itself, on the thread
+    that raised (the event loop's, for a warning or a ``__del__`` there), which a stalled journal
+    blocks, and as raw text among the JSON lines a log pipeline parses."""
+    # the "py.warnings" logger, intercepted as the rest of logging; off first, as a second call
+    # does nothing while the first one's hook is remembered, even when it was replaced since
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
+    threading.excepthook = _thread_ended
+    sys.unraisablehook = _ignored_exception
+
+
+def _thread_ended(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:  # as Python's own hook: a thread may end itself that way
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    exception = (args.exc_type, args.exc_value, args.exc_traceback) if args.exc_value is not None else None
+    logger.opt(exception=exception).error("thread {} ended by {}", name, args.exc_type.__name__)
+
+
+def _ignored_exception(unraisable: Any) -> None:
+    value = unraisable.exc_value
+    exception = (unraisable.exc_type, value, unraisable.exc_traceback) if value is not None else None
+    # a function's name (a __del__), else the object's type: never its repr, which may cost anything
+    where = unraisable.object
+    name = where.__qualname__ if isinstance(where, _FUNCTIONS) else f"a {type(where).__qualname__} object"
+    logger.opt(exception=exception).warning(
+        "{}: {}: {}", unraisable.err_msg or "Exception ignored in", name, unraisable.exc_type.__name__
+    )
+
+
+_FUNCTIONS = (types.FunctionType, types.MethodType, types.BuiltinFunctionType)
 
 
 def _flush_at_exit() -> None:

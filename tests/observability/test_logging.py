@@ -11,6 +11,8 @@ import logging
 import os
 import socket
 import sys
+import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -255,3 +257,41 @@ def test_logging_an_exception_never_reprs_the_variables_of_the_failing_line(stre
     assert observability.flush_logs()
     assert _Book.reprs == 0
     assert "KeyError" in stream.getvalue()
+
+
+def _fail_in_thread() -> None:
+    raise ConnectionError("the feed went away")
+
+
+class _Leaky:
+    def __del__(self) -> None:
+        raise RuntimeError("close failed")
+
+
+def test_python_s_own_reports_are_json_lines_never_raw_text_on_stderr(stream, capfd):
+    # a warning, a thread ended by an exception, an exception ignored in __del__: Python wrote each to
+    # sys.stderr itself (on the event loop's thread, for a warning or a __del__ there: a stalled
+    # journal blocked it), as raw text among the JSON lines
+    saved = threading.excepthook, sys.unraisablehook
+    try:
+        observability.configure_logging("svc", json=True, stream=stream, level="INFO")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("tick size table is stale", UserWarning, stacklevel=1)
+        thread = threading.Thread(target=_fail_in_thread, name="feed-reader")
+        thread.start()
+        thread.join(10)
+        _Leaky()  # dropped at once: its __del__ raises
+        entries = records(stream)
+    finally:
+        threading.excepthook, sys.unraisablehook = saved
+        logging.captureWarnings(False)
+    assert capfd.readouterr().err == ""
+    by_level = {(entry["level"], entry["message"].split(":")[0]) for entry in entries}
+    warned = [entry for entry in entries if "tick size table is stale" in entry["message"]]
+    assert len(warned) == 1 and warned[0]["level"] == "WARNING" and warned[0]["logger"] == "py.warnings"
+    [ended] = [entry for entry in entries if entry["message"] == "thread feed-reader ended by ConnectionError"]
+    assert ended["level"] == "ERROR" and ended["exception"]["message"] == "the feed went away"
+    [ignored] = [entry for entry in entries if "_Leaky" in entry["message"]]
+    assert ignored["level"] == "WARNING", by_level
+    assert ignored["exception"]["type"] == "RuntimeError" and ignored["exception"]["message"] == "close failed"
