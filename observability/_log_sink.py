@@ -80,6 +80,9 @@ class QueuedSink:
         self._lines: collections.deque[str] = collections.deque()  # loguru's Message is a str
         self._wake = threading.Event()
         self._idle = False  # the writer waits for a wake-up: only then does a line set _wake
+        # flush() calls waiting: the writer writes at once (an increment two flushing threads race
+        # on may be lost: then the writer just skips gathering, or gathers as before)
+        self._flushing = 0
         self._busy = False  # the writer holds lines it took off the queue
         self._closed = False
         self._abandoned = False
@@ -119,14 +122,18 @@ class QueuedSink:
         """Wait until every queued line is written; False if that took longer than ``timeout`` s."""
         if threading.current_thread() is self._thread:
             return not self._lines
-        self._idle = False
-        self._wake.set()
-        deadline = time.monotonic() + timeout
-        while self._lines or self._busy:  # rare (exit, a failed start): a short poll is enough
-            if time.monotonic() >= deadline or not self._thread.is_alive():
-                return False
-            time.sleep(0.002)
-        return True
+        self._flushing += 1  # the writer does not wait for more lines to gather
+        try:
+            self._idle = False
+            self._wake.set()
+            deadline = time.monotonic() + timeout
+            while self._lines or self._busy:  # rare (exit, a failed start): a short poll is enough
+                if time.monotonic() >= deadline or not self._thread.is_alive():
+                    return False
+                time.sleep(0.002)
+            return True
+        finally:
+            self._flushing -= 1
 
     def close(self, timeout: float) -> bool:
         """Write what is queued (waiting at most ``timeout`` s), then stop the thread; later lines are
@@ -143,8 +150,10 @@ class QueuedSink:
             self._idle = True  # then the queue is looked at: a line appended meanwhile is not missed
             if not self._lines and not self._closed:
                 self._wake.wait(self._until_notice())
-                if not self._closed:
-                    time.sleep(GATHER_S)  # the rest of the burst joins the same write
+                self._idle = False
+                self._wake.clear()
+                if not (self._closed or self._flushing):  # the rest of the burst joins the same
+                    self._wake.wait(GATHER_S)  # write; no line wakes the writer meanwhile, a flush does
             self._idle = False
             self._wake.clear()
             try:
