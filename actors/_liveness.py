@@ -72,6 +72,9 @@ HEARTBEAT_PREFIX = encode_key(HEARTBEAT)
 _IN_A_ROW = 3  # idle heartbeats that carry the report one after another
 _SPACING = 16  # ... then every 16th, for as long as the publisher stays idle
 _MAX_ENTRIES = 20_000  # keys in one idle report (the ones that moved longest ago go first)
+HEARTBEAT_CONTAINERS = _MAX_ENTRIES + 2
+"""Arrays and maps in the largest heartbeat a hub sends (its map, its list, one per entry): a
+receiver decodes heartbeats under this bound, so one larger costs no more than the largest real one."""
 _HOST = socket.gethostname()
 DEFAULT_MAX_PUBLISHERS = 10_000  # publishers a subscriber watches (as many as it tracks sequences of)
 DEFAULT_MAX_INTERVAL = 3600.0  # seconds: the longest heartbeat interval a subscriber accepts

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from actors import Key, encode_header, encode_key, encode_payload
 from actors._inbound import DEFAULT_MAX_KEY, Inbound, MessageCut
-from actors._liveness import LagMonitor
+from actors._liveness import HEARTBEAT_CONTAINERS, LagMonitor
 from actors._redundancy import RedundantTracker
 from broker import FIXED, DecodeLimits, SubscriptionIndex, encode_message
 from observability import RateLimitedLog
@@ -330,6 +330,19 @@ def test_a_heartbeat_is_decoded_under_the_same_limits_as_data():
     inbound.handle(_heartbeat({"i": 1, "k": [[GOOD_KEY, n] for n in range(2000)]}))  # 2,001 containers
     assert heard == [] and inbound.malformed_by_reason == {"heartbeat": 1} and inbound.heartbeats == 0
     inbound.handle(_heartbeat({"i": 1, "k": [[GOOD_KEY, n] for n in range(900)]}))
+    assert len(heard) == 1 and inbound.heartbeats == 1
+
+
+def test_a_heartbeat_holds_no_more_entries_than_the_largest_a_hub_sends():
+    # the data path's 100,000 containers let 1 MiB of entries cost every subscribed hub ~60-90 ms to
+    # decode; a hub's largest idle report is 20,000 keys (its map, its list and an entry each)
+    inbound, _ = make_inbound(max_payload=1024 * 1024)
+    heard: list = []
+    inbound.on_heartbeat = lambda *beat: heard.append(beat)
+    entries = [[GOOD_KEY, n] for n in range(HEARTBEAT_CONTAINERS - 1)]  # one entry too many
+    inbound.handle(_heartbeat({"i": 1, "k": entries}))
+    assert heard == [] and inbound.malformed_by_reason == {"heartbeat": 1}
+    inbound.handle(_heartbeat({"i": 1, "k": entries[:-1]}))  # the largest a hub sends
     assert len(heard) == 1 and inbound.heartbeats == 1
 
 
