@@ -85,7 +85,7 @@ from ._loop_health import (
 from ._metrics import Metrics, MetricsStatistics, metrics
 from ._ratelimit import RateLimitedLog, TokenBucket
 from ._resource import data_dir, module_version, process_resource, tickbus_version
-from ._rotation import RotatingFile, Rotation
+from ._rotation import RotatingFile, Rotation, rotated_files
 from ._scheduling import (
     SchedulingCounters,
     child_processes,
@@ -192,6 +192,7 @@ __all__ = [
     "real_time_scheduling",
     "render_list",
     "render_trace",
+    "rotated_files",
     "set_callback_labeller",
     "set_task_labeller",
     "slow_callbacks",

@@ -49,6 +49,17 @@ ROTATED = r"\.\d{8}T\d{12}Z"
 """The stamp a rotated file's name gets before its suffix, as a regex: ``.20261204T093715123456Z``."""
 
 
+def rotated_files(path: str | Path) -> list[Path]:
+    """The files a :class:`RotatingFile` at ``path`` rotated out and retention kept, oldest first."""
+    path = Path(path)
+    own = re.compile(re.escape(path.stem) + ROTATED + re.escape(path.suffix))
+    try:
+        names = sorted(entry.name for entry in os.scandir(path.parent) if own.fullmatch(entry.name))
+    except OSError:  # no directory (yet), or not readable: nothing rotated to read
+        return []
+    return [path.parent / name for name in names]  # the stamp sorts by time
+
+
 @dataclass(frozen=True)
 class Rotation:
     """How big an export file grows and how many rotated ones stay.

@@ -146,11 +146,19 @@ def _merged(store: ProfileStore, chosen: list[WindowSummary]) -> ProfileWindow:
 
 
 def _alerts(path: Path, name: str, since: float) -> list[dict[str, Any]]:
+    """The alerts of ``name`` detected since ``since``, from the alerts file and the files it rotated
+    out that were written to since then."""
+    from observability import rotated_files
+
+    lines: list[str] = []
+    for file in [*rotated_files(path), path]:
+        try:
+            if file is not path and file.stat().st_mtime < since:
+                continue
+            lines += file.read_text().splitlines()
+        except OSError:
+            continue
     found = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
     for line in lines:
         try:
             record = json.loads(line)

@@ -215,6 +215,7 @@ class Profiler:
             await asyncio.gather(*self._tasks.values(), *([ticker] if ticker else []), return_exceptions=True)
             self._save(self.targets.flush_all(time.time()))
             await self.alerts.drain()
+            self.alerts.close()
             if hub is not None:
                 await hub.close()
             self.store.close()

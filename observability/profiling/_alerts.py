@@ -33,10 +33,14 @@ from typing import Any
 from loguru import logger
 
 from .._alert_counters import AlertCounters, profile_alerts
+from .._rotation import RotatingFile, Rotation
 from ._regression import Regression
 
 WEBHOOK_TIMEOUT = 5.0
 MAX_WEBHOOK_POSTS = 100  # posts queued or in flight; more (a webhook that hangs) are failures at once
+ALERTS_ROTATION = Rotation(max_bytes=32 * 1024 * 1024, keep=8, max_age_days=0)
+"""The alerts file: renamed ``alerts.<UTC time>Z.jsonl`` at 32 MiB (~30,000 alerts), the newest 8 of
+those kept whatever their age (it grew without bound: one line per alert raised or resolved)."""
 _FAILURE_LOG_EVERY = 60.0
 
 
@@ -148,6 +152,7 @@ class AlertDispatcher:
         # one thread: posts leave in the order of the events (raised before resolved)
         self._poster = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="alert-webhook")
         self._last_failure_log = -math.inf
+        self._stream: RotatingFile | None = None  # opened at the first alert (again after a failed open)
 
     def handle(self, events: list[Regression]) -> list[dict[str, Any]]:
         """Dispatch ``events``; returns their records."""
@@ -183,9 +188,9 @@ class AlertDispatcher:
         if self.alerts_file is None:
             return
         try:
-            self.alerts_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.alerts_file, "a", encoding="utf-8") as out:
-                out.write(json.dumps(record, sort_keys=True) + "\n")
+            if self._stream is None:
+                self._stream = RotatingFile(self.alerts_file, ALERTS_ROTATION, signal="alerts")
+            self._stream.write(json.dumps(record, sort_keys=True) + "\n")  # one write: whole or nothing
         except OSError as exc:
             self.counters.file_failures += 1
             logger.error(
@@ -193,6 +198,12 @@ class AlertDispatcher:
                 self.alerts_file,
                 exc,
             )
+
+    def close(self) -> None:
+        """Close the alerts file (a later alert opens it again)."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def _post(self, record: dict[str, Any]) -> None:
         body = json.dumps(record).encode()

@@ -198,6 +198,25 @@ def test_an_unwritable_alerts_file_is_counted_and_logged(tmp_path):
     assert counters.file_failures == 1 and counters.raised == 1
 
 
+def test_the_alerts_file_rotates_and_keeps_a_bounded_number_of_rotated_files(tmp_path, monkeypatch):
+    from observability.profiling import _alerts
+
+    # it grew without bound before: one line per alert raised or resolved, never rotated
+    monkeypatch.setattr(_alerts, "ALERTS_ROTATION", observability.Rotation(max_bytes=4_000, keep=3, max_age_days=0))
+    path = tmp_path / "alerts.jsonl"
+    dispatcher = AlertDispatcher(path, counters=AlertCounters())
+    try:
+        for _ in range(40):
+            dispatcher.handle([regression(), regression("resolved")])
+    finally:
+        dispatcher.close()
+    rotated = observability.rotated_files(path)
+    assert len(rotated) == 3  # the newest three rotated files, whatever their age
+    assert all(file.stat().st_size <= 4_000 for file in [*rotated, path])
+    kept = [json.loads(line) for file in [*rotated, path] for line in file.read_text().splitlines()]
+    assert 0 < len(kept) < 80 and [r["state"] for r in kept[-2:]] == ["active", "resolved"]
+
+
 def test_alerts_are_exported_as_opentelemetry_metrics(tmp_path):
     from observability._alert_counters import profile_alerts
 

@@ -163,6 +163,20 @@ def test_the_cli_diffs_versions_exports_and_writes_the_report(store_dir):
     assert out.returncode == 0 and (store_dir / "r.html").read_text().count("<rect") > 5
 
 
+def test_the_report_shows_the_alerts_of_rotated_alerts_files_too(store_dir):
+    def alert(name: str) -> str:
+        function = {"name": name, "file": "model.py", "line": 9}
+        return json.dumps({"state": "active", "actor": "model", "function": function, "detected_at": time.time()})
+
+    # the collector rotates alerts.jsonl at 32 MiB: older alerts live in alerts.<UTC time>Z.jsonl
+    (store_dir / "alerts.20261201T000000000000Z.jsonl").write_text(alert("Model.rotated_out") + "\n")
+    (store_dir / "alerts.jsonl").write_text(alert("Model.current") + "\n")
+    out = tickbus("report", "-o", str(store_dir / "r.html"), data_dir=store_dir)
+    assert out.returncode == 0, out.stderr
+    page = (store_dir / "r.html").read_text()
+    assert "Model.rotated_out" in page and "Model.current" in page
+
+
 def test_the_cli_says_what_is_missing(store_dir, tmp_path):
     out = tickbus("diff", "--versions", "1.0", "9.9", data_dir=store_dir)
     assert out.returncode == 1 and "no windows of 'model' in version '9.9'" in out.stderr
