@@ -67,6 +67,7 @@ __all__ = ["Profiler", "ProfilerConfig", "ProfilerStatistics", "own_process", "p
 
 _HEALTHY_RUN = 60.0  # a sampler that ran this long starts its backoff afresh after dying
 _BUS_WAIT = 2.0  # seconds to wait for the broker when --pid targets can be profiled without it
+_STORE_CHECK_S = 5.0  # seconds between two looks at whether the store's file is still there
 
 
 @dataclass(frozen=True)
@@ -381,9 +382,12 @@ class Profiler:
 
     async def _tick(self) -> None:
         period = min(1.0, self.config.window / 4)
-        next_retention = time.monotonic()
+        next_retention = next_check = time.monotonic()
         while True:
             try:
+                if time.monotonic() >= next_check:  # before windows are written to a file nobody sees
+                    next_check = time.monotonic() + _STORE_CHECK_S
+                    self._check_store()
                 self._save(self.targets.tick(time.time()))
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + self.config.retention_every
@@ -391,6 +395,13 @@ class Profiler:
             except Exception as exc:  # the ticker closes windows and bounds the store: it must not end
                 self._internal_error("tick", exc)
             await asyncio.sleep(period)
+
+    def _check_store(self) -> None:
+        try:
+            if self.store.reopen_if_gone():  # an operator's rm, a cleaner: windows went nowhere
+                logger.warning("profile store {} was deleted or replaced: opened anew", self.store.path)
+        except ProfileStoreError as exc:  # the next check tries again; windows meanwhile are counted lost
+            self._log.log("ERROR", "store", "{}", exc)
 
     def _retain(self) -> None:
         try:

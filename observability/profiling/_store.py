@@ -14,7 +14,9 @@ deleted; roll-ups older than ``rollup_days`` are deleted; then, while the live d
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import zlib
 from collections import defaultdict
@@ -143,18 +145,53 @@ class ProfileStore:
             raise ProfileStoreError(
                 f"no profile store at {self.path}; start `tickbus profiler` (or pass --data-dir)"
             )
+        self.reopened = 0
+        """Times the store's file was found deleted or replaced and opened anew (:meth:`reopen_if_gone`)."""
+        self._create = create
+        self._db, self._file_id = self._open()
+
+    def _open(self) -> tuple[sqlite3.Connection, tuple[int, int] | None]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-            if create:  # queries (create=False) never write, so they never wait for the collector
-                self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect on a new file only
-                self._db.execute("PRAGMA journal_mode = WAL")
-                self._db.executescript(_SCHEMA)
-                self._db.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
-                )
+            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            if self._create:  # queries (create=False) never write, so they never wait for the collector
+                db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect on a new file only
+                db.execute("PRAGMA journal_mode = WAL")
+                db.executescript(_SCHEMA)
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
         except (sqlite3.Error, OSError) as exc:
             raise self._error("cannot open", exc) from exc
+        return db, self._identity()
+
+    def _identity(self) -> tuple[int, int] | None:
+        """The (device, inode) of the file at the store's path now; None when there is none."""
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def reopen_if_gone(self) -> bool:
+        """Open the store anew (empty) when its file was deleted or replaced under this connection:
+        windows written to a deleted file are lost with it, unseen by every query. True if it did.
+
+        ``ProfileStoreError`` when the new file cannot be opened (the next call tries again)."""
+        if self._identity() == self._file_id and self._file_id is not None:
+            return False
+        # SQLite leaves the old file's write-ahead log and its index behind when that file lost its
+        # name: opened with them, the new file replays the old one's last writes over its own pages
+        # (a replaced store read the old one's rows, measured). They go with the connection.
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        self._file_id = None  # until a file is open again: the next call tries
+        for leftover in (self._wal, self.path.with_name(self.path.name + "-shm")):
+            try:
+                leftover.unlink(missing_ok=True)
+            except OSError as exc:  # not opened over them: the next call tries again
+                raise self._error("cannot remove the old write-ahead log of", exc) from exc
+        self._db, self._file_id = self._open()
+        self.reopened += 1
+        return True
 
     def __enter__(self) -> ProfileStore:
         return self

@@ -57,6 +57,42 @@ async def test_profiler_with_a_pid_and_no_broker_logs_it_once_and_stores_windows
     assert any(s.endswith(":burn_cpu_for_profiler_tests") for w in windows for s in w.stacks)
 
 
+async def test_a_profile_store_deleted_under_the_profiler_is_opened_anew_and_filled(tmp_path):
+    # windows written to a deleted store went nowhere: every `tickbus profile` query saw an empty one
+    from tickbus.collector import Profiler, ProfilerConfig
+
+    child = start_child()
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="INFO")
+    config = ProfilerConfig(
+        frontend=f"tcp://127.0.0.1:{_unused_port()}",
+        backend=f"tcp://127.0.0.1:{_unused_port()}",
+        window=1.0,
+        pids=(child.pid,),
+        data_dir=tmp_path,
+        host="h",
+    )
+    profiler = Profiler(config)
+    stop = asyncio.Event()
+    path = tmp_path / "profiles.sqlite"
+    try:
+        task = asyncio.create_task(profiler.run(stop))
+        await eventually(lambda: profiler.statistics().windows_stored >= 1, 30, "a stored window")
+        path.unlink()  # an operator's rm, a cleaner
+        stored = profiler.statistics().windows_stored
+        await eventually(lambda: profiler.store.reopened == 1, 30, "the store opened anew")
+        await eventually(lambda: profiler.statistics().windows_stored >= stored + 2, 30, "windows after it")
+        stop.set()
+        await asyncio.wait_for(task, 20)
+    finally:
+        stop.set()
+        logger.remove(sink)
+        stop_child(child)
+    assert any("was deleted or replaced: opened anew" in line for line in lines)
+    with ProfileStore(path, create=False) as store:
+        assert store.windows(actor=f"pid-{child.pid}", last=5)
+
+
 async def test_profiler_without_pids_still_needs_the_broker(tmp_path):
     from observability import ConnectError
     from tickbus.collector import Profiler, ProfilerConfig

@@ -163,3 +163,28 @@ def test_retention_failing_on_a_full_disk_names_the_disk_not_the_rollback(store,
     monkeypatch.setattr(store, "_roll_up", full)
     with pytest.raises(ProfileStoreError, match="database or disk is full"):
         store.apply_retention(now=0.0)
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_store_deleted_or_replaced_under_it_is_opened_anew(tmp_path, how):
+    # windows written to a deleted file went nowhere: every query opened the new, empty one
+    path = tmp_path / "profiles.sqlite"
+    store = ProfileStore(path)
+    try:
+        store.add(window("model", 1.0))
+        assert store.reopen_if_gone() is False
+        if how == "deleted":
+            path.unlink()  # an operator's rm, a cleaner: the -wal and -shm files stay behind
+        else:
+            other = ProfileStore(tmp_path / "other.sqlite")
+            other.add(window("other", 5.0))
+            other.close()
+            (tmp_path / "other.sqlite").replace(path)
+        assert store.reopen_if_gone() is True and store.reopened == 1
+        store.add(window("model", 2.0))
+        assert store.reopen_if_gone() is False
+    finally:
+        store.close()
+    with ProfileStore(path, create=False) as seen:  # what `tickbus profile` reads now
+        groups = sorted((s.group, s.start) for s in seen.summaries())
+    assert groups == ([("model", 2.0)] if how == "deleted" else [("model", 2.0), ("other", 5.0)])
