@@ -400,7 +400,7 @@ class Inbound:
         if not whole:  # a million empty frames read at once held the loop for a second
             self._drop(
                 "frames",
-                "dropped a message of more than {} frames (format {} sends one)",
+                "dropped a message of more than {:,} frames (format {} sends one)",
                 len(rest) + 1,
                 FORMAT_VERSION,
             )

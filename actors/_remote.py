@@ -251,6 +251,7 @@ class RemoteHub(Hub):
         self._closed = False
         self._held: set[object] = set()  # consumers whose queues are full: no reading meanwhile
         self._cut: int | None = None  # the broker whose socket is in a refused message's frames
+        self._skip_soon: asyncio.Handle | None = None  # the callback that skips more of them
         self._start_reading(brokers)
         self._sweep_due = self._loop.time() + _HOUSEKEEPING
         self._housekeeping = self._loop.call_later(_HOUSEKEEPING, self._sweep)
@@ -697,7 +698,8 @@ class RemoteHub(Hub):
                 if read(receive, zmq.Again, _CHUNK) < _CHUNK:
                     return
             except MessageCut:  # its other frames in the next callbacks, the loop's others between
-                break
+                self._resume_skip()
+                return
             if _perf() >= end:
                 self._watch.backlog_at = time.monotonic()  # out of time with messages waiting: a backlog
                 break
@@ -726,7 +728,8 @@ class RemoteHub(Hub):
             if tracker.held:
                 self._release()
             if cut:
-                break
+                self._resume_skip()
+                return
             if idle:
                 return
             if _perf() >= end:
@@ -781,21 +784,36 @@ class RemoteHub(Hub):
             if len(rest) >= _REST_FRAMES:
                 self._cut = source
                 return rest, False
-            part = sock.recv(zmq.NOBLOCK)  # a message's frames arrive together: never Again here
-            rest.append(part if len(rest) < 3 else b"")
+            # a message's frames arrive together: never Again here; past the third, not copied
+            if len(rest) < 3:
+                rest.append(sock.recv(zmq.NOBLOCK))
+            else:
+                sock.recv(zmq.NOBLOCK, copy=False)
+                rest.append(b"")
         return rest, True
 
     def _skip_cut(self) -> bool:
         """Read and discard up to ``_REST_FRAMES`` more frames of the refused message; True once it ended
-        (the reader goes on), else the next callback comes back for more."""
+        (the reader goes on), else one callback (:meth:`_resume_skip`) comes back for more."""
         sock = self._subs[self._cut]  # type: ignore[index]
         for _ in range(_REST_FRAMES):
             if not sock.getsockopt(zmq.RCVMORE):
                 self._cut = None
                 return True
-            sock.recv(zmq.NOBLOCK)
-        self._loop.call_soon(self._on_sub_readable)
+            sock.recv(zmq.NOBLOCK, copy=False)  # dropped: never copied out of ZeroMQ's message
+        self._resume_skip()
         return False
+
+    def _resume_skip(self) -> None:
+        # one pending callback at most for the rest of a cut message, whoever ran out of frames:
+        # the reader also runs for the other broker's socket, which stays readable meanwhile, and
+        # for the sweep, and a callback each would have made a chain each, all skipping at once
+        if self._skip_soon is None:
+            self._skip_soon = self._loop.call_soon(self._skip_turn)
+
+    def _skip_turn(self) -> None:
+        self._skip_soon = None
+        self._on_sub_readable()
 
     # -- connection state ---------------------------------------------------------------------
     def _on_monitor(self, index: int) -> None:

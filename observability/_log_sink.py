@@ -80,9 +80,8 @@ class QueuedSink:
         self._lines: collections.deque[str] = collections.deque()  # loguru's Message is a str
         self._wake = threading.Event()
         self._idle = False  # the writer waits for a wake-up: only then does a line set _wake
-        # flush() calls waiting: the writer writes at once (an increment two flushing threads race
-        # on may be lost: then the writer just skips gathering, or gathers as before)
-        self._flushing = 0
+        self._flushing = 0  # flush() calls waiting: the writer writes at once
+        self._flush_lock = threading.Lock()  # for that count only (flush is never on a hot path)
         self._busy = False  # the writer holds lines it took off the queue
         self._closed = False
         self._abandoned = False
@@ -122,7 +121,8 @@ class QueuedSink:
         """Wait until every queued line is written; False if that took longer than ``timeout`` s."""
         if threading.current_thread() is self._thread:
             return not self._lines
-        self._flushing += 1  # the writer does not wait for more lines to gather
+        with self._flush_lock:
+            self._flushing += 1  # the writer does not wait for more lines to gather
         try:
             self._idle = False
             self._wake.set()
@@ -133,7 +133,8 @@ class QueuedSink:
                 time.sleep(0.002)
             return True
         finally:
-            self._flushing -= 1
+            with self._flush_lock:
+                self._flushing -= 1
 
     def close(self, timeout: float) -> bool:
         """Write what is queued (waiting at most ``timeout`` s), then stop the thread; later lines are

@@ -226,19 +226,43 @@ def _route_python_reports() -> None:
     # does nothing while the first one's hook is remembered, even when it was replaced since
     logging.captureWarnings(False)
     logging.captureWarnings(True)
-    threading.excepthook = _thread_ended
-    sys.unraisablehook = _ignored_exception
+    # a hook someone else installed (an error reporter, a test runner) still gets the report after
+    # it is logged; Python's own writes to stderr, which is what this replaces
+    if threading.excepthook is not _thread_ended:
+        _hooks["thread"] = threading.excepthook
+        threading.excepthook = _thread_ended
+    if sys.unraisablehook is not _ignored_exception:
+        _hooks["unraisable"] = sys.unraisablehook
+        sys.unraisablehook = _ignored_exception
+
+
+_hooks: dict[str, Any] = {"thread": threading.__excepthook__, "unraisable": sys.__unraisablehook__}
+
+
+def _sink_open() -> bool:
+    sink: QueuedSink | None = _state["sink"]
+    return sink is not None and not sink.closed
 
 
 def _thread_ended(args: threading.ExceptHookArgs) -> None:
-    if args.exc_type is SystemExit:  # as Python's own hook: a thread may end itself that way
+    previous = _hooks["thread"]
+    if not _sink_open():  # at exit, once the log is closed: Python's own report (or the one before)
+        previous(args)
         return
-    name = args.thread.name if args.thread is not None else "?"
-    exception = (args.exc_type, args.exc_value, args.exc_traceback) if args.exc_value is not None else None
-    logger.opt(exception=exception).error("thread {} ended by {}", name, args.exc_type.__name__)
+    if args.exc_type is not SystemExit:  # as Python's own hook: a thread may end itself that way
+        name = args.thread.name if args.thread is not None else "?"
+        value = args.exc_value
+        exception = (args.exc_type, value, args.exc_traceback) if value is not None else None
+        logger.opt(exception=exception).error("thread {} ended by {}", name, args.exc_type.__name__)
+    if previous is not threading.__excepthook__:
+        previous(args)
 
 
 def _ignored_exception(unraisable: Any) -> None:
+    previous = _hooks["unraisable"]
+    if not _sink_open():  # as in _thread_ended
+        previous(unraisable)
+        return
     value = unraisable.exc_value
     exception = (unraisable.exc_type, value, unraisable.exc_traceback) if value is not None else None
     # a function's name (a __del__), else the object's type: never its repr, which may cost anything
@@ -247,6 +271,8 @@ def _ignored_exception(unraisable: Any) -> None:
     logger.opt(exception=exception).warning(
         "{}: {}: {}", unraisable.err_msg or "Exception ignored in", name, unraisable.exc_type.__name__
     )
+    if previous is not sys.__unraisablehook__:
+        previous(unraisable)
 
 
 _FUNCTIONS = (types.FunctionType, types.MethodType, types.BuiltinFunctionType)

@@ -214,12 +214,16 @@ class Profiler:
             if ticker is not None:
                 ticker.cancel()
             await asyncio.gather(*self._tasks.values(), *([ticker] if ticker else []), return_exceptions=True)
-            self._save(self.targets.flush_all(time.time()))
-            await self.alerts.drain()
-            self.alerts.close()
-            if hub is not None:
-                await hub.close()
-            self.store.close()
+            try:
+                self._save(self.targets.flush_all(time.time()))
+                await self.alerts.drain()
+            finally:  # whatever the last windows did, the files and the bus are let go
+                self.alerts.close()
+                try:
+                    if hub is not None:
+                        await hub.close()
+                finally:
+                    self.store.close()
 
     async def _connect(self) -> actors.RemoteHub | None:
         """The bus, or ``None`` when it is unreachable and ``--pid`` targets need no discovery."""
@@ -401,7 +405,7 @@ class Profiler:
             if self.store.reopen_if_gone():  # an operator's rm, a cleaner: windows went nowhere
                 logger.warning("profile store {} was deleted or replaced: opened anew", self.store.path)
         except ProfileStoreError as exc:  # the next check tries again; windows meanwhile are counted lost
-            self._log.log("ERROR", "store", "{}", exc)
+            self._log.log("ERROR", "store-reopen", "{}", exc)
 
     def _retain(self) -> None:
         try:

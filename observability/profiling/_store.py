@@ -149,47 +149,50 @@ class ProfileStore:
         """Times the store's file was found deleted or replaced and opened anew (:meth:`reopen_if_gone`)."""
         self._create = create
         self._db, self._file_id = self._open()
+        self._sidecars = self._sidecar_ids()  # the write-ahead log and index this connection uses
 
     def _open(self) -> tuple[sqlite3.Connection, tuple[int, int] | None]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._error("cannot open", exc) from exc
+        try:
             if self._create:  # queries (create=False) never write, so they never wait for the collector
                 db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect on a new file only
                 db.execute("PRAGMA journal_mode = WAL")
                 db.executescript(_SCHEMA)
                 db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
         except (sqlite3.Error, OSError) as exc:
+            db.close()
             raise self._error("cannot open", exc) from exc
-        return db, self._identity()
+        return db, _identity(self.path)
 
-    def _identity(self) -> tuple[int, int] | None:
-        """The (device, inode) of the file at the store's path now; None when there is none."""
-        try:
-            found = os.stat(self.path)
-        except OSError:
-            return None
-        return found.st_dev, found.st_ino
+    def _sidecar_ids(self) -> dict[Path, tuple[int, int] | None]:
+        return {file: _identity(file) for file in (self._wal, self.path.with_name(self.path.name + "-shm"))}
 
     def reopen_if_gone(self) -> bool:
         """Open the store anew (empty) when its file was deleted or replaced under this connection:
         windows written to a deleted file are lost with it, unseen by every query. True if it did.
 
         ``ProfileStoreError`` when the new file cannot be opened (the next call tries again)."""
-        if self._identity() == self._file_id and self._file_id is not None:
+        if _identity(self.path) == self._file_id and self._file_id is not None:
             return False
         # SQLite leaves the old file's write-ahead log and its index behind when that file lost its
         # name: opened with them, the new file replays the old one's last writes over its own pages
-        # (a replaced store read the old one's rows, measured). They go with the connection.
+        # (a replaced store read the old one's rows, measured). They go with the connection: the
+        # very files it used only (a store restored with a log of its own keeps it).
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         self._file_id = None  # until a file is open again: the next call tries
-        for leftover in (self._wal, self.path.with_name(self.path.name + "-shm")):
-            try:
-                leftover.unlink(missing_ok=True)
-            except OSError as exc:  # not opened over them: the next call tries again
-                raise self._error("cannot remove the old write-ahead log of", exc) from exc
+        for leftover, used in self._sidecars.items():
+            if used is not None and _identity(leftover) == used:
+                try:
+                    leftover.unlink(missing_ok=True)
+                except OSError as exc:  # not opened over them: the next call tries again
+                    raise self._error("cannot remove the old write-ahead log of", exc) from exc
         self._db, self._file_id = self._open()
+        self._sidecars = self._sidecar_ids()
         self.reopened += 1
         return True
 
@@ -401,6 +404,15 @@ class ProfileStore:
             f"{what} the profile store {self.path}: {exc}; check that the directory is writable and the "
             "disk not full, or move the file away to start a new store"
         )
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of the file at ``path`` now; None when there is none."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _row(window: ProfileWindow, resolution: str) -> tuple[object, ...]:
