@@ -268,6 +268,9 @@ class _Leaky:
         raise RuntimeError("close failed")
 
 
+@pytest.mark.filterwarnings(  # pytest's own hooks get the reports too, after they are logged
+    "ignore::pytest.PytestUnraisableExceptionWarning", "ignore::pytest.PytestUnhandledThreadExceptionWarning"
+)
 def test_python_s_own_reports_are_json_lines_never_raw_text_on_stderr(stream, capfd):
     # a warning, a thread ended by an exception, an exception ignored in __del__: Python wrote each to
     # sys.stderr itself (on the event loop's thread, for a warning or a __del__ there: a stalled
