@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from loguru import logger
@@ -21,7 +25,10 @@ def _unused_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_profiler_with_a_pid_and_no_broker_logs_it_once_and_stores_windows(tmp_path):
+@contextlib.asynccontextmanager
+async def _profiling_a_child(tmp_path: Path) -> AsyncIterator[tuple[Any, Any, list[str]]]:
+    """A collector with ``--pid`` of a CPU-burning child and no broker, its INFO lines, until the
+    body is done: ``(profiler, child, lines)``, once the first window is stored."""
     from tickbus.collector import Profiler, ProfilerConfig
 
     child = start_child()
@@ -40,12 +47,18 @@ async def test_profiler_with_a_pid_and_no_broker_logs_it_once_and_stores_windows
     try:
         task = asyncio.create_task(profiler.run(stop))
         await eventually(lambda: profiler.statistics().windows_stored >= 1, 30, "a stored window")
+        yield profiler, child, lines
         stop.set()
         await asyncio.wait_for(task, 20)
     finally:
         stop.set()
         logger.remove(sink)
         stop_child(child)
+
+
+async def test_profiler_with_a_pid_and_no_broker_logs_it_once_and_stores_windows(tmp_path):
+    async with _profiling_a_child(tmp_path) as (_profiler, child, lines):
+        pass
     unreachable = [line for line in lines if line.startswith("bus not reachable")]
     assert len(unreachable) == 1
     assert f"profiling pid(s) {child.pid} without it" in unreachable[0]
@@ -59,35 +72,12 @@ async def test_profiler_with_a_pid_and_no_broker_logs_it_once_and_stores_windows
 
 async def test_a_profile_store_deleted_under_the_profiler_is_opened_anew_and_filled(tmp_path):
     # windows written to a deleted store went nowhere: every `tickbus profile` query saw an empty one
-    from tickbus.collector import Profiler, ProfilerConfig
-
-    child = start_child()
-    lines: list[str] = []
-    sink = logger.add(lambda m: lines.append(m.record["message"]), level="INFO")
-    config = ProfilerConfig(
-        frontend=f"tcp://127.0.0.1:{_unused_port()}",
-        backend=f"tcp://127.0.0.1:{_unused_port()}",
-        window=1.0,
-        pids=(child.pid,),
-        data_dir=tmp_path,
-        host="h",
-    )
-    profiler = Profiler(config)
-    stop = asyncio.Event()
     path = tmp_path / "profiles.sqlite"
-    try:
-        task = asyncio.create_task(profiler.run(stop))
-        await eventually(lambda: profiler.statistics().windows_stored >= 1, 30, "a stored window")
+    async with _profiling_a_child(tmp_path) as (profiler, child, lines):
         path.unlink()  # an operator's rm, a cleaner
         stored = profiler.statistics().windows_stored
         await eventually(lambda: profiler.store.reopened == 1, 30, "the store opened anew")
         await eventually(lambda: profiler.statistics().windows_stored >= stored + 2, 30, "windows after it")
-        stop.set()
-        await asyncio.wait_for(task, 20)
-    finally:
-        stop.set()
-        logger.remove(sink)
-        stop_child(child)
     assert any("was deleted or replaced: opened anew" in line for line in lines)
     with ProfileStore(path, create=False) as store:
         assert store.windows(actor=f"pid-{child.pid}", last=5)
