@@ -23,9 +23,13 @@ demo: $(STAMP)
 demo-regression: $(STAMP)
 	$(PY) -m examples.demo_regression
 
+# killed by a signal (a libzmq assertion aborts the process), pytest cannot say which test ran: this does
 test: $(STAMP)
 	bash tests/ensure_system_deps.sh
-	$(PY) -m pytest -q tests
+	@rm -f $(VENV)/test-current
+	TICKBUS_TEST_CURRENT=$(VENV)/test-current $(PY) -m pytest -q tests || { rc=$$?; if [ $$rc -gt 128 ]; then \
+	  echo "make test: pytest was killed by signal $$(kill -l $$rc) while running $$(cat $(VENV)/test-current 2>/dev/null || echo 'no test yet')"; \
+	  fi; exit $$rc; }
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m 'not slow' tests

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import ipaddress
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import zmq
@@ -259,7 +260,7 @@ class RemoteHub(Hub):
     def _start_reading(self, brokers: int) -> None:
         if brokers > 1:
             self._on_sub_readable = self._on_subs_readable  # type: ignore[method-assign]
-            self._fanout = self._send_each  # type: ignore[assignment]
+            self._fanout = self._send_each
         for sub in self._subs:
             self._loop.add_reader(sub.FD, self._on_sub_readable)
         for pub in self._pubs:
@@ -310,6 +311,8 @@ class RemoteHub(Hub):
                 sock.connect(endpoint)
             except zmq.ZMQError as exc:
                 self._close_sockets()
+                if self._own_context:
+                    self._ctx.term()  # nothing was sent: it does not wait
                 raise ConnectError(f"cannot connect to broker endpoint {endpoint!r}: {exc.strerror}") from exc
 
     def _monitored(self) -> list[zmq.Socket[bytes]]:
@@ -474,7 +477,8 @@ class RemoteHub(Hub):
         self._published += 1
         return seq
 
-    _fanout = None  # several brokers: _send_each
+    # several brokers: _send_each; a closed hub: _publish_closed
+    _fanout: Callable[[bytes, tuple[str, ...]], None] | None = None
 
     def _send_each(self, frame: bytes, key: tuple[str, ...]) -> None:
         """Send one frame to every broker; it is dropped (``publish_dropped``) only if none took it."""
@@ -983,7 +987,14 @@ class RemoteHub(Hub):
             self._expiry.cancel()
         for sock in (*self._subs, *self._pubs, *self._monitors):
             self._loop.remove_reader(sock.FD)
-        await asyncio.get_running_loop().run_in_executor(None, self._close_sockets)
+        # Closed here, on the loop's thread, which is the only one that uses them: a socket closed
+        # in another thread while a task here still published aborted the process (libzmq sockets
+        # are not thread-safe: `Assertion failed: pfd.revents & POLLIN (src/signaler.cpp)`). Closing
+        # does not block; only the context's end waits, up to `linger`, for queued sends to go.
+        self._close_sockets()
+        self._fanout = self._publish_closed
+        if self._own_context:
+            await asyncio.get_running_loop().run_in_executor(None, self._ctx.term)
 
     def _close_sockets(self) -> None:
         for sock in (*self._pubs, *self._subs):
@@ -992,5 +1003,6 @@ class RemoteHub(Hub):
             sock.close(linger=0)
         for sock in self._pubs:
             sock.close()
-        if self._own_context:
-            self._ctx.term()
+
+    def _publish_closed(self, frame: bytes, key: tuple[str, ...]) -> None:
+        raise ConnectError(f"hub {self.name!r} is closed: nothing more can be published on {key}")

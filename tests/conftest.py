@@ -31,3 +31,12 @@ def _private_data_dir() -> Iterator[str]:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+
+
+def pytest_runtest_logstart(nodeid: str, location: object) -> None:
+    """The running test's id in ``$TICKBUS_TEST_CURRENT`` (``make test`` sets it): a test run killed
+    by a signal (a libzmq assertion aborts the process) cannot say it, and ``make test`` then does."""
+    path = os.environ.get("TICKBUS_TEST_CURRENT")
+    if path:
+        with open(path, "w") as current:
+            current.write(nodeid)
