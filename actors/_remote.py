@@ -101,7 +101,9 @@ def endpoint_list(endpoints: str | list[str] | tuple[str, ...]) -> list[str]:
 
 def names_a_host(endpoint: str) -> bool:
     """True when libzmq must resolve a host name to connect to ``endpoint`` (``tcp://`` with a name,
-    not an address; also when the endpoint does not parse as one): it does so on every reconnect."""
+    not an address; also when the endpoint does not parse as one): it does so on every reconnect.
+    A source part (``tcp://SOURCE;HOST:PORT``) is never looked up: libzmq takes only an address or
+    an interface name there (``allow_dns(false)`` in its ``tcp_address_t::resolve``)."""
     scheme, _, address = endpoint.partition("://")
     if scheme != "tcp":
         return False  # ipc://, inproc://: a path or a name of the process's own
