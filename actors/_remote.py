@@ -625,6 +625,8 @@ class RemoteHub(Hub):
                 f"pattern {key!r:.80} is {len(prefix)} bytes on the wire; brokers refuse subscriptions "
                 f"over {DEFAULT_MAX_SUBSCRIPTION} bytes (libzmq's trie cannot hold much longer ones)"
             )
+        if self._closed:
+            raise ConnectError(f"hub {self.name!r} is closed: nothing can be subscribed through it")
         super().add_subscriber(key, callback)
         refs = self._prefix_refs.get(prefix, 0)
         if refs == 0:

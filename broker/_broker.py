@@ -389,7 +389,9 @@ class Broker:
         interval = self._config.stats_interval
         next_stats = time.monotonic() + interval
         try:
-            while not self._stop_requested:
+            # `self._run is run`: a thread abandoned by stop() (its join timed out) that wakes later
+            # must end, not run on beside the next start()'s threads
+            while not self._stop_requested and self._run is run:
                 timeout = math.ceil(max(0.0, next_stats - time.monotonic()) * 1000) if interval else None
                 ready = dict(poller.poll(timeout))
                 if ready:

@@ -127,6 +127,8 @@ class CacheThread:
             while not self._stop.is_set():
                 try:
                     self._turn()
+                except zmq.ContextTerminated:  # stop() gave up waiting and ended the context
+                    break
                 except Exception as exc:  # a bug: never a dead cache. Count, log, go on
                     self.restarts += 1
                     self._log.log(

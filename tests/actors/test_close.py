@@ -38,3 +38,5 @@ async def test_a_publish_racing_close_gets_a_clear_error_and_the_sockets_are_clo
         await closing
         with pytest.raises(actors.ConnectError, match="is closed"):
             hub.publish(actors.Key("t", "x"), 2)
+        with pytest.raises(actors.ConnectError, match="is closed"):  # was pyzmq's ENOTSOCK
+            actors.Subscriber(hub, "late").add_sync_listener(actors.Key("u", "*"), lambda _key, n: None)

@@ -40,9 +40,11 @@ async def _attack(brokers: list[BrokerProcess]) -> None:
     ctx = zmq.Context()
     rogue = ctx.socket(zmq.XPUB)
     try:
-        rogue.setsockopt(zmq.SNDHWM, 0)
+        rogue.setsockopt(zmq.SNDHWM, 0)  # sends never block: the worker below always returns
         rogue.connect(brokers[0].frontend)
-        await asyncio.to_thread(lambda: [None for frame in iter(rogue.recv, b"\x01t\x00")])
+        # the hub's subscription, read on this thread: a worker left in a recv by a timed-out test
+        # would have the socket closed under it (libzmq aborts the process)
+        await eventually(lambda: rogue.poll(0) != 0 and rogue.recv() == b"\x01t\x00", 20, "the subscription")
         # the first frame a well-formed message (delivered: format 2 reads one frame at a time), then
         # 200,000 empty ones (refused, counted once), then the next message (delivered)
         await asyncio.to_thread(rogue.send_multipart, [message(1, b"\x01"), *[b""] * FRAMES])
