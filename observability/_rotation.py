@@ -49,10 +49,15 @@ ROTATED = r"\.\d{8}T\d{12}Z"
 """The stamp a rotated file's name gets before its suffix, as a regex: ``.20261204T093715123456Z``."""
 
 
+def _rotated_name(path: Path) -> re.Pattern[str]:
+    """The names ``path``'s rotated files get: its stem, the stamp, its suffix."""
+    return re.compile(re.escape(path.stem) + ROTATED + re.escape(path.suffix))
+
+
 def rotated_files(path: str | Path) -> list[Path]:
     """The files a :class:`RotatingFile` at ``path`` rotated out and retention kept, oldest first."""
     path = Path(path)
-    own = re.compile(re.escape(path.stem) + ROTATED + re.escape(path.suffix))
+    own = _rotated_name(path)
     try:
         names = sorted(entry.name for entry in os.scandir(path.parent) if own.fullmatch(entry.name))
     except OSError:  # no directory (yet), or not readable: nothing rotated to read
@@ -118,8 +123,7 @@ class RotatingFile(io.TextIOBase):
         self.path = Path(path)
         self.signal = signal  # what it carries, for WRITE_FAILURES
         self.rotation = rotation if rotation is not None else Rotation()
-        stem, suffix = self.path.stem, self.path.suffix
-        self._own = re.compile(re.escape(stem) + ROTATED + re.escape(suffix))
+        self._own = _rotated_name(self.path)
         self._scope = re.compile(scope) if scope is not None else self._own
         self._is_live = is_live
         self.rotations = 0
