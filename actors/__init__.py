@@ -49,6 +49,7 @@ from ._extras import Loop, MockHub, ThrottledPublisher
 from ._hub import BrokerCopies, Hub, HubStatistics, Message, Publisher, Subscriber, SubscriberStatistics
 from ._limits import HubLimits
 from ._mailbox import Mailbox
+from ._parent import watch_parent
 from ._redundancy import RedundantTracker
 from ._remote import RemoteHub
 from ._request import AskStatistics
@@ -120,4 +121,5 @@ __all__ = [
     "serve_group",
     "subscription_prefix",
     "version",
+    "watch_parent",
 ]

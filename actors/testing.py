@@ -23,12 +23,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from observability import TickbusError
 
 from ._extras import MockHub
 from ._hub import Hub
+from ._parent import spawn_linked
 
 __all__ = ["ActorProcess", "BrokerProcess", "Hub", "MockHub", "eventually", "free_tcp_port", "wait_for_line"]
 
@@ -90,40 +90,11 @@ def wait_for_line(proc: subprocess.Popen[str], prefix: str, timeout: float) -> s
                     )
 
 
-PARENT_FD_ENV = "TICKBUS_PARENT_FD"
-"""The child's end of the pipe that tells it its launcher is gone (read by ``tickbus._parent``)."""
-
-
-def _spawn(args: list[str], env: dict[str, str], log: IO[str]) -> tuple[subprocess.Popen[str], int]:
-    """Start ``args`` with a pipe whose end-of-file tells the child this process is gone.
-
-    Returns the process and the pipe's write end, which this process keeps open until the child
-    has exited: if this process dies first (a test run killed by a signal), the kernel closes it and
-    the child stops itself instead of running on, orphaned, on its ports.
-    """
-    read_end, write_end = os.pipe()  # neither inheritable: the child gets the read end alone
-    try:
-        proc = subprocess.Popen(
-            args,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env={**env, PARENT_FD_ENV: str(read_end)},
-            pass_fds=(read_end,),
-        )
-    except BaseException:
-        os.close(write_end)
-        raise
-    finally:
-        os.close(read_end)
-    return proc, write_end
-
-
 @dataclass
 class _Process:
     proc: subprocess.Popen[str]
     log_path: Path
-    parent_link: int = field(default=-1, repr=False, kw_only=True)  # see _spawn
+    parent_link: int = field(default=-1, repr=False, kw_only=True)  # see spawn_linked
 
     def signal(self, sig: int = signal.SIGTERM) -> None:
         """Send ``sig`` if the process still runs."""
@@ -186,7 +157,7 @@ class BrokerProcess(_Process):
         log_path = Path(tmp.name) / "broker.log"
         env = {**os.environ, "TICKBUS_DATA_DIR": tmp.name}  # its metrics file goes with its temp dir
         with open(log_path, "w") as log:
-            proc, link = _spawn(args, env, log)
+            proc, link = spawn_linked(args, env, log)
         broker = cls(proc, log_path, frontends[0], backends[0], tmp, parent_link=link)
         try:
             wait_for_line(proc, "tickbus broker ready", timeout)
@@ -248,7 +219,7 @@ class ActorProcess(_Process):
         log_path = Path(tmp.name) / "run.log"
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TICKBUS_DATA_DIR": tmp.name, **(env or {})}
         with open(log_path, "w") as log:
-            proc, link = _spawn(args, full_env, log)
+            proc, link = spawn_linked(args, full_env, log)
         actor = cls(proc, log_path, tmp, parent_link=link)
         try:
             wait_for_line(proc, "tickbus run ready", timeout)

@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one return per subcommand)
     """Entry point of the ``tickbus`` console script."""
     args = build_parser().parse_args(argv)
-    from ._parent import watch_parent
+    from actors import watch_parent
 
     watch_parent()  # launched by actors.testing: end with the launcher, however it ends
     try:

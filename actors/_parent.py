@@ -1,10 +1,12 @@
 """End a ``tickbus`` process when the process that launched it is gone (``TICKBUS_PARENT_FD``).
 
-:class:`actors.testing.BrokerProcess` and :class:`~actors.testing.ActorProcess` hand their child
-the read end of a pipe (its number in ``$TICKBUS_PARENT_FD``) and keep the write end. Every
-descriptor of a process closes when it dies, however it dies, so the child reads end-of-file once
-the launcher is gone: a test run killed by a signal (a libzmq assertion, the CI's timeout) no longer
-leaves its brokers and actor groups running, bound to their ports. The child then sends itself
+Both ends of the link: :class:`actors.testing.BrokerProcess` and
+:class:`~actors.testing.ActorProcess` start their child with :func:`spawn_linked`, which hands it
+the read end of a pipe (its number in ``$TICKBUS_PARENT_FD``) and keeps the write end; the
+``tickbus`` command calls :func:`watch_parent`. Every descriptor of a process closes when it dies,
+however it dies, so the child reads end-of-file once the launcher is gone: a test run killed by a
+signal (a libzmq assertion, the CI's timeout) no longer leaves its brokers and actor groups
+running, bound to their ports. The child then sends itself
 SIGTERM, so it stops as it would under systemd: drained, its exporters flushed.
 
 A pipe rather than ``PR_SET_PDEATHSIG``: the kernel sends that signal when the *thread* that forked
@@ -19,11 +21,39 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import subprocess
 import threading
+from typing import IO
 
 from loguru import logger
 
 ENV = "TICKBUS_PARENT_FD"
+
+
+def spawn_linked(args: list[str], env: dict[str, str], log: IO[str]) -> tuple[subprocess.Popen[str], int]:
+    """Start ``args`` (stdout a pipe, stderr to ``log``) with a pipe whose end-of-file tells the child
+    this process is gone.
+
+    Returns the process and the pipe's write end, which this process keeps open until the child
+    has exited: if this process dies first (a test run killed by a signal), the kernel closes it and
+    the child stops itself instead of running on, orphaned, on its ports.
+    """
+    read_end, write_end = os.pipe()  # neither inheritable: the child gets the read end alone
+    try:
+        proc = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env={**env, ENV: str(read_end)},
+            pass_fds=(read_end,),
+        )
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return proc, write_end
 
 
 def watch_parent() -> threading.Thread | None:
