@@ -373,6 +373,38 @@ def floor_lines(lines: list[dict[str, Any]]) -> str:
     )
 
 
+def noise(systems: dict[str, dict[str, Any]], again: dict[str, str]) -> list[dict[str, Any]]:
+    """For each row whose turns measured a system twice (``{row: system}``): the second medians over
+    the first, per figure: a ratio of the same code to itself, what this run's turns make of no change.
+
+    Not a check. On a quiet machine it reads 1.00x; the obs-on check's 0.95x is to be read beside
+    it (an A/A ratio of 0.90x or 1.10x says the run cannot tell a 5 % cost from none)."""
+    out = []
+    for row, system in again.items():
+        first, second = systems.get(system, {}).get(f"{row}_ab"), systems.get(system, {}).get(f"{row}_again")
+        if not isinstance(first, dict) or not isinstance(second, dict):
+            continue
+        for field in (f for f in first if f != "runs"):
+            a, b = first.get(field), second.get(field)
+            if isinstance(a, int | float) and isinstance(b, int | float) and a:
+                out.append(
+                    {
+                        "check": f"{system} again / {system}, {row} {field} (medians of {AB_ROUNDS} in turn)",
+                        "value": b / a,
+                        "detail": f"{b:,.1f} / {a:,.1f}",
+                    }
+                )
+    return out
+
+
+def noise_lines(lines: list[dict[str, Any]]) -> str:
+    """The A/A ratios as a small table below the floor."""
+    rows = [["the noise (the same code twice in the same turns; not a check)", "value", ""]]
+    rows += [[line["check"], f"{line['value']:.2f}x", line["detail"]] for line in lines]
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    return "\n".join("  ".join([r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2]]).rstrip() for r in rows)
+
+
 def _routing_lines(routing: dict[str, Any] | None) -> list[str]:
     if routing is None:
         return []

@@ -135,6 +135,11 @@ ALTERNATED = (  # (row, the systems run in turn, the figures whose medians the a
     # against the row's capacity, at the row's offered rate: one 2 s run read 0.73x, three after it 0.93-1.02x
     ("overload", ("actors",), ("goodput", "undelivered", "counted"), ()),
 )
+AGAIN = {"throughput": "actors"}
+"""Rows whose turns measure a system twice: a second time right after the systems the checks
+compare, as ``<row>_again``. The same code twice in the same turns: its ratio is how far this run's
+turns move a ratio that no code changed (the obs-on check's ~5 % is smaller than it can be on a
+noisy VM)."""
 
 
 def _alternate(
@@ -145,6 +150,7 @@ def _alternate(
     fields: tuple[str, ...],
     *,
     references: tuple[str, ...] = (),
+    again: str | None = None,
 ) -> None:
     """Row ``label`` of ``names`` measured in turn, ``AB_ROUNDS`` times each; medians in ``<label>_ab``.
 
@@ -153,22 +159,30 @@ def _alternate(
     taken that far apart. Medians of runs taken in turn are what the acceptance checks compare; the
     rows stay as measured (the table). ``references`` join the turns (NATS and the aiopubsub API for
     the 1->1 checks, raw pyzmq for the floor): one that fails leaves them, where a failure of
-    ``names`` ends the turns.
+    ``names`` ends the turns. ``again`` (one of ``names``) is measured a second time in each turn,
+    right after ``names`` (see :data:`AGAIN`); it leaves the turns as a reference does.
     """
-    found: dict[str, list[dict[str, Any]]] = {name: [] for name in (*names, *references)}
+    second = f"{again} again" if again is not None and again in names else None
+    system_of = {name: name for name in names}  # each entry of a turn, in order -> its system
+    if again is not None and second is not None:
+        system_of[second] = again
+    system_of.update({name: name for name in references})
+    found: dict[str, list[dict[str, Any]]] = {name: [] for name in system_of}
     for round_ in range(1, AB_ROUNDS + 1):
         for name in list(found):
             print(f"[{name}] {label} in turn, round {round_}/{AB_ROUNDS} ...", flush=True)
             try:
-                found[name].append(measure(name, plan))
+                found[name].append(measure(system_of[name], plan))
             except Exception as exc:
                 print(f"[{name}] {label} in turn: FAILED: {exc}", flush=True)
-                if name not in references:
+                if name not in references and name != second:
                     return
                 del found[name]  # a reference that failed leaves the turns; the checks' systems go on
     for name, runs in found.items():
         medians = {field: statistics.median(run[field] for run in runs) for field in fields}
-        systems[name][f"{label}_ab"] = {**medians, "runs": [{f: run[f] for f in fields} for run in runs]}
+        suffix = "again" if name == second else "ab"
+        runs_shown = [{f: run[f] for f in fields} for run in runs]
+        systems[system_of[name]][f"{label}_{suffix}"] = {**medians, "runs": runs_shown}
         shown = "; ".join(", ".join(f"{run[f]:,.0f}" for f in fields) for run in runs)
         print(f"[{name}] {label} in turn ({', '.join(fields)}): {shown}", flush=True)
 
@@ -282,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             joined = tuple(name for name in references if ran.get(name, {}).get(label))
             plan = _plan_for(names[0], label, plans[label], ran[names[0]], args.overload_factor)
             if isinstance(plan, Plan):  # overload: the offered rate and capacity of the system's row
-                _alternate(ran, label, plan, names, fields, references=joined)
+                _alternate(ran, label, plan, names, fields, references=joined, again=AGAIN.get(label))
     if ROUTING in selected or "tickbus" in selected:
         document["routing"] = _run_routing(args.quick)
     document["ratios"] = _report.ratios(document["systems"])
@@ -297,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     if any(line["value"] is not None for line in document["floor"]):
         print()
         print(_report.floor_lines(document["floor"]))
+    document["noise"] = _report.noise(document["systems"], AGAIN)
+    if document["noise"]:
+        print()
+        print(_report.noise_lines(document["noise"]))
     if args.json:
         _report.write_json(document, args.json)
         print(f"\nwrote {args.json}")
