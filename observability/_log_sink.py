@@ -23,6 +23,7 @@ process that cannot start returns its status.
 from __future__ import annotations
 
 import collections
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,41 @@ loses the GIL to the writer once per burst rather than once per line (a publishe
 with 1 % traced: 1.7 % of its loop's CPU samples in waking the writer, 0.5-0.8 % now). A burst after
 a quiet spell waits that long for the disk; 4,096 lines (the queue's default) cannot be logged in
 20 ms (loguru takes ~17 us a line), and lines that keep coming are written as they come."""
+
+
+class _Wake:
+    """The writer's wake-up: ``set()`` never waits for the writer thread.
+
+    ``threading.Event.set()`` takes the lock of the event's condition, and the waiting thread holds
+    that lock while it enters and leaves ``wait()``, running Python. A writer starved of the GIL or
+    of a CPU there (2 cores, a busy loop beside it) held the logging thread in ``set()``: ~1 ms a
+    call for the event loop of a subscriber with 1 % traced (Austin). ``SimpleQueue.put`` only
+    releases a lock. A token per ``set()``; ``clear()`` takes them all; at most a few wait, since a
+    line sets it only when the writer went idle."""
+
+    def __init__(self) -> None:
+        self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+
+    def set(self) -> None:
+        self._tokens.put(None)
+
+    def wait(self, timeout: float | None) -> bool:
+        """True when set (now or within ``timeout`` seconds; ``None``: however long it takes)."""
+        try:
+            self._tokens.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        return True
+
+    def is_set(self) -> bool:
+        return not self._tokens.empty()
+
+    def clear(self) -> None:
+        while True:
+            try:
+                self._tokens.get_nowait()
+            except queue.Empty:
+                return
 
 
 @dataclass(frozen=True)
@@ -78,7 +114,7 @@ class QueuedSink:
         self._stream, self._render, self._notice = stream, render, notice
         self.max_lines = max_lines
         self._lines: collections.deque[str] = collections.deque()  # loguru's Message is a str
-        self._wake = threading.Event()
+        self._wake = _Wake()
         self._idle = False  # the writer waits for a wake-up: only then does a line set _wake
         self._flushing = 0  # flush() calls waiting: the writer writes at once
         self._flush_lock = threading.Lock()  # for that count only (flush is never on a hot path)
