@@ -48,10 +48,11 @@ class _Wake:
 
     ``threading.Event.set()`` takes the lock of the event's condition, and the waiting thread holds
     that lock while it enters and leaves ``wait()``, running Python. A writer starved of the GIL or
-    of a CPU there (2 cores, a busy loop beside it) held the logging thread in ``set()``: ~1 ms a
-    call for the event loop of a subscriber with 1 % traced (Austin). ``SimpleQueue.put`` only
-    releases a lock. A token per ``set()``; ``clear()`` takes them all; at most a few wait, since a
-    line sets it only when the writer went idle."""
+    of a CPU there (2 cores, a busy loop beside it) could hold the logging thread in ``set()``:
+    under Austin, ``set()`` took ~1 ms a call on the event loop of a sink actor with 1 % traced,
+    0.36 % of the loop; with this, 0.13 % (what is left: the woken writer preempting the loop).
+    ``SimpleQueue.put`` only releases a lock. A token per ``set()``; ``clear()`` takes them all; at
+    most a few wait, since a line sets it only when the writer went idle."""
 
     def __init__(self) -> None:
         self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
