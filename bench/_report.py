@@ -381,12 +381,11 @@ def noise(systems: dict[str, dict[str, Any]], again: dict[str, str]) -> list[dic
     it (an A/A ratio of 0.90x or 1.10x says the run cannot tell a 5 % cost from none)."""
     out = []
     for row, system in again.items():
-        first, second = systems.get(system, {}).get(f"{row}_ab"), systems.get(system, {}).get(f"{row}_again")
-        if not isinstance(first, dict) or not isinstance(second, dict):
-            continue
-        for field in (f for f in first if f != "runs"):
-            a, b = first.get(field), second.get(field)
-            if isinstance(a, int | float) and isinstance(b, int | float) and a:
+        measured = systems.get(system, {})
+        first = measured.get(f"{row}_ab")
+        for field in (f for f in first if f != "runs") if isinstance(first, dict) else ():
+            a, b = _value(measured, f"{row}_ab", field), _value(measured, f"{row}_again", field)
+            if a and b is not None:
                 out.append(
                     {
                         "check": f"{system} again / {system}, {row} {field} (medians of {AB_ROUNDS} in turn)",

@@ -162,9 +162,10 @@ def _alternate(
     ``names`` ends the turns. ``again`` (one of ``names``) is measured a second time in each turn,
     right after ``names`` (see :data:`AGAIN`); it leaves the turns as a reference does.
     """
-    second = f"{again} again" if again is not None and again in names else None
     system_of = {name: name for name in names}  # each entry of a turn, in order -> its system
-    if again is not None and second is not None:
+    second = None
+    if again is not None and again in names:
+        second = f"{again} again"
         system_of[second] = again
     system_of.update({name: name for name in references})
     found: dict[str, list[dict[str, Any]]] = {name: [] for name in system_of}
