@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import random
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -48,7 +47,6 @@ _HOST = socket.gethostname()
 _perf_ns = time.perf_counter_ns
 _mono_ns = time.monotonic_ns
 _wall_ns = time.time_ns
-_random = random.random
 _SLICE_NS = 1_000_000  # queued sync handlers run for at most this long before the loop gets a turn
 _SAMPLE_NS = 50_000  # the histograms record at most one message per this many ns (see the module doc)
 _NOTHING: Any = object()  # no message is being handled
@@ -189,6 +187,8 @@ class Actor:
         self.messages_in: dict[str, int] = {}
         self.messages_out: dict[str, int] = {}
         self._hosts: dict[str, bool] = {}
+        self._origin_at = 0  # the number of publishes at which the next sampled origin is
+        tracing.follow(self)  # sets it, and again when tracing is enabled or disabled
 
     # -- hooks for subclasses -------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -218,17 +218,21 @@ class Actor:
                 self._full[key] = full
         prefix = full[0] if full else ""
         self.messages_out[prefix] = self.messages_out.get(prefix, 0) + 1
-        if not tracing.enabled:
-            self.hub.publish(full, payload)
-        elif self._key is _NOTHING:  # an origin: the sampler decides here, before any span exists
-            if _random() < tracing.origin_ratio:
-                tracing.origin(self, full, payload)
-            else:
+        if self._key is _NOTHING:  # an origin: sampled here, before any span exists
+            if self._published < self._origin_at:  # not yet the next sampled one (tracing off: never)
                 self.hub.publish(full, payload)
-        elif (trace := self._header.trace if self._header is not None else None) is None:
-            self.hub.publish(full, payload)  # handling an untraced message
+            else:
+                self._origin_at = self._published + tracing.origin_gap()
+                tracing.origin(self, full, payload)
+        elif (header := self._header) is None or (trace := header.trace) is None or not tracing.enabled:
+            self.hub.publish(full, payload)  # handling an untraced message, or tracing is off
         else:  # handling a traced message: tracing decides whether this publish joins its trace
             tracing.publish(self, full, payload, trace)
+
+    def resample_origins(self) -> None:
+        """Draw this actor's next sampled origin publish afresh (tracing calls it: see
+        ``observability.Tracing.origin_gap``)."""
+        self._origin_at = self._published + tracing.origin_gap()
 
     async def ask(self, key: PossibleKey, payload: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
         """Ask whoever answers ``key`` (an ``@answers`` handler) and return the answer; ``key`` is not
@@ -389,7 +393,7 @@ class Actor:
             if sample:
                 self._record_latency(header)
             if header.trace is not None and tracing.enabled:  # sampled upstream: run in a consumer span
-                fn = tracing.handler(self, fn, False, Message(key, payload, header))
+                fn = tracing.handler(self, fn, False, key, header)
         counts = self.messages_in
         counts[label] = counts.get(label, 0) + 1
         try:
@@ -458,7 +462,7 @@ class Actor:
                 if sample:
                     self._record_latency(header)
                 if header.trace is not None and tracing.enabled:  # sampled upstream: run in a consumer span
-                    fn = tracing.handler(self, fn, True, message)
+                    fn = tracing.handler(self, fn, True, message.key, header)
             counts = self.messages_in
             counts[label] = counts.get(label, 0) + 1
             try:

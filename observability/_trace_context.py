@@ -30,15 +30,6 @@ class TracedHeader(Protocol):
     def trace(self) -> list[str] | None: ...
 
 
-class TracedMessage(Protocol):
-    """What tracing reads from a delivered message (``actors.Message``)."""
-
-    @property
-    def key(self) -> tuple[str, ...]: ...
-    @property
-    def header(self) -> TracedHeader | None: ...
-
-
 class TracedHub(Protocol):
     """The hub method tracing calls (``actors.Hub.publish``): returns the message's sequence, 0 if skipped."""
 
@@ -54,6 +45,13 @@ class TracedActor(Protocol):
     def name(self) -> str: ...
     @property
     def hub(self) -> TracedHub: ...
+
+
+class OriginSampler(Protocol):
+    """An actor whose origin publishes tracing samples (see ``Tracing.follow``)."""
+
+    def resample_origins(self) -> None:
+        """Draw the next sampled origin afresh (``Tracing.origin_gap``): the ratio changed."""
 
 
 Handler = Callable[[Any, Any], Any]

@@ -2,13 +2,15 @@
 
 ``observability.tracing`` is the process's one :class:`Tracing`; :func:`enable_tracing` /
 :func:`disable_tracing` turn it on and off (``tickbus run`` does both). Actors call two hooks, and
-only after checking :attr:`Tracing.enabled` (or, when consuming, that the message carries a trace
-context), so with tracing off nothing here runs at all:
+only for a sampled origin or a message that carries a trace context, so with tracing off nothing
+here runs per message at all:
 
 - :meth:`Tracing.origin` and :meth:`Tracing.publish` from ``Actor.publish``. Outside a handler (a
-  timer, a ``run`` loop) the publish is an *origin*: the actor tests ``random() <``
-  :attr:`Tracing.origin_ratio` itself (see :mod:`._sampling`) and calls ``origin`` for the chosen
-  ones, which sends them in a producer span (:meth:`Tracing.send`) while the process's budget of
+  timer, a ``run`` loop) the publish is an *origin*: each actor counts its publishes toward the
+  next sampled one, a gap :meth:`Tracing.origin_gap` draws at :attr:`Tracing.origin_ratio` (see
+  :mod:`._sampling`; every actor registers with :meth:`Tracing.follow`, and draws afresh when
+  tracing is enabled or disabled), and calls ``origin`` for the chosen ones, which sends them in a
+  producer span (:meth:`Tracing.send`) while the process's budget of
   traces started a second allows (``max_origin_spans_per_second``; the others go untraced,
   counted). Inside a handler it follows the message being handled: untraced, the hub publishes as
   it would without tracing; traced, ``publish`` decides. Sampled: a PRODUCER span ``publish <first key
@@ -46,13 +48,16 @@ origin as it should be.)
 from __future__ import annotations
 
 import functools
+import math
 import os
 import random
 import re
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from loguru import logger
 
@@ -63,7 +68,7 @@ from ._resource import data_dir, process_resource, tickbus_version
 from ._rotation import ROTATED, RotatingFile, Rotation, pid_is_live
 from ._sampling import SYSTEM, SamplingPolicy, sampling_policy, sdk_sampler
 from ._span_export import LoopSpanProcessor
-from ._trace_context import TRACEPARENT, Handler, TracedActor, TracedMessage, failed
+from ._trace_context import TRACEPARENT, Handler, OriginSampler, TracedActor, TracedHeader, failed
 
 DEFAULT_MAX_FORCED_SPANS = 100.0
 """Consumer spans a second that received sampled trace contexts may make a process create."""
@@ -135,12 +140,18 @@ class TracingStatistics:
 class Tracing:
     """Tracing of actor messages; use the module-level ``observability.tracing``."""
 
+    NEVER: ClassVar[int] = 1 << 62
+    """:meth:`origin_gap` while no origin is sampled: more publishes than an actor makes."""
+
     def __init__(self) -> None:
         self.enabled = False  # read by the actor hooks before anything else
         # the share of origin publishes (outside any handler) to trace, 0 while disabled: actors
-        # test random() < origin_ratio themselves and call send() for the chosen ones, so an
-        # untraced origin costs no call into tracing (see Actor.publish)
+        # count their publishes against the number origin_gap() gave them and call origin() when
+        # it is reached, so an untraced origin costs one comparison and no call (see Actor.publish)
         self.origin_ratio = 0.0
+        self._log_keep = -1.0  # log(1 - origin_ratio) while 0 < origin_ratio < 1, for origin_gap
+        self._followers: weakref.WeakSet[OriginSampler] = weakref.WeakSet()
+        self._followers_lock = threading.Lock()
         self.tracer: Tracer | None = None
         self._provider: TracerProvider | None = None
         self._processor: Any = None  # LoopSpanProcessor counts what it drops; the SDK's batch one does not
@@ -236,7 +247,6 @@ class Tracing:
         provider.add_span_processor(processor)
         self._processor = processor
         self._provider, self._policy, self._ratio = provider, policy, policy.ratio
-        self.origin_ratio = policy.ratio
         self.tracer = provider.get_tracer("tickbus", tickbus_version())
         from opentelemetry import context as otel_context
         from opentelemetry.sdk.trace import ReadableSpan
@@ -279,6 +289,7 @@ class Tracing:
         )
         self._produced = self._consumed = self._invalid = self._ignored = self._over_budget = 0
         self.enabled = True
+        self._set_origin_ratio(policy.ratio)
         logger.info(
             "tracing {} with {} (origin ratio {}, at most {:g} traces started a second) to {}",
             service,
@@ -333,7 +344,7 @@ class Tracing:
         if not self.enabled:
             return
         self.enabled = False
-        self.origin_ratio = 0.0
+        self._set_origin_ratio(0.0)
         provider, self._provider, self.tracer = self._provider, None, None
         processor, self._processor = self._processor, None
         self._dropped += getattr(processor, "dropped", 0)
@@ -348,6 +359,38 @@ class Tracing:
         stream, self._stream = self._stream, None
         if stream is not None:  # the exporter leaves a stream it was given open
             stream.close()
+
+    # -- origin sampling ------------------------------------------------------------------------
+    def follow(self, actor: OriginSampler) -> None:
+        """Sample ``actor``'s origin publishes: it is told (:meth:`OriginSampler.resample_origins`)
+        now and whenever tracing is enabled or disabled. Held weakly."""
+        with self._followers_lock:
+            self._followers.add(actor)
+        actor.resample_origins()
+
+    def origin_gap(self) -> int:
+        """How many origin publishes from now the next sampled one is (1: the next), drawn afresh.
+
+        Publishes sampled each with probability :attr:`origin_ratio`, independently, are a gap
+        between sampled ones that is geometric: one draw per *sampled* publish gives the same
+        sampling as a coin toss per publish, and leaves each untraced one a comparison of counts.
+        :attr:`NEVER` while the ratio is 0 (tracing disabled).
+        """
+        ratio = self.origin_ratio
+        if ratio >= 1.0:
+            return 1
+        if ratio <= 0.0:
+            return self.NEVER
+        # failures before the first success of a Bernoulli(ratio) process: floor(log(U) / log(1 - ratio))
+        return 1 + min(int(math.log1p(-self._random()) / self._log_keep), self.NEVER)
+
+    def _set_origin_ratio(self, ratio: float) -> None:
+        self.origin_ratio = ratio
+        self._log_keep = math.log1p(-ratio) if 0.0 < ratio < 1.0 else -1.0
+        with self._followers_lock:
+            followers = list(self._followers)
+        for actor in followers:  # their next sampled origin, drawn at the new ratio
+            actor.resample_origins()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Export the queued spans now; False if that did not finish within ``timeout`` seconds."""
@@ -410,14 +453,18 @@ class Tracing:
     def origin(self, actor: TracedActor, key: tuple[str, ...], payload: Any) -> None:
         """Publish ``payload`` as an origin the sampler chose: in a producer span (:meth:`send`) while
         the process's trace budget (``max_origin_spans_per_second``) allows, else untraced, counted."""
-        if self._origins.take(_monotonic()):
+        if not self.enabled:  # disabled since the actor drew its gap
+            actor.hub.publish(key, payload)
+        elif self._origins.take(_monotonic()):
             self.send(actor, key, payload)
         else:
             self._over_budget += 1
             actor.hub.publish(key, payload)
 
-    def handler(self, actor: TracedActor, fn: Handler, is_async: bool, message: TracedMessage) -> Handler:
-        """``fn`` wrapped in a consumer span for ``message``, which arrived with a trace context.
+    def handler(
+        self, actor: TracedActor, fn: Handler, is_async: bool, key: tuple[str, ...], header: TracedHeader
+    ) -> Handler:
+        """``fn`` wrapped in a consumer span for the message at ``key``: its ``header`` has a trace context.
 
         A malformed context is counted and the handler runs untraced. So is a context beyond
         ``max_forced_spans_per_second``: a sender decides that a message is sampled, so without a
@@ -429,13 +476,13 @@ class Tracing:
         made = self._made
         if made is None:  # disabled meanwhile
             return fn
-        trace = message.header.trace if message.header is not None else None
+        trace = header.trace
         remote = made.remote_parent(trace) if trace is not None else None
         if remote is None:
             self._invalid += 1
             return fn
         detach = made.detach
-        start = functools.partial(self._process, made, actor, fn, message, remote)
+        start = functools.partial(self._process, made, actor, fn, key=key, header=header, remote=remote)
         if is_async:
 
             @functools.wraps(fn)
@@ -534,12 +581,13 @@ class Tracing:
         made: _Made,
         actor: TracedActor,
         fn: Handler,
-        message: TracedMessage,
+        *,
+        key: tuple[str, ...],
+        header: TracedHeader,
         remote: SpanContext,
     ) -> tuple[Span, Token[Context]]:
         # tickbus's own recording span (observability._consumer_span): the handler starts as soon
         # as it is current; the record is built when it ends
-        key, header = message.key, message.header
         attributes: dict[str, str] = {
             "messaging.system": SYSTEM,
             "messaging.operation.type": "process",
@@ -549,8 +597,7 @@ class Tracing:
             "tickbus.actor": actor.name,
             "tickbus.handler": getattr(fn, "__qualname__", repr(fn)),
         }
-        if header is not None:
-            attributes["messaging.message.id"] = f"{header.publisher}:{header.seq}"
+        attributes["messaging.message.id"] = f"{header.publisher}:{header.seq}"
         trace_id, state = remote.trace_id, remote.trace_state
         context = made.span_context(trace_id, _new_id(64), False, made.sampled, state)
         name = f"process {key[0] if key else ''}"

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import random
+import statistics
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -199,6 +202,37 @@ async def test_an_unsampled_origin_makes_no_span_and_its_messages_carry_no_trace
     relay, sink = await run_chain()
     assert finished(exporter) == []
     assert relay.headers == [None] and sink.headers == [None]  # in-process: no header without a trace
+
+
+async def test_origins_are_sampled_at_the_ratio_one_draw_per_sampled_publish():
+    # Actor.publish counts toward a geometric gap instead of tossing a coin per publish: the same
+    # Bernoulli(ratio) sampling, checked here on 20,000 origins (seeded: the count is exact, the band
+    # is +-5 standard deviations of a binomial count)
+    random.seed(12)
+    observability.enable_tracing(
+        "unit", ratio=0.1, exporter=InMemorySpanExporter(), max_origin_spans_per_second=math.inf
+    )
+    feed = Actor(Hub(name="memory"), name="feed")
+    for n in range(20_000):
+        feed.publish(("tick", "AAPL"), n)
+    sampled = observability.tracing.statistics().producer_spans
+    assert abs(sampled - 2_000) <= 5 * math.sqrt(20_000 * 0.1 * 0.9), sampled
+    gaps = [observability.tracing.origin_gap() for _ in range(20_000)]
+    assert min(gaps) == 1 and abs(statistics.fmean(gaps) - 10) < 0.5  # a geometric gap's mean: 1 / ratio
+
+
+async def test_an_actor_made_before_tracing_was_enabled_samples_from_its_next_publish():
+    hub = Hub(name="memory")
+    feed = Actor(hub, name="feed")  # tracing off: its next sampled origin is never
+    feed.publish(("tick", "AAPL"), 1)
+    exporter = trace_to_memory("always_on")
+    feed.publish(("tick", "AAPL"), 2)  # enabling drew its next one afresh: this one
+    assert [s.name for s in finished(exporter)] == ["publish tick"]
+    observability.disable_tracing()
+    exporter.clear()
+    feed.publish(("tick", "AAPL"), 3)
+    assert exporter.get_finished_spans() == ()
+    assert observability.tracing.origin_gap() == observability.Tracing.NEVER
 
 
 async def test_a_failing_handler_marks_its_consumer_span_as_an_error():
