@@ -389,15 +389,16 @@ class Actor:
         self.last_handler = fn
         started = _perf_ns()
         sample = started - self._sampled_at >= _SAMPLE_NS
+        call = fn  # fn names the handler in reports; call may be it in a consumer span
         if header is not None:
             if sample:
                 self._record_latency(header)
             if header.trace is not None and tracing.enabled:  # sampled upstream: run in a consumer span
-                fn = tracing.handler(self, fn, False, key, header)
+                call = tracing.handler(self, fn, False, key, header)
         counts = self.messages_in
         counts[label] = counts.get(label, 0) + 1
         try:
-            fn(key, payload)
+            call(key, payload)
         except Exception as exc:  # the policy: count, log, skip; stop after too many in a row
             self._failed(getattr(fn, "__name__", "handler"), key, exc)
         else:
@@ -458,15 +459,16 @@ class Actor:
             started = _perf_ns()
             sample = started - self._sampled_at >= _SAMPLE_NS
             header = message.header
+            call = fn  # fn names the handler in reports; call may be it in a consumer span
             if header is not None:
                 if sample:
                     self._record_latency(header)
                 if header.trace is not None and tracing.enabled:  # sampled upstream: run in a consumer span
-                    fn = tracing.handler(self, fn, True, message.key, header)
+                    call = tracing.handler(self, fn, True, message.key, header)
             counts = self.messages_in
             counts[label] = counts.get(label, 0) + 1
             try:
-                await fn(message.key, message.payload)
+                await call(message.key, message.payload)
             except Exception as exc:  # the policy: count, log, skip; stop after too many in a row
                 self._failed(getattr(fn, "__name__", "handler"), message.key, exc)
             else:

@@ -391,9 +391,9 @@ def _decode_trace(data: bytes | memoryview) -> list[str]:
         trace = _unpackb(data, use_list=False)
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise EnvelopeError(f"header's trace context is not valid msgpack: {exc}") from exc
-    if type(trace) is not tuple or len(trace) != 2 or not all(type(t) is str for t in trace):
+    if type(trace) is not tuple or len(trace) != 2 or type(trace[0]) is not str or type(trace[1]) is not str:
         raise EnvelopeError(f"header trace context is not [traceparent, tracestate]: {trace!r:.80}")
-    return list(trace)
+    return [trace[0], trace[1]]
 
 
 def decode_message(frame: bytes) -> tuple[bytes, Header, bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import random
 import statistics
 import threading
@@ -233,6 +234,46 @@ async def test_an_actor_made_before_tracing_was_enabled_samples_from_its_next_pu
     feed.publish(("tick", "AAPL"), 3)
     assert exporter.get_finished_spans() == ()
     assert observability.tracing.origin_gap() == observability.Tracing.NEVER
+
+
+def test_a_forked_child_starts_traces_of_its_own():
+    # new traces' ids are made a batch at a time ahead of use: a child must not reuse its parent's
+    from observability import _tracing
+
+    exporter = trace_to_memory("always_on")
+    _tracing._NEW_TRACES.clear()
+    observability.tracing.send(_Source(), ("tick", "AAPL"), 1)
+    parents = list(_tracing._NEW_TRACES)
+    assert len(parents) == _tracing._ID_BATCH - 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what is left of the batch, and the trace it starts
+        left = len(_tracing._NEW_TRACES)
+        observability.tracing.send(_Source(), ("tick", "AAPL"), 2)
+        os.write(write, json.dumps([left, _Source.hub.traces[-1][0]]).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        left, child_traceparent = json.load(pipe)
+    os.waitpid(pid, 0)
+    assert left == 0
+    assert child_traceparent not in {traceparent for _, _, traceparent in parents}
+    assert len(finished(exporter)) == 1
+
+
+class _Hub:
+    name = "memory"
+    traces: ClassVar[list[list[str]]] = []
+
+    def publish(self, key: tuple[str, ...], message: Any, trace: list[str] | None = None) -> int:
+        if trace is not None:
+            self.traces.append(trace)
+        return 1
+
+
+class _Source:
+    name = "source"
+    hub = _Hub()
 
 
 async def test_a_failing_handler_marks_its_consumer_span_as_an_error():
