@@ -11,6 +11,8 @@ import json
 import math
 import os
 import random
+import select
+import signal
 import statistics
 import threading
 from collections.abc import Iterator
@@ -254,8 +256,12 @@ def test_a_forked_child_starts_traces_of_its_own():
         os._exit(0)
     os.close(write)
     with os.fdopen(read) as pipe:
+        ready, _, _ = select.select([pipe], [], [], 30.0)
+        if not ready:  # a child stuck (a lock held by another thread at the fork): fail, not hang
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        assert ready, "the forked child did not report within 30 s"
         left, child_traceparent = json.load(pipe)
-    os.waitpid(pid, 0)
     assert left == 0
     assert child_traceparent not in {traceparent for _, _, traceparent in parents}
     assert len(finished(exporter)) == 1
