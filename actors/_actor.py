@@ -222,7 +222,7 @@ class Actor:
             if self._published < self._origin_at:  # not yet the next sampled one (tracing off: never)
                 self.hub.publish(full, payload)
             else:
-                self._origin_at = self._published + tracing.origin_gap()
+                self.resample_origins()
                 tracing.origin(self, full, payload)
         elif (header := self._header) is None or (trace := header.trace) is None or not tracing.enabled:
             self.hub.publish(full, payload)  # handling an untraced message, or tracing is off

@@ -175,7 +175,6 @@ class Tracing:
         self._forced = TokenBucket(self._max_forced, max(1.0, self._max_forced))
         self._max_origins = DEFAULT_MAX_ORIGIN_SPANS
         self._origins = TokenBucket(self._max_origins, max(1.0, self._max_origins))
-        self._origins_unbounded = False  # max_origin_spans_per_second is inf: no bucket to ask
 
     # -- switching ------------------------------------------------------------------------------
     def enable(
@@ -223,7 +222,6 @@ class Tracing:
             DEFAULT_MAX_ORIGIN_SPANS,
             "max_origin_spans_per_second",
         )
-        self._origins_unbounded = math.isinf(self._max_origins)
         if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
             return
         kind = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
@@ -460,7 +458,7 @@ class Tracing:
         the process's trace budget (``max_origin_spans_per_second``) allows, else untraced, counted."""
         if not self.enabled:  # disabled since the actor drew its gap
             actor.hub.publish(key, payload)
-        elif self._origins_unbounded or self._origins.take(_monotonic()):
+        elif self._origins.take(_monotonic()):
             self.send(actor, key, payload)
         else:
             self._over_budget += 1
