@@ -28,6 +28,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags, TraceState
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_MAX_SENDS = 4096  # (actor, key) pairs whose producer span name and attributes are kept
 
 
 class Fields(NamedTuple):
@@ -104,3 +105,49 @@ class ProducerSpan(ReadableSpan):
     def instrumentation_scope(self) -> InstrumentationScope:
         """tickbus's tracer's scope."""
         return self._fields.scope
+
+
+Record = tuple[Any, ...]
+"""A sampled publish's record: ``(producer, traceparent, parent, state, actor name, key, sender, seq,
+start, end)``, ``producer`` the :class:`Producer` that makes its span, ``traceparent`` the one the
+message carried (the span's ids are in it); a seq of 0: nothing was sent."""
+
+
+class Producer:
+    """Makes the producer spans of one tracer's sampled publishes from their records (a record's
+    first item: ``producer(record)`` is its span). A trace file's exporter encodes a record without
+    a span (``observability._span_json``): it reads :attr:`resource`, :attr:`scope` and :meth:`named`."""
+
+    __slots__ = ("_names", "_system", "resource", "scope", "texts")
+
+    def __init__(self, resource: Resource, scope: InstrumentationScope, system: str) -> None:
+        self.resource, self.scope, self._system = resource, scope, system
+        # the name and attributes of each (actor, key)'s publishes: most repeat, so made once
+        self._names: dict[tuple[str, tuple[str, ...]], tuple[str, dict[str, Any]]] = {}
+        self.texts: dict[Any, str] = {}  # an encoder's parts of these spans, bounded by it
+
+    def named(self, actor: str, key: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+        """``(span name, common attributes)`` of ``actor``'s publishes at ``key``: shared, never changed."""
+        named = self._names.get((actor, key))
+        if named is None:
+            if len(self._names) >= _MAX_SENDS:
+                self._names.clear()
+            attributes = {
+                "messaging.system": self._system,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "publish",
+                "messaging.destination.name": "/".join(key),
+                "tickbus.actor": actor,
+            }
+            named = self._names[(actor, key)] = (f"publish {key[0] if key else ''}", attributes)
+        return named
+
+    def __call__(self, record: Record) -> ProducerSpan:
+        _, traceparent, parent, state, actor, key, sender, seq, start, end = record
+        name, common = self.named(actor, key)
+        message_id = f"{sender}:{seq}" if seq else None
+        trace_id, span_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
+        fields = Fields(
+            self.resource, self.scope, trace_id, span_id, parent, state, name, common, message_id, start, end
+        )
+        return ProducerSpan(fields)

@@ -10,7 +10,8 @@ feed -> model -> strategy pipeline with 1 % of ticks traced had a tick->decision
 Approach: a finished span is appended to a bounded deque (past ``max_queue`` the new one is dropped
 and counted in ``dropped``), tickbus's own as a record that makes the span when it is exported
 (:meth:`LoopSpanProcessor.on_end_record`: a sampled message pays for the span there, with the others
-of a slice, not where it is sent or handled); a loop timer every ``interval`` seconds exports at
+of a slice, not where it is sent or handled; an exporter that ``takes_records``, the trace file's,
+gets the records themselves); a loop timer every ``interval`` seconds exports at
 most ``batch`` spans per callback and comes back with ``call_soon`` while more wait, so other
 callbacks run between slices: a message waits for at most one slice, and the loop pays the same
 encoding time as before, spread out. A slice is 64 spans: ~0.2-0.3 ms of encoding with tickbus's own encoder
@@ -55,6 +56,8 @@ class LoopSpanProcessor:
         max_queue: int = DEFAULT_MAX_QUEUE,
     ) -> None:
         self._exporter = exporter
+        # an exporter that takes records (tickbus's trace file's) makes their spans as it needs them
+        self._takes_records = getattr(exporter, "takes_records", False) is True
         self._interval, self._batch, self._max_queue = interval, batch, max_queue
         # finished spans, and records of tickbus's spans: record[0](record) makes one as it is exported
         self._queue: collections.deque[ReadableSpan | tuple[Any, ...]] = collections.deque()
@@ -132,8 +135,11 @@ class LoopSpanProcessor:
             self._timer = loop.call_soon(self._drain, loop)  # the rest after other callbacks ran
 
     def _export_some(self, count: int) -> None:
-        spans: list[ReadableSpan] = []
+        spans: list[Any] = []
         queue = self._queue
+        if self._takes_records:
+            while queue and len(spans) < count:
+                spans.append(queue.popleft())
         while queue and len(spans) < count:
             item = queue.popleft()
             spans.append(item[0](item) if isinstance(item, tuple) else item)

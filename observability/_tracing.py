@@ -76,9 +76,8 @@ DEFAULT_MAX_ORIGIN_SPANS = 100.0
 """Traces a second a process starts at most: origins the sampler chose past it go untraced."""
 _MAX_WRITES = 64  # trace file lines (exports of up to 64 spans) waiting for the disk; more: dropped
 _CLOSE_WAIT_S = 5.0  # at disable, the longest wait for a stalled disk to take the queued lines
-_MAX_SENDS = 4096  # (actor, key) pairs whose producer span name and attributes are kept
 _ID_BATCH = 64  # new traces' ids made at a time (see _new_traces)
-_NEW_TRACES: list[tuple[int, int, str]] = []  # (trace id, span id, traceparent) of traces to start
+_NEW_TRACES: list[str] = []  # traceparents of traces to start
 os.register_at_fork(after_in_child=_NEW_TRACES.clear)  # a child must not start its parent's traces
 _monotonic = time.monotonic
 
@@ -98,6 +97,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, SpanContext, Tracer, TraceState
 
+    from ._producer_span import Producer
     from ._span_json import SpanLineExporter
 
 
@@ -106,7 +106,7 @@ class _Made(NamedTuple):
 
     make: Callable[..., Any]  # ReadableSpan with this provider's resource and scope
     record: Callable[[tuple[Any, ...]], None]  # takes a finished span's record: (maker, its values)
-    producer_span: Callable[[tuple[Any, ...]], Any]  # makes a sampled publish's span from its record
+    producer_span: Producer  # makes a sampled publish's span from its record
     span_context: Callable[..., SpanContext]
     sampled: Any  # TraceFlags(SAMPLED)
     producer: Any  # SpanKind.PRODUCER
@@ -162,8 +162,6 @@ class Tracing:
         self._writer: QueuedSink | None = None  # a trace file's writer thread
         self._line_exporter: SpanLineExporter | None = None
         self._made: _Made | None = None
-        # a producer span's name and attributes by (actor, key), copied per span: most repeat
-        self._sends: dict[tuple[str, tuple[str, ...]], tuple[str, dict[str, Any]]] = {}
         self._policy: SamplingPolicy | None = None
         self._ratio = 0.0
         self._random = random.random
@@ -263,7 +261,7 @@ class Tracing:
         )
 
         from ._consumer_span import ConsumerSpan, remote_parent
-        from ._producer_span import Fields, ProducerSpan
+        from ._producer_span import Producer
 
         scope = InstrumentationScope("tickbus", tickbus_version())  # the tracer's
         # A finished span is handed over as a record, its first item the function that makes the
@@ -275,11 +273,10 @@ class Tracing:
             if isinstance(processor, LoopSpanProcessor)
             else _finishing(getattr(processor, "on_end_sampled", processor.on_end))
         )
-        fields = functools.partial(Fields, provider.resource, scope)
         self._made = _Made(
             functools.partial(ReadableSpan, resource=provider.resource, instrumentation_scope=scope),
             record,
-            _producer_maker(ProducerSpan, fields, self._sends),
+            Producer(provider.resource, scope, SYSTEM),
             SpanContext,
             TraceFlags(TraceFlags.SAMPLED),
             SpanKind.PRODUCER,
@@ -542,14 +539,14 @@ class Tracing:
         parent: SpanContext | None
         state: TraceState | None
         if current.is_valid:  # in a handler's consumer span (or the user's own): its trace
-            parent, trace_id, state, span_id = current, current.trace_id, current.trace_state, _new_id(64)
-            traceparent = _traceparent(trace_id, span_id)
-        else:  # a new trace: its ids and traceparent made ahead, with others (warm, a batch at a time)
+            parent, state = current, current.trace_state
+            traceparent = _traceparent(current.trace_id, _new_id(64))
+        else:  # a new trace: its ids made ahead, with others (warm, a batch at a time)
             try:
-                trace_id, span_id, traceparent = _NEW_TRACES.pop()
+                traceparent = _NEW_TRACES.pop()
             except IndexError:  # the batch is spent (pop, extend: no thread gets another's ids)
                 batch = _new_traces(_ID_BATCH)
-                trace_id, span_id, traceparent = batch.pop()
+                traceparent = batch.pop()
                 _NEW_TRACES.extend(batch)
             parent = state = None
         start = time.time_ns()
@@ -559,21 +556,18 @@ class Tracing:
         try:
             seq = hub.publish(key, payload, trace)
         except Exception as exc:
-            attributes = _send_attributes(actor.name, key)
-            span = tracer.start_span(
-                _publish_name(key), kind=made.producer, attributes=attributes, start_time=start
-            )
+            name, attributes = made.producer_span.named(actor.name, key)
+            span = tracer.start_span(name, kind=made.producer, attributes=attributes, start_time=start)
             failed(span, exc)
             span.end()
             raise
         # the rest of the span when it is exported: made there with the other spans of a drain, its
-        # code warm, rather than here once in a hundred messages (see _producer_maker)
+        # code warm, rather than here once in a hundred messages (see observability._producer_span.Producer)
         end = time.time_ns()
         made.record(
             (
                 made.producer_span,
-                trace_id,
-                span_id,
+                traceparent,
                 parent,
                 state,
                 actor.name,
@@ -620,19 +614,15 @@ def _traceparent(trace_id: int, span_id: int) -> str:
     return "00-%032x-%016x-01" % (trace_id, span_id)  # noqa: UP031 -- 100 ns less than an f-string
 
 
-def _new_traces(count: int) -> list[tuple[int, int, str]]:
-    """``count`` ``(trace id, span id, traceparent)`` for new traces.
+def _new_traces(count: int) -> list[str]:
+    """``count`` traceparents of new traces (the ids are in it: a producer span's record keeps it).
 
     A sampled origin is one publish in a hundred: made there, its ids and traceparent ran code
     that the publishes between had pushed out of the CPU's caches (Austin on a publisher at ~140k
     msgs/s, 1 % sampled: the traceparent's one format took 0.6 % of the loop, ~4 us a sampled
     publish, against ~0.3 us run back to back). Made here a batch at a time, that code is warm
     for all but the first of each batch."""
-    made = []
-    for _ in range(count):
-        trace_id, span_id = _new_id(128), _new_id(64)
-        made.append((trace_id, span_id, _traceparent(trace_id, span_id)))
-    return made
+    return [_traceparent(_new_id(128), _new_id(64)) for _ in range(count)]
 
 
 def _bucket(rate: float | None, variable: str, default: float, name: str) -> tuple[TokenBucket, float]:
@@ -649,25 +639,6 @@ def _bucket(rate: float | None, variable: str, default: float, name: str) -> tup
     return TokenBucket(float(rate), max(1.0, float(rate)) if rate else 0.0), float(rate)
 
 
-def _producer_maker(
-    span: Callable[[Any], Any], fields: Callable[..., Any], sends: dict[tuple[str, tuple[str, ...]], Any]
-) -> Callable[[tuple[Any, ...]], Any]:
-    """``producer(record)``: the ``ProducerSpan`` of a sampled publish's record, ``(producer, trace_id,
-    span_id, parent, state, actor name, key, sender, seq, start, end)``; a seq of 0: nothing was sent."""
-
-    def producer(record: tuple[Any, ...]) -> Any:
-        _, trace_id, span_id, parent, state, actor, key, sender, seq, start, end = record
-        named = sends.get((actor, key))
-        if named is None:
-            if len(sends) >= _MAX_SENDS:
-                sends.clear()
-            named = sends[(actor, key)] = (_publish_name(key), _send_attributes(actor, key))
-        message_id = f"{sender}:{seq}" if seq else None
-        return span(fields(trace_id, span_id, parent, state, named[0], named[1], message_id, start, end))
-
-    return producer
-
-
 def _finishing(on_end: Callable[[Any], None]) -> Callable[[tuple[Any, ...]], None]:
     """``record(values)`` for a span processor that takes spans only: the span made at once."""
 
@@ -682,20 +653,6 @@ def _sender(hub: Any) -> str:
     when the hub numbers its keys afresh), else the in-process hub's name."""
     sender: str = getattr(hub, "sender_id", None) or getattr(hub, "publisher_id", None) or hub.name
     return sender
-
-
-def _publish_name(key: tuple[str, ...]) -> str:
-    return f"publish {key[0] if key else ''}"
-
-
-def _send_attributes(actor: str, key: tuple[str, ...]) -> dict[str, Any]:
-    return {
-        "messaging.system": SYSTEM,
-        "messaging.operation.type": "send",
-        "messaging.operation.name": "publish",
-        "messaging.destination.name": "/".join(key),
-        "tickbus.actor": actor,
-    }
 
 
 tracing = Tracing()

@@ -30,7 +30,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 
-from observability._producer_span import Fields, ProducerSpan
+from observability._producer_span import Fields, Producer, ProducerSpan
 from observability._span_json import SpanLineExporter
 
 
@@ -97,6 +97,36 @@ def test_the_spans_tickbus_makes_are_written_as_the_library_writes_them() -> Non
     assert_same(keep.spans)
     assert_same(keep.spans[:1])
     assert lines(SpanLineExporter, []) == lines(FileSpanExporter, []) == []
+
+
+def test_a_sampled_publishs_record_is_written_as_the_library_writes_its_span() -> None:
+    """The trace file's exporter encodes a producer record without making its span: the line is the
+    one the library writes for the span the record makes, in every shape (a parent, a trace state,
+    nothing sent, a sender that needs escaping), mixed with spans of another resource and scope."""
+    made, keep = provider()
+    scope = InstrumentationScope("tickbus", "0.1.0", schema_url="https://example.org/s")
+    producer = Producer(made.resource, scope, "tickbus")
+    other = Producer(Resource.create({"service.name": "other"}), InstrumentationScope("x"), "tickbus")
+    local = SpanContext(0xABC, 0x456, is_remote=False, trace_flags=TraceFlags(1))
+    def tp(trace_id: int, span_id: int) -> str:
+        return f"00-{trace_id:032x}-{span_id:016x}-01"
+
+    records = [  # (producer, traceparent, parent, state, actor, key, sender, seq, start, end)
+        (producer, tp(0xABC, 0x123), None, None, "feed", ("tick", "A"), "feed@h:1:2:3", 7, 10, 20),
+        (producer, tp(0xABC, 0x124), local, None, "feed", ("tick", "A"), 'f "q"\u2028@h', 8, 11, 21),
+        (producer, tp(0xABC, 0x125), REMOTE, REMOTE.trace_state, "feed", ("tick",), "feed@h", 9, 12, 22),
+        (producer, tp(0xABC, 0x126), None, None, "model", (), "model@h", 0, 13, 23),  # nothing sent
+        (other, tp(0xDEF, 1 << 63), None, None, "feed", ("tick", "B"), "feed@h:1:2:3", 1 << 40, 14, 24),
+        (producer, tp(0xABC, 0x128), None, None, "feed", ("tick", "A"), "feed@h:1:2:3", 10, 15, 25),
+    ]
+    with made.get_tracer("t").start_as_current_span("a span among them"):
+        pass
+    items = [*records[:3], keep.spans[0], *records[3:]]
+    ours = lines(SpanLineExporter, items)  # type: ignore[arg-type]
+    theirs = lines(FileSpanExporter, [r[0](r) if isinstance(r, tuple) else r for r in items])
+    assert ours == theirs and len(ours) == 1
+    spans = [s for rs in ours[0]["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]  # type: ignore[index]
+    assert len(spans) == len(items)
 
 
 def test_a_producer_span_is_written_from_its_fields_as_the_library_writes_it_and_reads_as_the_sdks() -> None:
