@@ -317,6 +317,9 @@ class _Encoded:
         return held[1]
 
 
+_NO_GROUP = object()  # no resource or scope is it (a span's may be None)
+
+
 def encode_line(items: Iterable[ReadableSpan | Record], cache: _Encoded | None = None) -> str | None:
     """The OTLP JSON ``ExportTraceServiceRequest`` of ``items`` (spans, and records whose first item
     makes their span: a sampled publish's is encoded without one) as one line's text, no newline;
@@ -327,7 +330,7 @@ def encode_line(items: Iterable[ReadableSpan | Record], cache: _Encoded | None =
     by_id: dict[int, tuple[Any, dict[Any, list[str]]]] = {}
     span: ReadableSpan
     scope: Any
-    last: tuple[Any, Any, list[str]] = (None, None, [])  # the group of the item before: most share it
+    last: tuple[Any, Any, list[str]] = (_NO_GROUP, _NO_GROUP, [])  # the item before's group: most share it
     for item in items:
         if isinstance(item, tuple):
             producer = item[0]
