@@ -137,12 +137,13 @@ class LoopSpanProcessor:
     def _export_some(self, count: int) -> None:
         spans: list[Any] = []
         queue = self._queue
-        if self._takes_records:
+        if self._takes_records:  # records as they are
             while queue and len(spans) < count:
                 spans.append(queue.popleft())
-        while queue and len(spans) < count:
-            item = queue.popleft()
-            spans.append(item[0](item) if isinstance(item, tuple) else item)
+        else:  # a record's span made from it
+            while queue and len(spans) < count:
+                item = queue.popleft()
+                spans.append(item[0](item) if isinstance(item, tuple) else item)
         if spans:
             with self._export_lock:
                 self._exporter.export(spans)

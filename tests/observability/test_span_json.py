@@ -134,7 +134,7 @@ def test_a_producer_span_is_written_from_its_fields_as_the_library_writes_it_and
     scope = InstrumentationScope("tickbus", "0.1.0")
     common = {"messaging.system": "tickbus", "messaging.destination.name": 'tick/"A\u2028"'}
     other = {"messaging.system": "tickbus"}  # another actor or key: its own cached parts
-    cases = (  # the usual shapes (one string format each), then a trace state (the general way)
+    cases = (  # tickbus's usual shapes, nothing sent, then a trace state
         (None, None, common, "publish tick", "feed@h:1:2:3"),
         (REMOTE, None, common, "publish tick", 'feed "q"\u2028@h:1:2:3'),
         (None, None, other, "publish \u00e9", None),  # nothing sent: tickbus.skipped
