@@ -90,6 +90,12 @@ _HANDSHAKE_FAILED = (
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
 _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
+# A receiving socket whose connection to its broker is lost is replaced, its queue discarded, and
+# the new one connects this long after (libzmq's reconnect interval, RECONNECT_IVL): see _renew_sub.
+_RENEW_S = 0.1
+# the reader looks at its sockets' connection events first when it has not run for this long (held,
+# stalled, idle): a connection may have been lost and remade meanwhile (see _renew_sub)
+_LOOK_AFTER_S = 0.02
 
 
 def endpoint_list(endpoints: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -152,6 +158,11 @@ class RemoteHub(Hub):
 
     holds = 0
     """Times reading stopped because a consumer's queue was full (see :meth:`hold`)."""
+    skimmed = 0
+    """Messages discarded unread from the hub's queues while reading was held for long (see
+    :meth:`_skim`); counted as gaps too, as their publishers are heard again."""
+    renewed = 0
+    """Receiving sockets replaced after their connection was lost (see :meth:`_renew_sub`)."""
     subscription_slices = 0
     """Times reading the bus's (un)subscriptions stopped after its time slice with more waiting."""
     renumbered = 0
@@ -235,8 +246,6 @@ class RemoteHub(Hub):
         )
         self._inbound.on_heartbeat, self._inbound.rest_of_message = self._watch.heard, self._rest_of_message
         self._watch.lag.skew = self.clock_skew  # one clock-skew bound and counter per hub (actors._limits)
-        for sub in self._subs:
-            sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_PREFIX)  # every hub hears every heartbeat
         self._heartbeat_key = Key(*HEARTBEAT, name)
         self._heartbeat_kb = encode_key(self._heartbeat_key)
         # a heartbeat goes at most a quarter of its interval late: idle sweeps are no further apart
@@ -288,6 +297,12 @@ class RemoteHub(Hub):
         # issue 2961). Brokers by address resolve nothing: one thread, ~7 % more 1->1 throughput
         # on 2 cores than two.
         separate = self._by_name and self._ctx.get(zmq.IO_THREADS) >= brokers
+        self._sub_options = (hwm, ivl, timeout, linger, separate)  # a replacement SUB's (_renew_sub)
+        self._renewing: dict[int, asyncio.TimerHandle] = {}  # broker -> its new SUB's connect
+        self._skimming: asyncio.TimerHandle | asyncio.Handle | None = None  # while held (_skim)
+        self._skim_after = max(_LOOK_AFTER_S, timeout / 2)
+        self._skim_left: list[int] = []  # frames the running skim may still discard, per socket
+        self._read_at = 0.0  # when the reader last looked at the clock (_perf)
         for index in range(brokers):
             pub = self._socket(zmq.XPUB, hwm, ivl, timeout, linger)
             pub.setsockopt(zmq.XPUB_NODROP, 1)
@@ -298,6 +313,7 @@ class RemoteHub(Hub):
             if separate:
                 pub.setsockopt(zmq.AFFINITY, 1 << index)
                 sub.setsockopt(zmq.AFFINITY, 1 << index)
+            sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_PREFIX)  # every hub hears every heartbeat
             self._pubs.append(pub)
             self._subs.append(sub)
             self._monitors += [
@@ -696,34 +712,60 @@ class RemoteHub(Hub):
         # yields to the loop's other callbacks: a burst never starves timers or other actors, and
         # what this process cannot take waits in ZeroMQ's queues (or is dropped there, counted as
         # gaps by the sequence numbers) instead of being decoded to be dropped.
-        if self._closed or self._held or (self._cut is not None and not self._skip_cut()):
+        now = self._reading_starts()
+        if now is None:
             return
         read = self._inbound.read
         receive = self._receivers[0]
-        end = _perf() + _SLICE_S
+        end = now + _SLICE_S
         while not self._held:
             try:
                 if read(receive, zmq.Again, _CHUNK) < _CHUNK:
+                    self._read_at = _perf()
                     return
             except MessageCut:  # its other frames in the next callbacks, the loop's others between
                 self._resume_skip()
                 return
-            if _perf() >= end:
-                self._watch.backlog_at = time.monotonic()  # out of time with messages waiting: a backlog
+            if self._read_on(end):
                 break
         if not self._held:
             self._loop.call_soon(self._on_sub_readable)  # more may be waiting: come back after others ran
 
+    def _reading_starts(self) -> float | None:
+        """The clock as a reader callback starts, or None if it must not read (closed, held, or in
+        the frames of a refused message that are not all skipped yet)."""
+        if self._closed or self._held:
+            return None
+        now = _perf()
+        if now - self._read_at > _LOOK_AFTER_S:  # held, stalled or idle since: see _renew_sub
+            self._look_at_connections()
+        self._read_at = now
+        if self._cut is not None and not self._skip_cut():
+            return None
+        return now
+
+    def _read_on(self, end: float) -> bool:
+        """After a chunk: True if the reader callback is out of time (a backlog), else it reads on."""
+        now, last = _perf(), self._read_at
+        self._read_at = now
+        if now < end:
+            return False
+        self._watch.backlog_at = time.monotonic()  # out of time with messages waiting: a backlog
+        if now - last > _LOOK_AFTER_S:  # a handler held this chunk up: look first next time
+            self._read_at = 0.0
+        return True
+
     def _on_subs_readable(self) -> None:
         # _on_sub_readable for several brokers: each broker's socket in turn, a chunk at a time,
         # the tracker told which broker each frame came from (actors._redundancy).
-        if self._closed or self._held or (self._cut is not None and not self._skip_cut()):
+        now = self._reading_starts()
+        if now is None:
             return
         # Inbound.read_copies: the common shapes inline (the next copy from this broker, delivered
         # or counted redundant), anything else through Inbound.handle, the tracker seeing every copy
         read = self._inbound.read_copies
         tracker: RedundantTracker = self._inbound.tracker  # type: ignore[assignment]
-        end = _perf() + _SLICE_S
+        end = now + _SLICE_S
         while not self._held:
             idle, cut = True, False
             try:
@@ -739,9 +781,9 @@ class RemoteHub(Hub):
                 self._resume_skip()
                 return
             if idle:
+                self._read_at = _perf()
                 return
-            if _perf() >= end:
-                self._watch.backlog_at = time.monotonic()  # as in _on_sub_readable
+            if self._read_on(end):
                 break
         if not self._held:
             self._loop.call_soon(self._on_sub_readable)
@@ -766,18 +808,75 @@ class RemoteHub(Hub):
 
     def hold(self, consumer: object) -> None:
         """Stop reading the bus while ``consumer``'s queue is full (ZeroMQ's queues hold or drop
-        meanwhile, and the sequence numbers count what they drop as gaps)."""
+        meanwhile, and the sequence numbers count what they drop as gaps). Held for longer than
+        half the heartbeat's timeout, the hub discards what waits in its queues (:meth:`_skim`)."""
         if consumer not in self._held:
             self._held.add(consumer)
             self.holds += 1
             self._watch.backlog_at = time.monotonic()
+            if self._skimming is None and not self._closed:
+                self._skimming = self._loop.call_later(self._skim_after, self._skim, True)
 
     def release(self, consumer: object) -> None:
         """Read on once no consumer's queue is full."""
         if self._held and consumer in self._held:
             self._held.discard(consumer)
             if not self._held and not self._closed:
+                if self._skimming is not None:
+                    self._skimming.cancel()
+                    self._skimming = None
                 self._loop.call_soon(self._on_sub_readable)
+
+    def _skim(self, first: bool) -> None:
+        """Discard, unread, what waits in the receiving sockets' queues, while reading is held.
+
+        A hold that outlasts the heartbeat's timeout lost the connection: ZeroMQ stops reading a
+        connection whose queue is full, the broker's answers to the heartbeat wait behind the
+        burst, and the heartbeat times out (a reconnection, the subscriptions sent again, the
+        queue lost anyway: see :meth:`_renew_sub`). So every half timeout of a hold, the messages
+        that waited that long (the queue's size at most, per socket) are discarded: ZeroMQ reads
+        the connection again, heartbeats included, and what the handlers get when the hold ends is
+        the newest. A slice of :data:`_SLICE_S` per callback; counted in :attr:`skimmed`, and as
+        gaps once their publishers are heard again.
+        """
+        self._skimming = None
+        if not self._held or self._closed:
+            return
+        self._look_at_connections()  # not a queue whose connection was lost and made again
+        left = self._skim_left
+        if first:
+            left[:] = [self._sub_options[0]] * len(self._subs)  # frames: each queue's size
+        end = _perf() + _SLICE_S
+        out_of_time, discarded = False, 0
+        for index, sock in enumerate(self._subs):
+            in_message = self._cut == index
+            try:
+                while left[index] > 0:
+                    left[index] -= 1
+                    in_message = sock.recv(zmq.NOBLOCK, copy=False).more
+                    discarded += not in_message
+                    if left[index] % 64 == 0 and _perf() >= end:
+                        out_of_time = True
+                        break
+            except zmq.Again:
+                left[index] = 0
+            self._cut = index if in_message else (None if self._cut == index else self._cut)
+            if out_of_time:
+                break
+        if discarded:
+            self.skimmed += discarded
+            self._log.log(
+                "WARNING",
+                "skim",
+                "hub {}: reading held by a full mailbox for over {:.1f} s: discarded what waited in its "
+                "queues (counted as gaps)",
+                self.name,
+                self._skim_after,
+            )
+        if out_of_time:
+            self._skimming = self._loop.call_soon(self._skim, False)
+        else:
+            self._skimming = self._loop.call_later(self._skim_after, self._skim, True)
 
     def _rest_of_message(self) -> tuple[list[bytes], bool]:
         """The remaining frames of a multi-frame message (format 1, or not tickbus): the first three
@@ -843,10 +942,13 @@ class RemoteHub(Hub):
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 first = index - index % 2
                 was_up = self._connected[first] and self._connected[first + 1]
-                if self._connected[index] and (len(self._subs) == 1 or was_up):
+                connected, self._connected[index] = self._connected[index], False
+                if connected and (len(self._subs) == 1 or was_up):
                     self._lost(index)  # with several brokers: once per broker, not per socket
-                self._connected[index] = False
                 self._disconnects += 1
+                if connected and index % 2:  # a receiving socket: replaced, its later events with it
+                    self._renew_sub(index // 2)
+                    break
             elif event["event"] & _HANDSHAKE_FAILED:
                 self._refused = True
                 self._log.warning(
@@ -866,6 +968,72 @@ class RemoteHub(Hub):
             self._connected_event.set()
         else:
             self._connected_event.clear()
+
+    def _look_at_connections(self) -> None:
+        """Take the receiving sockets' connection events before reading them (see :meth:`_renew_sub`)."""
+        for index in range(1, len(self._monitors), 2):
+            if _pending(self._monitors[index]):
+                self._on_monitor(index)
+
+    def _renew_sub(self, index: int) -> None:
+        """Replace broker ``index``'s receiving socket, whose connection was lost, by a new one.
+
+        libzmq keeps a connecting socket's queue across a reconnection. When that queue was full as
+        the connection went (its reader held by a full mailbox through a burst, say, until the
+        heartbeat timed out), its write side stays marked full, and the first read that frees room
+        once the new connection is made restarts an engine that never stopped: libzmq aborts the
+        process (``Assertion failed: _input_stopped (src/stream_engine_base.cpp:396)``; libzmq issue
+        3937, open). ZMQ_IMMEDIATE, which would drop the queue with the connection, leaves a SUB
+        socket receiving nothing in libzmq 4.3.5. So the socket is closed unread, with what it
+        queued before the loss (sequence gaps, counted as its publishers are heard again), and a
+        new one with the same subscriptions connects :data:`_RENEW_S` later, as libzmq would have
+        reconnected. The reader looks at these events before it reads after a pause
+        (:data:`_LOOK_AFTER_S`), so no read reaches the old queue once a new connection could exist.
+        """
+        hwm, ivl, timeout, linger, separate = self._sub_options
+        old, slot = self._subs[index], 2 * index + 1
+        old_monitor = self._monitors[slot]
+        for sock in (old, old_monitor):
+            self._loop.remove_reader(sock.FD)
+        old.disable_monitor()
+        old_monitor.close(linger=0)
+        old.close(linger=0)
+        sub = self._socket(zmq.SUB, hwm, ivl, timeout, linger)
+        if separate:
+            sub.setsockopt(zmq.AFFINITY, 1 << index)
+        for prefix in (HEARTBEAT_PREFIX, *self._prefix_refs):
+            sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        monitor = sub.get_monitor_socket(_MONITOR_EVENTS)
+        self._subs[index], self._monitors[slot] = sub, monitor
+        self._receivers[index] = functools.partial(_recv, sub, zmq.NOBLOCK)
+        if index == 0:
+            self._sub = sub
+        if self._cut == index:
+            self._cut = None
+        self._loop.add_reader(sub.FD, self._on_sub_readable)
+        self._loop.add_reader(monitor.FD, self._on_monitor, slot)
+        if (pending := self._renewing.pop(index, None)) is not None:
+            pending.cancel()
+        self._renewing[index] = self._loop.call_later(_RENEW_S, self._connect_renewed, index)
+        self.renewed += 1
+
+    def _connect_renewed(self, index: int) -> None:
+        """Connect broker ``index``'s new receiving socket (see :meth:`_renew_sub`)."""
+        self._renewing.pop(index, None)
+        if self._closed:
+            return
+        endpoint = self.backends[index]
+        try:
+            self._subs[index].connect(endpoint)
+        except zmq.ZMQError as exc:  # it connected before: only a resource shortage gets here
+            self._log.log(
+                "ERROR",
+                "renew",
+                "hub {}: cannot connect to the broker's backend {}: {}",
+                self.name,
+                endpoint,
+                exc,
+            )
 
     def _lost(self, index: int) -> None:
         side = _SIDES[index % 2]
@@ -989,6 +1157,9 @@ class RemoteHub(Hub):
         self._housekeeping.cancel()
         if self._expiry is not None:
             self._expiry.cancel()
+        for pending in (*self._renewing.values(), self._skimming):
+            if pending is not None:
+                pending.cancel()
         for sock in (*self._subs, *self._pubs, *self._monitors):
             self._loop.remove_reader(sock.FD)
         # Closed here, on the loop's thread, which is the only one that uses them: a socket closed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import inspect
 import json
@@ -159,7 +160,10 @@ def raw_server() -> Iterator[tuple[str, threading.Event]]:
     try:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook", hang
     finally:
+        with contextlib.suppress(OSError):  # wakes the accept (a close alone leaves the thread in it)
+            listener.shutdown(socket.SHUT_RDWR)
         listener.close()
+        thread.join(5)
         for conn in held:
             conn.close()
 
