@@ -300,7 +300,9 @@ class RemoteHub(Hub):
         self._sub_options = (hwm, ivl, timeout, linger, separate)  # a replacement SUB's (_renew_sub)
         self._renewing: dict[int, asyncio.TimerHandle] = {}  # broker -> its new SUB's connect
         self._skimming: asyncio.TimerHandle | asyncio.Handle | None = None  # while held (_skim)
-        self._skim_after = max(_LOOK_AFTER_S, timeout / 2)
+        # half the heartbeat's timeout (ZeroMQ's is the interval when 0); no heartbeat, no skim
+        beat = timeout if timeout > 0 else ivl
+        self._skim_after = max(_LOOK_AFTER_S, beat / 2) if beat > 0 else None
         self._skim_left: list[int] = []  # frames the running skim may still discard, per socket
         self._read_at = 0.0  # when the reader last looked at the clock (_perf)
         for index in range(brokers):
@@ -814,7 +816,7 @@ class RemoteHub(Hub):
             self._held.add(consumer)
             self.holds += 1
             self._watch.backlog_at = time.monotonic()
-            if self._skimming is None and not self._closed:
+            if self._skimming is None and self._skim_after is not None and not self._closed:
                 self._skimming = self._loop.call_later(self._skim_after, self._skim, True)
 
     def release(self, consumer: object) -> None:
@@ -840,7 +842,7 @@ class RemoteHub(Hub):
         gaps once their publishers are heard again.
         """
         self._skimming = None
-        if not self._held or self._closed:
+        if not self._held or self._closed or self._skim_after is None:
             return
         self._look_at_connections()  # not a queue whose connection was lost and made again
         left = self._skim_left
