@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import zmq
@@ -311,11 +311,9 @@ class RemoteHub(Hub):
             pub.setsockopt(zmq.XPUB_MANUAL, 1)  # subscriptions are stored only once accepted
             if brokers > 1:
                 pub.setsockopt(zmq.IMMEDIATE, 1)
-            sub = self._socket(zmq.SUB, hwm, ivl, timeout, linger)
+            sub = self._new_sub(index, ())
             if separate:
                 pub.setsockopt(zmq.AFFINITY, 1 << index)
-                sub.setsockopt(zmq.AFFINITY, 1 << index)
-            sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_PREFIX)  # every hub hears every heartbeat
             self._pubs.append(pub)
             self._subs.append(sub)
             self._monitors += [
@@ -373,9 +371,7 @@ class RemoteHub(Hub):
                 self._loop.call_soon(self._on_sub_readable)
             if self._expiry is None and len(self._subs) > 1:
                 self._release()
-            for index, monitor in enumerate(self._monitors):
-                if _pending(monitor):
-                    self._on_monitor(index)
+            self._look_at_connections(every=1)
             if self._watch.schedule.due(now, self._published + self._publish_skipped):
                 self._send_heartbeat(now)
                 if any(map(_pending, self._pubs)):  # the send may have taken a subscription's edge
@@ -971,9 +967,10 @@ class RemoteHub(Hub):
         else:
             self._connected_event.clear()
 
-    def _look_at_connections(self) -> None:
-        """Take the receiving sockets' connection events before reading them (see :meth:`_renew_sub`)."""
-        for index in range(1, len(self._monitors), 2):
+    def _look_at_connections(self, every: int = 2) -> None:
+        """Take the sockets' pending connection events: the receiving sockets' (monitors 1, 3, ...),
+        before reading them (see :meth:`_renew_sub`), or ``every=1`` all of them."""
+        for index in range(2 - every, len(self._monitors), every):
             if _pending(self._monitors[index]):
                 self._on_monitor(index)
 
@@ -992,7 +989,6 @@ class RemoteHub(Hub):
         reconnected. The reader looks at these events before it reads after a pause
         (:data:`_LOOK_AFTER_S`), so no read reaches the old queue once a new connection could exist.
         """
-        hwm, ivl, timeout, linger, separate = self._sub_options
         old, slot = self._subs[index], 2 * index + 1
         old_monitor = self._monitors[slot]
         for sock in (old, old_monitor):
@@ -1000,11 +996,7 @@ class RemoteHub(Hub):
         old.disable_monitor()
         old_monitor.close(linger=0)
         old.close(linger=0)
-        sub = self._socket(zmq.SUB, hwm, ivl, timeout, linger)
-        if separate:
-            sub.setsockopt(zmq.AFFINITY, 1 << index)
-        for prefix in (HEARTBEAT_PREFIX, *self._prefix_refs):
-            sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        sub = self._new_sub(index, self._prefix_refs)
         monitor = sub.get_monitor_socket(_MONITOR_EVENTS)
         self._subs[index], self._monitors[slot] = sub, monitor
         self._receivers[index] = functools.partial(_recv, sub, zmq.NOBLOCK)
@@ -1018,6 +1010,16 @@ class RemoteHub(Hub):
             pending.cancel()
         self._renewing[index] = self._loop.call_later(_RENEW_S, self._connect_renewed, index)
         self.renewed += 1
+
+    def _new_sub(self, index: int, prefixes: Iterable[bytes]) -> zmq.Socket[bytes]:
+        """Broker ``index``'s receiving socket, subscribed to the heartbeats and to ``prefixes``."""
+        hwm, ivl, timeout, linger, separate = self._sub_options
+        sub = self._socket(zmq.SUB, hwm, ivl, timeout, linger)
+        if separate:
+            sub.setsockopt(zmq.AFFINITY, 1 << index)
+        for prefix in (HEARTBEAT_PREFIX, *prefixes):  # every hub hears every heartbeat
+            sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        return sub
 
     def _connect_renewed(self, index: int) -> None:
         """Connect broker ``index``'s new receiving socket (see :meth:`_renew_sub`)."""

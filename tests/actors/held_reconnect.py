@@ -24,17 +24,10 @@ import sys
 import time
 
 import actors
+from actors.testing import eventually
 
 BURST = 5_000
 AFTER = 10
-
-
-async def until(done, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.01)
 
 
 async def main(mode: str, frontends: list[str], backends: list[str]) -> None:
@@ -56,22 +49,21 @@ async def main(mode: str, frontends: list[str], backends: list[str]) -> None:
     key = actors.Key("md", "x")
     await feed.wait_for_subscribers(key, timeout=20)
     feed.publish(key, 0)
-    await until(lambda: got == [0], 20, "the first message")
+    await eventually(lambda: got == [0], 20, "the first message")
     token = object()
     victim.hold(token)
     for n in range(1, BURST + 1):
         feed.publish(key, n)
     if mode == "stall":
         time.sleep(1.0)  # noqa: ASYNC251 -- the loop stalls: nothing of the hub runs meanwhile
-        await until(lambda: victim.statistics().disconnects >= len(backends), 30, "the connection lost")
-        await until(lambda: victim.connected, 30, "the victim's connection made again")
+        await eventually(lambda: victim.statistics().disconnects >= len(backends), 30, "the connection lost")
+        await eventually(lambda: victim.connected, 30, "the victim's connection made again")
     else:
         await asyncio.sleep(1.5)
     victim.release(token)  # libzmq's own reconnection: the process aborted in this read
-    await asyncio.sleep(0.2)
     for n in range(BURST + 1, BURST + AFTER + 1):
         feed.publish(key, n)
-    await until(lambda: got and got[-1] == BURST + AFTER, 20, f"the last message (got {got[-3:]})")
+    await eventually(lambda: bool(got) and got[-1] == BURST + AFTER, 20, f"the last message (got {got[-3:]})")
     stats = victim.statistics()
     print(
         json.dumps(
