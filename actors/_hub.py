@@ -131,6 +131,13 @@ class HubStatistics:
     actor checks the messages its latency histogram samples (at most one per 50 us), not every one."""
     snapshot_rejects: int = 0
     """Snapshot reply parts and entries dropped: malformed, for no pending request, over the bounds."""
+    holds: int = 0
+    """Times reading stopped because an actor's mailbox was full."""
+    skimmed: int = 0
+    """Frames discarded unread from the receive queues by a hub held, or behind a flood, for half the
+    heartbeat's timeout (counted as gaps too, once their publishers are heard again)."""
+    renewed: int = 0
+    """Receiving sockets replaced after their connection to a broker was lost."""
 
 
 class Hub:

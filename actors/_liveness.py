@@ -62,7 +62,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from broker import HEARTBEAT, encode_key, parse_publisher_id
+from broker import FIXED, FORMAT_VERSION, HEARTBEAT, KEY_END, encode_key, parse_publisher_id
 from observability import RateLimitedLog
 
 from ._limits import ClockSkew
@@ -271,6 +271,22 @@ class LagMonitor:
         self.unconfirmed = 0  # old samples while the hub was not behind: not a reason to flag it
         self.lag = 0.0
         self.skew = skew if skew is not None else ClockSkew()  # the hub's, so that it counts `skewed`
+
+    def frame_age(self, frame: bytes, mono_ns: int, wall_ns: int) -> float | None:
+        """Seconds since a received frame (format 2, undecoded) was sent, by its header, as
+        :meth:`check` reads a header; None when it says nothing (not a tickbus frame of this
+        version, or an implausible send time: counted in the skew's ``skewed``)."""
+        end = frame.find(KEY_END)
+        start = end + 1 + FIXED.size
+        if end < 0 or len(frame) < start:
+            return None
+        version, _flags, length, _seq, mono, wall = FIXED.unpack_from(frame, end + 1)
+        if version != FORMAT_VERSION:
+            return None
+        parsed = parse_publisher_id(frame[start : start + length].decode("utf-8", "replace"))
+        same_host = parsed is not None and parsed.host == _HOST
+        age = self.skew.age_ns(mono_ns, mono) if same_host else self.skew.age_ns(wall_ns, wall)
+        return None if age is None else max(0.0, age / 1e9)
 
     def check(self, header: Any, mono_ns: int, wall_ns: int, behind: bool) -> str | None:
         """Update from the oldest header processed since the last check (``None``: nothing processed).

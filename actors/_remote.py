@@ -58,6 +58,7 @@ from ._inbound import DEFAULT_MAX_KEY, Inbound, MessageCut
 from ._liveness import DEFAULT_MAX_INTERVAL, HEARTBEAT_PREFIX, HubWatch
 from ._redundancy import DEFAULT_REORDER_WINDOW, RedundantTracker
 from ._sequence import SequenceTracker
+from ._skim import discard
 from ._snapshot import SnapshotClient
 from ._wanted import BusSubscriptions
 
@@ -96,6 +97,11 @@ _RENEW_S = 0.1
 # the reader looks at its sockets' connection events first when it has not run for this long (held,
 # stalled, idle): a connection may have been lost and remade meanwhile (see _renew_sub)
 _LOOK_AFTER_S = 0.02
+# A skim (RemoteHub._skim) discards at most this many queues' worth of frames (hwm each: the hub's,
+# the broker's, and the kernel's buffers between), and stops at a frame that waited less than this
+# share of the time that set it off.
+_SKIM_QUEUES = 4
+_SKIM_FRESH = 0.25
 
 
 def endpoint_list(endpoints: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -159,8 +165,9 @@ class RemoteHub(Hub):
     holds = 0
     """Times reading stopped because a consumer's queue was full (see :meth:`hold`)."""
     skimmed = 0
-    """Messages discarded unread from the hub's queues while reading was held for long (see
-    :meth:`_skim`); counted as gaps too, as their publishers are heard again."""
+    """Frames (one a message, from tickbus peers) discarded unread from the hub's queues while
+    reading was held for long, or fell behind a flood (see :meth:`_skim`); counted as gaps too, as
+    their publishers are heard again."""
     renewed = 0
     """Receiving sockets replaced after their connection was lost (see :meth:`_renew_sub`)."""
     subscription_slices = 0
@@ -299,7 +306,9 @@ class RemoteHub(Hub):
         separate = self._by_name and self._ctx.get(zmq.IO_THREADS) >= brokers
         self._sub_options = (hwm, ivl, timeout, linger, separate)  # a replacement SUB's (_renew_sub)
         self._renewing: dict[int, asyncio.TimerHandle] = {}  # broker -> its new SUB's connect
-        self._skimming: asyncio.TimerHandle | asyncio.Handle | None = None  # while held (_skim)
+        self._skimming: asyncio.TimerHandle | asyncio.Handle | None = None  # held or behind (_skim)
+        self._behind_since: float | None = None  # the reader last left messages waiting since (_behind)
+        self._discarding = False  # a skim runs because the reader fell behind: it reads nothing meanwhile
         # half the heartbeat's timeout (ZeroMQ's is the interval when 0); no heartbeat, no skim
         beat = timeout if timeout > 0 else ivl
         self._skim_after = max(_LOOK_AFTER_S, beat / 2) if beat > 0 else None
@@ -720,19 +729,21 @@ class RemoteHub(Hub):
             try:
                 if read(receive, zmq.Again, _CHUNK) < _CHUNK:
                     self._read_at = _perf()
+                    self._behind_since = None  # caught up
                     return
             except MessageCut:  # its other frames in the next callbacks, the loop's others between
                 self._resume_skip()
                 return
             if self._read_on(end):
                 break
-        if not self._held:
+        self._behind()
+        if not self._held and not self._discarding:
             self._loop.call_soon(self._on_sub_readable)  # more may be waiting: come back after others ran
 
     def _reading_starts(self) -> float | None:
         """The clock as a reader callback starts, or None if it must not read (closed, held, or in
         the frames of a refused message that are not all skipped yet)."""
-        if self._closed or self._held:
+        if self._closed or self._held or self._discarding:
             return None
         now = _perf()
         if now - self._read_at > _LOOK_AFTER_S:  # held, stalled or idle since: see _renew_sub
@@ -780,11 +791,37 @@ class RemoteHub(Hub):
                 return
             if idle:
                 self._read_at = _perf()
+                self._behind_since = None  # caught up
                 return
             if self._read_on(end):
                 break
-        if not self._held:
+        self._behind()
+        if not self._held and not self._discarding:
             self._loop.call_soon(self._on_sub_readable)
+
+    def _behind(self) -> None:
+        """The reader left messages waiting (out of time, or held by a full mailbox).
+
+        Behind for longer than :attr:`_skim_after` without once finding its queues empty, and
+        handing its handlers messages that waited longer than that (the lag the sweep measured),
+        the hub discards what waits in its queues (:meth:`_skim`): a reader slower than a flood
+        otherwise hands its handlers ever older messages (seconds old within seconds), and loses
+        its connection when ZeroMQ's heartbeat answers, queued behind the flood, come too late.
+        Both are needed: a peer stamping its messages old cannot make a hub that keeps up discard,
+        and a burst the reader drains in time loses nothing.
+        """
+        now, since, after = _perf(), self._behind_since, self._skim_after
+        if since is None:
+            self._behind_since = now
+        elif (
+            after is not None
+            and now - since > after
+            and self._watch.lag.lag > after
+            and not (self._held or self._skimming is not None or self._closed)
+        ):
+            self._behind_since = None
+            self._discarding = True
+            self._skimming = self._loop.call_soon(self._skim, True)
 
     def _release(self) -> None:
         """Deliver the held frames whose turn came; wake up again when the oldest hold's window ends."""
@@ -823,58 +860,79 @@ class RemoteHub(Hub):
                 if self._skimming is not None:
                     self._skimming.cancel()
                     self._skimming = None
+                    self._discarding = False
                 self._loop.call_soon(self._on_sub_readable)
 
     def _skim(self, first: bool) -> None:
-        """Discard, unread, what waits in the receiving sockets' queues, while reading is held.
+        """Discard, unread, what waits in the receiving sockets' queues: while reading is held, or
+        once when the reader fell behind (:meth:`_behind`).
 
         A hold that outlasts the heartbeat's timeout lost the connection: ZeroMQ stops reading a
         connection whose queue is full, the broker's answers to the heartbeat wait behind the
         burst, and the heartbeat times out (a reconnection, the subscriptions sent again, the
-        queue lost anyway: see :meth:`_renew_sub`). So every half timeout of a hold, the messages
-        that waited that long (the queue's size at most, per socket) are discarded: ZeroMQ reads
-        the connection again, heartbeats included, and what the handlers get when the hold ends is
-        the newest. A slice of :data:`_SLICE_S` per callback; counted in :attr:`skimmed`, and as
-        gaps once their publishers are heard again.
+        queue lost anyway: see :meth:`_renew_sub`). A reader slower than a flood does the same a
+        little later: ZeroMQ reads the connection again only each time half the queue was taken.
+        So every half timeout of a hold, or of a reader that never caught up, the messages that
+        waited (the queue's size at most, per socket) are discarded: ZeroMQ reads the connection
+        again, heartbeats included, and what the handlers get next is the newest. A slice of
+        :data:`_SLICE_S` per callback; counted in :attr:`skimmed` (frames), and as gaps once their
+        publishers are heard again.
         """
         self._skimming = None
-        if not self._held or self._closed or self._skim_after is None:
+        if not (self._held or self._discarding) or self._closed or self._skim_after is None:
+            self._discarding = False
             return
         self._look_at_connections()  # not a queue whose connection was lost and made again
         left = self._skim_left
-        if first:
-            left[:] = [self._sub_options[0]] * len(self._subs)  # frames: each queue's size
-        end = _perf() + _SLICE_S
+        if first:  # frames: the queues before the newest (this hub's, the broker's, the kernel's)
+            left[:] = [_SKIM_QUEUES * self._sub_options[0]] * len(self._subs)
+        fresh = self._skim_after * _SKIM_FRESH
+        age_of, inbound = self._watch.lag.frame_age, self._inbound
+        deadline = _perf() + _SLICE_S
         out_of_time, discarded = False, 0
-        for index, sock in enumerate(self._subs):
-            in_message = self._cut == index
-            try:
-                while left[index] > 0:
-                    left[index] -= 1
-                    in_message = sock.recv(zmq.NOBLOCK, copy=False).more
-                    discarded += not in_message
-                    if left[index] % 64 == 0 and _perf() >= end:
-                        out_of_time = True
-                        break
-            except zmq.Again:
-                left[index] = 0
-            self._cut = index if in_message else (None if self._cut == index else self._cut)
-            if out_of_time:
+        for index, receive in enumerate(self._receivers):
+            if not left[index]:
+                continue
+            if len(self._subs) > 1:
+                inbound.tracker.source = index
+            run = discard(
+                receive,
+                zmq.Again,
+                left[index],
+                fresh=fresh,
+                age_of=age_of,
+                heartbeat=HEARTBEAT_PREFIX,
+                keep=inbound.handle,
+                deadline=deadline,
+            )
+            # done, or empty with nothing taken: this queue is through; empty after some frames, it
+            # may be refilling (ZeroMQ reads the connection again), so it is looked at once more
+            left[index] = 0 if run.done or (run.empty and not run.taken) else left[index] - run.taken
+            if run.taken:
+                inside = not run.empty and self._subs[index].get(zmq.RCVMORE)
+                self._cut = index if inside else (None if self._cut == index else self._cut)
+            discarded += run.taken - run.kept
+            if not (run.done or run.empty):
+                out_of_time = True
                 break
         if discarded:
             self.skimmed += discarded
             self._log.log(
                 "WARNING",
-                "skim",
-                "hub {}: reading held by a full mailbox for over {:.1f} s: discarded what waited in its "
-                "queues (counted as gaps)",
+                "skim" if self._held else "behind",
+                "hub {}: {} for over {:.1f} s: discarded what waited in its queues (counted as gaps)",
                 self.name,
+                "reading held by a full mailbox" if self._held else "reading behind a flood",
                 self._skim_after,
             )
-        if out_of_time:
+        if out_of_time or any(left):
             self._skimming = self._loop.call_soon(self._skim, False)
-        else:
+        elif self._held:
+            self._discarding = False
             self._skimming = self._loop.call_later(self._skim_after, self._skim, True)
+        else:  # behind: read on, from the newest
+            self._discarding = False
+            self._loop.call_soon(self._on_sub_readable)
 
     def _rest_of_message(self) -> tuple[list[bytes], bool]:
         """The remaining frames of a multi-frame message (format 1, or not tickbus): the first three
@@ -1129,6 +1187,9 @@ class RemoteHub(Hub):
             renumbered=self.renumbered,
             skewed=self.clock_skew.skewed,
             snapshot_rejects=self._snapshots.rejects,
+            holds=self.holds,
+            skimmed=self.skimmed,
+            renewed=self.renewed,
         )
 
     def _by_broker(self) -> tuple[BrokerCopies, ...]:

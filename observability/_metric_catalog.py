@@ -161,6 +161,19 @@ _HUB_SPECS = (
         "Times this hub numbered its keys afresh under a new publisher id (too many keys)",
         _one("renumbered"),
     ),
+    _Spec("tickbus.hub.holds", "{hold}", "Times reading stopped for an actor's full mailbox", _one("holds")),
+    _Spec(
+        "tickbus.hub.skimmed",
+        "{message}",
+        "Frames discarded unread by a hub held, or behind a flood, for half the heartbeat timeout",
+        _one("skimmed"),
+    ),
+    _Spec(
+        "tickbus.hub.renewed",
+        "{socket}",
+        "Receiving sockets replaced after their connection to a broker was lost",
+        _one("renewed"),
+    ),
     _Spec("tickbus.hub.slow", "{flag}", "1 while this hub is flagged a slow consumer", _one("slow"), True),
     _Spec("tickbus.hub.slow.episodes", "{episode}", "Times this hub was flagged slow", _one("slow_episodes")),
     _Spec(

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from loguru import logger
 
 from actors._liveness import (
+    _HOST,
     DEFAULT_MAX_INTERVAL,
     HeartbeatSchedule,
     HubWatch,
@@ -19,7 +20,7 @@ from actors._liveness import (
     parse_heartbeat,
 )
 from actors._sequence import SequenceTracker
-from broker import Header
+from broker import FORMAT_VERSION, Header, encode_header, encode_key, encode_message
 from observability import RateLimitedLog
 
 
@@ -129,6 +130,26 @@ def test_an_old_send_time_flags_nothing_unless_the_hub_itself_is_behind():
     # still old, but the backlog here is gone: the hub caught up, whatever the stamps say
     assert lag.check(old, 0, 3_000_000_000, behind=False) == "recovered"
     assert lag.episodes == 1 and lag.unconfirmed == 1
+
+
+def test_a_frame_s_age_is_read_from_its_header_as_a_lag_sample_is():
+    # what a skim reads of the frames it discards, undecoded (RemoteHub._skim)
+    lag = LagMonitor(1.0)
+    kb = encode_key(("k",))
+    here = f"p@{_HOST}:1:a"
+    frame = encode_message(kb, encode_header(here, 1, 1_000_000_000, 0), b"\x90")
+    assert lag.frame_age(frame, 3_500_000_000, 0) == 2.5  # same host: the monotonic clocks
+    elsewhere = encode_message(kb, encode_header("p@elsewhere:1:a", 1, 0, 7_000_000_000), b"\x90")
+    assert lag.frame_age(elsewhere, 0, 7_250_000_000) == 0.25  # another host: the wall clocks
+    assert lag.frame_age(elsewhere, 0, 6_000_000_000) == 0.0  # a little ahead: no age, not negative
+    # says nothing: no key end, a cut header, another format version, an implausible send time
+    assert lag.frame_age(b"junk", 0, 0) is None
+    assert lag.frame_age(frame[: len(kb) + 10], 0, 0) is None
+    other = bytearray(frame)
+    other[len(kb) + 1] = FORMAT_VERSION + 1
+    assert lag.frame_age(bytes(other), 3_500_000_000, 0) is None
+    skewed = lag.skew.skewed
+    assert lag.frame_age(elsewhere, 0, 7_000_000_000 + 10**15) is None and lag.skew.skewed == skewed + 1
 
 
 @given(st.lists(st.booleans(), min_size=1, max_size=200), st.integers(0, 5))

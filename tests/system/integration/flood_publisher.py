@@ -2,7 +2,8 @@
 
 ``python -m tests.system.integration.flood_publisher FRONTEND BACKEND SECONDS``: waits for a
 subscriber of ``('flood', 'x')`` and ``('quiet', 'x')``, prints ``start``, then for SECONDS publishes
-``('flood', 'x')`` as fast as it can and one ``('quiet', 'x')`` every 20 ms (payloads ``[seq]``), prints
+``('flood', 'x')`` as fast as it can and one ``('quiet', 'x')`` every 20 ms (payloads ``[seq, monotonic_ns]``,
+the time of the burst it went in), prints
 ``done FLOOD QUIET`` (how many of each) and stays connected, heartbeating, until stdin closes.
 """
 
@@ -27,11 +28,12 @@ async def main(frontend: str, backend: str, seconds: float) -> None:
     while (now := time.monotonic()) < end:
         if now >= next_quiet:
             quiets += 1
-            hub.publish(quiet, [quiets])
+            hub.publish(quiet, [quiets, time.monotonic_ns()])
             next_quiet += 0.02
+        sent = time.monotonic_ns()
         for _ in range(500):
             floods += 1
-            hub.publish(flood, [floods])
+            hub.publish(flood, [floods, sent])
         await asyncio.sleep(0)  # the hub's own callbacks (subscriptions, heartbeats) still run
     print(f"done {floods} {quiets} {hub.statistics().publish_dropped}", flush=True)
     loop = asyncio.get_running_loop()
