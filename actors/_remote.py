@@ -872,11 +872,12 @@ class RemoteHub(Hub):
         burst, and the heartbeat times out (a reconnection, the subscriptions sent again, the
         queue lost anyway: see :meth:`_renew_sub`). A reader slower than a flood does the same a
         little later: ZeroMQ reads the connection again only each time half the queue was taken.
-        So every half timeout of a hold, or of a reader that never caught up, the messages that
-        waited (the queue's size at most, per socket) are discarded: ZeroMQ reads the connection
-        again, heartbeats included, and what the handlers get next is the newest. A slice of
-        :data:`_SLICE_S` per callback; counted in :attr:`skimmed` (frames), and as gaps once their
-        publishers are heard again.
+        So every half timeout of a hold, or of a reader that never caught up, the frames that
+        waited are discarded, up to the first that waited less than :data:`_SKIM_FRESH` of that
+        (:data:`_SKIM_QUEUES` queues' worth at most, per socket; see :mod:`actors._skim`): ZeroMQ
+        reads the connection again, heartbeats included, and what the handlers get next is recent.
+        A slice of :data:`_SLICE_S` per callback; counted in :attr:`skimmed` (frames), and as gaps
+        once their publishers are heard again.
         """
         self._skimming = None
         if not (self._held or self._discarding) or self._closed or self._skim_after is None:

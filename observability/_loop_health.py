@@ -44,11 +44,18 @@ def describe_handle(handle: asyncio.Handle) -> str:
             line = frame.f_lineno if frame is not None else code.co_firstlineno
             where = f" at {code.co_filename}:{line}"
         text = f"task {owner.get_name()!r} coroutine {getattr(coro, '__qualname__', coro)!s}{where}"
-        label = _handler_label(owner) or (_callback_labeller() if _callback_labeller is not None else None)
+        inline = _inline_label()  # asked at every report: it holds the slowest since the last one
+        label = _handler_label(owner) or inline
         return text + (f" (handler {label})" if label else "")
     text = f"callback {getattr(callback, '__qualname__', callback)!s}"
-    label = _callback_labeller() if _callback_labeller is not None else None
+    label = _inline_label()
     return text + (f" (handler {label})" if label else "")
+
+
+def _inline_label() -> str | None:
+    """The slowest handler run inline since the last call (the callback labeller's), and forget it."""
+    labeller = _callback_labeller
+    return labeller() if labeller is not None else None
 
 
 _task_labeller: Callable[[asyncio.Task[Any]], str | None] | None = None
@@ -107,6 +114,7 @@ class SlowCallbackMonitor:
         self.threshold = threshold
         self._on_slow = on_slow
         self._log = RateLimitedLog(5.0)
+        _inline_label()  # a handler slow before this watch began is not this watch's to name
         if self._original is not None:
             return
         original = asyncio.Handle._run

@@ -58,6 +58,37 @@ async def test_a_200ms_block_in_a_handler_gives_one_warning_naming_it_and_shows_
         observability.loop_lag.disable()
 
 
+class Earlier(Actor):
+    name = "earlier"
+
+    @handler(("early",))
+    def on_early(self, key, seconds):
+        time.sleep(seconds)  # slow while no watch runs
+        self.publish(("done",), seconds)
+
+
+async def test_a_handler_slow_before_the_watch_began_is_not_named_for_a_later_one(captured):
+    # the slowest inline handler is kept until a report asks for it: one slower than the blocker,
+    # from before the watch (a CI run: another test's handler), was named for the blocker's callback
+    hub = Hub()
+    earlier = Earlier(hub)
+    done = asyncio.Event()
+    hub.add_subscriber(Key("done"), lambda k, p, h: done.set())
+    await earlier.start()
+    hub.publish(Key("early"), 0.3)
+    await asyncio.wait_for(done.wait(), 10)
+    await earlier.stop()
+    observability.slow_callbacks.enable(0.05)
+    try:
+        await asyncio.sleep(0.01)  # the next step of this task runs under the watch, not this one
+        actor = await _run_blocking(hub, 0.2)
+        warnings = [line for line in captured if "slow callback" in line]
+        assert len(warnings) == 1 and "blocker.on_block" in warnings[0], warnings
+        await actor.stop()
+    finally:
+        observability.slow_callbacks.disable()
+
+
 async def test_a_3s_block_produces_a_stack_dump_containing_the_handler_frame():
     dumps: list[str] = []
     observability.hang_watchdog.enable(1.0, on_hang=dumps.append)
