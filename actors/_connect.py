@@ -47,6 +47,7 @@ async def connect(
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
     max_message_age: float = DEFAULT_MAX_MESSAGE_AGE,
     reorder_window: float = DEFAULT_REORDER_WINDOW,
+    max_lag: float | None = None,
 ) -> RemoteHub:
     """Connect to a tickbus broker and return a hub with the aiopubsub API.
 
@@ -74,6 +75,14 @@ async def connect(
     subscribers "quiet" from "gone" and counts losses at the tail of a stream (0 disables).
     A hub processing messages older than ``slow_after`` seconds flags itself slow (0 disables).
     See ``actors._liveness``.
+
+    Overload: a hub that stays behind its queues for ``max_lag`` seconds, handing its handlers
+    messages older than that, discards what waited, unread and counted (``skimmed``, and as gaps),
+    up to messages a quarter of that old (see ``actors._skim``). By default half the heartbeat's
+    timeout (1 s); ``math.inf`` never: the handlers then work through every queued message, however
+    old, and a reader much slower than the flood loses its connection from time to time instead
+    (its queue goes with it). A hub held by a full mailbox for half the heartbeat's timeout
+    discards either way: its connection depends on it.
 
     Untrusted input: ``max_payload`` bounds the bytes of one payload either way (larger ones are
     refused on publish and dropped, counted, on receipt); ``decode_limits`` bounds what decoding a
@@ -117,6 +126,7 @@ async def connect(
         context=context,
         idle_heartbeat=idle_heartbeat,
         slow_after=slow_after,
+        max_lag=max_lag,
         curve=curve if curve is not None else ClientCurve.from_env(),
     )
     hub.set_limits(limits)

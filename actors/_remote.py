@@ -146,7 +146,11 @@ def _pending(sock: zmq.Socket[bytes]) -> bool:
         return False
 
 
-def _check_options(max_key: int, idle_heartbeat: float) -> None:
+def _check_options(max_key: int, idle_heartbeat: float, max_lag: float | None) -> None:
+    if max_lag is not None and (
+        isinstance(max_lag, bool) or not isinstance(max_lag, int | float) or not max_lag > 0
+    ):
+        raise ValueError(f"hub option max_lag={max_lag!r} is not a number of seconds > 0 (math.inf: never)")
     if type(max_key) is not int or max_key < _MIN_MAX_KEY:
         raise ValueError(
             f"hub option max_key={max_key!r} is not a byte count >= {_MIN_MAX_KEY} "
@@ -193,6 +197,7 @@ class RemoteHub(Hub):
         context: zmq.Context[zmq.Socket[bytes]] | None,
         idle_heartbeat: float = 1.0,
         slow_after: float = 1.0,
+        max_lag: float | None = None,
         curve: ClientCurve | None = None,
         decode_limits: DecodeLimits | None = None,
         max_remote_subscriptions: int = 100_000,
@@ -201,7 +206,7 @@ class RemoteHub(Hub):
         reorder_window: float = DEFAULT_REORDER_WINDOW,
         max_key: int = DEFAULT_MAX_KEY,
     ) -> None:
-        _check_options(max_key, idle_heartbeat)
+        _check_options(max_key, idle_heartbeat, max_lag)
         super().__init__(name=name)
         self._curve = curve  # CURVE keys for both sockets (broker._curve); None: plain ZMTP
         self.frontends, self.backends = endpoint_list(frontend), endpoint_list(backend)
@@ -225,6 +230,8 @@ class RemoteHub(Hub):
         self._max_payload = max_payload
         self._max_key = max_key
         self._open_sockets(brokers, hwm, heartbeat_ivl, heartbeat_timeout, linger)
+        # behind this long, and handing out messages this old, a reader discards (_behind)
+        self._max_lag = max_lag if max_lag is not None else self._skim_after
         self._out: dict[tuple[str, ...], list[Any]] = {}  # key -> [wire key, seq, epoch, wanted, key+end]
         self._seqs: dict[bytes, int] = {}  # sequences of keys evicted from _out
         self._prefix_refs: dict[bytes, int] = {}
@@ -802,7 +809,7 @@ class RemoteHub(Hub):
     def _behind(self) -> None:
         """The reader left messages waiting (out of time, or held by a full mailbox).
 
-        Behind for longer than :attr:`_skim_after` without once finding its queues empty, and
+        Behind for longer than ``max_lag`` without once finding its queues empty, and
         handing its handlers messages that waited longer than that (the lag the sweep measured),
         the hub discards what waits in its queues (:meth:`_skim`): a reader slower than a flood
         otherwise hands its handlers ever older messages (seconds old within seconds), and loses
@@ -810,7 +817,7 @@ class RemoteHub(Hub):
         Both are needed: a peer stamping its messages old cannot make a hub that keeps up discard,
         and a burst the reader drains in time loses nothing.
         """
-        now, since, after = _perf(), self._behind_since, self._skim_after
+        now, since, after = _perf(), self._behind_since, self._max_lag
         if since is None:
             self._behind_since = now
         elif (
@@ -887,7 +894,7 @@ class RemoteHub(Hub):
         left = self._skim_left
         if first:  # frames: the queues before the newest (this hub's, the broker's, the kernel's)
             left[:] = [_SKIM_QUEUES * self._sub_options[0]] * len(self._subs)
-        fresh = self._skim_after * _SKIM_FRESH
+        fresh = (self._skim_after if self._held or self._max_lag is None else self._max_lag) * _SKIM_FRESH
         age_of, inbound = self._watch.lag.frame_age, self._inbound
         deadline = _perf() + _SLICE_S
         out_of_time, discarded = False, 0

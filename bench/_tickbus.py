@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import math
 import sys
 import time
 from typing import Any
@@ -46,7 +47,13 @@ _REPORTED = (
 async def _connect(config: Config, name: str) -> Any:
     import actors
 
-    return await actors.connect(frontend=config["frontend"], backend=config["backend"], name=name, wait=10.0)
+    # The rows measure handling, not shedding: a subscriber behind a flat-out publisher works
+    # through its queues (max_lag=inf), as every hub did before 2026-12-07. The overload row keeps
+    # the product's default: behind for 1 s, a hub discards what waited (counted as gaps).
+    max_lag = None if config.get("overload") else math.inf
+    return await actors.connect(
+        frontend=config["frontend"], backend=config["backend"], name=name, wait=10.0, max_lag=max_lag
+    )
 
 
 def _hub_stats(hub: Any) -> dict[str, int]:

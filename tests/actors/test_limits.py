@@ -279,6 +279,9 @@ async def test_a_hub_publishes_no_key_its_subscribers_would_drop(lonely_hub):
         lonely_hub(max_key=100)  # under a reply key to the longest inbox
     with pytest.raises(ValueError, match="idle_heartbeat"):
         lonely_hub(idle_heartbeat=7200)  # every subscriber would refuse its heartbeats
+    for bad in (0, -1.0, float("nan"), "1", True):
+        with pytest.raises(ValueError, match="max_lag"):
+            lonely_hub(max_lag=bad)
 
 
 class Anything(Actor):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import subprocess
 import sys
 import time
@@ -211,5 +212,61 @@ async def test_a_full_mailbox_stops_the_hub_reading_and_every_loss_is_counted(ti
             proc.kill()
             proc.wait()
         await slow.stop(1)
+        await quiet.stop(1)
+        await hub.close()
+
+
+async def test_with_max_lag_inf_a_hub_behind_a_flood_discards_nothing_and_still_counts_every_loss(
+    tickbus_broker,
+):
+    # the knob: the handlers work through every queued message, however old (what a recorder wants)
+    hub = await actors.connect(
+        tickbus_broker.frontend, tickbus_broker.backend, name="victim", max_lag=math.inf
+    )
+    flooded, quiet = Flooded(hub), Quiet(hub)
+    await flooded.start()
+    await quiet.start()
+    await hub.sync()
+    proc = subprocess.Popen(  # noqa: ASYNC220 -- started once; its lines are read in an executor
+        [
+            sys.executable,
+            "-m",
+            "tests.system.integration.flood_publisher",
+            tickbus_broker.frontend,
+            tickbus_broker.backend,
+            "2",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert await _line(proc, 30) == "start"
+        word, floods, quiets, dropped = (await _line(proc, 60)).split()
+        assert word == "done"
+        published = int(floods) + int(quiets) - int(dropped)
+        await eventually(
+            lambda: (
+                flooded.statistics().handled + quiet.statistics().handled + hub.statistics().gaps >= published
+            ),
+            60,
+            "handled + gaps to cover what was published",
+        )
+        stats = hub.statistics()
+        print(
+            f"published {published}; handled {flooded.statistics().handled}, gaps {stats.gaps}, "
+            f"disconnects {stats.disconnects}, renewed {stats.renewed}"
+        )
+        assert flooded.statistics().handled + quiet.statistics().handled + stats.gaps == published
+        assert hub.skimmed == 0 == stats.skimmed
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        await flooded.stop(1)
         await quiet.stop(1)
         await hub.close()
