@@ -283,9 +283,19 @@ class LagMonitor:
         version, _flags, length, _seq, mono, wall = FIXED.unpack_from(frame, end + 1)
         if version != FORMAT_VERSION:
             return None
-        parsed = parse_publisher_id(frame[start : start + length].decode("utf-8", "replace"))
-        same_host = parsed is not None and parsed.host == _HOST
-        age = self.skew.age_ns(mono_ns, mono) if same_host else self.skew.age_ns(wall_ns, wall)
+        publisher = frame[start : start + length].decode("utf-8", "replace")
+        return self._age(publisher, mono, wall, mono_ns, wall_ns)
+
+    def _age(
+        self, publisher: str, sent_mono: int, sent_wall: int, mono_ns: int, wall_ns: int
+    ) -> float | None:
+        """Seconds since a message of ``publisher`` was sent: by the monotonic clocks on this host,
+        else by the wall clocks; None for an implausible send time (counted in ``skewed``)."""
+        parsed = parse_publisher_id(publisher)
+        if parsed is not None and parsed.host == _HOST:
+            age = self.skew.age_ns(mono_ns, sent_mono)
+        else:
+            age = self.skew.age_ns(wall_ns, sent_wall)
         return None if age is None else max(0.0, age / 1e9)
 
     def check(self, header: Any, mono_ns: int, wall_ns: int, behind: bool) -> str | None:
@@ -298,14 +308,10 @@ class LagMonitor:
         if header is None:
             self.lag = 0.0  # nothing new processed: idle (a stopped hub does not get here)
         else:
-            parsed = parse_publisher_id(header.publisher)
-            same_host = parsed is not None and parsed.host == _HOST
-            sent = header.mono_ns if same_host else header.wall_ns
-            now = mono_ns if same_host else wall_ns
-            age = self.skew.age_ns(now, sent)
+            age = self._age(header.publisher, header.mono_ns, header.wall_ns, mono_ns, wall_ns)
             if age is None:  # an implausible send time (0, far future or past) says nothing of us
                 return None
-            self.lag = max(0.0, age / 1e9)
+            self.lag = age
         if self.slow_after <= 0:
             return None
         if not self.slow and self.lag > self.slow_after:

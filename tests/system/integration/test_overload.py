@@ -59,6 +59,34 @@ class Quiet(actors.Actor):
         self.ticks.append(time.monotonic())
 
 
+def _flood_publisher(broker: Any, seconds: float) -> subprocess.Popen[str]:
+    """``tests.system.integration.flood_publisher`` flooding for ``seconds``: see its doc."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.system.integration.flood_publisher",
+            broker.frontend,
+            broker.backend,
+            str(seconds),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Close the flood publisher's stdin (it then leaves) and wait for it, killing it after 10 s."""
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 async def _line(proc: subprocess.Popen[str], timeout: float) -> str:
     assert proc.stdout is not None
     line = await asyncio.wait_for(
@@ -74,19 +102,7 @@ async def test_a_flooded_actor_does_not_starve_its_neighbour_and_is_not_starved_
     await flooded.start()
     await quiet.start()
     await hub.sync()
-    proc = subprocess.Popen(  # noqa: ASYNC220 -- started once; its lines are read in an executor
-        [
-            sys.executable,
-            "-m",
-            "tests.system.integration.flood_publisher",
-            tickbus_broker.frontend,
-            tickbus_broker.backend,
-            str(FLOOD_SECONDS),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = _flood_publisher(tickbus_broker, FLOOD_SECONDS)
     try:
         assert await _line(proc, 30) == "start"
         started = time.monotonic()
@@ -136,13 +152,7 @@ async def test_a_flooded_actor_does_not_starve_its_neighbour_and_is_not_starved_
         assert max(b - a for a, b in itertools.pairwise(edges)) < 1.0, "the timer stalled"
         assert any(started <= t <= ended + 1.0 for t in quiet.handled_at), "no quiet message handled"
     finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         await flooded.stop(1)
         await quiet.stop(1)
         await hub.close()
@@ -166,19 +176,7 @@ async def test_a_full_mailbox_stops_the_hub_reading_and_every_loss_is_counted(ti
     await slow.start()
     await quiet.start()
     await hub.sync()
-    proc = subprocess.Popen(  # noqa: ASYNC220 -- started once; its lines are read in an executor
-        [
-            sys.executable,
-            "-m",
-            "tests.system.integration.flood_publisher",
-            tickbus_broker.frontend,
-            tickbus_broker.backend,
-            "2",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = _flood_publisher(tickbus_broker, 2)
     try:
         assert await _line(proc, 30) == "start"
         word, floods, quiets, dropped = (await _line(proc, 60)).split()
@@ -204,13 +202,7 @@ async def test_a_full_mailbox_stops_the_hub_reading_and_every_loss_is_counted(ti
         assert slow.statistics().dropped < hub.statistics().gaps
         assert quiet.ticks, "the neighbour's timer ran"
     finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         await slow.stop(1)
         await quiet.stop(1)
         await hub.close()
@@ -227,19 +219,7 @@ async def test_with_max_lag_inf_a_hub_behind_a_flood_discards_nothing_and_still_
     await flooded.start()
     await quiet.start()
     await hub.sync()
-    proc = subprocess.Popen(  # noqa: ASYNC220 -- started once; its lines are read in an executor
-        [
-            sys.executable,
-            "-m",
-            "tests.system.integration.flood_publisher",
-            tickbus_broker.frontend,
-            tickbus_broker.backend,
-            "2",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = _flood_publisher(tickbus_broker, 2)
     try:
         assert await _line(proc, 30) == "start"
         word, floods, quiets, dropped = (await _line(proc, 60)).split()
@@ -260,13 +240,7 @@ async def test_with_max_lag_inf_a_hub_behind_a_flood_discards_nothing_and_still_
         assert flooded.statistics().handled + quiet.statistics().handled + stats.gaps == published
         assert hub.skimmed == 0 == stats.skimmed
     finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         await flooded.stop(1)
         await quiet.stop(1)
         await hub.close()
