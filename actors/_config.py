@@ -15,6 +15,11 @@
     version = "1.3.0"                  # optional; the application's version on profiles and spans
                                        # (default: the installed version of the actors' package)
 
+    [hub]                              # optional; actors.connect's options (see its docstring)
+    max_lag = 1.0                      # seconds behind before it discards what waited; inf: never
+    slow_after = 1.0                   # seconds behind before it flags itself slow; 0: never
+    hwm = 100000                       # messages each ZeroMQ queue holds
+
     [[actor]]
     class = "examples.pipeline:Model"  # module:Class, a subclass of actors.Actor
     name = "model"                     # optional; default: the class's name attribute
@@ -28,6 +33,7 @@ comma-separated).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +44,19 @@ from observability import ConfigError, read_toml
 
 _GROUP_KEYS = {"name", "frontend", "backend", "drain_timeout", "on_actor_failure", "version"}
 _ACTOR_KEYS = {"class", "name", "config"}
+# [hub]: the options of actors.connect a group's file may set, by kind of value
+_HUB_COUNTS = (  # whole numbers > 0
+    "hwm",
+    "max_payload",
+    "max_key",
+    "max_remote_subscriptions",
+    "max_streams",
+    "max_pending_asks",
+    "max_snapshot_entries",
+)
+_HUB_SECONDS = ("heartbeat_ivl", "heartbeat_timeout", "max_clock_skew", "max_message_age", "reorder_window")
+_HUB_SECONDS_OR_OFF = ("idle_heartbeat", "slow_after", "linger")  # 0: off (linger: do not wait)
+_HUB_KEYS = {*_HUB_COUNTS, *_HUB_SECONDS, *_HUB_SECONDS_OR_OFF, "max_lag"}
 _FAILURE_POLICIES = ("exit", "continue")
 
 
@@ -62,6 +81,7 @@ class GroupConfig:
     on_actor_failure: str = "exit"
     source: str = "<flags>"
     version: str | None = None  # the application's version; None: see actors.app_version()
+    hub: Mapping[str, Any] = field(default_factory=dict)  # actors.connect's options ([hub])
 
     def with_environment(self, environ: Mapping[str, str] | None = None) -> GroupConfig:
         """This config with the ``TICKBUS_*`` environment overrides applied (validated)."""
@@ -96,6 +116,31 @@ def _positive_float(value: object, source: str, key: str) -> float:
     if number <= 0:
         raise ConfigError(f"{source}: {key} = {value!r} must be positive")
     return number
+
+
+def _hub_options(table: object, source: str) -> dict[str, Any]:
+    """The ``[hub]`` table, checked: each key one of :data:`_HUB_KEYS`, each value of its kind."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: hub must be a table [hub]")
+    bad = set(table) - _HUB_KEYS
+    if bad:
+        raise ConfigError(f"{source}: unknown key(s) hub.{sorted(bad)}; allowed: {sorted(_HUB_KEYS)}")
+    options: dict[str, Any] = {}
+    for key, value in table.items():
+        where = f"{source}: hub.{key} = {value!r}"
+        if key in _HUB_COUNTS:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{where} must be a whole number > 0")
+        elif isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            raise ConfigError(f"{where} is not a number; give seconds, e.g. 1.0")
+        elif key == "max_lag":
+            if value <= 0:
+                raise ConfigError(f"{where} must be > 0 (inf: never discard)")
+        elif not math.isfinite(value) or value < 0 or (value == 0 and key in _HUB_SECONDS):
+            limit = ">= 0 (0: off)" if key in _HUB_SECONDS_OR_OFF else "> 0"
+            raise ConfigError(f"{where} must be finite and {limit}")
+        options[key] = float(value) if key not in _HUB_COUNTS else value
+    return options
 
 
 def _string(value: object, source: str, key: str) -> str:
@@ -139,6 +184,8 @@ def load_group_config(path: str | Path) -> GroupConfig:
                 f"{source}: group.on_actor_failure = {policy!r}; allowed: {', '.join(_FAILURE_POLICIES)}"
             )
         values["on_actor_failure"] = policy
+    if "hub" in data:
+        values["hub"] = _hub_options(data["hub"], source)
     entries = data.get("actor", [])
     if not isinstance(entries, list) or not entries:
         raise ConfigError(

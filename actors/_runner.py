@@ -25,7 +25,7 @@ from loguru import logger
 
 import observability
 from broker import ACTORS, Key
-from observability import ActorError, describe_exception, notify_service
+from observability import ActorError, ConfigError, describe_exception, notify_service
 
 from ._actor import Actor
 from ._ask import ask_statistics
@@ -120,7 +120,12 @@ async def run_group(
     stop = stop or asyncio.Event()
     own_hub = hub is None
     if hub is None:
-        hub = await connect(config.frontend, config.backend, name=config.name, wait=connect_timeout)
+        try:
+            hub = await connect(
+                config.frontend, config.backend, name=config.name, wait=connect_timeout, **config.hub
+            )
+        except ValueError as exc:  # an option of [hub] the hub refused (a type or range the file checked)
+            raise ConfigError(f"{config.source}: [hub]: {exc}") from None
     running: list[Actor] = []
     code = EXIT_OK
     announcer: asyncio.Task[None] | None = None

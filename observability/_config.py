@@ -70,7 +70,7 @@ __all__ = [
     "read_toml",
 ]
 
-TABLES = ("group", "actor", "broker", "profiler")
+TABLES = ("group", "hub", "actor", "broker", "profiler")
 """Every top-level table the TOML format knows; each command reads its own."""
 
 

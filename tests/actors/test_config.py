@@ -53,6 +53,47 @@ def test_invalid_config_errors_name_file_key_and_allowed_values(tmp_path, text, 
     assert str(path) in str(info.value)
 
 
+def test_the_hub_table_gives_connect_its_options(tmp_path):
+    text = "[hub]\nmax_lag = inf\nslow_after = 0\nhwm = 5000\nheartbeat_timeout = 4\n[[actor]]\nclass = 'm:A'\n"
+    config = load_group_config(write(tmp_path, text))
+    assert config.hub == {"max_lag": float("inf"), "slow_after": 0.0, "hwm": 5000, "heartbeat_timeout": 4.0}
+    assert load_group_config(write(tmp_path, "[[actor]]\nclass = 'm:A'\n")).hub == {}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("max_lagg = 1.0", r"unknown key\(s\) hub.\['max_lagg'\]; allowed: \[.*'max_lag'"),
+        ("max_lag = 0", "hub.max_lag = 0 must be > 0"),
+        ("max_lag = nan", "hub.max_lag = nan is not a number"),
+        ("slow_after = -1", r"hub.slow_after = -1 must be finite and >= 0 \(0: off\)"),
+        ("heartbeat_ivl = 0", "hub.heartbeat_ivl = 0 must be finite and > 0"),
+        ("heartbeat_timeout = inf", "hub.heartbeat_timeout = inf must be finite"),
+        ("hwm = 1.5", "hub.hwm = 1.5 must be a whole number > 0"),
+        ("hwm = true", "hub.hwm = True must be a whole number > 0"),
+        ("max_streams = 0", "hub.max_streams = 0 must be a whole number > 0"),
+        ("slow_after = '1s'", "hub.slow_after = '1s' is not a number"),
+    ],
+)
+def test_a_bad_hub_option_names_the_file_and_key(tmp_path, line, message):
+    path = write(tmp_path, f"[hub]\n{line}\n[[actor]]\nclass = 'm:A'\n")
+    with pytest.raises(ConfigError, match=message) as info:
+        load_group_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_hub_option_the_hub_refuses_is_a_config_error_naming_the_file(tmp_path):
+    import asyncio
+
+    import actors
+
+    path = write(tmp_path, "[hub]\nmax_key = 10\n[[actor]]\nclass = 'actors:Actor'\n")
+    config = load_group_config(path)  # a whole number > 0: the hub itself knows its floor (263)
+    with pytest.raises(ConfigError, match=r"\[hub\]: hub option max_key=10 is not a byte count >= 263") as info:
+        asyncio.run(actors.run_group(config, connect_timeout=0.1))
+    assert str(path) in str(info.value)
+
+
 def test_environment_overrides_the_file(tmp_path):
     config = load_group_config(write(tmp_path, '[group]\nfrontend = "tcp://a:1"\n[[actor]]\nclass = "m:A"\n'))
     overridden = config.with_environment({"TICKBUS_FRONTEND": "tcp://b:2", "TICKBUS_DRAIN_TIMEOUT": "2.5"})

@@ -5,6 +5,7 @@ does not stall the actors' first messages), ``on_ready`` once every actor runs."
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import actors
 from actors import Actor, Hub
@@ -77,3 +78,35 @@ async def test_the_installed_metadata_is_read_before_the_actors_start(monkeypatc
         stop.set()
         assert await asyncio.wait_for(task, 10) == 0
     assert EVENTS == ["metadata read", "first started"]
+
+
+async def test_the_group_file_s_hub_table_reaches_the_hub(tmp_path) -> None:
+    # `tickbus run --config` used to connect with connect()'s defaults whatever the file said: a
+    # recorder could not keep every queued message (max_lag = inf), nor a group set its heartbeats
+    import math
+
+    from actors.testing import BrokerProcess, eventually
+
+    with BrokerProcess.start() as broker:
+        path = tmp_path / "group.toml"
+        path.write_text(
+            f'[group]\nname = "g"\nfrontend = "{broker.frontend}"\nbackend = "{broker.backend}"\n'
+            "[hub]\nmax_lag = inf\nhwm = 2000\nheartbeat_timeout = 3.0\n"
+            f'[[actor]]\nclass = "{__name__}:First"\n'
+        )
+        config = actors.load_group_config(path)
+        stop = asyncio.Event()
+        hubs: list[Any] = []
+
+        def on_ready(running: list[Actor]) -> None:
+            hubs.append(running[0].hub)
+
+        task = asyncio.get_running_loop().create_task(actors.run_group(config, stop=stop, on_ready=on_ready))
+        try:
+            await eventually(lambda: bool(hubs) or task.done(), what="the group running")
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(task, 10) == 0
+    hub = hubs[0]
+    assert hub._max_lag == math.inf
+    assert hub._sub_options[:3] == (2000, 0.5, 3.0)

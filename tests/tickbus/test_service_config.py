@@ -69,7 +69,7 @@ def test_broker_table_values_are_validated_and_keyed_by_option(tmp_path):
         ),
         (
             "[brokr]\n",
-            r"tickbus.toml: unknown table\(s\) \['brokr'\]; allowed: \[group\], \[\[actor\]\], \[broker\], \[profiler\]",
+            r"tickbus.toml: unknown table\(s\) \['brokr'\]; allowed: \[group\], \[hub\], \[\[actor\]\], \[broker\], \[profiler\]",
         ),
         (
             "[group]\nname = 'x'\n",
