@@ -9,10 +9,9 @@ of the bus subscribes costs at most ``max_remote_subscriptions`` prefixes of at 
 Everything is delivered through the broker, including to subscribers in this same process, so
 there is one order per publisher and one code path.
 
-Receiving: ``loop.add_reader`` on the SUB socket's file descriptor, draining it with non-blocking
-reads (ZeroMQ's descriptor is edge-triggered) for at most :data:`_SLICE_S` seconds per callback, so
-timers and other callbacks get their turn during a burst; each frame goes to :class:`Inbound`, the
-socket-free protocol step that decodes, checks, sequence-tracks and routes it.
+Built in three floors: :mod:`actors._connections` (the sockets and their connections),
+:mod:`actors._reading` (the reader: what it takes off the SUB sockets, and when) and this module
+(publishing, subscribing, housekeeping, statistics).
 """
 
 from __future__ import annotations
@@ -20,16 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import ipaddress
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 import zmq.backend
-from loguru import logger
-from zmq.utils.monitor import recv_monitor_message
 
 from broker import (
     DEFAULT_MAX_SUBSCRIPTION,
@@ -53,18 +49,16 @@ from broker import pack_payload as _pack_payload
 from broker import reset_payload_packer as _reset_payload_packer
 from observability import ConnectError, EnvelopeError, InvalidKeyError
 
-from ._hub import BrokerCopies, Hub, HubStatistics, Message, Route
-from ._inbound import DEFAULT_MAX_KEY, Inbound, MessageCut
-from ._liveness import DEFAULT_MAX_INTERVAL, HEARTBEAT_PREFIX, HubWatch
+from ._connections import _pending
+from ._hub import BrokerCopies, HubStatistics, Message, Route
+from ._inbound import DEFAULT_MAX_KEY, Inbound
+from ._liveness import DEFAULT_MAX_INTERVAL, HubWatch
+from ._reading import _SLICE_S, HubReader
 from ._redundancy import DEFAULT_REORDER_WINDOW, RedundantTracker
 from ._sequence import SequenceTracker
-from ._skim import discard
 from ._snapshot import SnapshotClient
 from ._wanted import BusSubscriptions
 
-_SLICE_S = 0.001  # seconds of reading (and inline handling) per reader callback before yielding
-_CHUNK = 32  # messages between two looks at the clock
-_REST_FRAMES = 1_000  # frames of a multi-frame message read per reader callback (~1 ms): see _skip_cut
 _CACHE_LIMIT = 100_000  # keys whose frame start, numbering and "wanted" a hub keeps at hand
 # numbers kept of keys evicted from that cache: past it, the hub numbers every key afresh under a
 # new publisher id (_renumber), so what a publisher remembers is bounded whatever keys it is made
@@ -72,7 +66,6 @@ _CACHE_LIMIT = 100_000  # keys whose frame start, numbering and "wanted" a hub k
 _SEQS_LIMIT = 100_000
 _DONTWAIT = zmq.DONTWAIT
 _send = zmq.backend.Socket.send  # the Cython methods: pyzmq's Python wrapper costs ~130 ns a call
-_recv = zmq.backend.Socket.recv
 _pack_fixed = FIXED.pack
 _perf = time.perf_counter
 _monotonic_ns = time.monotonic_ns
@@ -80,28 +73,9 @@ _time_ns = time.time_ns
 _HOUSEKEEPING = 0.02  # seconds between safety drains of every socket while the hub is busy (_sweep)
 _HOUSEKEEPING_IDLE = 0.1  # ... once it sent and received nothing since the last (idle heartbeats allowing)
 _LAG_EVERY = 0.1  # seconds between lag checks
-_SIDES = ("frontend", "backend")  # the broker sockets of _pub and _sub, by monitor index
 _LIVENESS_EVERY = 0.5  # seconds between checks for publishers gone quiet
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: the IntFlag's `&` costs ~0.7 us
 # a reply to the longest inbox must fit max_key, and so does a heartbeat (a publisher id holds its name)
 _MIN_MAX_KEY = len(encode_key((REPLY, "x" * MAX_PUBLISHER_ID)))
-_HANDSHAKE_FAILED = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
-_MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
-# A receiving socket whose connection to its broker is lost is replaced, its queue discarded, and
-# the new one connects this long after (libzmq's reconnect interval, RECONNECT_IVL): see _renew_sub.
-_RENEW_S = 0.1
-# the reader looks at its sockets' connection events first when it has not run for this long (held,
-# stalled, idle): a connection may have been lost and remade meanwhile (see _renew_sub)
-_LOOK_AFTER_S = 0.02
-# A skim (RemoteHub._skim) discards at most this many queues' worth of frames (hwm each: the hub's,
-# the broker's, and the kernel's buffers between), and stops at a frame that waited less than this
-# share of the time that set it off.
-_SKIM_QUEUES = 4
-_SKIM_FRESH = 0.25
 
 
 def endpoint_list(endpoints: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -137,15 +111,6 @@ def _publisher_bytes(publisher_id: str) -> bytes:
     return raw
 
 
-def _pending(sock: zmq.Socket[bytes]) -> bool:
-    """True when ``sock`` holds a message to read (``ZMQ_EVENTS`` also takes the socket's pending
-    commands, as a receive would); False once it is closed."""
-    try:
-        return bool(cast("int", sock.getsockopt(_EVENTS)) & _POLLIN)
-    except zmq.ZMQError:
-        return False
-
-
 def _check_options(max_key: int, idle_heartbeat: float, max_lag: float | None) -> None:
     if max_lag is not None and (
         isinstance(max_lag, bool) or not isinstance(max_lag, int | float) or not max_lag > 0
@@ -163,25 +128,15 @@ def _check_options(max_key: int, idle_heartbeat: float, max_lag: float | None) -
         )
 
 
-class RemoteHub(Hub):
+class RemoteHub(HubReader):
     """A :class:`Hub` whose publish and subscribe go through a tickbus broker. Use :func:`connect`."""
 
-    holds = 0
-    """Times reading stopped because a consumer's queue was full (see :meth:`hold`)."""
-    skimmed = 0
-    """Frames (one a message, from tickbus peers) discarded unread from the hub's queues while
-    reading was held for long, or fell behind a flood (see :meth:`_skim`); counted as gaps too, as
-    their publishers are heard again."""
-    renewed = 0
-    """Receiving sockets replaced after their connection was lost (see :meth:`_renew_sub`)."""
     subscription_slices = 0
     """Times reading the bus's (un)subscriptions stopped after its time slice with more waiting."""
     renumbered = 0
     """Times this hub numbered its keys afresh under a new publisher id: it had published more keys
     than it keeps numbers for (``_CACHE_LIMIT`` + ``_SEQS_LIMIT``)."""
     _renumbering = False  # saying goodbye before renumbering: its heartbeat key may be new too
-
-    _refused = False  # set when the broker refuses a handshake (CURVE keys): wait_connected says so
 
     def __init__(
         self,
@@ -230,8 +185,7 @@ class RemoteHub(Hub):
         self._max_payload = max_payload
         self._max_key = max_key
         self._open_sockets(brokers, hwm, heartbeat_ivl, heartbeat_timeout, linger)
-        # behind this long, and handing out messages this old, a reader discards (_behind)
-        self._max_lag = max_lag if max_lag is not None else self._skim_after
+        self._init_reading(heartbeat_ivl, heartbeat_timeout, max_lag)
         self._out: dict[tuple[str, ...], list[Any]] = {}  # key -> [wire key, seq, epoch, wanted, key+end]
         self._seqs: dict[bytes, int] = {}  # sequences of keys evicted from _out
         self._prefix_refs: dict[bytes, int] = {}
@@ -295,67 +249,6 @@ class RemoteHub(Hub):
             self._loop.call_soon(self._on_monitor, index)  # events may predate the reader
         self._loop.call_soon(self._on_sub_readable)
         self._loop.call_soon(self._on_pub_readable)
-
-    def _open_sockets(self, brokers: int, hwm: int, ivl: float, timeout: float, linger: float) -> None:
-        # One XPUB and one SUB per broker. With several, each broker's sockets are their own: a
-        # broker whose queue is full or that is gone costs its copy, never the others' (and
-        # ZMQ_IMMEDIATE queues nothing for a broker while it is away).
-        self._pubs: list[zmq.Socket[bytes]] = []
-        self._subs: list[zmq.Socket[bytes]] = []
-        self._monitors: list[zmq.Socket[bytes]] = []  # pub 0, sub 0, pub 1, sub 1, ...
-        # Brokers named by host: each broker's connections on an I/O thread of their own, where the
-        # context has one per broker (a hub's own then has). libzmq resolves a host name on every
-        # reconnect, blocking, in that thread. Shared, a broker gone while DNS does not answer (one
-        # outage often brings the other) held every connection of the hub, the other broker's too:
-        # nothing through it for as long as the resolver waits, again at every reconnect (libzmq
-        # issue 2961). Brokers by address resolve nothing: one thread, ~7 % more 1->1 throughput
-        # on 2 cores than two.
-        separate = self._by_name and self._ctx.get(zmq.IO_THREADS) >= brokers
-        self._sub_options = (hwm, ivl, timeout, linger, separate)  # a replacement SUB's (_renew_sub)
-        self._renewing: dict[int, asyncio.TimerHandle] = {}  # broker -> its new SUB's connect
-        self._skimming: asyncio.TimerHandle | asyncio.Handle | None = None  # held or behind (_skim)
-        self._behind_since: float | None = None  # the reader last left messages waiting since (_behind)
-        self._discarding = False  # a skim runs because the reader fell behind: it reads nothing meanwhile
-        # half the heartbeat's timeout (ZeroMQ's is the interval when 0); no heartbeat, no skim
-        beat = timeout if timeout > 0 else ivl
-        self._skim_after = max(_LOOK_AFTER_S, beat / 2) if beat > 0 else None
-        self._skim_left: list[int] = []  # frames the running skim may still discard, per socket
-        self._read_at = 0.0  # when the reader last looked at the clock (_perf)
-        for index in range(brokers):
-            pub = self._socket(zmq.XPUB, hwm, ivl, timeout, linger)
-            pub.setsockopt(zmq.XPUB_NODROP, 1)
-            pub.setsockopt(zmq.XPUB_MANUAL, 1)  # subscriptions are stored only once accepted
-            if brokers > 1:
-                pub.setsockopt(zmq.IMMEDIATE, 1)
-            sub = self._new_sub(index, ())
-            if separate:
-                pub.setsockopt(zmq.AFFINITY, 1 << index)
-            self._pubs.append(pub)
-            self._subs.append(sub)
-            self._monitors += [
-                pub.get_monitor_socket(_MONITOR_EVENTS),
-                sub.get_monitor_socket(_MONITOR_EVENTS),
-            ]
-        self._pub, self._sub = self._pubs[0], self._subs[0]
-        # one frame from a broker, or zmq.Again: the Cython method, pyzmq's wrapper costs ~130 ns
-        self._receivers = [functools.partial(_recv, sub, zmq.NOBLOCK) for sub in self._subs]
-        for index, sock in enumerate(self._monitored()):
-            endpoint = self._endpoint(index)
-            try:
-                sock.connect(endpoint)
-            except zmq.ZMQError as exc:
-                self._close_sockets()
-                if self._own_context:
-                    self._ctx.term()  # nothing was sent: it does not wait
-                raise ConnectError(f"cannot connect to broker endpoint {endpoint!r}: {exc.strerror}") from exc
-
-    def _monitored(self) -> list[zmq.Socket[bytes]]:
-        """The broker sockets in monitor order: pub 0, sub 0, pub 1, sub 1, ..."""
-        return [sock for pair in zip(self._pubs, self._subs, strict=True) for sock in pair]
-
-    def _endpoint(self, index: int) -> str:
-        """The broker endpoint of monitor ``index``."""
-        return self.frontends[index // 2] if index % 2 == 0 else self.backends[index // 2]
 
     def _sweep(self) -> None:
         # ZeroMQ's descriptor is edge-triggered, and any send or setsockopt may consume its edge
@@ -434,24 +327,6 @@ class RemoteHub(Hub):
             self._log.warning("heartbeat", "hub {}: farewell heartbeat not sent: {}", self.name, exc)
         self._published, self._publish_skipped = published, skipped
 
-    def _socket(self, kind: int, hwm: int, ivl: float, timeout: float, linger: float) -> zmq.Socket[bytes]:
-        sock = self._ctx.socket(kind)
-        if any(e.startswith("tcp://[") for e in (*self.frontends, *self.backends)):
-            sock.setsockopt(zmq.IPV6, 1)  # a broker at tcp://[::1]:P (IPv6 is off by default)
-        sock.setsockopt(zmq.SNDHWM, hwm)
-        sock.setsockopt(zmq.RCVHWM, hwm)
-        sock.setsockopt(zmq.LINGER, int(linger * 1000))
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)  # back within ~0.5 s of the broker's return
-        sock.setsockopt(zmq.HEARTBEAT_IVL, int(ivl * 1000))
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timeout * 1000))
-        sock.setsockopt(zmq.HEARTBEAT_TTL, int(timeout * 1000))
-        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
-        if self._curve is not None:
-            self._curve.apply(sock)
-        return sock
-
-    # -- publishing ---------------------------------------------------------------------------
     def publish(self, key: tuple[str, ...], message: Any, trace: list[str] | None = None) -> int:
         """Send ``message`` at ``key`` to the broker (skipped, and counted, when nobody subscribes).
 
@@ -720,440 +595,6 @@ class RemoteHub(Hub):
         finally:
             self.remove_subscriber(probe, on_probe)
 
-    def _on_sub_readable(self) -> None:
-        # One frame per message (format 2): a plain recv returns bytes, ~0.2 us a message. The
-        # callback reads, and routes (sync handlers run inline), for at most _SLICE_S seconds, then
-        # yields to the loop's other callbacks: a burst never starves timers or other actors, and
-        # what this process cannot take waits in ZeroMQ's queues (or is dropped there, counted as
-        # gaps by the sequence numbers) instead of being decoded to be dropped.
-        now = self._reading_starts()
-        if now is None:
-            return
-        read = self._inbound.read
-        receive = self._receivers[0]
-        end = now + _SLICE_S
-        while not self._held:
-            try:
-                if read(receive, zmq.Again, _CHUNK) < _CHUNK:
-                    self._read_at = _perf()
-                    self._behind_since = None  # caught up
-                    return
-            except MessageCut:  # its other frames in the next callbacks, the loop's others between
-                self._resume_skip()
-                return
-            if self._read_on(end):
-                break
-        self._behind()
-        if not self._held and not self._discarding:
-            self._loop.call_soon(self._on_sub_readable)  # more may be waiting: come back after others ran
-
-    def _reading_starts(self) -> float | None:
-        """The clock as a reader callback starts, or None if it must not read (closed, held, or in
-        the frames of a refused message that are not all skipped yet)."""
-        if self._closed or self._held or self._discarding:
-            return None
-        now = _perf()
-        if now - self._read_at > _LOOK_AFTER_S:  # held, stalled or idle since: see _renew_sub
-            self._look_at_connections()
-        self._read_at = now
-        if self._cut is not None and not self._skip_cut():
-            return None
-        return now
-
-    def _read_on(self, end: float) -> bool:
-        """After a chunk: True if the reader callback is out of time (a backlog), else it reads on."""
-        now, last = _perf(), self._read_at
-        self._read_at = now
-        if now < end:
-            return False
-        self._watch.backlog_at = time.monotonic()  # out of time with messages waiting: a backlog
-        if now - last > _LOOK_AFTER_S:  # a handler held this chunk up: look first next time
-            self._read_at = 0.0
-        return True
-
-    def _on_subs_readable(self) -> None:
-        # _on_sub_readable for several brokers: each broker's socket in turn, a chunk at a time,
-        # the tracker told which broker each frame came from (actors._redundancy).
-        now = self._reading_starts()
-        if now is None:
-            return
-        # Inbound.read_copies: the common shapes inline (the next copy from this broker, delivered
-        # or counted redundant), anything else through Inbound.handle, the tracker seeing every copy
-        read = self._inbound.read_copies
-        tracker: RedundantTracker = self._inbound.tracker  # type: ignore[assignment]
-        end = now + _SLICE_S
-        while not self._held:
-            idle, cut = True, False
-            try:
-                for index, receive in enumerate(self._receivers):
-                    tracker.source = index
-                    if read(receive, zmq.Again, _CHUNK):
-                        idle = False
-            except MessageCut:  # as in _on_sub_readable
-                cut = True
-            if tracker.held:
-                self._release()
-            if cut:
-                self._resume_skip()
-                return
-            if idle:
-                self._read_at = _perf()
-                self._behind_since = None  # caught up
-                return
-            if self._read_on(end):
-                break
-        self._behind()
-        if not self._held and not self._discarding:
-            self._loop.call_soon(self._on_sub_readable)
-
-    def _behind(self) -> None:
-        """The reader left messages waiting (out of time, or held by a full mailbox).
-
-        Behind for longer than ``max_lag`` without once finding its queues empty, and
-        handing its handlers messages that waited longer than that (the lag the sweep measured),
-        the hub discards what waits in its queues (:meth:`_skim`): a reader slower than a flood
-        otherwise hands its handlers ever older messages (seconds old within seconds), and loses
-        its connection when ZeroMQ's heartbeat answers, queued behind the flood, come too late.
-        Both are needed: a peer stamping its messages old cannot make a hub that keeps up discard,
-        and a burst the reader drains in time loses nothing.
-        """
-        now, since, after = _perf(), self._behind_since, self._max_lag
-        if since is None:
-            self._behind_since = now
-        elif (
-            after is not None
-            and now - since > after
-            and self._watch.lag.lag > after
-            and not (self._held or self._skimming is not None or self._closed)
-        ):
-            self._behind_since = None
-            self._discarding = True
-            self._skimming = self._loop.call_soon(self._skim, True)
-
-    def _release(self) -> None:
-        """Deliver the held frames whose turn came; wake up again when the oldest hold's window ends."""
-        tracker: RedundantTracker = self._inbound.tracker  # type: ignore[assignment]
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
-        inbound = self._inbound
-        for source, frame in tracker.take_ready(time.monotonic()):
-            tracker.source, tracker.releasing = source, True
-            inbound.received -= 1  # counted when it arrived
-            try:
-                inbound.handle(frame)
-            finally:
-                tracker.releasing = False
-        deadline = tracker.next_deadline()
-        if deadline is not None and not self._closed:
-            self._expiry = self._loop.call_later(max(0.0, deadline - time.monotonic()), self._release)
-
-    def hold(self, consumer: object) -> None:
-        """Stop reading the bus while ``consumer``'s queue is full (ZeroMQ's queues hold or drop
-        meanwhile, and the sequence numbers count what they drop as gaps). Held for longer than
-        half the heartbeat's timeout, the hub discards what waits in its queues (:meth:`_skim`)."""
-        if consumer not in self._held:
-            self._held.add(consumer)
-            self.holds += 1
-            self._watch.backlog_at = time.monotonic()
-            if self._skimming is None and self._skim_after is not None and not self._closed:
-                self._skimming = self._loop.call_later(self._skim_after, self._skim, True)
-
-    def release(self, consumer: object) -> None:
-        """Read on once no consumer's queue is full."""
-        if self._held and consumer in self._held:
-            self._held.discard(consumer)
-            if not self._held and not self._closed:
-                if self._skimming is not None:
-                    self._skimming.cancel()
-                    self._skimming = None
-                    self._discarding = False
-                self._loop.call_soon(self._on_sub_readable)
-
-    def _skim(self, first: bool) -> None:
-        """Discard, unread, what waits in the receiving sockets' queues: while reading is held, or
-        once when the reader fell behind (:meth:`_behind`).
-
-        A hold that outlasts the heartbeat's timeout lost the connection: ZeroMQ stops reading a
-        connection whose queue is full, the broker's answers to the heartbeat wait behind the
-        burst, and the heartbeat times out (a reconnection, the subscriptions sent again, the
-        queue lost anyway: see :meth:`_renew_sub`). A reader slower than a flood does the same a
-        little later: ZeroMQ reads the connection again only each time half the queue was taken.
-        So every half timeout of a hold, or of a reader that never caught up, the frames that
-        waited are discarded, up to the first that waited less than :data:`_SKIM_FRESH` of that
-        (:data:`_SKIM_QUEUES` queues' worth at most, per socket; see :mod:`actors._skim`): ZeroMQ
-        reads the connection again, heartbeats included, and what the handlers get next is recent.
-        A slice of :data:`_SLICE_S` per callback; counted in :attr:`skimmed` (frames), and as gaps
-        once their publishers are heard again.
-        """
-        self._skimming = None
-        if not (self._held or self._discarding) or self._closed or self._skim_after is None:
-            self._discarding = False
-            return
-        self._look_at_connections()  # not a queue whose connection was lost and made again
-        left = self._skim_left
-        if first:  # frames: the queues before the newest (this hub's, the broker's, the kernel's)
-            left[:] = [_SKIM_QUEUES * self._sub_options[0]] * len(self._subs)
-        fresh = (self._skim_after if self._held or self._max_lag is None else self._max_lag) * _SKIM_FRESH
-        age_of, inbound = self._watch.lag.frame_age, self._inbound
-        deadline = _perf() + _SLICE_S
-        out_of_time, discarded = False, 0
-        for index, receive in enumerate(self._receivers):
-            if not left[index]:
-                continue
-            if len(self._subs) > 1:
-                inbound.tracker.source = index
-            run = discard(
-                receive,
-                zmq.Again,
-                left[index],
-                fresh=fresh,
-                age_of=age_of,
-                heartbeat=HEARTBEAT_PREFIX,
-                keep=inbound.handle,
-                deadline=deadline,
-            )
-            # done, or empty with nothing taken: this queue is through; empty after some frames, it
-            # may be refilling (ZeroMQ reads the connection again), so it is looked at once more
-            left[index] = 0 if run.done or (run.empty and not run.taken) else left[index] - run.taken
-            if run.taken:
-                inside = not run.empty and self._subs[index].get(zmq.RCVMORE)
-                self._cut = index if inside else (None if self._cut == index else self._cut)
-            discarded += run.taken - run.kept
-            if not (run.done or run.empty):
-                out_of_time = True
-                break
-        if discarded:
-            self.skimmed += discarded
-            self._log.log(
-                "WARNING",
-                "skim" if self._held else "behind",
-                "hub {}: {} for over {:.1f} s: discarded what waited in its queues (counted as gaps)",
-                self.name,
-                "reading held by a full mailbox" if self._held else "reading behind a flood",
-                self._skim_after,
-            )
-        if out_of_time or any(left):
-            self._skimming = self._loop.call_soon(self._skim, False)
-        elif self._held:
-            self._discarding = False
-            self._skimming = self._loop.call_later(self._skim_after, self._skim, True)
-        else:  # behind: read on, from the newest
-            self._discarding = False
-            self._loop.call_soon(self._on_sub_readable)
-
-    def _rest_of_message(self) -> tuple[list[bytes], bool]:
-        """The remaining frames of a multi-frame message (format 1, or not tickbus): the first three
-        kept, later ones as empty placeholders (the count is only described), and whether that was
-        all of them. At most ``_REST_FRAMES`` are read here; past that the reader stops
-        (``MessageCut``) and skips the others in its next callbacks (:meth:`_skip_cut`).
-        """
-        source = self._inbound.tracker.source
-        sock = self._subs[source]
-        rest: list[bytes] = []
-        while sock.getsockopt(zmq.RCVMORE):
-            if len(rest) >= _REST_FRAMES:
-                self._cut = source
-                return rest, False
-            # a message's frames arrive together: never Again here; past the third, not copied
-            if len(rest) < 3:
-                rest.append(sock.recv(zmq.NOBLOCK))
-            else:
-                sock.recv(zmq.NOBLOCK, copy=False)
-                rest.append(b"")
-        return rest, True
-
-    def _skip_cut(self) -> bool:
-        """Read and discard up to ``_REST_FRAMES`` more frames of the refused message; True once it ended
-        (the reader goes on), else one callback (:meth:`_resume_skip`) comes back for more."""
-        sock = self._subs[self._cut]  # type: ignore[index]
-        for _ in range(_REST_FRAMES):
-            if not sock.getsockopt(zmq.RCVMORE):
-                self._cut = None
-                return True
-            sock.recv(zmq.NOBLOCK, copy=False)  # dropped: never copied out of ZeroMQ's message
-        self._resume_skip()
-        return False
-
-    def _resume_skip(self) -> None:
-        # one pending callback at most for the rest of a cut message, whoever ran out of frames:
-        # the reader also runs for the other broker's socket, which stays readable meanwhile, and
-        # for the sweep, and a callback each would have made a chain each, all skipping at once
-        if self._skip_soon is None:
-            self._skip_soon = self._loop.call_soon(self._skip_turn)
-
-    def _skip_turn(self) -> None:
-        self._skip_soon = None
-        self._on_sub_readable()
-
-    # -- connection state ---------------------------------------------------------------------
-    def _on_monitor(self, index: int) -> None:
-        monitor = self._monitors[index]
-        while True:
-            try:
-                event = recv_monitor_message(monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            except zmq.ZMQError:
-                return
-            side = _SIDES[index % 2]
-            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                if self._disconnects:
-                    logger.info(
-                        "hub {}: reconnected to the broker's {} {}", self.name, side, self._endpoint(index)
-                    )
-                self._connected[index] = True
-            elif event["event"] == zmq.EVENT_DISCONNECTED:
-                first = index - index % 2
-                was_up = self._connected[first] and self._connected[first + 1]
-                connected, self._connected[index] = self._connected[index], False
-                if connected and (len(self._subs) == 1 or was_up):
-                    self._lost(index)  # with several brokers: once per broker, not per socket
-                self._disconnects += 1
-                if connected and index % 2:  # a receiving socket: replaced, its later events with it
-                    self._renew_sub(index // 2)
-                    break
-            elif event["event"] & _HANDSHAKE_FAILED:
-                self._refused = True
-                self._log.warning(
-                    "handshake:" + side,
-                    "hub {}: the broker's {} {} refused the handshake ({}); check the CURVE keys "
-                    "(TICKBUS_CURVE_SERVERKEY, TICKBUS_CURVE_SECRET) and the broker's allow-list",
-                    self.name,
-                    side,
-                    self._endpoint(index),
-                    "no CURVE key" if self._curve is None else "key refused or wrong broker key",
-                )
-        up = self._brokers_up()
-        tracker = self._inbound.tracker
-        if isinstance(tracker, RedundantTracker):
-            tracker.up = [self._connected[2 * i + 1] for i in range(len(self._subs))]
-        if up:
-            self._connected_event.set()
-        else:
-            self._connected_event.clear()
-
-    def _look_at_connections(self, every: int = 2) -> None:
-        """Take the sockets' pending connection events: the receiving sockets' (monitors 1, 3, ...),
-        before reading them (see :meth:`_renew_sub`), or ``every=1`` all of them."""
-        for index in range(2 - every, len(self._monitors), every):
-            if _pending(self._monitors[index]):
-                self._on_monitor(index)
-
-    def _renew_sub(self, index: int) -> None:
-        """Replace broker ``index``'s receiving socket, whose connection was lost, by a new one.
-
-        libzmq keeps a connecting socket's queue across a reconnection. When that queue was full as
-        the connection went (its reader held by a full mailbox through a burst, say, until the
-        heartbeat timed out), its write side stays marked full, and the first read that frees room
-        once the new connection is made restarts an engine that never stopped: libzmq aborts the
-        process (``Assertion failed: _input_stopped (src/stream_engine_base.cpp:396)``; libzmq issue
-        3937, open). ZMQ_IMMEDIATE, which would drop the queue with the connection, leaves a SUB
-        socket receiving nothing in libzmq 4.3.5. So the socket is closed unread, with what it
-        queued before the loss (sequence gaps, counted as its publishers are heard again), and a
-        new one with the same subscriptions connects :data:`_RENEW_S` later, as libzmq would have
-        reconnected. The reader looks at these events before it reads after a pause
-        (:data:`_LOOK_AFTER_S`), so no read reaches the old queue once a new connection could exist.
-        """
-        old, slot = self._subs[index], 2 * index + 1
-        old_monitor = self._monitors[slot]
-        for sock in (old, old_monitor):
-            self._loop.remove_reader(sock.FD)
-        old.disable_monitor()
-        old_monitor.close(linger=0)
-        old.close(linger=0)
-        sub = self._new_sub(index, self._prefix_refs)
-        monitor = sub.get_monitor_socket(_MONITOR_EVENTS)
-        self._subs[index], self._monitors[slot] = sub, monitor
-        self._receivers[index] = functools.partial(_recv, sub, zmq.NOBLOCK)
-        if index == 0:
-            self._sub = sub
-        if self._cut == index:
-            self._cut = None
-        self._loop.add_reader(sub.FD, self._on_sub_readable)
-        self._loop.add_reader(monitor.FD, self._on_monitor, slot)
-        if (pending := self._renewing.pop(index, None)) is not None:
-            pending.cancel()
-        self._renewing[index] = self._loop.call_later(_RENEW_S, self._connect_renewed, index)
-        self.renewed += 1
-
-    def _new_sub(self, index: int, prefixes: Iterable[bytes]) -> zmq.Socket[bytes]:
-        """Broker ``index``'s receiving socket, subscribed to the heartbeats and to ``prefixes``."""
-        hwm, ivl, timeout, linger, separate = self._sub_options
-        sub = self._socket(zmq.SUB, hwm, ivl, timeout, linger)
-        if separate:
-            sub.setsockopt(zmq.AFFINITY, 1 << index)
-        for prefix in (HEARTBEAT_PREFIX, *prefixes):  # every hub hears every heartbeat
-            sub.setsockopt(zmq.SUBSCRIBE, prefix)
-        return sub
-
-    def _connect_renewed(self, index: int) -> None:
-        """Connect broker ``index``'s new receiving socket (see :meth:`_renew_sub`)."""
-        self._renewing.pop(index, None)
-        if self._closed:
-            return
-        endpoint = self.backends[index]
-        try:
-            self._subs[index].connect(endpoint)
-        except zmq.ZMQError as exc:  # it connected before: only a resource shortage gets here
-            self._log.log(
-                "ERROR",
-                "renew",
-                "hub {}: cannot connect to the broker's backend {}: {}",
-                self.name,
-                endpoint,
-                exc,
-            )
-
-    def _lost(self, index: int) -> None:
-        side = _SIDES[index % 2]
-        others = sum(1 for i in range(len(self._subs)) if i != index // 2 and self._broker_up(i))
-        if len(self._subs) > 1 and others:
-            self._broker_losses += 1
-            logger.warning(
-                "hub {}: lost broker {}'s {} {}; reconnecting, {} of {} brokers still carry the bus",
-                self.name,
-                index // 2 + 1,
-                side,
-                self._endpoint(index),
-                others,
-                len(self._subs),
-            )
-        else:
-            logger.warning(
-                "hub {}: lost the broker's {} {}; reconnecting", self.name, side, self._endpoint(index)
-            )
-
-    def _broker_up(self, broker: int) -> bool:
-        """Broker ``broker`` (0-based) has a live session on both sockets."""
-        return self._connected[2 * broker] and self._connected[2 * broker + 1]
-
-    def _brokers_up(self) -> int:
-        """Brokers with a live session on both sockets."""
-        return sum(1 for i in range(len(self._subs)) if self._broker_up(i))
-
-    @property
-    def connected(self) -> bool:
-        """True while both sockets have a live session with a broker (with several: with at least one)."""
-        return self._brokers_up() > 0
-
-    async def wait_connected(self, timeout: float = 5.0) -> None:
-        """Wait for both connections to the broker; :class:`ConnectError` after ``timeout`` seconds."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._connected_event.wait()
-        except TimeoutError:
-            if self._refused:
-                raise ConnectError(
-                    f"the broker at {self.frontend!r} / {self.backend!r} refused this hub's handshake "
-                    f"({'no CURVE key' if self._curve is None else 'key not allowed or wrong broker key'}); "
-                    "set TICKBUS_CURVE_SERVERKEY / TICKBUS_CURVE_SECRET or add the key to the allow-list"
-                ) from None
-            raise ConnectError(
-                f"no broker answered at frontend {self.frontend!r} / backend {self.backend!r} within "
-                f"{timeout}s; start one with `tickbus broker` or set TICKBUS_FRONTEND/TICKBUS_BACKEND"
-            ) from None
-
     def statistics(self) -> HubStatistics:
         """A snapshot of this hub's counters, including sequence anomalies and malformed drops."""
         inbound = self._inbound.statistics()
@@ -1243,14 +684,6 @@ class RemoteHub(Hub):
         self._fanout = self._publish_closed
         if self._own_context:
             await asyncio.get_running_loop().run_in_executor(None, self._ctx.term)
-
-    def _close_sockets(self) -> None:
-        for sock in (*self._pubs, *self._subs):
-            sock.disable_monitor()
-        for sock in (*self._monitors, *self._subs):
-            sock.close(linger=0)
-        for sock in self._pubs:
-            sock.close()
 
     def _publish_closed(self, frame: bytes, key: tuple[str, ...]) -> None:
         raise ConnectError(f"hub {self.name!r} is closed: nothing more can be published on {key}")

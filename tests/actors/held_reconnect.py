@@ -8,7 +8,7 @@ reading the connection, the heartbeat's answers with it.
 - ``stall``: the victim's loop then stalls for 1 s (a long handler, say): the heartbeat times out,
   the connection is lost and libzmq makes it again. Once it is back the victim reads on. On
   libzmq's own reconnection that read aborted the process (``Assertion failed: _input_stopped
-  (src/stream_engine_base.cpp:396)``): see ``actors._remote.RemoteHub._renew_sub``.
+  (src/stream_engine_base.cpp:396)``): see ``actors._connections.BrokerConnections._renew_sub``.
 - ``hold``: the victim stays held for 1.5 s, its loop free: its skims (``RemoteHub._skim``) keep
   the connection (and its heartbeat) alive.
 
