@@ -23,12 +23,18 @@ class RateLimitedLog:
 
     def warning(self, topic: str, message: str, *args: Any) -> None:
         """Log ``message.format(*args)`` unless ``topic`` was logged within the interval."""
-        self.log("WARNING", topic, message, *args)
+        self._write("WARNING", topic, message, args, None)
 
     def log(
         self, level: str, topic: str, message: str, *args: Any, exception: BaseException | None = None
     ) -> None:
         """Like :meth:`warning` at any loguru level, optionally with an exception's traceback."""
+        self._write(level, topic, message, args, exception)
+
+    def _write(
+        self, level: str, topic: str, message: str, args: tuple[Any, ...], exception: BaseException | None
+    ) -> None:
+        # called by warning() and log() only: depth 2 is their caller, whose place the record names
         now = time.monotonic()
         if now < self._next.get(topic, 0.0):
             self._pending[topic] = self._pending.get(topic, 0) + 1

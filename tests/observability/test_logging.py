@@ -298,3 +298,27 @@ def test_python_s_own_reports_are_json_lines_never_raw_text_on_stderr(stream, ca
     [ignored] = [entry for entry in entries if "_Leaky" in entry["message"]]
     assert ignored["level"] == "WARNING", by_level
     assert ignored["exception"]["type"] == "RuntimeError" and ignored["exception"]["message"] == "close failed"
+
+
+def test_a_rate_limited_line_names_the_function_that_logged_it():
+    # log() named its caller's caller: a hub's "discarded what waited" line said asyncio.events:_run
+    records: list[dict[str, Any]] = []
+    sink = logger.add(lambda message: records.append(message.record), level="INFO")
+    try:
+        log = observability.RateLimitedLog(interval=60.0)
+
+        def skims() -> None:
+            log.log("WARNING", "skim", "discarded {}", 3)
+
+        def overflows() -> None:
+            log.warning("overflow", "dropped {}", 4)
+
+        skims()
+        overflows()
+        skims()  # within the interval: summarised later, not written
+    finally:
+        logger.remove(sink)
+    assert [(r["function"], r["message"]) for r in records] == [
+        ("skims", "discarded 3"),
+        ("overflows", "dropped 4"),
+    ]
