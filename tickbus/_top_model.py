@@ -129,6 +129,8 @@ class GroupRow:
     in_rate: float | None = None
     out_rate: float | None = None
     gaps: int = 0
+    skimmed: int = 0
+    """Messages the hub discarded unread, behind a flood or held by a full mailbox (also in gaps)."""
     dropped: int = 0
     publishers_live: int = 0
     publishers_gone: int = 0
@@ -334,6 +336,7 @@ class BusModel:
         row.in_rate = _rate(row.received, before.hub.get("received") if before else None, seconds)
         row.out_rate = _rate(row.published, before.hub.get("published") if before else None, seconds)
         row.gaps = _int(hub, "gaps")
+        row.skimmed = _int(hub, "skimmed")
         row.dropped = _int(hub, "publish_dropped")
         brokers = _int(hub, "brokers") or 1
         row.brokers = f"{_int(hub, 'brokers_up')}/{brokers}" if brokers > 1 else "1"

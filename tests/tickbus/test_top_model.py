@@ -141,7 +141,7 @@ def test_group_and_actor_rates_come_from_counter_differences_between_reports() -
     model.on_message(
         Key("$actors", "stats", "g"),
         group_payload(
-            hub=hub_stats(received=300, published=60, gaps=4, publishers_gone=1, publish_dropped=2),
+            hub=hub_stats(received=300, published=60, gaps=4, publishers_gone=1, publish_dropped=2, skimmed=3),
             a={"handled": 300, "published": 60, "dropped": 7, "queued": 3},
         ),
         now=7.0,
@@ -149,10 +149,11 @@ def test_group_and_actor_rates_come_from_counter_differences_between_reports() -
     (row,) = model.actor_rows()
     assert (row.in_rate, row.out_rate, row.dropped, row.queued) == (100.0, 25.0, 7, 3)
     (group,) = model.group_rows()
-    assert (group.in_rate, group.out_rate, group.gaps, group.dropped, group.publishers_gone) == (
+    assert (group.in_rate, group.out_rate, group.gaps, group.skimmed, group.dropped, group.publishers_gone) == (
         100.0,
         25.0,
         4,
+        3,
         2,
         1,
     )
