@@ -19,7 +19,7 @@ from ._connections import BrokerConnections
 from ._inbound import MessageCut
 from ._liveness import HEARTBEAT_PREFIX, HubWatch
 from ._redundancy import RedundantTracker
-from ._skim import discard
+from ._skim import Latest, discard
 
 _SLICE_S = 0.001  # seconds of reading (and inline handling) per reader callback before yielding
 _CHUNK = 32  # messages between two looks at the clock
@@ -33,6 +33,10 @@ _LOOK_AFTER_S = 0.02
 # share of the time that set it off.
 _SKIM_QUEUES = 4
 _SKIM_FRESH = 0.25
+# The newest frame of each key a skim takes is delivered after it (actors._skim.Latest): at most
+# this many keys and bytes of frames per receiving socket; past them, further keys' go.
+_KEEP_KEYS = 10_000
+_KEEP_BYTES = 8 * 1024 * 1024
 
 
 class HubReader(BrokerConnections):
@@ -59,6 +63,8 @@ class HubReader(BrokerConnections):
         beat = timeout if timeout > 0 else ivl
         self._skim_after = max(_LOOK_AFTER_S, beat / 2) if beat > 0 else None
         self._skim_left: list[int] = []  # frames the running skim may still discard, per socket
+        # per socket, the newest frame of each key the running skim took: delivered after it
+        self._latest = [Latest(_KEEP_KEYS, _KEEP_BYTES, HEARTBEAT_PREFIX) for _ in self._subs]
         self._read_at = 0.0  # when the reader last looked at the clock (_perf)
         # behind this long, and handing out messages this old, a reader discards (_behind)
         self._max_lag = max_lag if max_lag is not None else self._skim_after
@@ -211,6 +217,10 @@ class HubReader(BrokerConnections):
                     self._skimming.cancel()
                     self._skimming = None
                     self._discarding = False
+                    if any(self._latest):  # what a skim kept goes before anything newer is read
+                        self._discarding = True
+                        self._skimming = self._loop.call_soon(self._deliver_latest)
+                        return
                 self._loop.call_soon(self._on_sub_readable)
 
     def _skim(self, first: bool) -> None:
@@ -227,7 +237,9 @@ class HubReader(BrokerConnections):
         (:data:`_SKIM_QUEUES` queues' worth at most, per socket; see :mod:`actors._skim`): ZeroMQ
         reads the connection again, heartbeats included, and what the handlers get next is recent.
         A slice of :data:`_SLICE_S` per callback; counted in :attr:`skimmed` (frames), and as gaps
-        once their publishers are heard again.
+        once their publishers are heard again. The newest frame of each key among them is kept
+        and delivered once the skim is through (:meth:`_deliver_latest`), before anything newer is
+        read: a key the flood does not use loses at most what it sent meanwhile, less its last.
         """
         self._skimming = None
         if not (self._held or self._discarding) or self._closed or self._skim_after is None:
@@ -238,9 +250,9 @@ class HubReader(BrokerConnections):
         if first:  # frames: the queues before the newest (this hub's, the broker's, the kernel's)
             left[:] = [_SKIM_QUEUES * self._sub_options[0]] * len(self._subs)
         fresh = (self._skim_after if self._held or self._max_lag is None else self._max_lag) * _SKIM_FRESH
-        age_of, inbound = self._watch.lag.frame_age, self._inbound
+        age_of, inbound, latest = self._watch.lag.frame_age, self._inbound, self._latest
         deadline = _perf() + _SLICE_S
-        out_of_time, discarded = False, 0
+        out_of_time, discarded = False, -sum(kept.superseded for kept in latest)
         for index, receive in enumerate(self._receivers):
             if not left[index]:
                 continue
@@ -255,6 +267,7 @@ class HubReader(BrokerConnections):
                 heartbeat=HEARTBEAT_PREFIX,
                 keep=inbound.handle,
                 deadline=deadline,
+                latest=latest[index],
             )
             # done, or empty with nothing taken: this queue is through; empty after some frames, it
             # may be refilling (ZeroMQ reads the connection again), so it is looked at once more
@@ -262,10 +275,11 @@ class HubReader(BrokerConnections):
             if run.taken:
                 inside = not run.empty and self._subs[index].get(zmq.RCVMORE)
                 self._cut = index if inside else (None if self._cut == index else self._cut)
-            discarded += run.taken - run.kept
+            discarded += run.taken - run.kept - run.stored
             if not (run.done or run.empty):
                 out_of_time = True
                 break
+        discarded += sum(kept.superseded for kept in latest)  # kept, then replaced by a newer one
         if discarded:
             self.skimmed += discarded
             self._log.log(
@@ -278,11 +292,38 @@ class HubReader(BrokerConnections):
             )
         if out_of_time or any(left):
             self._skimming = self._loop.call_soon(self._skim, False)
-        elif self._held:
-            self._discarding = False
-            self._skimming = self._loop.call_later(self._skim_after, self._skim, True)
+        elif any(latest):
+            self._discarding = True  # nothing is read before what was kept is delivered
+            self._skimming = self._loop.call_soon(self._deliver_latest)
+        else:
+            self._skimmed()
+
+    def _deliver_latest(self) -> None:
+        """Hand the frames a skim kept (each key's newest, :class:`actors._skim.Latest`) to the
+        inbound path, in the order they came, :data:`_SLICE_S` per callback; then read on (or, held,
+        skim again later). ``_skimming`` stays set meanwhile: no other skim starts."""
+        if self._closed:
+            return
+        inbound, several = self._inbound, len(self._subs) > 1
+        deadline = _perf() + _SLICE_S
+        for index, kept in enumerate(self._latest):
+            if several:
+                inbound.tracker.source = index
+            while kept:
+                for frame in kept.take(_CHUNK):
+                    inbound.handle(frame)
+                if _perf() >= deadline and any(self._latest):
+                    self._skimming = self._loop.call_soon(self._deliver_latest)
+                    return
+        self._skimmed()
+
+    def _skimmed(self) -> None:
+        """A skim is through: held, the next one in half the heartbeat's timeout; else read on."""
+        self._discarding = False
+        if self._held:
+            self._skimming = self._loop.call_later(self._skim_after, self._skim, True)  # type: ignore[arg-type]
         else:  # behind: read on, from the newest
-            self._discarding = False
+            self._skimming = None
             self._loop.call_soon(self._on_sub_readable)
 
     def _rest_of_message(self) -> tuple[list[bytes], bool]:

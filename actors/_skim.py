@@ -18,17 +18,92 @@ empty. Heartbeats are kept (handled, no handler runs): no publisher seems gone f
 tails they report are counted. What is discarded comes back as sequence gaps once its publishers
 are heard again; the hub counts the frames in ``skimmed``. Socket-free: ``receive`` returns the
 next frame or raises ``empty``.
+
+The newest of each key is kept (:class:`Latest`): of the frames a skim takes, the last of each key
+(and each publisher's last heartbeat) is delivered once the skim is through, in the order those
+came, and the others are discarded. So a flood costs a quiet key at most the messages it sent
+while the flood's were discarded, less one: a rare message (an order's answer, a risk limit's
+change) on a key the flood does not use is handled, not lost with the flood's; a flood over many
+keys leaves each key's newest value, as a conflating market-data feed would. Bounded in frames and
+bytes: past either, frames of keys not kept yet are discarded (and heartbeats handled at once, as
+without it).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+from broker import FIXED, KEY_END
+
 _perf = time.perf_counter
 _monotonic_ns = time.monotonic_ns
 _time_ns = time.time_ns
+_FIXED_SIZE = FIXED.size
+
+
+class Latest:
+    """The newest frame of each key among those added, in the order those came, and of each
+    publisher's heartbeats (frames whose key starts with ``heartbeat``): at most ``max_frames``
+    frames and ``max_bytes`` bytes (their lengths). Socket-free.
+
+    By key, not by (key, publisher): a second publisher on a key (a redundant feed) takes the
+    first's place, and the first's stream shows a gap; keyed by both, a kept frame cost ~0.2 us
+    more (a tuple of two slices to build and hash). Heartbeats by publisher: two hubs may share a
+    name, hence a heartbeat key, and each must keep being heard through a flood."""
+
+    def __init__(self, max_frames: int, max_bytes: int, heartbeat: bytes) -> None:
+        self._max_frames, self._max_bytes = max_frames, max_bytes
+        self._heartbeat = heartbeat
+        self._frames: dict[bytes, bytes] = {}
+        self.bytes = 0
+        self.superseded = 0
+        """Frames that were kept until a newer one of their key (or publisher's heartbeat) came."""
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def add(self, frame: bytes) -> bool:
+        """Keep ``frame`` as its key's newest, in place of the one kept before (moved to the end);
+        False when it is not kept: not a frame of this format's shape (no key end, a short header),
+        or a new key past the bounds."""
+        end = frame.find(KEY_END)
+        start = end + 1 + _FIXED_SIZE
+        if end <= 0 or len(frame) < start:
+            return False
+        stream = frame[:end]
+        if frame.startswith(self._heartbeat):  # each publisher's heartbeats: a stream of their own
+            # the key end between: a key has none, so no two (key, publisher) pairs make one stream
+            stream = frame[: end + 1] + frame[start : start + frame[end + 3]]  # the id's length at end + 3
+        frames = self._frames
+        old = frames.pop(stream, None)
+        if old is not None:
+            self.bytes -= len(old)
+            self.superseded += 1
+        if len(frames) >= self._max_frames or self.bytes + len(frame) > self._max_bytes:
+            return False
+        frames[stream] = frame
+        self.bytes += len(frame)
+        return True
+
+    def take(self, count: int) -> list[bytes]:
+        """The ``count`` oldest kept frames (all, if fewer), no longer kept."""
+        frames = self._frames
+        taken = []
+        for stream in list(itertools.islice(frames, count)):
+            frame = frames.pop(stream)
+            self.bytes -= len(frame)
+            taken.append(frame)
+        return taken
+
+    def clear(self) -> int:
+        """Forget every kept frame; return how many there were."""
+        count = len(self._frames)
+        self._frames.clear()
+        self.bytes = 0
+        return count
 
 
 class Discarded(NamedTuple):
@@ -38,6 +113,8 @@ class Discarded(NamedTuple):
     """Frames received, kept ones included."""
     kept: int
     """Heartbeats among them, handled rather than discarded."""
+    stored: int
+    """Frames among them kept in ``latest`` (their key's newest so far)."""
     empty: bool
     """The queue ran empty (then never inside a message: ZeroMQ queues a message whole)."""
     done: bool
@@ -54,24 +131,31 @@ def discard(
     heartbeat: bytes,
     keep: Callable[[bytes], None],
     deadline: float,
+    latest: Latest | None = None,
 ) -> Discarded:
-    """Take up to ``budget`` frames with ``receive()``, discarding all but heartbeats (frames that
-    start with ``heartbeat``, given to ``keep``), until one waited less than ``fresh`` seconds or
-    ``time.perf_counter()`` passes ``deadline`` (looked at every 64 frames)."""
-    taken = kept = 0
+    """Take up to ``budget`` frames with ``receive()``, until one waited less than ``fresh`` seconds
+    or ``time.perf_counter()`` passes ``deadline`` (looked at every 64 frames). Each is kept in
+    ``latest`` as its key's newest (:meth:`Latest.add`), if given; one not kept there is discarded,
+    unless a heartbeat (it starts with ``heartbeat``), which is given to ``keep``. A frame costs
+    ~0.25 us, ~1 us with ``latest`` (2 vCPUs, one key flooding; inlined, ~0.15 us less: not worth
+    a second copy of :meth:`Latest.add`)."""
+    taken = kept = stored = 0
+    add = latest.add if latest is not None else None
     try:
         while taken < budget:
             frame = receive()
             taken += 1
-            if frame.startswith(heartbeat):
+            if add is not None and add(frame):
+                stored += 1
+            elif frame.startswith(heartbeat):
                 keep(frame)
                 kept += 1
             if taken & 63 == 1:  # the first, then every 64th: how long the rest waited
                 age = age_of(frame, _monotonic_ns(), _time_ns())
                 if age is not None and age < fresh:
-                    return Discarded(taken, kept, False, True)
+                    return Discarded(taken, kept, stored, False, True)
                 if _perf() >= deadline:
-                    return Discarded(taken, kept, False, False)
+                    return Discarded(taken, kept, stored, False, False)
     except empty:
-        return Discarded(taken, kept, True, False)
-    return Discarded(taken, kept, False, True)
+        return Discarded(taken, kept, stored, True, False)
+    return Discarded(taken, kept, stored, False, True)
