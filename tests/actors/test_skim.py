@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors._liveness import HEARTBEAT_PREFIX
-from actors._skim import Latest, discard
+from actors._skim import Discarded, Latest, discard
 from broker import encode_header, encode_key, encode_message
 
 
@@ -82,7 +82,8 @@ def test_what_is_kept_is_each_key_s_last_frame_and_the_count_closes(streams):
     assert len(kept) + latest.superseded == len(sent)
 
 
-def _queue(frames: list[bytes]):
+def _discard_all(frames: list[bytes], latest: Latest, handled: list[bytes]) -> Discarded:
+    """``discard`` over ``frames`` as a queue, no frame fresh enough to stop it."""
     items = iter(frames)
 
     class QueueEmptyError(Exception):
@@ -94,20 +95,9 @@ def _queue(frames: list[bytes]):
         except StopIteration:
             raise QueueEmptyError from None
 
-    return receive, QueueEmptyError
-
-
-def test_discard_keeps_each_stream_s_newest_and_hands_over_a_heartbeat_it_could_not_keep():
-    beat = heartbeat("feed@h:1:a", 1)
-    frames = [frame("a", 1), beat, frame("b", 1), frame("c", 1)]
-    receive, empty = _queue(frames)
-    latest = Latest(
-        max_frames=2, max_bytes=10_000, heartbeat=HEARTBEAT_PREFIX
-    )  # a and the heartbeat; b and c are refused
-    handled: list[bytes] = []
-    run = discard(
+    return discard(
         receive,
-        empty,
+        QueueEmptyError,
         100,
         fresh=0.0,
         age_of=lambda f, mono, wall: None,
@@ -116,20 +106,17 @@ def test_discard_keeps_each_stream_s_newest_and_hands_over_a_heartbeat_it_could_
         deadline=float("inf"),
         latest=latest,
     )
+
+
+def test_discard_keeps_each_key_s_newest_and_hands_over_a_heartbeat_it_could_not_keep():
+    beat = heartbeat("feed@h:1:a", 1)
+    frames = [frame("a", 1), beat, frame("b", 1), frame("c", 1)]
+    latest = Latest(max_frames=2, max_bytes=10_000, heartbeat=HEARTBEAT_PREFIX)  # a and the heartbeat
+    handled: list[bytes] = []
+    run = _discard_all(frames, latest, handled)
     assert (run.taken, run.stored, run.kept, run.empty) == (4, 2, 0, True)
     assert latest.take(5) == frames[:2] and handled == []
-    # nothing stored once full: the heartbeat goes to keep at once, the others are discarded
-    receive, empty = _queue([frame("d", 1), beat])
+    # nothing kept once full: the heartbeat goes to keep at once, the others are discarded
     full = Latest(max_frames=0, max_bytes=10_000, heartbeat=HEARTBEAT_PREFIX)
-    run = discard(
-        receive,
-        empty,
-        100,
-        fresh=0.0,
-        age_of=lambda f, mono, wall: None,
-        heartbeat=HEARTBEAT_PREFIX,
-        keep=handled.append,
-        deadline=float("inf"),
-        latest=full,
-    )
+    run = _discard_all([frame("d", 1), beat], full, handled)
     assert (run.taken, run.stored, run.kept) == (2, 0, 1) and handled == [beat]
