@@ -24,7 +24,7 @@ def test_the_newest_frame_of_each_key_is_kept_in_the_order_the_newest_came():
     sent = [frame("a", 1), frame("b", 1), frame("a", 2), frame("c", 1), frame("b", 2)]
     assert all(latest.add(f) for f in sent)
     assert latest.take(10) == [sent[2], sent[3], sent[4]]
-    assert latest.superseded == 2 and not latest and latest.bytes == 0
+    assert latest.superseded == 2 and not latest and latest.size == 0
     # by key: another publisher's frame on a key takes the place of the first's
     assert latest.add(frame("a", 3)) and latest.add(frame("a", 1, "other@h:2:b"))
     assert latest.take(10) == [frame("a", 1, "other@h:2:b")] and latest.superseded == 3
@@ -43,7 +43,7 @@ def test_take_gives_the_oldest_first_and_clear_forgets_the_rest():
     for f in sent:
         latest.add(f)
     assert latest.take(2) == sent[:2] and len(latest) == 3
-    assert latest.clear() == 3 and latest.take(5) == [] and latest.bytes == 0
+    assert latest.clear() == 3 and latest.take(5) == [] and latest.size == 0
 
 
 def test_past_its_bounds_a_new_stream_is_refused_and_a_kept_one_still_replaced():
@@ -55,10 +55,29 @@ def test_past_its_bounds_a_new_stream_is_refused_and_a_kept_one_still_replaced()
     small = frame("a", 1)
     by_bytes = Latest(max_frames=100, max_bytes=2 * len(small), heartbeat=HEARTBEAT_PREFIX)
     assert by_bytes.add(small) and by_bytes.add(frame("b", 1))
-    assert not by_bytes.add(frame("c", 1)) and by_bytes.bytes == 2 * len(small)
+    assert not by_bytes.add(frame("c", 1)) and by_bytes.size == 2 * len(small)
     # a newer frame too large for what is left: the older one goes and the newer is not kept
     assert not by_bytes.add(frame("a", 2, payload=b"\xc4\x40" + bytes(64)))
     assert by_bytes.superseded == 1 and by_bytes.take(5) == [frame("b", 1)]
+
+
+def test_a_run_of_one_key_keeps_its_newest_and_its_place_when_another_key_comes():
+    latest = Latest(max_frames=10, max_bytes=10_000, heartbeat=HEARTBEAT_PREFIX)
+    beat = heartbeat("feed@h:1:a", 1)
+    sent = [frame("a", 1), frame("a", 2), frame("a", 3), beat, frame("a", 4), frame("a", 5), frame("b", 1)]
+    assert all(latest.add(f) for f in sent)
+    # a's newest before the heartbeat would have been delivered before it; after it, a's newest goes last
+    assert latest.take(10) == [beat, frame("a", 5), frame("b", 1)] and latest.superseded == 4
+
+
+def test_a_run_s_newest_past_the_bounds_when_the_run_ends_is_counted_as_not_kept():
+    small = frame("a", 1)
+    latest = Latest(max_frames=10, max_bytes=2 * len(small), heartbeat=HEARTBEAT_PREFIX)
+    assert latest.add(small) and latest.add(
+        frame("a", 2, payload=b"\xc4\x40" + bytes(64))
+    )  # a run: not checked yet
+    assert latest.add(frame("b", 1))  # the run ends: its newest does not fit, and a's first went for it
+    assert latest.take(5) == [frame("b", 1)] and latest.superseded == 2 and latest.size == 0
 
 
 def test_a_frame_not_of_this_format_s_shape_is_not_kept():
@@ -70,14 +89,20 @@ def test_a_frame_not_of_this_format_s_shape_is_not_kept():
     assert not latest
 
 
-@given(st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from(["p@h:1:a", "q@h:2:b"])), max_size=60))
+@given(st.lists(st.tuples(st.sampled_from("abc!"), st.sampled_from(["p@h:1:a", "q@h:2:b"])), max_size=60))
 def test_what_is_kept_is_each_key_s_last_frame_and_the_count_closes(streams):
+    # "!": a heartbeat of that publisher (its own stream), among the keys' frames
     latest = Latest(max_frames=100, max_bytes=100_000, heartbeat=HEARTBEAT_PREFIX)
-    sent = [frame(key, seq, publisher) for seq, (key, publisher) in enumerate(streams, start=1)]
+    sent = [
+        heartbeat(publisher, seq) if key == "!" else frame(key, seq, publisher)
+        for seq, (key, publisher) in enumerate(streams, start=1)
+    ]
     for f in sent:
         assert latest.add(f)
     kept = latest.take(len(sent))
-    last = {key: f for (key, _), f in zip(streams, sent, strict=True)}
+    last = {
+        (key, publisher if key == "!" else ""): f for (key, publisher), f in zip(streams, sent, strict=True)
+    }
     assert kept == sorted(last.values(), key=sent.index)  # the newest of each, in the order they came
     assert len(kept) + latest.superseded == len(sent)
 
