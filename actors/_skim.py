@@ -65,9 +65,15 @@ class Latest:
         self._bytes = 0
         self._run_key = b""  # the key (with its key end) of the last frame kept, if not a heartbeat
         self._run: bytes | None = None  # that key's newest since, not in the table yet
-        self.superseded = 0
+        self._superseded = 0
+
+    @property
+    def superseded(self) -> int:
         """Frames counted as kept that were not: a newer one of their key (or their publisher's
-        heartbeat) came, or, the newest of a run, the bounds were reached when the run ended."""
+        heartbeat) came, or, the newest of a run, the bounds were reached when the run ended.
+        Read, it ends the run: the run's first frame, still in the table, is superseded only then."""
+        self._end_run()
+        return self._superseded
 
     def __len__(self) -> int:
         self._end_run()
@@ -85,7 +91,7 @@ class Latest:
         or a new key past the bounds."""
         if self._run_key and frame.startswith(self._run_key):  # the run goes on
             if self._run is not None:
-                self.superseded += 1
+                self._superseded += 1
             self._run = frame
             return True
         self._end_run()
@@ -109,7 +115,7 @@ class Latest:
         old = frames.pop(stream, None)
         if old is not None:
             self._bytes -= len(old)
-            self.superseded += 1
+            self._superseded += 1
         if len(frames) >= self._max_frames or self._bytes + len(frame) > self._max_bytes:
             return False
         frames[stream] = frame
@@ -120,7 +126,7 @@ class Latest:
         """The run's newest frame into the table, in place of its key's (the run's first)."""
         run, self._run = self._run, None
         if run is not None and not self._put(self._run_key[:-1], run):
-            self.superseded += 1  # counted as kept when it came
+            self._superseded += 1  # counted as kept when it came
             self._run_key = b""
 
     def take(self, count: int) -> list[bytes]:

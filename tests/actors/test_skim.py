@@ -70,6 +70,14 @@ def test_a_run_of_one_key_keeps_its_newest_and_its_place_when_another_key_comes(
     assert latest.take(10) == [beat, frame("a", 5), frame("b", 1)] and latest.superseded == 4
 
 
+def test_the_count_of_superseded_frames_is_whole_while_a_run_goes_on():
+    # a skim reads it between its slices, a run of one key's frames still open (RemoteHub._skim)
+    latest = Latest(max_frames=10, max_bytes=10_000, heartbeat=HEARTBEAT_PREFIX)
+    assert all(latest.add(frame("a", seq)) for seq in (1, 2, 3))
+    assert latest.superseded == 2
+    assert latest.add(frame("a", 4)) and latest.superseded == 3 and len(latest) == 1
+
+
 def test_a_run_s_newest_past_the_bounds_when_the_run_ends_is_counted_as_not_kept():
     small = frame("a", 1)
     latest = Latest(max_frames=10, max_bytes=2 * len(small), heartbeat=HEARTBEAT_PREFIX)
