@@ -20,6 +20,13 @@ at close), so the next export starts a line of its own. Every few seconds a writ
 file still has a name; a file deleted under it (its directory removed, say) is opened anew, the
 directory made again (:attr:`RotatingFile.reopened`). Writing resumes by itself once space is back.
 
+Opening waits for the disk as much as writing does, and a process opens its files while it
+starts: the broker before it says READY. Given ``open_timeout``, the file is opened (and pruned) on
+a thread of its own and the constructor waits only that long: an error within it raises as
+before (a directory that cannot be written fails the start), while a disk that has not answered
+by then leaves the file to its first write (:attr:`RotatingFile.opening`), which waits for that
+opening on the writer's thread. So a stalled disk at start delays the exports, never the start.
+
 Limits: a line is never split, so a file can exceed ``max_bytes`` by one export (one batch). Two
 processes writing the same file (two groups with one name) may rotate it under each other.
 """
@@ -30,6 +37,7 @@ import contextlib
 import io
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,6 +53,22 @@ _CHECK_EVERY = 5.0  # seconds between two looks at whether the file still has a 
 WRITE_FAILURES: dict[str, int] = {}
 """Failed writes of every :class:`RotatingFile` of this process so far, by ``signal`` (``metrics``,
 ``traces``): exported as ``tickbus.export.failures`` (a stream's own count ends with it)."""
+OPEN_TIMEOUT = 1.0
+"""How long a process's start waits for its export files to open (``RotatingFile(open_timeout=)``)."""
+
+
+def stalled_open(path: Path, signal: str) -> None:
+    """Say that ``path`` (carrying ``signal``) was not opened within :data:`OPEN_TIMEOUT`."""
+    _log.warning(
+        "stalled open",
+        "{} file {} not opened within {} s (a stalled disk?): starting without it; its exports wait "
+        "for the disk in the writer's queue, past its bound dropped and counted",
+        signal,
+        path,
+        OPEN_TIMEOUT,
+    )
+
+
 ROTATED = r"\.\d{8}T\d{12}Z"
 """The stamp a rotated file's name gets before its suffix, as a regex: ``.20261204T093715123456Z``."""
 
@@ -118,6 +142,7 @@ class RotatingFile(io.TextIOBase):
         scope: str | None = None,
         is_live: Callable[[Path], bool] = lambda path: False,
         signal: str = "file",
+        open_timeout: float | None = None,
     ) -> None:
         super().__init__()
         self.path = Path(path)
@@ -132,15 +157,51 @@ class RotatingFile(io.TextIOBase):
         """Writes that failed (a full disk, a read-only or vanished directory): their exports are lost."""
         self.reopened = 0
         """Times the file was found deleted under this stream and opened anew."""
-        self._file: io.FileIO
-        self._open()
-        self.prune()
+        self._file: io.FileIO | None = None
+        self._opening = threading.Lock()  # held while the file is first opened
+        if open_timeout is None:
+            self._first_open()
+            return
+        failed: list[OSError] = []
+        done = threading.Event()
 
-    def _open(self) -> None:
+        def opener() -> None:
+            try:
+                self._first_open()
+            except OSError as exc:
+                failed.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=opener, name=f"tickbus-{signal}-open", daemon=True).start()
+        if done.wait(open_timeout) and failed:
+            raise failed[0]
+
+    @property
+    def opening(self) -> bool:
+        """True while the first opening waits for the disk (``open_timeout`` passed without it)."""
+        return self._file is None and not self.closed
+
+    def _first_open(self) -> io.FileIO:
+        with self._opening:
+            if self._file is not None:
+                return self._file
+            if self.closed:
+                raise OSError(f"{self.path}: closed before it was opened")
+            file = self._open()
+            if self.closed:  # closed while this waited for the disk
+                file.close()
+                raise OSError(f"{self.path}: closed while it was being opened")
+            self.prune()
+            return file
+
+    def _open(self) -> io.FileIO:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = io.FileIO(self.path, "a")  # unbuffered: a failed write leaves nothing behind
-        self._size = self._file.seek(0, os.SEEK_END)
+        file = io.FileIO(self.path, "a")  # unbuffered: a failed write leaves nothing behind
+        self._size = file.seek(0, os.SEEK_END)
         self._checked = time.monotonic()
+        self._file = file
+        return file
 
     def as_io(self) -> IO[str]:
         """This stream typed as the exporters' ``IO[str]`` (they call ``write``, ``flush``, ``closed``)."""
@@ -151,18 +212,19 @@ class RotatingFile(io.TextIOBase):
         ``OSError`` when it could not (counted in :attr:`failures`, nothing of it left in the file)."""
         data = text.encode("utf-8")
         try:
-            if self._file.closed or self._deleted():
-                self._reopen()
+            file = self._file if self._file is not None else self._first_open()
+            if file.closed or self._deleted(file):
+                file = self._reopen(file)
             limit = self.rotation.max_bytes
             if limit and self._size and self._size + len(data) > limit:
-                self._rotate()
+                file = self._rotate(file)
             view, done = memoryview(data), 0
             while done < len(data):
-                done += self._file.write(view[done:]) or 0
+                done += file.write(view[done:]) or 0
         except OSError:
             self.failures += 1
             WRITE_FAILURES[self.signal] = WRITE_FAILURES.get(self.signal, 0) + 1
-            if not self._file.closed:  # no torn line for the next export to be glued to
+            if self._file is not None and not self._file.closed:  # no torn line for the next export
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._file.fileno(), self._size)
             raise
@@ -174,27 +236,29 @@ class RotatingFile(io.TextIOBase):
 
     def close(self) -> None:
         """Close the current file (nothing is buffered: closing cannot fail on a full disk)."""
-        with contextlib.suppress(OSError):
-            self._file.close()
-        super().close()
+        super().close()  # first: an opening still waiting for the disk closes what it opens
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
 
-    def _deleted(self) -> bool:
+    def _deleted(self, file: io.FileIO) -> bool:
         """Every few seconds: True when the file has no name any more (deleted under this stream)."""
         now = time.monotonic()
         if now - self._checked < _CHECK_EVERY:
             return False
         self._checked = now
-        return os.fstat(self._file.fileno()).st_nlink == 0
+        return os.fstat(file.fileno()).st_nlink == 0
 
-    def _reopen(self) -> None:
+    def _reopen(self, file: io.FileIO) -> io.FileIO:
         with contextlib.suppress(OSError):
-            self._file.close()
-        self._open()  # the directory made again if it went: OSError while that cannot be done
+            file.close()
+        file = self._open()  # the directory made again if it went: OSError while that cannot be done
         self.reopened += 1
         self.prune()
+        return file
 
-    def _rotate(self) -> None:
-        self._file.close()
+    def _rotate(self, file: io.FileIO) -> io.FileIO:
+        file.close()
         now = time.time()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now % 1 * 1e6):06d}Z"
         try:
@@ -202,8 +266,9 @@ class RotatingFile(io.TextIOBase):
             self.rotations += 1
         except OSError as exc:  # keep writing to the same file rather than lose the export
             _log.warning("rotate", "export file {} not rotated: {}", self.path, exc.strerror or exc)
-        self._open()  # OSError: the file stays closed, the next write tries again
+        file = self._open()  # OSError: the file stays closed, the next write tries again
         self.prune()
+        return file
 
     def prune(self) -> int:
         """Delete the rotated files in scope beyond the newest ``keep`` or older than the age limit."""

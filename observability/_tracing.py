@@ -65,7 +65,7 @@ from ._errors import TracingError
 from ._log_sink import QueuedSink
 from ._ratelimit import TokenBucket
 from ._resource import data_dir, process_resource, tickbus_version
-from ._rotation import ROTATED, RotatingFile, Rotation, pid_is_live
+from ._rotation import OPEN_TIMEOUT, ROTATED, RotatingFile, Rotation, pid_is_live, stalled_open
 from ._sampling import SYSTEM, SamplingPolicy, sampling_policy, sdk_sampler
 from ._span_export import LoopSpanProcessor
 from ._trace_context import TRACEPARENT, Handler, OriginSampler, TracedActor, TracedHeader, failed
@@ -320,10 +320,13 @@ class Tracing:
         safe = safe or "tickbus"
         path = data_dir(create=False) / "traces" / f"{safe}-{os.getpid()}.jsonl"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             # retention spans every process of the service: each restart starts a file of its own
             scope = re.escape(safe) + rf"-\d+(?:{ROTATED})?\.jsonl"
-            self._stream = RotatingFile(path, rotation, scope=scope, is_live=pid_is_live, signal="traces")
+            self._stream = RotatingFile(
+                path, rotation, scope=scope, is_live=pid_is_live, signal="traces", open_timeout=OPEN_TIMEOUT
+            )
+            if self._stream.opening:
+                stalled_open(path, "traces")
             # encoded on the loop a slice at a time (see observability._span_export), written by a
             # thread of its own: a stalled disk must not stop the loop
             self._writer = QueuedSink(

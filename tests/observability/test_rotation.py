@@ -182,3 +182,17 @@ def test_failed_export_writes_are_exported_as_a_metric_by_signal(metrics, tmp_pa
     (line,) = [json.loads(text) for text in path.read_text().splitlines()]
     by_signal = sum_by_attribute(line, "tickbus.export.failures")
     assert by_signal["traces"] == before + 1
+
+
+def test_a_file_opened_on_its_own_thread_writes_as_one_opened_at_once(tmp_path):
+    stream = RotatingFile(tmp_path / "new" / "x.jsonl", Rotation(max_bytes=0), open_timeout=10.0)
+    assert not stream.opening  # a disk that answers: opened within the wait
+    stream.write('{"a": 1}\n')
+    stream.close()
+    assert (tmp_path / "new" / "x.jsonl").read_text() == '{"a": 1}\n'
+
+
+def test_a_file_that_cannot_be_opened_within_the_wait_fails_as_before(tmp_path):
+    (tmp_path / "not-a-dir").write_text("")
+    with pytest.raises(OSError):
+        RotatingFile(tmp_path / "not-a-dir" / "x.jsonl", open_timeout=10.0)

@@ -8,14 +8,19 @@ import asyncio
 import json
 import math
 import os
+import selectors
 import shutil
+import signal
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 import observability
 
@@ -147,3 +152,97 @@ def test_metrics_on_a_stalled_disk_flush_and_stop_within_their_timeouts(freezabl
             thread.join(30)
     lines = file.read_text().splitlines()
     assert lines and all(json.loads(line)["resourceMetrics"] for line in lines)  # no torn line
+
+
+def test_tracing_and_metrics_enable_on_a_stalled_disk_and_write_once_it_answers(freezable_data_dir):
+    # enable() opened its file on the calling thread: a process starting on a stalled disk (the
+    # broker before READY, a group before its actors) waited for the disk, past systemd's start timeout
+    mount, freeze, thaw = freezable_data_dir
+    freeze()
+    enabled = threading.Event()
+
+    def enable() -> None:
+        observability.metrics.enable("stall", interval=3600)
+        observability.enable_tracing("stall", sampler="always_on", max_origin_spans_per_second=math.inf)
+        enabled.set()
+
+    threading.Thread(target=enable, daemon=True).start()
+    started = enabled.wait(30)
+    thaw_after = not started  # a start that waited for the disk ends with the thaw
+    if thaw_after:
+        thaw()
+    assert started, "enabling tracing and metrics waited for the stalled disk"
+    traces = Path(observability.tracing.statistics().file or "")
+    metrics_file = Path(observability.metrics.statistics().file or "")
+    assert traces.parent == mount / "traces" and metrics_file.parent == mount / "metrics"
+    tracer = observability.tracing.tracer
+    assert tracer is not None
+    with tracer.start_as_current_span("while frozen"):
+        pass
+    thaw()
+    assert observability.tracing.flush(30)
+    assert observability.metrics.flush(30)
+    spans = [
+        span["name"]
+        for line in traces.read_text().splitlines()
+        for resource in json.loads(line)["resourceSpans"]
+        for scope in resource["scopeSpans"]
+        for span in scope["spans"]
+    ]
+    assert spans == ["while frozen"]
+    assert all(json.loads(line)["resourceMetrics"] for line in metrics_file.read_text().splitlines())
+    assert metrics_file.read_text()
+
+
+def test_a_broker_on_a_stalled_disk_is_ready_and_forwards_then_writes_its_metrics(freezable_data_dir, tmp_path):
+    mount, freeze, thaw = freezable_data_dir
+    freeze()
+    stderr = tmp_path / "broker.log"  # off the frozen disk
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tickbus", "broker", "--frontend", "tcp://127.0.0.1:0", "--backend", "tcp://127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "OTEL_METRIC_EXPORT_INTERVAL": "200"},
+        )
+    ctx = zmq.Context()
+    try:
+        with selectors.DefaultSelector() as selector:
+            assert proc.stdout is not None
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            ready = bool(selector.select(30)) and proc.stdout.readline()
+        if not ready:
+            thaw()  # the broker that waited for the disk goes on: its stderr says where it stood
+        assert ready and ready.startswith("tickbus broker ready "), f"not ready while the disk stalled: {stderr.read_text()}"
+        fields = dict(part.split("=", 1) for part in ready.split()[3:])
+        pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+        pub.linger = sub.linger = 0
+        pub.connect(fields["frontend"].split(",")[0])
+        sub.connect(fields["backend"].split(",")[0])
+        sub.subscribe(b"stall\0")
+        got = None
+        for _ in range(300):  # until the subscription reached the broker and the publisher
+            pub.send(b"stall\0frozen")
+            if sub.poll(100):
+                got = sub.recv()
+                break
+        assert got == b"stall\0frozen", "the broker forwarded nothing while the disk stalled"
+        file = mount / "metrics" / "broker.jsonl"
+        assert not file.exists() or not file.read_text()  # nothing could be written yet
+        thaw()
+        deadline = time.monotonic() + 30
+        while not (file.exists() and file.read_text().endswith("\n")) and time.monotonic() < deadline:
+            time.sleep(0.1)  # an export every 0.2 s, written by its thread once the disk answers
+        lines = file.read_text().splitlines() if file.exists() else []
+        assert lines and all(json.loads(line)["resourceMetrics"] for line in lines)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        thaw()
+        ctx.destroy(linger=0)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+        assert proc.stdout is not None
+        proc.stdout.close()
