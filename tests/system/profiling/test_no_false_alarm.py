@@ -56,8 +56,9 @@ REPLAYED_PER_PHASE = 120
 # ``Defaults`` paragraph of observability.profiling's regression docstring): fewer would not test it.
 MIN_EVALUATIONS = 300
 
-# the recording is set up in the first test: its time bound (the module's) and more for the replay
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(RECORD_TIMEOUT + 120)]
+RECORDINGS = 2  # a recording too noisy to judge (see recording_noise) is made once more
+# the recordings are set up in the first test: their time bound (the module's) and more for the replay
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(RECORDINGS * RECORD_TIMEOUT + 120)]
 
 
 @dataclasses.dataclass
@@ -217,9 +218,19 @@ def recorded(tmp_path_factory) -> Recording:
     data_dir = tmp_path_factory.mktemp("recorded")
 
     async def run_it() -> Recording:
+        # Other processes preempting the target for a minute (the suite's other tests on 2 cores)
+        # make a recording that cannot judge false alarms, and the replay tests skip: record once
+        # more then, the next minute is often quieter (one CI-style run in two skipped before).
         with BrokerProcess.start() as broker:
-            async with live_model(broker, data_dir, BASE_RATE, window=1.0) as run:
-                return await record(run)
+            for attempt in range(RECORDINGS):
+                (data_dir / str(attempt)).mkdir()
+                async with live_model(broker, data_dir / str(attempt), BASE_RATE, window=1.0) as run:
+                    recording = await record(run)
+                phi, where = recording_noise(recording.phases)
+                if phi <= MAX_PHI:
+                    break
+                print(f"\nrecording {attempt + 1} of {RECORDINGS} too noisy to judge: {where} phi {phi:.1f}")
+        return recording
 
     return asyncio.run(run_it())
 
