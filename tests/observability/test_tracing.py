@@ -240,17 +240,17 @@ async def test_an_actor_made_before_tracing_was_enabled_samples_from_its_next_pu
 
 def test_a_forked_child_starts_traces_of_its_own():
     # new traces' ids are made a batch at a time ahead of use: a child must not reuse its parent's
-    from observability import _tracing
+    from observability import _message_hooks as hooks
 
     exporter = trace_to_memory("always_on")
-    _tracing._NEW_TRACES.clear()
+    hooks._NEW_TRACES.clear()
     observability.tracing.send(_Source(), ("tick", "AAPL"), 1)
-    parents = list(_tracing._NEW_TRACES)
-    assert len(parents) == _tracing._ID_BATCH - 1
+    parents = list(hooks._NEW_TRACES)
+    assert len(parents) == hooks._ID_BATCH - 1
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report what is left of the batch, and the trace it starts
-        left = len(_tracing._NEW_TRACES)
+        left = len(hooks._NEW_TRACES)
         observability.tracing.send(_Source(), ("tick", "AAPL"), 2)
         os.write(write, json.dumps([left, _Source.hub.traces[-1][0]]).encode())
         os._exit(0)
