@@ -273,3 +273,89 @@ async def test_a_real_prometheus_answers_every_dashboard_query_and_rule_on_a_liv
         assert rule["annotations"].get("summary") and rule["annotations"].get("description"), rule["name"]
         answer = evaluated[rule["name"]]
         assert answer.get("status") == "success", (rule["name"], rule["query"], answer)
+
+
+def _folded(alert: str, key: str) -> str:
+    """The folded (``>-``) annotation ``key`` of ``alert`` as shipped: its lines joined by spaces."""
+    block = RULES.read_text().split(f"- alert: {alert}\n", 1)[1].split("- alert:", 1)[0]
+    lines = block.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == f"{key}: >-")
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    body = []
+    for line in lines[start + 1 :]:
+        if not line.strip() or len(line) - len(line.lstrip()) <= indent:
+            break
+        body.append(line.strip())
+    return " ".join(body)
+
+
+def test_telemetry_lost_fires_for_either_counter_and_not_for_flat_ones(tmp_path: Path) -> None:
+    # the rule as shipped, evaluated by promtool over synthetic series: a process exports
+    # tickbus_export_failures_total only once a write failed, so each counter must fire alone
+    actors_target = {"job": "tickbus-actors", "instance": "127.0.0.1:9465", "group": "feed"}
+    broker_target = {"job": "tickbus-broker", "instance": "127.0.0.1:9464"}
+    quiet_target = {"job": "tickbus-actors", "instance": "127.0.0.1:9466", "group": "quiet"}
+
+    def series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
+        text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        return {"series": f"{name}{{{text}}}", "values": values}
+
+    def fired(labels: dict[str, str]) -> dict[str, Any]:
+        return {
+            "exp_labels": {**labels, "severity": "warning"},
+            "exp_annotations": {
+                "summary": f"{labels['job']} {labels['instance']} is losing its own telemetry (log lines or export files)",
+                "description": _folded("TickbusTelemetryLost", "description"),
+            },
+        }
+
+    tests = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    series(
+                        "tickbus_export_failures_total",
+                        {**actors_target, "signal": "traces"},
+                        "0 0 3 3 3 3 3",
+                    ),
+                    series(
+                        "tickbus_log_lost_total", {**actors_target, "tickbus_reason": "queue_full"}, "0x6"
+                    ),
+                    series(
+                        "tickbus_log_lost_total",
+                        {**broker_target, "tickbus_reason": "queue_full"},
+                        "0 0 40 80 80 80 80",
+                    ),
+                    series("tickbus_log_lost_total", {**quiet_target, "tickbus_reason": "queue_full"}, "5x6"),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "1m", "alertname": "TickbusTelemetryLost", "exp_alerts": []},
+                    {
+                        "eval_time": "5m",
+                        "alertname": "TickbusTelemetryLost",
+                        "exp_alerts": [fired(actors_target), fired(broker_target)],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "telemetry_lost_test.yml"
+    path.write_text(json.dumps(tests))  # JSON is YAML
+    done = subprocess.run(
+        [_binary("promtool"), "test", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_deploy_readme_lists_every_shipped_alert() -> None:
+    shipped = re.findall(r"^\s*- alert: (\w+)$", RULES.read_text(), flags=re.MULTILINE)
+    listed = set(re.findall(r"^\| `(Tickbus\w+)` \|", (DEPLOY / "README.md").read_text(), flags=re.MULTILINE))
+    assert shipped and sorted(set(shipped) - listed) == []
