@@ -162,13 +162,13 @@ class RotatingFile(io.TextIOBase):
         if open_timeout is None:
             self._first_open()
             return
-        failed: list[OSError] = []
+        failed: list[Exception] = []
         done = threading.Event()
 
         def opener() -> None:
             try:
                 self._first_open()
-            except OSError as exc:
+            except Exception as exc:  # raised here as it would have been without the thread
                 failed.append(exc)
             finally:
                 done.set()
