@@ -194,13 +194,24 @@ def test_tracing_and_metrics_enable_on_a_stalled_disk_and_write_once_it_answers(
     assert metrics_file.read_text()
 
 
-def test_a_broker_on_a_stalled_disk_is_ready_and_forwards_then_writes_its_metrics(freezable_data_dir, tmp_path):
+def test_a_broker_on_a_stalled_disk_is_ready_and_forwards_then_writes_its_metrics(
+    freezable_data_dir, tmp_path
+):
     mount, freeze, thaw = freezable_data_dir
     freeze()
     stderr = tmp_path / "broker.log"  # off the frozen disk
     with open(stderr, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tickbus", "broker", "--frontend", "tcp://127.0.0.1:0", "--backend", "tcp://127.0.0.1:0"],
+            [
+                sys.executable,
+                "-m",
+                "tickbus",
+                "broker",
+                "--frontend",
+                "tcp://127.0.0.1:0",
+                "--backend",
+                "tcp://127.0.0.1:0",
+            ],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
@@ -214,7 +225,9 @@ def test_a_broker_on_a_stalled_disk_is_ready_and_forwards_then_writes_its_metric
             ready = bool(selector.select(30)) and proc.stdout.readline()
         if not ready:
             thaw()  # the broker that waited for the disk goes on: its stderr says where it stood
-        assert ready and ready.startswith("tickbus broker ready "), f"not ready while the disk stalled: {stderr.read_text()}"
+        assert ready and ready.startswith("tickbus broker ready "), (
+            f"not ready while the disk stalled: {stderr.read_text()}"
+        )
         fields = dict(part.split("=", 1) for part in ready.split()[3:])
         pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
         pub.linger = sub.linger = 0
@@ -228,6 +241,11 @@ def test_a_broker_on_a_stalled_disk_is_ready_and_forwards_then_writes_its_metric
                 got = sub.recv()
                 break
         assert got == b"stall\0frozen", "the broker forwarded nothing while the disk stalled"
+        said = "metrics file " + str(mount / "metrics" / "broker.jsonl") + " not opened within"
+        deadline = time.monotonic() + 30
+        while said not in stderr.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the log's writer thread writes the WARNING
+        assert said in stderr.read_text(), stderr.read_text()
         file = mount / "metrics" / "broker.jsonl"
         assert not file.exists() or not file.read_text()  # nothing could be written yet
         thaw()
