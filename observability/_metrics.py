@@ -36,7 +36,7 @@ from ._errors import MetricsError
 from ._log_sink import QueuedSink, QueuedStream
 from ._metric_sources import ActorSource, BrokerSource, HubSource, Sources
 from ._resource import data_dir, process_resource, tickbus_version
-from ._rotation import OPEN_TIMEOUT, WRITE_FAILURES, RotatingFile, Rotation, stalled_open
+from ._rotation import OPEN_TIMEOUT, WRITE_FAILURES, RotatingFile, Rotation
 
 if TYPE_CHECKING:  # the SDK and exporters load on enable(): importing tickbus stays fast
     from opentelemetry.sdk.metrics import MeterProvider
@@ -279,8 +279,6 @@ def _push_exporters(
 
         try:
             stream = RotatingFile(file, rotation, signal="metrics", open_timeout=OPEN_TIMEOUT)
-            if stream.opening:
-                stalled_open(file, "metrics")
             # written by a thread of its own: a stalled disk must not hold the SDK's reader (its
             # export lock, which flush and shutdown wait for) for as long as the disk stalls
             writer = QueuedSink(stream.as_io(), str, max_lines=_MAX_WRITES, name="tickbus-metrics-writer")

@@ -24,8 +24,9 @@ Opening waits for the disk as much as writing does, and a process opens its file
 starts: the broker before it says READY. Given ``open_timeout``, the file is opened (and pruned) on
 a thread of its own and the constructor waits only that long: an error within it raises as
 before (a directory that cannot be written fails the start), while a disk that has not answered
-by then leaves the file to its first write (:attr:`RotatingFile.opening`), which waits for that
-opening on the writer's thread. So a stalled disk at start delays the exports, never the start.
+by then leaves the file to its first write (:attr:`RotatingFile.opening`; a WARNING says so),
+which waits for that opening on the writer's thread. So a stalled disk at start delays the
+exports, never the start.
 
 Limits: a line is never split, so a file can exceed ``max_bytes`` by one export (one batch). Two
 processes writing the same file (two groups with one name) may rotate it under each other.
@@ -55,18 +56,6 @@ WRITE_FAILURES: dict[str, int] = {}
 ``traces``): exported as ``tickbus.export.failures`` (a stream's own count ends with it)."""
 OPEN_TIMEOUT = 1.0
 """How long a process's start waits for its export files to open (``RotatingFile(open_timeout=)``)."""
-
-
-def stalled_open(path: Path, signal: str) -> None:
-    """Say that ``path`` (carrying ``signal``) was not opened within :data:`OPEN_TIMEOUT`."""
-    _log.warning(
-        "stalled open",
-        "{} file {} not opened within {} s (a stalled disk?): starting without it; its exports wait "
-        "for the disk in the writer's queue, past its bound dropped and counted",
-        signal,
-        path,
-        OPEN_TIMEOUT,
-    )
 
 
 ROTATED = r"\.\d{8}T\d{12}Z"
@@ -174,7 +163,16 @@ class RotatingFile(io.TextIOBase):
                 done.set()
 
         threading.Thread(target=opener, name=f"tickbus-{signal}-open", daemon=True).start()
-        if done.wait(open_timeout) and failed:
+        if not done.wait(open_timeout):
+            _log.warning(
+                "stalled open",
+                "{} file {} not opened within {} s (a stalled disk?): starting without it; its exports "
+                "wait for the disk in the writer's queue, past its bound dropped and counted",
+                signal,
+                self.path,
+                open_timeout,
+            )
+        elif failed:
             raise failed[0]
 
     @property

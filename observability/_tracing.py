@@ -66,7 +66,7 @@ from ._log_sink import QueuedSink
 from ._message_hooks import MessageHooks, _Made
 from ._ratelimit import TokenBucket
 from ._resource import data_dir, process_resource, tickbus_version
-from ._rotation import OPEN_TIMEOUT, ROTATED, RotatingFile, Rotation, pid_is_live, stalled_open
+from ._rotation import OPEN_TIMEOUT, ROTATED, RotatingFile, Rotation, pid_is_live
 from ._sampling import SYSTEM, SamplingPolicy, sampling_policy, sdk_sampler
 from ._span_export import LoopSpanProcessor
 from ._trace_context import OriginSampler
@@ -295,8 +295,6 @@ class Tracing(MessageHooks):
             self._stream = RotatingFile(
                 path, rotation, scope=scope, is_live=pid_is_live, signal="traces", open_timeout=OPEN_TIMEOUT
             )
-            if self._stream.opening:
-                stalled_open(path, "traces")
             # encoded on the loop a slice at a time (see observability._span_export), written by a
             # thread of its own: a stalled disk must not stop the loop
             self._writer = QueuedSink(

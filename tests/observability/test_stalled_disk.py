@@ -168,8 +168,7 @@ def test_tracing_and_metrics_enable_on_a_stalled_disk_and_write_once_it_answers(
 
     threading.Thread(target=enable, daemon=True).start()
     started = enabled.wait(30)
-    thaw_after = not started  # a start that waited for the disk ends with the thaw
-    if thaw_after:
+    if not started:  # a start that waited for the disk ends with the thaw
         thaw()
     assert started, "enabling tracing and metrics waited for the stalled disk"
     traces = Path(observability.tracing.statistics().file or "")

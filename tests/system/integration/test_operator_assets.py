@@ -51,15 +51,16 @@ def _binary(name: str) -> str:
     return path
 
 
+def _promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``promtool *args``, its output captured."""
+    return subprocess.run(
+        [_binary("promtool"), *map(str, args)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 @pytest.mark.parametrize(("check", "path"), [("rules", RULES), ("config", CONFIG)])
 def test_promtool_accepts_the_shipped_file(check: str, path: Path) -> None:
-    done = subprocess.run(
-        [_binary("promtool"), "check", check, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _promtool("check", check, path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
@@ -344,13 +345,7 @@ def test_telemetry_lost_fires_for_either_counter_and_not_for_flat_ones(tmp_path:
     }
     path = tmp_path / "telemetry_lost_test.yml"
     path.write_text(json.dumps(tests))  # JSON is YAML
-    done = subprocess.run(
-        [_binary("promtool"), "test", "rules", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _promtool("test", "rules", path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
