@@ -48,7 +48,8 @@ from typing import IO, cast
 from ._errors import ConfigError
 from ._ratelimit import RateLimitedLog
 
-_log = RateLimitedLog(interval=60.0)  # one line a minute per kind: a full disk fails every export
+# one line a minute per kind and signal (metrics, traces): a full disk fails every export
+_log = RateLimitedLog(interval=60.0)
 
 _CHECK_EVERY = 5.0  # seconds between two looks at whether the file still has a name
 WRITE_FAILURES: dict[str, int] = {}
@@ -165,7 +166,7 @@ class RotatingFile(io.TextIOBase):
         threading.Thread(target=opener, name=f"tickbus-{signal}-open", daemon=True).start()
         if not done.wait(open_timeout):
             _log.warning(
-                "stalled open",
+                f"stalled open {signal}",  # a kind per signal: the trace file's is not the metrics'
                 "{} file {} not opened within {} s (a stalled disk?): starting without it; its exports "
                 "wait for the disk in the writer's queue, past its bound dropped and counted",
                 signal,
@@ -263,7 +264,9 @@ class RotatingFile(io.TextIOBase):
             self.path.rename(self.path.with_name(f"{self.path.stem}.{stamp}{self.path.suffix}"))
             self.rotations += 1
         except OSError as exc:  # keep writing to the same file rather than lose the export
-            _log.warning("rotate", "export file {} not rotated: {}", self.path, exc.strerror or exc)
+            _log.warning(
+                f"rotate {self.signal}", "export file {} not rotated: {}", self.path, exc.strerror or exc
+            )
         file = self._open()  # OSError: the file stays closed, the next write tries again
         self.prune()
         return file

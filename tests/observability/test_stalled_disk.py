@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import zmq
+from loguru import logger
 
 import observability
 
@@ -158,6 +159,8 @@ def test_tracing_and_metrics_enable_on_a_stalled_disk_and_write_once_it_answers(
     # enable() opened its file on the calling thread: a process starting on a stalled disk (the
     # broker before READY, a group before its actors) waited for the disk, past systemd's start timeout
     mount, freeze, thaw = freezable_data_dir
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
     freeze()
     enabled = threading.Event()
 
@@ -171,6 +174,10 @@ def test_tracing_and_metrics_enable_on_a_stalled_disk_and_write_once_it_answers(
     if not started:  # a start that waited for the disk ends with the thaw
         thaw()
     assert started, "enabling tracing and metrics waited for the stalled disk"
+    logger.remove(sink)
+    # each file says so: the traces' warning is not taken for a repeat of the metrics' (one kind)
+    stalled = sorted(line.split()[0] for line in warnings if "not opened within" in line)
+    assert stalled == ["metrics", "traces"], warnings
     traces = Path(observability.tracing.statistics().file or "")
     metrics_file = Path(observability.metrics.statistics().file or "")
     assert traces.parent == mount / "traces" and metrics_file.parent == mount / "metrics"
