@@ -3,7 +3,7 @@
 ``python -m tests.system.integration.flood_publisher FRONTEND BACKEND SECONDS``: waits for a
 subscriber of ``('flood', 'x')`` and ``('quiet', 'x')``, prints ``start``, then for SECONDS publishes
 ``('flood', 'x')`` as fast as it can, one ``('quiet', 'x')`` every 20 ms and one of ``RARE_KEYS``
-keys ``('rare', N)`` every 100 ms, in turn (each every 2 s: at most one in a skim), payloads
+keys ``('rare', N)`` every 5 ms, in turn (each every 2 s: at most one in a skim), payloads
 ``[seq, monotonic_ns]``, the time of the burst it went in. First one message on each rare key
 (seq 0), then ``seeded``, and it waits for a line on stdin: a stream is counted from its first
 message (one never seen could not be), so the test lets those arrive before the flood.
@@ -20,7 +20,8 @@ import time
 
 import actors
 
-RARE_KEYS = 20
+RARE_KEYS = 400
+RARE_EVERY = 0.005  # seconds: 600 rare messages in a 3 s flood, each key every 2 s
 
 
 async def main(frontend: str, backend: str, seconds: float) -> None:
@@ -49,7 +50,7 @@ async def main(frontend: str, backend: str, seconds: float) -> None:
             before = hub.statistics().publish_dropped
             hub.publish(actors.Key("rare", str(rares % RARE_KEYS)), [rares, time.monotonic_ns()])
             rares_dropped += hub.statistics().publish_dropped - before
-            next_rare += 0.1
+            next_rare += RARE_EVERY
         sent = time.monotonic_ns()
         for _ in range(500):
             floods += 1

@@ -2,7 +2,7 @@
 
 A publisher process floods ``('flood', 'x')`` far past what the flooded actor's handler (20 us of
 work a message) can take, while one ``('quiet', 'x')`` goes out every 20 ms and one ``('rare', N)``,
-one of 20 keys in turn, every 100 ms. Nothing here is timed
+one of 400 keys in turn, every 5 ms. Nothing here is timed
 against a rate: the test waits for the flood to end and for the accounting to close, then checks
 what happened during it. The one bound on time is the age of what the flooded handler gets late in
 the flood, against the heartbeat's timeout (2 s): a hub reading slower than a flood used to hand its
@@ -190,11 +190,17 @@ async def test_a_flooded_actor_does_not_starve_its_neighbour_and_is_not_starved_
         assert max(b - a for a, b in itertools.pairwise(edges)) < 1.0, "the timer stalled"
         assert any(started <= t <= ended + 1.0 for t in quiet.handled_at), "no quiet message handled"
         # a rare message, on a key of its own, is its stream's newest in any skim: it is delivered,
-        # not discarded with the flood (the broker's full queue may still drop one, counted as a gap).
-        # Before the skim kept each key's newest, 3-4 of 30 were handled (as of the quiet key: ~15 %).
+        # not discarded with the flood. The broker's full queue drops messages of every key alike
+        # (counted as gaps, not skimmed) before they reach the hub: how many depends on how much
+        # faster the publisher is than this hub reads (a few % on a slow VM, ~60 % on a fast one), so
+        # the rare ones are judged against the share of messages that reached the hub. Before the
+        # skim kept each key's newest, ~13 % of that share was handled (as of the quiet key).
         sent = done.rares - RARE_KEYS - done.rares_dropped  # during the flood
         during_flood = sum(n > 0 for n in quiet.rare)
-        assert sent >= 10 and during_flood >= 0.5 * sent, (during_flood, sent)
+        reached = 1 - (stats.gaps - hub.skimmed) / published  # the share the broker passed on
+        expected = reached * sent
+        assert expected >= 30, f"the broker passed too few messages to judge ({reached:.1%} of {published})"
+        assert during_flood >= 0.5 * expected, (during_flood, sent, f"{reached:.1%} reached the hub")
     finally:
         _stop(proc)
         await flooded.stop(1)
