@@ -26,6 +26,11 @@ WINDOW = 3.0
 # binomially (measured over-dispersion 0.4-0.6). Faster, its samples come in runs (at 800 us: 2.0,
 # at 400 us: 2.7, with the target alone on its core), and fewer effective samples remain than at 1 kHz.
 INTERVAL_US = 1000
+NOISE_CAUSES = (
+    "other processes preempting the target, or, on an idle machine, samples that fall in step with the "
+    "model's bursts of work (a fast VM read 2-3.5x idle: CHANGELOG, session 34)"
+)
+"""What a skip for sampling noise names as its likely causes."""
 # Austin 3's CPU mode counts a runnable thread as running: when other processes preempt the target,
 # every sample of the wait goes to the function it was preempted in, in runs of tens of samples, and
 # on two busy cores that noise is as large as a 10 % regression. A raised priority keeps the target

@@ -27,7 +27,7 @@ import pytest
 
 from actors.testing import BrokerProcess
 from observability.profiling import DetectionConfig, dispersion
-from tests.system.profiling.live import live_model
+from tests.system.profiling.live import NOISE_CAUSES, live_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -65,7 +65,7 @@ async def test_a_costlier_function_is_flagged_in_time_naming_function_and_actor(
             pytest.skip(
                 f"this machine's sampling noise is too high to judge the detection deadline: "
                 f"score_signal's share varies {phi:.1f}x more between clean {window:.0f} s windows than sampling "
-                f"alone explains (at most {MAX_PHI} assumed); other processes are preempting the target"
+                f"alone explains (at most {MAX_PHI} assumed): {NOISE_CAUSES}"
             )
         assert not run.alerts, [a.function for a in run.alerts]
         changed_at = time.time()
@@ -107,6 +107,6 @@ def _skip_if_noise_rose(run: Any, changed_at: float, what: str) -> None:
     if noise > MAX_PHI:
         pytest.skip(
             f"{what}, but this machine's sampling noise rose during the test: compute_features' share "
-            f"varied {noise:.1f}x more than sampling alone explains (at most {MAX_PHI} assumed); other "
-            "processes are preempting the target"
+            f"varied {noise:.1f}x more than sampling alone explains (at most {MAX_PHI} assumed): "
+            f"{NOISE_CAUSES}"
         )

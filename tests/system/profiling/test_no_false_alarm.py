@@ -39,7 +39,7 @@ from observability.profiling import (
     dispersion,
     merge_windows,
 )
-from tests.system.profiling.live import INTERVAL_US, LiveRun, live_model
+from tests.system.profiling.live import INTERVAL_US, NOISE_CAUSES, LiveRun, live_model
 
 # messages/s asked while calibrating: ~12 % of the target's core where this was written, ~45 % on a VM
 # three times slower (2026-12-07), where 1,000 saturated it
@@ -218,9 +218,9 @@ def recorded(tmp_path_factory) -> Recording:
     data_dir = tmp_path_factory.mktemp("recorded")
 
     async def run_it() -> Recording:
-        # Other processes preempting the target for a minute (the suite's other tests on 2 cores)
-        # make a recording that cannot judge false alarms, and the replay tests skip: record once
-        # more then, the next minute is often quieter (one CI-style run in two skipped before).
+        # A noisy minute (NOISE_CAUSES; among them the suite's other tests on 2 cores) makes a
+        # recording that cannot judge false alarms, and the replay tests skip: record once more
+        # then, the next minute is often quieter (one CI-style run in two skipped before).
         with BrokerProcess.start() as broker:
             for attempt in range(RECORDINGS):
                 (data_dir / str(attempt)).mkdir()
@@ -377,7 +377,7 @@ def test_no_alert_over_360_replayed_windows_with_a_load_change_and_a_refactor(re
         pytest.skip(
             f"this machine's sampling noise is too high to judge false alarms: {where}'s share varies "
             f"{phi:.1f}x more between recorded windows than sampling alone explains (at most {MAX_PHI} "
-            "assumed); other processes are preempting the target"
+            f"assumed): {NOISE_CAUSES}"
         )
     detector = RegressionDetector()
     windows = replay(recorded.phases, seed)
