@@ -171,10 +171,10 @@ def test_tracing_and_metrics_enable_on_a_stalled_disk_and_write_once_it_answers(
 
     threading.Thread(target=enable, daemon=True).start()
     started = enabled.wait(30)
+    logger.remove(sink)  # before any assertion: a failed start must not leave it collecting
     if not started:  # a start that waited for the disk ends with the thaw
         thaw()
     assert started, "enabling tracing and metrics waited for the stalled disk"
-    logger.remove(sink)
     # each file says so: the traces' warning is not taken for a repeat of the metrics' (one kind)
     stalled = sorted(line.split()[0] for line in warnings if "not opened within" in line)
     assert stalled == ["metrics", "traces"], warnings
