@@ -13,14 +13,9 @@ a slow machine built up. The state includes the model's own clock of each functi
 nanoseconds spent in each since start, ``calls``: ticks handled), a measure of their costs that does
 not come from the sampler.
 
-A tick is short against Austin's interval (~0.1 ms of work against the live tests' 1 ms), and the work
-per call varies at random (uniformly within +-30 %). Together they put each sample at a point of a tick
-unrelated to the previous sample's. A periodic workload beats with the sampler's fixed interval; so did
-ticks about as long as the interval (ten times this work, 0.6-1.3 ms): successive samples fell at the
-same point of successive ticks, which shifted samples between the two big functions for many windows in
-a row. Four recordings of the false-alarm test read compute/score 1.72-1.95 sampled against 1.50 by
-the model's clock, over-dispersion 1.6-7.7; with these ticks 1.45-1.56 against 1.53, 1.2-2.1
-(2026-12-07, CHANGELOG session 35). That is an artefact of sampling, not a cost change.
+The work per call varies at random (uniformly within +-30 %): a strictly periodic workload beats with
+the sampler's fixed interval and shifts samples between the two functions for many windows in a row,
+which is an artefact of sampling, not a cost change.
 """
 
 from __future__ import annotations
@@ -32,10 +27,9 @@ from typing import Any
 
 from actors import Actor, Key, answers, handler
 
-FEATURES_ITERATIONS = 900
-SCORE_ITERATIONS = 600
-LIMITS_ITERATIONS = 100  # a small function: ~6 % of the samples
-# ~1,600 iterations a tick: 0.06-0.13 ms on the VMs this ran on, about a tenth of the sampling interval
+FEATURES_ITERATIONS = 9_000
+SCORE_ITERATIONS = 6_000
+LIMITS_ITERATIONS = 1_000  # a small function: ~6 % of the samples
 
 
 def burst_size(rate: float) -> int:
@@ -66,8 +60,8 @@ class Model(Actor):
     async def _drive(self) -> None:
         """Tick itself at ``drive_rate`` per second, in bursts (:func:`burst_size`) at random gaps."""
         i = 0
+        burst = burst_size(self.drive_rate)
         while True:
-            burst = burst_size(self.drive_rate)  # the rate may change (('control', 'drive') again)
             await asyncio.sleep(self.rng.expovariate(self.drive_rate / burst))
             for _ in range(burst):
                 self.on_tick(Key("tick", "self"), i)
