@@ -27,8 +27,8 @@ WINDOW = 3.0
 # at 400 us: 2.7, with the target alone on its core), and fewer effective samples remain than at 1 kHz.
 INTERVAL_US = 1000
 NOISE_CAUSES = (
-    "other processes preempting the target, or, on an idle machine, samples that fall in step with the "
-    "model's bursts of work (a fast VM read 2-3.5x idle: CHANGELOG, session 34)"
+    "other processes preempting the target, or samples in step with the model's ticks, which last about "
+    "Austin's 1 ms interval (an idle VM read 1.6-7.7x: CHANGELOG, sessions 34-35)"
 )
 """What a skip for sampling noise names as its likely causes."""
 # Austin 3's CPU mode counts a runnable thread as running: when other processes preempt the target,
