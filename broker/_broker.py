@@ -54,6 +54,7 @@ from ._stats import (
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _JOIN_TIMEOUT = 5.0
+_SIGNAL_CHECK_INTERVAL = 0.1  # s: how late a stop signal delivered to another thread is seen
 
 
 @dataclass(eq=False)
@@ -211,7 +212,11 @@ class Broker:
             if on_ready is not None:
                 on_ready(self)
             if run is not None and run.side_thread is not None:
-                run.side_thread.join()  # interruptible: signal handlers run in this thread meanwhile
+                # Timed joins, not one untimed join: the kernel may deliver SIGTERM to any thread that
+                # does not block it (OpenTelemetry's, the log sink's, ours), and then nothing wakes an
+                # untimed join for Python to run the handler here (1 stop in 35 hung before this).
+                while run.side_thread.is_alive():
+                    run.side_thread.join(_SIGNAL_CHECK_INTERVAL)
         finally:
             try:
                 self.stop()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import signal
 import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -94,6 +96,38 @@ def test_run_forever_in_a_thread_returns_when_stop_is_called():
         broker.stop()
         thread.join(5)
     assert not thread.is_alive() and not broker.running
+
+
+def test_run_forever_stops_on_a_sigterm_the_kernel_delivered_to_another_thread():
+    # CI hung here once in 35 stops: `kill` may land on any thread that does not block the signal
+    # (OpenTelemetry's exporter, the log sink), and an untimed join in the main thread never woke
+    # for Python to run the handler. Deliver it to a helper thread on purpose.
+    broker = Broker(_config(stats_interval=0.0))
+    returned = threading.Event()
+    rescued = threading.Event()
+
+    main = threading.get_ident()
+
+    def signal_from_elsewhere() -> None:
+        # once the main thread waits for the broker to stop: a signal before that runs at its next bytecode
+        try:
+            waiting = {"join", "_wait_for_tstate_lock"}
+            eventually(lambda: sys._current_frames()[main].f_code.co_name in waiting, 10, "main thread in join")
+        finally:
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+            if not returned.wait(10):  # run_forever missed it: unblock the test, then fail it
+                rescued.set()
+                broker.request_stop()
+
+    def on_ready(_: Broker) -> None:
+        threading.Thread(target=signal_from_elsewhere, name="not-main").start()
+
+    before = signal.getsignal(signal.SIGTERM)
+    broker.run_forever(on_ready=on_ready)
+    returned.set()
+    assert not rescued.is_set(), "SIGTERM on another thread did not stop run_forever"
+    assert not broker.running
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_a_busy_tcp_port_raises_bind_error_naming_the_endpoint_and_leaves_nothing_bound():
