@@ -32,8 +32,9 @@ from ._austin import (
     ptrace_denied,
     ptrace_fix,
 )
+from ._detection import IDLE_FUNCTIONS, DetectionConfig, Readiness, Regression
 from ._flamegraph import render_report
-from ._regression import IDLE_FUNCTIONS, DetectionConfig, Readiness, Regression, RegressionDetector
+from ._regression import RegressionDetector
 from ._regression_stats import dispersion
 from ._store import ProfileStore, ProfileStoreStatistics, RetentionReport, WindowSummary, default_store_path
 from ._targets import Target, TargetTable, backoff_delay

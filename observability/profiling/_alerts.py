@@ -1,4 +1,4 @@
-"""Profile regression alerts: where a :class:`~observability.profiling._regression.Regression` goes.
+"""Profile regression alerts: where a :class:`~observability.profiling._detection.Regression` goes.
 
 Each event of the detector (a regression raised, or resolved when its cost returned) becomes:
 
@@ -34,7 +34,7 @@ from loguru import logger
 
 from .._alert_counters import AlertCounters, profile_alerts
 from .._rotation import RotatingFile, Rotation
-from ._regression import Regression
+from ._detection import Regression
 
 WEBHOOK_TIMEOUT = 5.0
 MAX_WEBHOOK_POSTS = 100  # posts queued or in flight; more (a webhook that hangs) are failures at once

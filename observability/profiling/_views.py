@@ -33,7 +33,7 @@ from ._store import WindowSummary
 from ._windows import FRAME_SEPARATOR, ProfileWindow
 
 if TYPE_CHECKING:
-    from ._regression import Readiness
+    from ._detection import Readiness
 
 SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 

@@ -17,7 +17,7 @@ import observability
 from actors.testing import free_tcp_port
 from observability._alert_counters import AlertCounters
 from observability.profiling._alerts import AlertDispatcher, alert_record, definition_line, function_location
-from observability.profiling._regression import Regression
+from observability.profiling._detection import Regression
 from tests.system.profiling import model_actor
 
 MODEL_FILE = str(Path(model_actor.__file__).resolve())
