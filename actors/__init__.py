@@ -41,7 +41,7 @@ from observability import (
     TickbusError,
 )
 
-from ._actor import Actor, ActorStatistics, every, handler
+from ._actor import Actor, ActorStatistics
 from ._ask import answers, ask, ask_statistics
 from ._config import ActorSpec, GroupConfig, group_from_flags, load_group_config
 from ._connect import DEFAULT_BACKEND, DEFAULT_FRONTEND, connect
@@ -49,6 +49,7 @@ from ._extras import Loop, MockHub, ThrottledPublisher
 from ._hub import BrokerCopies, Hub, HubStatistics, Message, Publisher, Subscriber, SubscriberStatistics
 from ._limits import HubLimits
 from ._mailbox import Mailbox
+from ._markers import every, handler
 from ._parent import watch_parent
 from ._redundancy import RedundantTracker
 from ._remote import RemoteHub

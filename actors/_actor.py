@@ -27,22 +27,20 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from loguru import logger
 
 from broker import Header, Key, PossibleKey, parse_publisher_id
-from observability import Histogram, RateLimitedLog, set_callback_labeller, set_task_labeller, tracing
+from observability import Histogram, RateLimitedLog, tracing
 
 from ._ask import ANSWERS_ATTR, DEFAULT_TIMEOUT, answering, ask
 from ._hub import Hub, Message, Route
+from ._labels import CONSUMERS, SLOWEST_INLINE
 from ._mailbox import Mailbox, Overflow
+from ._markers import EVERY_ATTR, PATTERNS_ATTR, SNAPSHOT_ATTR
 from ._request import request_pattern
 
-F = TypeVar("F", bound=Callable[..., Any])
-_PATTERNS_ATTR = "__tickbus_patterns__"
-_SNAPSHOT_ATTR = "__tickbus_snapshot__"
-_EVERY_ATTR = "__tickbus_every__"
 _HOST = socket.gethostname()
 _perf_ns = time.perf_counter_ns
 _mono_ns = time.monotonic_ns
@@ -50,77 +48,7 @@ _wall_ns = time.time_ns
 _SLICE_NS = 1_000_000  # queued sync handlers run for at most this long before the loop gets a turn
 _SAMPLE_NS = 50_000  # the histograms record at most one message per this many ns (see the module doc)
 _NOTHING: Any = object()  # no message is being handled
-_CONSUMERS: dict[asyncio.Task[None], Actor] = {}  # consumer task -> actor, for loop-health reports
 _HOSTS_LIMIT = 10_000  # publisher ids whose host is remembered (a peer can make up any number: cleared)
-
-
-def handler_running_in(task: asyncio.Task[Any]) -> str | None:
-    """``actor.handler (file:line)`` of the handler last started by an actor's consumer task, if any.
-
-    Loop-health probes use this to name the handler behind a slow callback.
-    """
-    actor = _CONSUMERS.get(task)
-    fn = actor.last_handler if actor is not None else None
-    if actor is None or fn is None:
-        return None
-    return _label(actor.name, fn)
-
-
-def _label(actor: str, fn: Callable[..., Any]) -> str:
-    code = getattr(getattr(fn, "__wrapped__", fn), "__code__", None)  # an @answers wrapper: its method
-    where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
-    return f"{actor}.{getattr(fn, '__name__', fn)}{where}"
-
-
-_slowest_inline: list[Any] = [0, None, None]  # ns, actor name, handler: the slowest since last asked
-
-
-def slowest_inline_handler() -> str | None:
-    """The slowest handler run inline (in a hub's reader callback) since the last call, and forget it.
-
-    Loop-health probes use this to name the handler behind a slow reader callback.
-    """
-    took, actor, fn = _slowest_inline
-    _slowest_inline[:] = [0, None, None]
-    return _label(actor, fn) if took and fn is not None else None
-
-
-set_task_labeller(handler_running_in)
-set_callback_labeller(slowest_inline_handler)
-
-
-def handler(*patterns: PossibleKey, snapshot: bool = False) -> Callable[[F], F]:
-    """Declare a method ``(self, key, payload)`` (sync or async) as the handler of ``patterns``.
-
-    With ``snapshot=True`` the handler first gets the latest message of every matching key from the
-    broker's last-value cache, then the live stream, nothing missed or applied twice
-    (:meth:`actors.Hub.subscribe_with_snapshot`); without a cache it logs a warning and goes live.
-
-    >>> class Model(Actor):
-    ...     @handler(("tick", "*"), snapshot=True)
-    ...     async def on_tick(self, key, payload): ...
-    """
-    if not patterns:
-        raise TypeError("@handler needs at least one pattern, e.g. @handler(('tick', '*'))")
-
-    def mark(fn: F) -> F:
-        setattr(fn, _PATTERNS_ATTR, tuple(Key.create_from(p) for p in patterns))
-        setattr(fn, _SNAPSHOT_ATTR, snapshot)
-        return fn
-
-    return mark
-
-
-def every(seconds: float) -> Callable[[F], F]:
-    """Declare a method ``(self)`` (sync or async) to run every ``seconds`` while the actor runs."""
-    if seconds <= 0:
-        raise ValueError(f"@every needs a positive interval, got {seconds}")
-
-    def mark(fn: F) -> F:
-        setattr(fn, _EVERY_ATTR, float(seconds))
-        return fn
-
-    return mark
 
 
 @dataclass(frozen=True)
@@ -257,16 +185,16 @@ class Actor:
         """Run ``on_start``, subscribe every handler's patterns and start consuming and timers."""
         await self.on_start()
         loop = asyncio.get_running_loop()
-        for attr, fn in self._methods(_PATTERNS_ATTR):
+        for attr, fn in self._methods(PATTERNS_ATTR):
             is_async = inspect.iscoroutinefunction(fn)
-            for pattern in getattr(fn, _PATTERNS_ATTR):
+            for pattern in getattr(fn, PATTERNS_ATTR):
                 route = self._route(fn, is_async, pattern[0] if pattern else "")
-                if getattr(fn, _SNAPSHOT_ATTR, False):
+                if getattr(fn, SNAPSHOT_ATTR, False):
                     route = await self._subscribe_with_snapshot(pattern, route)
                 else:
                     self.hub.add_subscriber(pattern, route)
                 self._routes.append((pattern, route))
-            self.log.debug("handler {} subscribed to {}", attr, getattr(fn, _PATTERNS_ATTR))
+            self.log.debug("handler {} subscribed to {}", attr, getattr(fn, PATTERNS_ATTR))
         for attr, fn in self._methods(ANSWERS_ATTR):  # requests go through the mailbox like messages
             is_async = inspect.iscoroutinefunction(fn)
             answer = answering(self.hub, fn, is_async, f"{self.name}.{attr}")
@@ -274,14 +202,14 @@ class Actor:
                 route = self._route(answer, is_async, pattern[0])
                 self.hub.add_subscriber(pattern, route)
                 self._routes.append((pattern, route))
-        for attr, fn in self._methods(_EVERY_ATTR):
+        for attr, fn in self._methods(EVERY_ATTR):
             self._tasks.append(
-                loop.create_task(self._timer(fn, getattr(fn, _EVERY_ATTR)), name=f"{self.name}.{attr}")
+                loop.create_task(self._timer(fn, getattr(fn, EVERY_ATTR)), name=f"{self.name}.{attr}")
             )
         if type(self).run is not Actor.run:
             self._tasks.append(loop.create_task(self._run_body(), name=f"{self.name}.run"))
         self._consumer = loop.create_task(self._consume(), name=f"{self.name}.consume")
-        _CONSUMERS[self._consumer] = self
+        CONSUMERS[self._consumer] = self
         self._consumer.add_done_callback(_forget_consumer)
         self._running = True
         self._idle = not self._mailbox  # what arrived while starting is handled first, in order
@@ -407,8 +335,8 @@ class Actor:
             self._key = _NOTHING
             self._handled += 1
             took = _perf_ns() - started
-            if took > _slowest_inline[0]:  # for a slow-callback report (see slowest_inline_handler)
-                _slowest_inline[:] = [took, self.name, fn]
+            if took > SLOWEST_INLINE[0]:  # for a slow-callback report (see slowest_inline_handler)
+                SLOWEST_INLINE[:] = [took, self.name, fn]
             if sample:
                 self._sampled_at = started
                 self.handler_ns.record(took)
@@ -545,4 +473,4 @@ class Actor:
 
 
 def _forget_consumer(task: asyncio.Task[None]) -> None:
-    _CONSUMERS.pop(task, None)
+    CONSUMERS.pop(task, None)

@@ -25,7 +25,7 @@ from actors import (
     ask_statistics,
     handler,
 )
-from actors._actor import handler_running_in
+from actors._labels import handler_running_in
 from actors._request import PendingTable, parse_reply, parse_request
 from actors.testing import eventually
 
