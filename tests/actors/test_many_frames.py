@@ -31,7 +31,6 @@ async def test_a_message_of_many_frames_is_skipped_in_slices_and_the_next_one_de
 
 async def _attack(brokers: list[BrokerProcess]) -> None:
     """The many frames through the first broker, to a hub on all of them."""
-    brokers_count = len(brokers)
     hub = await actors.connect(
         [broker.frontend for broker in brokers], [broker.backend for broker in brokers], name="victim"
     )
@@ -72,8 +71,7 @@ async def _attack(brokers: list[BrokerProcess]) -> None:
         # A turn may run a slice in each of its reader callbacks: the pending skip, each broker's
         # socket, the sweep, and one the reader queued for itself when behind (a CI-style run read
         # 99 turns with the broker pair, perhaps with another test of mine running beside it).
-        per_turn = 1 + brokers_count + 2
-        least = FRAMES // 1_000 // per_turn
+        least = FRAMES // 1_000 // (len(brokers) + 3)
         assert len(during) >= least, f"the loop turned {len(during)} times while {FRAMES:,} frames were read"
     finally:
         rogue.close(linger=0)
