@@ -13,6 +13,8 @@ Limits: values above 2**63 are clamped; bucket boundaries are fixed, so two hist
 
 from __future__ import annotations
 
+import functools
+from bisect import bisect_left
 from collections.abc import Iterable
 
 _SUB_BITS = 3
@@ -94,6 +96,23 @@ class Histogram:
                 return _upper(index - 1) + 1 if index else 0
         return 0
 
+    def rebinned(self, limits: tuple[float, ...]) -> list[int]:
+        """The counts in the ``len(limits) + 1`` coarser buckets an exporter has (ascending upper
+        bounds ``limits``, in this histogram's unit, then +inf): a bucket goes to the first limit at
+        or above its upper bound. A sum per coarse bucket, not a loop over the fine ones."""
+        counts = self.counts
+        return [sum(counts[start:stop]) for start, stop in _coarse_ranges(limits)]
+
     def bucket_bounds(self) -> list[tuple[int, int]]:
         """``(upper_bound, count)`` for every non-empty bucket, for exporters."""
         return [(_upper(i), n) for i, n in enumerate(self.counts) if n]
+
+
+@functools.lru_cache(maxsize=8)
+def _coarse_ranges(limits: tuple[float, ...]) -> tuple[tuple[int, int], ...]:
+    """For each coarse bucket of :meth:`Histogram.rebinned`, the range of fine buckets it takes (the
+    fine upper bounds ascend, so each coarse bucket takes a contiguous range, possibly empty)."""
+    targets = [bisect_left(limits, _upper(index)) for index in range(_BUCKETS)]
+    return tuple(
+        (bisect_left(targets, coarse), bisect_left(targets, coarse + 1)) for coarse in range(len(limits) + 1)
+    )

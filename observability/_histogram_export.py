@@ -31,7 +31,7 @@ records, without a lock: ``sum`` may include a value the buckets do not show yet
 
 from __future__ import annotations
 
-from bisect import bisect_left
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -86,10 +86,7 @@ def data_point(
 ) -> HistogramDataPoint:
     """A cumulative point for ``series``: nanoseconds times ``scale`` (seconds), re-binned to ``bounds``."""
     histogram = series.histogram
-    limits = [bound / scale for bound in bounds]  # in the histogram's unit (ns)
-    counts = [0] * (len(bounds) + 1)
-    for upper, n in histogram.bucket_bounds():
-        counts[bisect_left(limits, upper)] += n
+    counts = histogram.rebinned(_limits(tuple(bounds), scale))
     count = sum(counts)
     return HistogramDataPoint(
         attributes=dict(series.attributes),
@@ -102,6 +99,12 @@ def data_point(
         min=histogram.min_bound() * scale if count else 0.0,
         max=histogram.max * scale if count else 0.0,
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _limits(bounds: tuple[float, ...], scale: float) -> tuple[float, ...]:
+    """``bounds`` in the histogram's unit (ns), computed once per bounds."""
+    return tuple(bound / scale for bound in bounds)
 
 
 class HistogramInjector:

@@ -275,14 +275,14 @@ def _push_exporters(
         file = Path(otlp_file)
     stream, writer = None, None
     if file is not None:
-        from opentelemetry.exporter.otlp.json.file import FileMetricExporter
+        from ._metric_json import MetricLineExporter
 
         try:
             stream = RotatingFile(file, rotation, signal="metrics", open_timeout=OPEN_TIMEOUT)
             # written by a thread of its own: a stalled disk must not hold the SDK's reader (its
             # export lock, which flush and shutdown wait for) for as long as the disk stalls
             writer = QueuedSink(stream.as_io(), str, max_lines=_MAX_WRITES, name="tickbus-metrics-writer")
-            exporters.append(FileMetricExporter(stream=cast("IO[str]", QueuedStream(writer, _dropped))))
+            exporters.append(MetricLineExporter(cast("IO[str]", QueuedStream(writer, _dropped))))
         except OSError as exc:
             raise MetricsError(
                 f"metrics file {file} cannot be written ({exc.strerror or exc}); set TICKBUS_DATA_DIR to a "

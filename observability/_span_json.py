@@ -19,17 +19,19 @@ exporters that changes the format shows up there.
 
 from __future__ import annotations
 
-import base64
-import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-import msgspec
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
+from ._otlp_json import MAX_PAIRS as _MAX_PAIRS
+from ._otlp_json import Encoded as _Encoded
+from ._otlp_json import attributes_list as _attributes
+from ._otlp_json import json_encoder as _json
+from ._otlp_json import schema_member as _schema
 from ._producer_span import Fields, Producer, ProducerSpan, Record, span_attributes
 from ._ratelimit import RateLimitedLog
 
@@ -40,61 +42,6 @@ _HAS_IS_REMOTE = 0x100  # SpanFlags: the context's is_remote bit is known
 _IS_REMOTE = 0x200
 _KIND = {kind: kind.value + 1 for kind in SpanKind}
 _PRODUCER = SpanKind.PRODUCER
-_json = msgspec.json.Encoder()  # ~8x json.dumps here; writes UTF-8 as is (json.dumps escapes it)
-
-
-def _value(value: Any) -> dict[str, Any]:  # noqa: PLR0911 -- one return per OTLP value type
-    """One attribute value as an OTLP ``AnyValue``; ``TypeError`` for a type OTLP cannot carry."""
-    if value is None:
-        return {}
-    if isinstance(value, bool):
-        return {"boolValue": value}
-    if isinstance(value, str):
-        return {"stringValue": value}
-    if isinstance(value, int):
-        return {"intValue": str(value)}
-    if isinstance(value, float):
-        if math.isnan(value):
-            return {"doubleValue": "NaN"}
-        if math.isinf(value):
-            return {"doubleValue": "Infinity" if value > 0 else "-Infinity"}
-        return {"doubleValue": value}
-    if isinstance(value, bytes):
-        return {"bytesValue": base64.b64encode(value).decode("utf-8") if value else ""}
-    if isinstance(value, Sequence):
-        values = [_value(v) for v in value]
-        return {"arrayValue": {"values": values} if values else {}}
-    if isinstance(value, Mapping):
-        pairs = [{"key": str(k), "value": _value(v)} for k, v in value.items()]
-        return {"kvlistValue": {"values": pairs} if pairs else {}}
-    raise TypeError(f"Invalid type {type(value)} of value {value}")
-
-
-# Encoded string attributes, reused: most values repeat from span to span (the messaging system, the
-# operation, the actor, a key's destination), and a pair costs ~0.2 us to build and encode. Bounded
-# (cleared when full); ids, unique per span by design, are never kept.
-_PAIRS: dict[tuple[str, str], msgspec.Raw] = {}
-_MAX_PAIRS = 4096
-_UNIQUE = frozenset({"messaging.message.id"})
-
-
-def _attributes(attributes: Mapping[str, Any] | None) -> list[Any]:
-    encoded: list[Any] = []
-    for key, value in (attributes or {}).items():
-        if type(value) is str and key and key not in _UNIQUE:
-            pair = _PAIRS.get((key, value))
-            if pair is None:
-                if len(_PAIRS) >= _MAX_PAIRS:
-                    _PAIRS.clear()
-                pair = msgspec.Raw(_json.encode({"key": key, "value": {"stringValue": value}}))
-                _PAIRS[(key, value)] = pair
-            encoded.append(pair)
-            continue
-        try:
-            encoded.append({"key": key, "value": _value(value)} if key else {"value": _value(value)})
-        except TypeError:  # left out, as the library does (the SDK admits no such value anyway)
-            continue
-    return encoded
 
 
 def _flags(parent: Any) -> int:
@@ -254,42 +201,6 @@ def _link(link: Any) -> dict[str, Any]:
     return out
 
 
-class _Encoded:
-    """Resource and scope encodings (JSON text), each made once per distinct object (a process has
-    one or two)."""
-
-    def __init__(self) -> None:
-        self._resources: dict[int, tuple[Any, str]] = {}
-        self._scopes: dict[int, tuple[Any, str]] = {}
-
-    def resource(self, resource: Any) -> str:
-        held = self._resources.get(id(resource))
-        if held is None or held[0] is not resource:
-            attributes = _attributes(resource.attributes)
-            held = (resource, _json.encode({"attributes": attributes} if attributes else {}).decode())
-            if len(self._resources) >= 64:
-                self._resources.clear()
-            self._resources[id(resource)] = held
-        return held[1]
-
-    def scope(self, scope: Any) -> str:
-        held = self._scopes.get(id(scope))
-        if held is None or held[0] is not scope:
-            out: dict[str, Any] = {}
-            if scope is not None:
-                if scope.name:
-                    out["name"] = scope.name
-                if scope.version:
-                    out["version"] = scope.version
-                if attributes := _attributes(scope.attributes):
-                    out["attributes"] = attributes
-            held = (scope, _json.encode(out).decode())
-            if len(self._scopes) >= 64:
-                self._scopes.clear()
-            self._scopes[id(scope)] = held
-        return held[1]
-
-
 _NO_GROUP = object()  # no resource or scope is it (a span's may be None)
 
 
@@ -344,12 +255,6 @@ def encode_line(items: Iterable[ReadableSpan | Record], cache: _Encoded | None =
             f'{{"resource":{cache.resource(resource)},"scopeSpans":[{scoped}]{_schema(resource)}}}'
         )
     return '{"resourceSpans":[' + ",".join(resource_spans) + "]}"
-
-
-def _schema(held: Any) -> str:
-    """A resource's or scope's ``schemaUrl`` member, with its comma, if it has one."""
-    url = getattr(held, "schema_url", None)
-    return ',"schemaUrl":' + _json.encode(url).decode() if url else ""
 
 
 class SpanLineExporter(SpanExporter):

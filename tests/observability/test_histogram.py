@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -39,3 +40,20 @@ def test_empty_and_negative_values():
     assert h.percentile(99) == 0
     h.record(-5)
     assert h.percentile(50) == 0 and h.count == 1
+
+
+@given(
+    st.lists(st.integers(0, 2**64), max_size=300),
+    st.lists(st.floats(0.5, 1e13, allow_nan=False), min_size=1, max_size=30, unique=True).map(sorted),
+)
+def test_rebinned_puts_each_value_where_a_search_of_its_bucket_bound_does(values, limits):
+    """``rebinned`` (the exporter's coarse buckets, a sum per range) agrees with placing each fine
+    bucket by its upper bound one at a time, for any ascending limits, and loses no value."""
+    h = Histogram()
+    for v in values:
+        h.record(v)
+    expected = [0] * (len(limits) + 1)
+    for upper, n in h.bucket_bounds():
+        expected[bisect_left(limits, upper)] += n
+    assert h.rebinned(tuple(limits)) == expected
+    assert sum(expected) == len(values)
