@@ -46,11 +46,12 @@ from ._ask import answers, ask, ask_statistics
 from ._config import ActorSpec, GroupConfig, group_from_flags, load_group_config
 from ._connect import DEFAULT_BACKEND, DEFAULT_FRONTEND, connect
 from ._extras import Loop, MockHub, ThrottledPublisher
-from ._hub import BrokerCopies, Hub, HubStatistics, Message, Publisher, Subscriber, SubscriberStatistics
+from ._hub import BrokerCopies, Hub, HubStatistics, Message
 from ._limits import HubLimits
 from ._mailbox import Mailbox
 from ._markers import every, handler
 from ._parent import watch_parent
+from ._pubsub import Publisher, Subscriber, SubscriberStatistics
 from ._redundancy import RedundantTracker
 from ._remote import RemoteHub
 from ._request import AskStatistics

@@ -23,7 +23,8 @@ from loguru import logger
 
 from broker import Key, PossibleKey
 
-from ._hub import Hub, Publisher, Route
+from ._hub import Hub, Route
+from ._pubsub import Publisher
 
 
 class Loop:
