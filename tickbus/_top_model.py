@@ -21,128 +21,31 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from ._top_rows import (
+    MAX_TEXT,
+    ActorRow,
+    AlertRow,
+    BrokerRow,
+    GroupRow,
+    SlowNotice,
+    buckets_of,
+    float_of,
+    int_of,
+    number_of,
+    percentile,
+    rate,
+    text_of,
+    window,
+)
 
 STALE_AFTER = 3.5
 """Seconds without a group's statistics (published every second) before its rows show ``stale``."""
 
 SORT_KEYS = ("group", "in/s", "out/s", "handler p99", "latency p99", "dropped", "queued")
 """The columns the actor rows can be sorted by, in the order ``s`` cycles through them."""
-
-
-def percentile(buckets: Mapping[int, int], q: float) -> int | None:
-    """The upper bound of the bucket holding the ``q``-th percentile of ``{upper bound: count}``."""
-    total = sum(n for n in buckets.values() if n > 0)
-    if not total:
-        return None
-    rank = max(1, -(-total * q // 100))
-    seen = 0
-    for upper in sorted(buckets):
-        seen += max(buckets[upper], 0)
-        if seen >= rank:
-            return upper
-    return max(buckets)
-
-
-def _buckets(raw: Any) -> dict[int, int]:
-    """``[[upper, count], ...]`` from a stats payload as a dict; malformed entries are skipped, and
-    entries past :data:`_MAX_BUCKETS` too (a real histogram has fewer)."""
-    out: dict[int, int] = {}
-    if isinstance(raw, Sequence):
-        for entry in raw[:_MAX_BUCKETS]:
-            if isinstance(entry, Sequence) and len(entry) == 2 and all(type(v) is int for v in entry):
-                out[entry[0]] = entry[1]
-    return out
-
-
-def _window(now: dict[int, int], before: dict[int, int] | None) -> dict[int, int]:
-    """The buckets recorded between two cumulative reports (all of ``now`` without an earlier one)."""
-    if before is None:
-        return now
-    diff = {upper: n - before.get(upper, 0) for upper, n in now.items()}
-    if any(n < 0 for n in diff.values()):  # the process restarted: only the new report counts
-        return now
-    return {upper: n for upper, n in diff.items() if n}
-
-
-def _int(d: Mapping[str, Any], name: str) -> int:
-    value = d.get(name, 0)
-    return value if type(value) is int else 0
-
-
-def _number(d: Mapping[str, Any], name: str) -> float | None:
-    """``d[name]`` when it is a number (not a bool), as a float; else None."""
-    value = d.get(name)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _float(d: Mapping[str, Any], name: str) -> float:
-    value = _number(d, name)
-    return 0.0 if value is None else value
-
-
-def _text(d: Mapping[str, Any], name: str, default: str) -> str:
-    """``d[name]`` when it is a string (cut to :data:`_MAX_TEXT` characters), else ``default``."""
-    value = d.get(name)
-    return value[:_MAX_TEXT] if isinstance(value, str) else default
-
-
-def _rate(now: int, before: int | None, seconds: float) -> float | None:
-    if before is None or seconds <= 0 or now < before:
-        return None
-    return (now - before) / seconds
-
-
-@dataclass
-class ActorRow:
-    """One actor as ``tickbus top`` shows it."""
-
-    group: str
-    actor: str
-    handled: int = 0
-    published: int = 0
-    in_rate: float | None = None
-    out_rate: float | None = None
-    queued: int = 0
-    dropped: int = 0
-    failures: int = 0
-    running: bool = True
-    handler_p50: int | None = None
-    handler_p99: int | None = None
-    latency_p50: int | None = None
-    latency_p99: int | None = None
-    alerts: int = 0
-    stale: bool = False
-
-
-@dataclass
-class GroupRow:
-    """One ``tickbus run`` group (one hub)."""
-
-    group: str
-    pid: int = 0
-    host: str = ""
-    version: str = ""
-    received: int = 0
-    published: int = 0
-    in_rate: float | None = None
-    out_rate: float | None = None
-    gaps: int = 0
-    skimmed: int = 0
-    """Messages the hub discarded unread, behind a flood or held by a full mailbox (also in gaps)."""
-    dropped: int = 0
-    publishers_live: int = 0
-    publishers_gone: int = 0
-    slow: bool = False
-    lag_seconds: float = 0.0
-    brokers: str = "1"
-    """Brokers up / connected to (``2/2`` for a healthy pair)."""
-    redundant: int = 0
-    state: str = "up"
-    """``up``, ``stale`` (no statistics for a while) or ``stopped`` (it said bye)."""
-    last_seen: float = 0.0
-    actors: list[str] = field(default_factory=list)
 
 
 # Table sizes. Anyone may publish on the keys `top` reads: a row that does not fit is not kept
@@ -152,49 +55,7 @@ _MAX_GROUPS = 500  # group rows (and their previous reports)
 _MAX_ACTORS = 2_000  # actor rows, all groups together
 _MAX_SLOW = 500  # hubs with a slow episode
 _MAX_ALERTS = 1_000  # active profile alerts
-_MAX_BUCKETS = 512  # entries of one timing histogram (a Histogram has 496 buckets)
-_MAX_TEXT = 256  # characters kept of a host, version, share or function name
 _MAX_NAME = 512  # characters kept of an actor or group name in a payload (a key's own are bounded)
-
-
-@dataclass
-class BrokerRow:
-    """The broker's totals."""
-
-    uptime_s: float = 0.0
-    messages_forwarded: int = 0
-    bytes_out: int = 0
-    msg_rate: float | None = None
-    byte_rate: float | None = None
-    publishers: int = 0
-    subscribers: int = 0
-    subscriptions: int = 0
-    refused: int = 0
-    denied: int = 0
-    endpoints: list[str] = field(default_factory=list)
-    last_seen: float = 0.0
-    stale: bool = False
-    """No statistics for :data:`STALE_AFTER` seconds: down, or cut off from this view."""
-
-
-@dataclass
-class SlowNotice:
-    """A hub's slow episode as announced: only the fields that were numbers."""
-
-    lag_seconds: float | None = None
-    gaps: int | None = None
-
-
-@dataclass
-class AlertRow:
-    """An active profile alert: its function, actor and group, the share and its relative change."""
-
-    group: str
-    actor: str
-    function: str
-    share: str = ""
-    relative_change: float | None = None
-    """None: the function is new (or the record gave no number)."""
 
 
 @dataclass
@@ -255,16 +116,16 @@ class BusModel:
 
     def broker_stats(self, p: Mapping[str, Any], now: float) -> None:
         """A ``('$broker', 'stats')`` payload (``broker.BrokerStatistics`` plus the endpoints)."""
-        uptime = _float(p, "uptime_s")
-        forwarded, bytes_out = _int(p, "messages_forwarded"), _int(p, "bytes_out")
+        uptime = float_of(p, "uptime_s")
+        forwarded, bytes_out = int_of(p, "messages_forwarded"), int_of(p, "bytes_out")
         row = BrokerRow(
             uptime_s=uptime,
             messages_forwarded=forwarded,
             bytes_out=bytes_out,
-            publishers=_int(p, "publishers"),
-            subscribers=_int(p, "subscribers"),
-            subscriptions=_int(p, "subscriptions"),
-            refused=_int(p, "refused"),
+            publishers=int_of(p, "publishers"),
+            subscribers=int_of(p, "subscribers"),
+            subscriptions=int_of(p, "subscriptions"),
+            refused=int_of(p, "refused"),
             denied=sum(
                 n
                 for kinds in (p.get("denied") or {}).values()
@@ -279,8 +140,8 @@ class BusModel:
         before = self._broker_before.get(name)
         if before is not None and before[0] <= uptime:  # (a restarted broker's uptime starts again)
             then, fwd_before, bytes_before = before
-            row.msg_rate = _rate(forwarded, fwd_before, uptime - then)
-            row.byte_rate = _rate(bytes_out, bytes_before, uptime - then)
+            row.msg_rate = rate(forwarded, fwd_before, uptime - then)
+            row.byte_rate = rate(bytes_out, bytes_before, uptime - then)
         if name not in self.brokers and len(self.brokers) >= _MAX_BROKERS:
             self.ignored += 1  # anyone may publish on ('$broker', 'stats'): a bounded table
             return
@@ -297,9 +158,9 @@ class BusModel:
         row = self._group(group)
         if row is None:
             return
-        row.host = _text(p, "host", row.host)
-        row.version = _text(p, "version", row.version)
-        row.pid = _int(p, "pid") or row.pid
+        row.host = text_of(p, "host", row.host)
+        row.version = text_of(p, "version", row.version)
+        row.pid = int_of(p, "pid") or row.pid
         names = p.get("actors")
         if isinstance(names, list | tuple):
             row.actors = [str(a)[:_MAX_NAME] for a in names[:_MAX_ACTORS]]
@@ -319,7 +180,7 @@ class BusModel:
         actors = p.get("actors") if isinstance(p.get("actors"), Mapping) else {}
         timing = p.get("timing") if isinstance(p.get("timing"), Mapping) else {}
         assert isinstance(hub, Mapping) and isinstance(actors, Mapping) and isinstance(timing, Mapping)
-        pid = _int(p, "pid")
+        pid = int_of(p, "pid")
         before = self._before.get(group)
         if before is not None and before.pid != pid:
             before = None  # another process under the same group name
@@ -328,23 +189,23 @@ class BusModel:
         if row is None:
             return
         row.pid = pid
-        row.host = _text(p, "host", row.host)
+        row.host = text_of(p, "host", row.host)
         if row.state != "stopped":  # the last report comes just before the bye
             row.state = "up"
         row.last_seen = now
-        row.received, row.published = _int(hub, "received"), _int(hub, "published")
-        row.in_rate = _rate(row.received, before.hub.get("received") if before else None, seconds)
-        row.out_rate = _rate(row.published, before.hub.get("published") if before else None, seconds)
-        row.gaps = _int(hub, "gaps")
-        row.skimmed = _int(hub, "skimmed")
-        row.dropped = _int(hub, "publish_dropped")
-        brokers = _int(hub, "brokers") or 1
-        row.brokers = f"{_int(hub, 'brokers_up')}/{brokers}" if brokers > 1 else "1"
-        row.redundant = _int(hub, "redundant")
-        row.publishers_live = _int(hub, "publishers_live")
-        row.publishers_gone = _int(hub, "publishers_gone")
+        row.received, row.published = int_of(hub, "received"), int_of(hub, "published")
+        row.in_rate = rate(row.received, before.hub.get("received") if before else None, seconds)
+        row.out_rate = rate(row.published, before.hub.get("published") if before else None, seconds)
+        row.gaps = int_of(hub, "gaps")
+        row.skimmed = int_of(hub, "skimmed")
+        row.dropped = int_of(hub, "publish_dropped")
+        brokers = int_of(hub, "brokers") or 1
+        row.brokers = f"{int_of(hub, 'brokers_up')}/{brokers}" if brokers > 1 else "1"
+        row.redundant = int_of(hub, "redundant")
+        row.publishers_live = int_of(hub, "publishers_live")
+        row.publishers_gone = int_of(hub, "publishers_gone")
         row.slow = bool(hub.get("slow", False))
-        row.lag_seconds = _float(hub, "lag_seconds")
+        row.lag_seconds = float_of(hub, "lag_seconds")
         counters: dict[str, dict[str, int]] = {}
         timings: dict[str, dict[str, dict[int, int]]] = {}
         for raw_name, stats in actors.items():
@@ -354,24 +215,24 @@ class BusModel:
             if (group, name) not in self.actors and len(self.actors) >= _MAX_ACTORS:
                 self.ignored += 1  # one actor row that does not fit
                 continue
-            counters[name] = {k: _int(stats, k) for k in ("handled", "published")}
+            counters[name] = {k: int_of(stats, k) for k in ("handled", "published")}
             was = before.actors.get(name) if before else None
             times = timing.get(name) if isinstance(timing.get(name), Mapping) else {}
             assert isinstance(times, Mapping)
-            timings[name] = {kind: _buckets(times.get(kind)) for kind in ("handler_ns", "latency_ns")}
+            timings[name] = {kind: buckets_of(times.get(kind)) for kind in ("handler_ns", "latency_ns")}
             earlier = before.timing.get(name, {}) if before is not None else {}
-            handler = _window(timings[name]["handler_ns"], earlier.get("handler_ns"))
-            latency = _window(timings[name]["latency_ns"], earlier.get("latency_ns"))
+            handler = window(timings[name]["handler_ns"], earlier.get("handler_ns"))
+            latency = window(timings[name]["latency_ns"], earlier.get("latency_ns"))
             self.actors[(group, name)] = ActorRow(
                 group=group,
                 actor=name,
                 handled=counters[name]["handled"],
                 published=counters[name]["published"],
-                in_rate=_rate(counters[name]["handled"], was["handled"] if was else None, seconds),
-                out_rate=_rate(counters[name]["published"], was["published"] if was else None, seconds),
-                queued=_int(stats, "queued"),
-                dropped=_int(stats, "dropped"),
-                failures=_int(stats, "failures"),
+                in_rate=rate(counters[name]["handled"], was["handled"] if was else None, seconds),
+                out_rate=rate(counters[name]["published"], was["published"] if was else None, seconds),
+                queued=int_of(stats, "queued"),
+                dropped=int_of(stats, "dropped"),
+                failures=int_of(stats, "failures"),
                 running=bool(stats.get("running", True)),
                 handler_p50=percentile(handler, 50),
                 handler_p99=percentile(handler, 99),
@@ -381,7 +242,7 @@ class BusModel:
         for key in [k for k in self.actors if k[0] == group and k[1] not in counters]:
             del self.actors[key]  # the group no longer runs that actor
         row.actors = sorted(counters)
-        self._before[group] = _Previous(now, pid, {k: _int(hub, k) for k in hub}, counters, timings)
+        self._before[group] = _Previous(now, pid, {k: int_of(hub, k) for k in hub}, counters, timings)
 
     def slow_notice(self, hub: str, p: Mapping[str, Any]) -> None:
         """A ``('$bus', 'slow', HUB)`` notice: ``state`` is ``slow`` or ``recovered``."""
@@ -391,12 +252,12 @@ class BusModel:
             self.ignored += 1
         else:
             gaps = p.get("gaps")
-            self.slow[hub] = SlowNotice(_number(p, "lag_seconds"), gaps if type(gaps) is int else None)
+            self.slow[hub] = SlowNotice(number_of(p, "lag_seconds"), gaps if type(gaps) is int else None)
 
     def alert(self, record: Mapping[str, Any]) -> None:
         """A ``('$alerts', 'profile', ACTOR)`` record (``observability.profiling`` ``alert_record``)."""
         function = record.get("function")
-        name = _text(function, "name", "?") if isinstance(function, Mapping) else str(function)[:_MAX_TEXT]
+        name = text_of(function, "name", "?") if isinstance(function, Mapping) else str(function)[:MAX_TEXT]
         key = (str(record.get("group", ""))[:_MAX_NAME], str(record.get("actor", ""))[:_MAX_NAME], name)
         if record.get("state") != "active":
             self.alerts.pop(key, None)
@@ -404,7 +265,7 @@ class BusModel:
             self.ignored += 1
         else:
             self.alerts[key] = AlertRow(
-                *key, share=_text(record, "share", ""), relative_change=_number(record, "relative_change")
+                *key, share=text_of(record, "share", ""), relative_change=number_of(record, "relative_change")
             )
 
     # -- output -----------------------------------------------------------------------------------
