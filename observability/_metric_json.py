@@ -33,8 +33,6 @@ from opentelemetry.sdk.metrics.export import (
 from ._otlp_json import Encoded, attributes_json, json_encoder, schema_member
 from ._ratelimit import RateLimitedLog
 
-_json = json_encoder
-
 
 class _UnsupportedError(Exception):
     """A point this encoder does not write: the library encodes the whole export."""
@@ -48,7 +46,7 @@ def _float(value: float) -> str:
         if value != value:  # noqa: PLR0124 -- NaN
             return '"NaN"'
         return '"Infinity"' if value > 0 else '"-Infinity"'
-    return _json.encode(value).decode()  # an int where a double may be: as the library, unchanged
+    return json_encoder.encode(value).decode()  # an int where a double may be: as the library, unchanged
 
 
 _BOUNDS: dict[tuple[float, ...], str] = {}  # explicit bounds repeat in every point: encoded once
@@ -64,7 +62,9 @@ def _bounds(bounds: Sequence[float]) -> str:
     return text
 
 
-def _number(point: Any, start: bool) -> str:
+def _head(point: Any, start: bool) -> list[str]:
+    """The members every point begins with: attributes, start time (``start``: a sum's or a
+    histogram's, not a gauge's) and time; a point with exemplars is the library's to write."""
     if point.exemplars:
         raise _UnsupportedError
     parts = []
@@ -74,6 +74,11 @@ def _number(point: Any, start: bool) -> str:
         parts.append(f'"startTimeUnixNano":"{point.start_time_unix_nano}"')
     if point.time_unix_nano:
         parts.append(f'"timeUnixNano":"{point.time_unix_nano}"')
+    return parts
+
+
+def _number(point: Any, start: bool) -> str:
+    parts = _head(point, start)
     value = point.value
     if type(value) is int:
         parts.append(f'"asInt":"{value}"')
@@ -85,15 +90,7 @@ def _number(point: Any, start: bool) -> str:
 
 
 def _histogram(point: Any) -> str:
-    if point.exemplars:
-        raise _UnsupportedError
-    parts = []
-    if point.attributes:
-        parts.append('"attributes":' + attributes_json(point.attributes))
-    if point.start_time_unix_nano:
-        parts.append(f'"startTimeUnixNano":"{point.start_time_unix_nano}"')
-    if point.time_unix_nano:
-        parts.append(f'"timeUnixNano":"{point.time_unix_nano}"')
+    parts = _head(point, True)
     if point.count:
         parts.append(f'"count":"{point.count}"')
     if point.sum is not None:
@@ -116,11 +113,11 @@ def _points(points: Sequence[Any], encode: Any, *args: Any) -> str:
 def _metric(metric: Any) -> str:
     parts = []
     if metric.name:
-        parts.append('"name":' + _json.encode(metric.name).decode())
+        parts.append('"name":' + json_encoder.encode(metric.name).decode())
     if metric.description:
-        parts.append('"description":' + _json.encode(metric.description).decode())
+        parts.append('"description":' + json_encoder.encode(metric.description).decode())
     if metric.unit:
-        parts.append('"unit":' + _json.encode(metric.unit).decode())
+        parts.append('"unit":' + json_encoder.encode(metric.unit).decode())
     data = metric.data
     kind = type(data)
     if kind is Sum:

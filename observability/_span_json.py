@@ -27,11 +27,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
-from ._otlp_json import MAX_PAIRS as _MAX_PAIRS
-from ._otlp_json import Encoded as _Encoded
-from ._otlp_json import attributes_list as _attributes
-from ._otlp_json import json_encoder as _json
-from ._otlp_json import schema_member as _schema
+from ._otlp_json import MAX_PAIRS, Encoded, attributes_list, json_encoder, schema_member
 from ._producer_span import Fields, Producer, ProducerSpan, Record, span_attributes
 from ._ratelimit import RateLimitedLog
 
@@ -72,7 +68,7 @@ def _head(  # noqa: PLR0917 -- the fields every span has, as the OTLP mapping or
         out["startTimeUnixNano"] = str(start_time)
     if end_time:
         out["endTimeUnixNano"] = str(end_time)
-    if encoded := _attributes(attributes):
+    if encoded := attributes_list(attributes):
         out["attributes"] = encoded
     return out
 
@@ -93,7 +89,7 @@ def _producer(f: Fields) -> str:
         span_attributes(f),
     )
     out["status"] = {}  # unset: a publish that raised is recorded through the SDK
-    return _json.encode(out).decode()
+    return json_encoder.encode(out).decode()
 
 
 # A record's span in one format (~1 us against ~4 us for the dict): its ids sliced from its
@@ -123,11 +119,11 @@ def _record(record: Record) -> str:
 def _constant(producer: Producer, actor: str, key: tuple[str, ...], sender: str) -> str:
     """The members of a record's span from ``"name"`` to its message id's ``<sender>:``, kept."""
     name, common = producer.named(actor, key)
-    named = f',"name":{_json.encode(name).decode()}' if name else ""
-    pairs = _json.encode(_attributes(common)).decode()[1:-1]
-    sender_part = _json.encode(f"{sender}:").decode()[:-1]  # the closing quote follows the seq
+    named = f',"name":{json_encoder.encode(name).decode()}' if name else ""
+    pairs = json_encoder.encode(attributes_list(common)).decode()[1:-1]
+    sender_part = json_encoder.encode(f"{sender}:").decode()[:-1]  # the closing quote follows the seq
     texts = producer.texts
-    if len(texts) >= _MAX_PAIRS:
+    if len(texts) >= MAX_PAIRS:
         texts.clear()
     text = f'{named},"kind":{_KIND[_PRODUCER]},"attributes":[{pairs + "," if pairs else ""}{_MESSAGE_ID}'
     text = texts[(actor, key, sender)] = text + sender_part
@@ -138,7 +134,7 @@ def _text(span: ReadableSpan) -> str:
     """The OTLP JSON of one span."""
     if type(span) is ProducerSpan:
         return _producer(span._fields)
-    return _json.encode(_span(span)).decode()
+    return json_encoder.encode(_span(span)).decode()
 
 
 def _span(span: ReadableSpan) -> dict[str, Any]:
@@ -181,7 +177,7 @@ def _event(event: Any) -> dict[str, Any]:
         out["timeUnixNano"] = str(event.timestamp)
     if event.name:
         out["name"] = event.name
-    if attributes := _attributes(event.attributes):
+    if attributes := attributes_list(event.attributes):
         out["attributes"] = attributes
     if event.dropped_attributes:
         out["droppedAttributesCount"] = event.dropped_attributes
@@ -193,7 +189,7 @@ def _link(link: Any) -> dict[str, Any]:
         "traceId": link.context.trace_id.to_bytes(16, "big").hex(),
         "spanId": link.context.span_id.to_bytes(8, "big").hex(),
     }
-    if attributes := _attributes(link.attributes):
+    if attributes := attributes_list(link.attributes):
         out["attributes"] = attributes
     if link.dropped_attributes:
         out["droppedAttributesCount"] = link.dropped_attributes
@@ -204,11 +200,11 @@ def _link(link: Any) -> dict[str, Any]:
 _NO_GROUP = object()  # no resource or scope is it (a span's may be None)
 
 
-def encode_line(items: Iterable[ReadableSpan | Record], cache: _Encoded | None = None) -> str | None:
+def encode_line(items: Iterable[ReadableSpan | Record], cache: Encoded | None = None) -> str | None:
     """The OTLP JSON ``ExportTraceServiceRequest`` of ``items`` (spans, and records whose first item
     makes their span: a sampled publish's is encoded without one) as one line's text, no newline;
     ``None`` for none."""
-    cache = cache if cache is not None else _Encoded()
+    cache = cache if cache is not None else Encoded()
     # grouped by resource, then scope, as the library groups them (equal resources together), but
     # keyed by identity first: hashing a Resource dumps its attributes to JSON (~10 us) every time
     by_id: dict[int, tuple[Any, dict[Any, list[str]]]] = {}
@@ -249,10 +245,10 @@ def encode_line(items: Iterable[ReadableSpan | Record], cache: _Encoded | None =
         scope_spans = []
         for scope, texts in scopes.items():
             spans = ",".join(texts)
-            scope_spans.append(f'{{"scope":{cache.scope(scope)},"spans":[{spans}]{_schema(scope)}}}')
+            scope_spans.append(f'{{"scope":{cache.scope(scope)},"spans":[{spans}]{schema_member(scope)}}}')
         scoped = ",".join(scope_spans)
         resource_spans.append(
-            f'{{"resource":{cache.resource(resource)},"scopeSpans":[{scoped}]{_schema(resource)}}}'
+            f'{{"resource":{cache.resource(resource)},"scopeSpans":[{scoped}]{schema_member(resource)}}}'
         )
     return '{"resourceSpans":[' + ",".join(resource_spans) + "]}"
 
@@ -275,7 +271,7 @@ class SpanLineExporter(SpanExporter):
     def __init__(self, stream: IO[str], writer: QueuedSink | None = None) -> None:
         self._stream = stream
         self._writer = writer
-        self._cache = _Encoded()
+        self._cache = Encoded()
         self._lock = threading.Lock()  # orders whole exports (loop drain, flush, shutdown), never a span
         self._shutdown = False
         self._log = RateLimitedLog()
