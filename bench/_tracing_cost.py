@@ -15,9 +15,9 @@ messages cost, their spans' export included (each round ends with ``tracing.flus
 
 - ``sampled``: what ``tickbus run`` does by default, spans to the trace file under the data
   directory (a temporary one here), made and encoded on the event loop a slice at a time;
-- ``sampled-otlp``: spans through the SDK's BatchSpanProcessor, as to an OTLP endpoint, here with
-  the library's JSON file exporter standing in for the endpoint (its encoding runs in the
-  processor's thread).
+- ``sampled-otlp``: what it does with ``$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` set, spans through the
+  SDK's BatchSpanProcessor (encoded in its thread) to OTLP/HTTP JSON, here a collector process on
+  loopback that reads each request and answers 200.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ import math
 import os
 import secrets
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 import observability
@@ -96,22 +97,44 @@ async def hop_ns(n: int, sampled: bool) -> float:
     return elapsed / n
 
 
-def configure(mode: str, directory: Path) -> None:
+COLLECTOR = """
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_port, flush=True)
+server.serve_forever()
+"""
+
+
+def start_collector() -> tuple[subprocess.Popen[str], str]:
+    """An OTLP/HTTP endpoint on loopback in a process of its own, and its traces URL."""
+    process = subprocess.Popen([sys.executable, "-c", COLLECTOR], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    port = int(process.stdout.readline())
+    return process, f"http://127.0.0.1:{port}/v1/traces"
+
+
+def configure(mode: str, endpoint: str | None) -> None:
     """Tracing for one configuration: ``off``, ``unsampled`` (ratio 0), ``sampled`` (ratio 1, the
-    trace file) or ``sampled-otlp`` (ratio 1, the SDK's batch processor)."""
+    trace file) or ``sampled-otlp`` (ratio 1, the SDK's batch processor to ``endpoint``)."""
     observability.disable_tracing()
+    os.environ.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
     if mode == "off":
         return
-    exporter = None
-    if mode == "sampled-otlp":
-        from opentelemetry.exporter.otlp.json.file import FileSpanExporter
-
-        exporter = FileSpanExporter(directory / f"{mode}.jsonl")
+    if mode == "sampled-otlp" and endpoint is not None:
+        os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = endpoint
     observability.enable_tracing(  # every origin at ratio 1: no budget of traces a second
         "bench",
         sampler="parentbased_traceidratio",
         ratio=0.0 if mode == "unsampled" else 1.0,
-        exporter=exporter,
         max_origin_spans_per_second=math.inf,
     )
 
@@ -121,13 +144,13 @@ def measure(
     modes: list[str],
     n: int,
     rounds: int,
-    directory: Path,
+    endpoint: str | None,
 ) -> dict[str, list[float]]:
     """ns per message of ``case`` in each mode, ``rounds`` times, alternating the modes."""
     results: dict[str, list[float]] = {mode: [] for mode in modes}
     for _ in range(rounds):
         for mode in modes:
-            configure(mode, directory)
+            configure(mode, endpoint)
             sampled = mode.startswith("sampled")
             count = max(1, n // 200) if sampled else n  # within the span queues (2048)
             results[mode].append(asyncio.run(case(count, sampled)))
@@ -145,15 +168,21 @@ def main(argv: list[str] | None = None) -> int:
     observability.configure_logging("bench", level="WARNING", json=False)
     modes = ["off", "unsampled"] + ([] if args.no_sampled else ["sampled", "sampled-otlp"])
     rows = []
-    with tempfile.TemporaryDirectory(prefix="tickbus-bench-tracing-") as tmp:
-        os.environ["TICKBUS_DATA_DIR"] = tmp  # the default trace file goes there
-        for name, case in (("origin publish", origin_publish_ns), ("hop: consume + publish", hop_ns)):
-            results = measure(case, modes, args.messages, args.rounds, Path(tmp))
-            base = statistics.median(results["off"])
-            for mode in modes:
-                median = statistics.median(results[mode])
-                delta = f"{median - base:+9.0f}" if mode != "off" else f"{'':>9}"
-                rows.append(f"{name:<24} {mode:<12} {median:>10.0f} {min(results[mode]):>10.0f} {delta}")
+    collector, endpoint = start_collector() if "sampled-otlp" in modes else (None, None)
+    try:
+        with tempfile.TemporaryDirectory(prefix="tickbus-bench-tracing-") as tmp:
+            os.environ["TICKBUS_DATA_DIR"] = tmp  # the default trace file goes there
+            for name, case in (("origin publish", origin_publish_ns), ("hop: consume + publish", hop_ns)):
+                results = measure(case, modes, args.messages, args.rounds, endpoint)
+                base = statistics.median(results["off"])
+                for mode in modes:
+                    median = statistics.median(results[mode])
+                    delta = f"{median - base:+9.0f}" if mode != "off" else f"{'':>9}"
+                    rows.append(f"{name:<24} {mode:<12} {median:>10.0f} {min(results[mode]):>10.0f} {delta}")
+    finally:
+        if collector is not None:
+            collector.kill()
+            collector.wait()
     print(f"tracing cost per message, ns ({args.messages:,} messages x {args.rounds} rounds, in-process hub)")
     print(f"{'case':<24} {'tracing':<12} {'median':>10} {'best':>10} {'vs off':>9}")
     print("\n".join(rows))

@@ -264,9 +264,9 @@ def _push_exporters(
     if endpoint is None and os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         endpoint = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"].removesuffix("/") + "/v1/metrics"
     if endpoint is not None:
-        from opentelemetry.exporter.otlp.json.http.metric_exporter import OTLPMetricExporter
+        from ._otlp_http import MetricRequestExporter
 
-        exporters.append(OTLPMetricExporter())
+        exporters.append(MetricRequestExporter())  # the library's, encoding as the metrics file does
     file: Path | None = None
     if otlp_file is True or (otlp_file is None and endpoint is None):
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", service).strip(".") or "tickbus"

@@ -280,10 +280,10 @@ class Tracing(MessageHooks):
         if endpoint is None and os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
             endpoint = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"].removesuffix("/") + "/v1/traces"
         if endpoint is not None:
-            from opentelemetry.exporter.otlp.json.http.trace_exporter import OTLPSpanExporter
+            from ._otlp_http import SpanRequestExporter
 
             self._endpoint = endpoint
-            return OTLPSpanExporter()  # it reads the OTEL_EXPORTER_OTLP_* variables itself
+            return SpanRequestExporter()  # the library's: it reads the OTEL_EXPORTER_OTLP_* variables itself
         from ._span_json import SpanLineExporter
 
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.environ.get("OTEL_SERVICE_NAME") or service).strip(".")
