@@ -4,7 +4,8 @@ Per broker an XPUB to its frontend and a SUB to its backend, each with a monitor
 events (handshake, disconnection, a refused CURVE handshake) say which brokers are up: a hub is
 connected while one broker has a live session on both. A receiving socket whose connection is lost
 is replaced unread (:meth:`BrokerConnections._renew_sub`: libzmq issue 3937). The reader
-(:mod:`actors._reading`) and the rest of the hub (:mod:`actors._remote`) build on this class.
+(:mod:`actors._reading`), the sender (:mod:`actors._sending`) and the rest of the hub
+(:mod:`actors._remote`) build on this class.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ key is wanted while any broker wants it. A new prefix beyond ``max_prefixes`` st
 ``max_prefix`` bytes, is refused (:meth:`subscribe` returns why; the hub counts and logs it and
 does not tell its socket). Every accepted change bumps :attr:`epoch`, which the hub compares with
 the epoch it last checked a key at, so a key's "wanted" is looked up once per subscription change,
-not per message. The XPUB sockets themselves are the hub's part (:mod:`actors._remote`).
+not per message. The XPUB sockets themselves are the hub's part (:mod:`actors._sending`).
 """
 
 from __future__ import annotations

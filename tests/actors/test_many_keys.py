@@ -12,14 +12,14 @@ from __future__ import annotations
 import pytest
 
 import actors
-import actors._remote as remote
+import actors._sending as sending
 from actors.testing import BrokerProcess, eventually
 
 
 @pytest.fixture
 def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(remote, "_CACHE_LIMIT", 50)
-    monkeypatch.setattr(remote, "_SEQS_LIMIT", 50)
+    monkeypatch.setattr(sending, "_CACHE_LIMIT", 50)
+    monkeypatch.setattr(sending, "_SEQS_LIMIT", 50)
 
 
 async def test_a_publisher_past_its_key_limits_renumbers_and_subscribers_lose_nothing(
