@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,8 @@ from observability._histogram_export import (
     HistogramSeries,
     data_point,
 )
+
+from ._otlp import otlp_collector
 
 
 class Echo(Actor):
@@ -237,44 +237,19 @@ def test_the_default_file_is_named_after_the_service_in_the_data_dir(metrics, mo
     assert (tmp_path / "metrics" / "my_group_1.jsonl").read_text().count("\n") == 1
 
 
-class _Collector(BaseHTTPRequestHandler):
-    """A minimal OTLP/HTTP receiver: keeps each POST's path and JSON body."""
-
-    received: list[tuple[str, dict[str, Any]]]
-    arrived: threading.Event
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append((self.path, json.loads(body)))
-        type(self).arrived.set()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-
 async def test_otlp_http_json_goes_to_the_standard_endpoint_variable(echo, metrics, monkeypatch):
     _hub, actor = echo
-    _Collector.received, _Collector.arrived = [], threading.Event()
-    server = HTTPServer(("127.0.0.1", 0), _Collector)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-        metrics.enable("unit", actors=[actor], interval=3600)
-        assert metrics.statistics().file is None
-        assert metrics.statistics().otlp_endpoint == f"http://127.0.0.1:{server.server_port}/v1/metrics"
-        assert metrics.flush()
-        assert _Collector.arrived.wait(5)
-    finally:
-        metrics.disable()  # its last export goes to the collector too, before it stops
-        server.shutdown()
-        server.server_close()
-        thread.join()
-    path, body = _Collector.received[0]
+    with otlp_collector() as collector:
+        try:
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+            metrics.enable("unit", actors=[actor], interval=3600)
+            assert metrics.statistics().file is None
+            assert metrics.statistics().otlp_endpoint == f"{collector.url}/v1/metrics"
+            assert metrics.flush()
+            assert collector.arrived.wait(5)
+        finally:
+            metrics.disable()  # its last export goes to the collector too, before it stops
+    path, _, body = collector.requests[0]
     assert path == "/v1/metrics"
     (latency,) = _points(body, "tickbus.actor.latency")
     assert latency["count"] == "3"

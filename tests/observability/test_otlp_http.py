@@ -7,11 +7,7 @@ decoded body) — compressed too, since the library's client compresses what it 
 
 from __future__ import annotations
 
-import gzip
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
@@ -23,42 +19,16 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, set_span_in_context
 
 from observability._otlp_http import MetricRequestExporter, SpanRequestExporter
-from tests.observability.test_metric_json import collected
-from tests.observability.test_span_json import REMOTE, provider
 
-
-class Collector(BaseHTTPRequestHandler):
-    """Keeps each request as (path, content type, decoded JSON body); answers 200, or ``status``."""
-
-    requests: list[tuple[str, str, Any]]
-    status = 200
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if self.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        self.requests.append((self.path, self.headers["Content-Type"], json.loads(body)))
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
+from ._otlp import Collector, otlp_collector
+from .test_metric_json import collected
+from .test_span_json import REMOTE, provider
 
 
 @pytest.fixture
-def collector() -> Iterator[tuple[str, type[Collector]]]:
-    handler = type("Received", (Collector,), {"requests": []})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+def collector() -> Iterator[Collector]:
+    with otlp_collector() as received:
+        yield received
 
 
 def spans() -> list[Any]:
@@ -67,7 +37,7 @@ def spans() -> list[Any]:
     made, keep = provider()
     tracer = made.get_tracer("tickbus", "0.1.0")
     tracer.start_span("publish tick", attributes={"messaging.system": "tickbus", "n": 3}).end()
-    consumer = tracer.start_span("process tick", links=[])
+    consumer = tracer.start_span("process tick")
     consumer.record_exception(ValueError("bad tick"))
     consumer.end()
     tracer.start_span(
@@ -82,13 +52,12 @@ def spans() -> list[Any]:
 
 @pytest.mark.parametrize("compression", [Compression.NONE, Compression.GZIP])
 def test_spans_are_sent_as_the_library_sends_them(collector, compression) -> None:
-    url, received = collector
     batch = spans()
     for exporter_type in (SpanRequestExporter, OTLPSpanExporter):
-        exporter = exporter_type(endpoint=url + "/v1/traces", compression=compression)
+        exporter = exporter_type(endpoint=collector.url + "/v1/traces", compression=compression)
         assert exporter.export(batch) == SpanExportResult.SUCCESS
         exporter.shutdown()
-    ours, theirs = received.requests
+    ours, theirs = collector.requests
     assert ours == theirs
     assert ours[0] == "/v1/traces" and ours[1] == "application/json"
     assert len([s for rs in ours[2]["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]) == 4
@@ -96,47 +65,50 @@ def test_spans_are_sent_as_the_library_sends_them(collector, compression) -> Non
 
 @pytest.mark.parametrize("exemplars", [False, True], ids=["tickbus-encoded", "exemplars-library-encoded"])
 def test_metrics_are_sent_as_the_library_sends_them(collector, exemplars) -> None:
-    url, received = collector
     data = collected(exemplars=exemplars)
     for exporter_type in (MetricRequestExporter, OTLPMetricExporter):
-        exporter = exporter_type(endpoint=url + "/v1/metrics")
+        exporter = exporter_type(endpoint=collector.url + "/v1/metrics")
         assert exporter.export(data) == MetricExportResult.SUCCESS
         exporter.shutdown()
-    ours, theirs = received.requests
+    ours, theirs = collector.requests
     assert ours == theirs
     assert ours[0] == "/v1/metrics" and ours[2]["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
 
 
 def test_an_empty_collection_and_a_split_export_are_sent_as_the_library_sends_them(collector) -> None:
-    url, received = collector
     empty = MetricsData(resource_metrics=[])
     for exporter_type in (MetricRequestExporter, OTLPMetricExporter):  # no resource metrics
-        assert exporter_type(endpoint=url + "/v1/metrics").export(empty) == MetricExportResult.SUCCESS
-    assert received.requests[0] == received.requests[1]
-    received.requests.clear()
+        assert (
+            exporter_type(endpoint=collector.url + "/v1/metrics").export(empty) == MetricExportResult.SUCCESS
+        )
+    assert collector.requests[0] == collector.requests[1]
+    collector.requests.clear()
     data = collected(exemplars=False)
     for exporter_type in (MetricRequestExporter, OTLPMetricExporter):  # exports of at most two points
-        exporter = exporter_type(endpoint=url + "/v1/metrics", max_export_batch_size=2)
+        exporter = exporter_type(endpoint=collector.url + "/v1/metrics", max_export_batch_size=2)
         assert exporter.export(data) == MetricExportResult.SUCCESS
-    half = len(received.requests) // 2
-    assert half > 1 and received.requests[:half] == received.requests[half:]
+    half = len(collector.requests) // 2
+    assert half > 1 and collector.requests[:half] == collector.requests[half:]
 
 
 def test_a_refused_request_fails_the_export_without_raising(collector) -> None:
-    url, received = collector
-    received.status = 400  # a client error: the library's client does not retry it
-    assert SpanRequestExporter(endpoint=url + "/v1/traces").export(spans()) == SpanExportResult.FAILURE
+    collector.status = 400  # a client error: the library's client does not retry it
+    assert (
+        SpanRequestExporter(endpoint=collector.url + "/v1/traces").export(spans()) == SpanExportResult.FAILURE
+    )
     data = collected(exemplars=False)
-    assert MetricRequestExporter(endpoint=url + "/v1/metrics").export(data) == MetricExportResult.FAILURE
-    assert len(received.requests) == 2
+    assert (
+        MetricRequestExporter(endpoint=collector.url + "/v1/metrics").export(data)
+        == MetricExportResult.FAILURE
+    )
+    assert len(collector.requests) == 2
 
 
 def test_an_export_after_shutdown_fails_as_the_librarys_does(collector) -> None:
-    url, received = collector
-    exporter = SpanRequestExporter(endpoint=url + "/v1/traces")
+    exporter = SpanRequestExporter(endpoint=collector.url + "/v1/traces")
     exporter.shutdown()
     assert exporter.export(spans()) == SpanExportResult.FAILURE
-    metrics = MetricRequestExporter(endpoint=url + "/v1/metrics")
+    metrics = MetricRequestExporter(endpoint=collector.url + "/v1/metrics")
     metrics.shutdown()
     assert metrics.export(collected(exemplars=False)) == MetricExportResult.FAILURE
-    assert received.requests == []
+    assert collector.requests == []

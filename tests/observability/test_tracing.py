@@ -14,9 +14,7 @@ import random
 import select
 import signal
 import statistics
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +27,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 import observability
 from actors import Actor, Hub, Key, handler
 from observability._sampling import sampling_policy
+
+from ._otlp import otlp_collector
 
 
 @pytest.fixture(autouse=True)
@@ -460,40 +460,16 @@ async def test_by_default_spans_go_as_otlp_json_lines_under_the_data_directory(m
     assert spans[0].root.resource["tickbus.actors"] == "relay"
 
 
-class _Collector(BaseHTTPRequestHandler):
-    bodies: ClassVar[list[tuple[str, dict[str, Any]]]] = []
-    received = threading.Event()
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).bodies.append((self.path, json.loads(body)))
-        type(self).received.set()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-
 async def test_an_otlp_endpoint_in_the_environment_sends_spans_as_otlp_http_json(monkeypatch):
-    server = HTTPServer(("127.0.0.1", 0), _Collector)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        endpoint = f"http://127.0.0.1:{server.server_port}"
+    with otlp_collector() as collector:
+        endpoint = collector.url
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
         observability.enable_tracing("unit", sampler="always_on")
         assert observability.tracing.statistics().otlp_endpoint == endpoint + "/v1/traces"
         await run_chain()
         observability.disable_tracing()
-        assert _Collector.received.wait(10)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-    path, body = _Collector.bodies[0]
+        assert collector.arrived.wait(10)
+    path, _, body = collector.requests[0]
     assert path == "/v1/traces"
     names = {s["name"] for rs in body["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]}
     assert names <= {"publish in", "process in", "publish out", "process out"} and names
